@@ -1,0 +1,67 @@
+"""Domain errors, each mapped once to the public JSON error shape and an HTTP status."""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    """An error a client may see: `{"error": {"code", "message"}}` with `status`."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retry_after_s: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.retry_after_s = retry_after_s
+        self.headers = dict(headers or {})
+
+
+class BadRequest(ApiError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    code = "payload_too_large"
+
+
+class RateLimited(ApiError):
+    status = 429
+    code = "rate_limited"
+
+
+class StoreUnavailable(ApiError):
+    """Redis is unreachable or too slow; the client should retry shortly."""
+
+    status = 503
+    code = "store_unavailable"

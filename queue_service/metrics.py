@@ -1,0 +1,194 @@
+"""Every Prometheus metric the queue service exposes, defined once.
+
+Names follow Prometheus conventions: one `gelombang_` prefix, base units, `_total` counters,
+`_seconds` histograms, bounded labels only (wave, route, method, status class, rule, op) and
+never a ticket or registrant. With `--workers N` the service runs prometheus-client's
+multiprocess mode (PROMETHEUS_MULTIPROC_DIR): counters and histograms add up across processes,
+and gauges read from Redis (the same value in every process) keep the most recent sample.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# Wave state, read from Redis by every process's admission loop (identical in each process).
+WAVE_GAUGE_MODE = "livemostrecent"
+
+queue_waiting = Gauge(
+    "gelombang_queue_waiting",
+    "Tickets waiting in line after opening (not yet reached by admission).",
+    ["wave"],
+    registry=REGISTRY,
+    multiprocess_mode=WAVE_GAUGE_MODE,
+)
+queue_prequeue = Gauge(
+    "gelombang_queue_prequeue",
+    "Tickets in the pre-queue, to be shuffled at opening.",
+    ["wave"],
+    registry=REGISTRY,
+    multiprocess_mode=WAVE_GAUGE_MODE,
+)
+sessions_active = Gauge(
+    "gelombang_sessions_active",
+    "Admitted sessions alive now (not completed, not expired).",
+    ["wave"],
+    registry=REGISTRY,
+    multiprocess_mode=WAVE_GAUGE_MODE,
+)
+wave_max_active = Gauge(
+    "gelombang_wave_max_active",
+    "Configured limit of admitted sessions alive at once (0 = no limit).",
+    ["wave"],
+    registry=REGISTRY,
+    multiprocess_mode=WAVE_GAUGE_MODE,
+)
+wave_admit_rate = Gauge(
+    "gelombang_wave_admit_rate",
+    "Configured admissions per second.",
+    ["wave"],
+    registry=REGISTRY,
+    multiprocess_mode=WAVE_GAUGE_MODE,
+)
+wave_quota = Gauge(
+    "gelombang_wave_quota",
+    "Configured total admissions for the wave.",
+    ["wave"],
+    registry=REGISTRY,
+    multiprocess_mode=WAVE_GAUGE_MODE,
+)
+wave_admitted = Gauge(
+    "gelombang_wave_admitted",
+    "Admissions so far in the wave, as recorded in Redis (the quota counter).",
+    ["wave"],
+    registry=REGISTRY,
+    multiprocess_mode=WAVE_GAUGE_MODE,
+)
+wave_state = Gauge(
+    "gelombang_wave_state",
+    "1 for the wave's current state, 0 for the others.",
+    ["wave", "state"],
+    registry=REGISTRY,
+    multiprocess_mode=WAVE_GAUGE_MODE,
+)
+
+# Events, counted by the one process that decided them (they sum across processes).
+admissions = Counter(
+    "gelombang_admissions",
+    "Tickets admitted.",
+    ["wave"],
+    registry=REGISTRY,
+)
+abandoned = Counter(
+    "gelombang_abandoned",
+    "Waiting tickets skipped by admission because their holder was gone.",
+    ["wave"],
+    registry=REGISTRY,
+)
+sessions_expired = Counter(
+    "gelombang_sessions_expired",
+    "Admitted sessions that ended by reaching session_ttl_s without completing.",
+    ["wave"],
+    registry=REGISTRY,
+)
+sessions_completed = Counter(
+    "gelombang_sessions_completed",
+    "Admitted sessions ended by a complete call.",
+    ["wave"],
+    registry=REGISTRY,
+)
+joins = Counter(
+    "gelombang_joins",
+    "Join requests by result (new, existing, rejoined, not_accepting, rate_limited).",
+    ["wave", "result"],
+    registry=REGISTRY,
+)
+status_polls = Counter(
+    "gelombang_status_polls",
+    "Status requests answered, by the ticket state returned.",
+    ["wave", "state"],
+    registry=REGISTRY,
+)
+rate_limited = Counter(
+    "gelombang_rate_limited",
+    "Requests refused by a rate-limit rule.",
+    ["rule"],
+    registry=REGISTRY,
+)
+wait_seconds = Histogram(
+    "gelombang_wait_seconds",
+    "Time from join to admission.",
+    ["wave"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400),
+    registry=REGISTRY,
+)
+eta_error_seconds = Histogram(
+    "gelombang_eta_error_seconds",
+    "Actual wait minus the wait estimated at join (positive: we promised too little).",
+    ["wave"],
+    buckets=(-3600, -900, -300, -60, -15, -5, 0, 5, 15, 60, 300, 900, 3600),
+    registry=REGISTRY,
+)
+http_request_duration = Histogram(
+    "gelombang_http_request_duration_seconds",
+    "HTTP request duration by route, method and status class.",
+    ["route", "method", "status_class"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+redis_call_duration = Histogram(
+    "gelombang_redis_call_duration_seconds",
+    "Duration of one Redis round trip (a script call or a pipeline), by operation.",
+    ["op"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)
+redis_errors = Counter(
+    "gelombang_redis_errors",
+    "Redis calls that failed (connection refused, timeout, script error), by operation.",
+    ["op"],
+    registry=REGISTRY,
+)
+batch_size = Histogram(
+    "gelombang_batch_size",
+    "Requests coalesced into one Redis round trip, by operation.",
+    ["op"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+    registry=REGISTRY,
+)
+event_loop_lag = Histogram(
+    "gelombang_event_loop_lag_seconds",
+    "How late the event loop ran a timer that was due (a saturated or blocked process).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)
+admin_actions = Counter(
+    "gelombang_admin_actions",
+    "Admin API changes, by action.",
+    ["action"],
+    registry=REGISTRY,
+)
+
+WAVE_STATES = ("scheduled", "prequeue", "open", "paused", "full", "closed")
+JOIN_RESULTS = ("new", "existing", "rejoined", "not_accepting", "rate_limited")
+TICKET_STATES = ("prequeue", "waiting", "admitted", "expired", "closed")
+REDIS_OPS = ("join", "status", "admit", "leave", "complete", "wave_admin", "ping")
+
+
+def init_wave_series(wave: str) -> None:
+    """Pre-initialise a wave's labelled series so rate() and absence alerts work from zero."""
+    for metric in (admissions, abandoned, sessions_expired, sessions_completed):
+        metric.labels(wave)
+    for result in JOIN_RESULTS:
+        joins.labels(wave, result)
+    for state in TICKET_STATES:
+        status_polls.labels(wave, state)
+    wait_seconds.labels(wave)
+    eta_error_seconds.labels(wave)
+
+
+def init_process_series() -> None:
+    for op in REDIS_OPS:
+        redis_errors.labels(op)
+        redis_call_duration.labels(op)
