@@ -1,7 +1,7 @@
 """`gelombang`: the one command-line entry point.
 
 Sub-commands are registered here; each lives in the module that does the work and is imported
-only when used, so `gelombang --help` stays fast and the service does not load the simulator.
+only when that command runs, so the service never loads the simulator and `--help` is fast.
 """
 
 from __future__ import annotations
@@ -23,27 +23,33 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; only `command`'s module is imported (all of them when None)."""
     parser = argparse.ArgumentParser(
         prog="gelombang",
         description="Gelombang: a virtual waiting room for registration wave openings.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
         command_parser = sub.add_parser(
-            name,
-            help=help_text,
-            description=(module.__doc__ or help_text).strip().splitlines()[0],
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
         )
-        module.add_arguments(command_parser)
-        command_parser.set_defaults(_module=module)
+        if command is None or command == name:
+            module = importlib.import_module(module_name)
+            command_parser.description = (module.__doc__ or help_text).strip()
+            module.add_arguments(command_parser)
+            command_parser.set_defaults(_module=module)
     return parser
 
 
+def _command_in(argv: Sequence[str]) -> str:
+    """The sub-command named on the command line, or '' (then argparse explains)."""
+    return next((arg for arg in argv if arg in COMMANDS), "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_command_in(argv)).parse_args(argv)
     try:
         return int(args._module.run(args) or 0)
     except KeyboardInterrupt:

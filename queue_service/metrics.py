@@ -9,12 +9,14 @@ and gauges read from Redis (the same value in every process) keep the most recen
 
 from __future__ import annotations
 
+from typing import Final
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 # Wave state, read from Redis by every process's admission loop (identical in each process).
-WAVE_GAUGE_MODE = "livemostrecent"
+WAVE_GAUGE_MODE: Final = "livemostrecent"
 
 queue_waiting = Gauge(
     "gelombang_queue_waiting",

@@ -1,0 +1,158 @@
+"""The application factory: `create_app(settings)` builds the aiohttp app that tests and `serve`
+run. Nothing is opened at import time; Redis, the admission loop and the event-loop monitor
+live in cleanup contexts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from queue_service import http_admin, http_public, metrics
+from queue_service.admission import AdmissionLoop
+from queue_service.appkeys import KEYRING, REDIS, SERVICE, SETTINGS, STORE
+from queue_service.clock import Clock
+from queue_service.errors import ApiError
+from queue_service.loop_lag import monitor_event_loop_lag
+from queue_service.metrics_http import metrics_handler
+from queue_service.middleware import context_middleware, error_middleware
+from queue_service.registry import WaveRegistry
+from queue_service.service import QueueService
+from queue_service.settings import Settings
+from queue_service.store import Store
+from queue_service.tickets import TicketCodec, resolve_secret
+from queue_service.tokens import KeyRing, TokenIssuer, TokenVerifier
+from queue_service.waves import parse_wave
+
+log = logging.getLogger(__name__)
+
+STARTUP_ATTEMPTS = 20
+STARTUP_RETRY_S = 0.5
+
+
+def load_keyring(settings: Settings) -> KeyRing:
+    if settings.signing_keys:
+        return KeyRing.from_pem_files(settings.signing_keys)
+    return KeyRing.load_or_create(settings.state_dir / "keys")
+
+
+def connect_redis(settings: Settings) -> Redis:
+    if not settings.redis_url:
+        raise ValueError("redis_url is not set (serve starts an embedded Redis when it is absent)")
+    return Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        retry=Retry(NoBackoff(), 1),  # one immediate retry for a stale pooled connection
+        health_check_interval=30,
+        max_connections=512,
+    )
+
+
+async def wait_for_redis(store: Store, url: str) -> None:
+    """Bounded retries at start-up, each failure logged; then give up loudly."""
+    for attempt in range(1, STARTUP_ATTEMPTS + 1):
+        try:
+            await store.ping()
+            info = await store.redis.info("server")
+            log.info("connected to Redis %s at %s", info.get("redis_version"), url)
+            return
+        except (ApiError, OSError) as exc:
+            log.warning("Redis not reachable (attempt %d/%d): %s", attempt, STARTUP_ATTEMPTS, exc)
+            await asyncio.sleep(STARTUP_RETRY_S)
+    raise RuntimeError(f"Redis at {url} did not answer after {STARTUP_ATTEMPTS} attempts")
+
+
+async def load_config_waves(settings: Settings, store: Store) -> None:
+    """Waves from the config file are created when missing; an existing wave is left as it is,
+    so a restarted process never reverts a change an SRE made live through the admin API."""
+    for definition in settings.waves:
+        data = dict(definition)
+        wave_id = str(data.pop("id", ""))
+        config = parse_wave(wave_id, data)
+        if await store.get_wave(wave_id) is None:
+            await store.put_wave(config)
+            log.info("wave %s created from %s", wave_id, settings.config)
+        else:
+            log.info("wave %s already exists; config file entry not applied", wave_id)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    keyring: KeyRing | None = None,
+    run_admission: bool = True,
+) -> web.Application:
+    app = web.Application(
+        middlewares=[context_middleware, error_middleware(settings.max_body_bytes)],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[KEYRING] = keyring or load_keyring(settings)
+
+    async def state_ctx(app: web.Application) -> AsyncIterator[None]:
+        redis = connect_redis(settings)
+        store = Store(redis, clock=clock, timeout_s=settings.redis_timeout_s)
+        await wait_for_redis(store, settings.redis_url or "")
+        await store.load_scripts()
+        registry = WaveRegistry(store, settings.rate_limits)
+        codec = TicketCodec(await resolve_secret(redis, settings.secret))
+        keyring_now = app[KEYRING]
+        service = QueueService(
+            store,
+            registry,
+            codec,
+            TokenIssuer(keyring_now, settings.issuer),
+            TokenVerifier.from_keyring(keyring_now, issuer=settings.issuer),
+            clock=clock,
+        )
+        await load_config_waves(settings, store)
+        metrics.init_process_series()
+        app[REDIS], app[STORE], app[SERVICE] = redis, store, service
+        yield
+        await service.drain()
+        await redis.aclose()
+
+    async def background_ctx(app: web.Application) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(monitor_event_loop_lag(), name="loop-lag")]
+        if run_admission:
+            loop = AdmissionLoop(app[STORE], app[SERVICE].registry, settings.admission_interval_s)
+            tasks.append(asyncio.create_task(loop.run(), name="admission"))
+        yield
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app.cleanup_ctx.append(state_ctx)
+    app.cleanup_ctx.append(background_ctx)
+    add_routes(app)
+    return app
+
+
+def add_routes(app: web.Application) -> None:
+    p = http_public
+    app.router.add_post("/api/v1/waves/{wave}/join", p.join)
+    app.router.add_get("/api/v1/waves/{wave}/status", p.status)
+    app.router.add_post("/api/v1/waves/{wave}/leave", p.leave)
+    app.router.add_post("/api/v1/waves/{wave}/complete", p.complete)
+    app.router.add_get("/api/v1/waves/{wave}", p.wave_info)
+    app.router.add_get("/.well-known/jwks.json", p.jwks)
+    app.router.add_get("/w/{wave}", p.waiting_page)
+    app.router.add_get("/api/openapi.json", p.openapi)
+    app.router.add_get("/healthz", p.healthz)
+    app.router.add_get("/readyz", p.readyz)
+    app.router.add_get("/metrics", metrics_handler)
+    a = http_admin
+    app.router.add_get("/admin/v1/waves", a.list_waves)
+    app.router.add_get("/admin/v1/waves/{wave}", a.get_wave)
+    app.router.add_put("/admin/v1/waves/{wave}", a.put_wave)
+    app.router.add_post("/admin/v1/waves/{wave}/{action:pause|resume|close}", a.control_wave)

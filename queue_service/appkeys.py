@@ -1,0 +1,17 @@
+"""Typed application state (aiohttp AppKeys), in one small module."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from queue_service.service import QueueService
+from queue_service.settings import Settings
+from queue_service.store import Store
+from queue_service.tokens import KeyRing
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", Redis)
+STORE = web.AppKey("store", Store)
+SERVICE = web.AppKey("service", QueueService)
+KEYRING = web.AppKey("keyring", KeyRing)

@@ -1,0 +1,169 @@
+"""Run the queue service: one process, or N processes sharing the port (SO_REUSEPORT) and
+one Redis; with no --redis-url, a private embedded redis-server is started and stopped with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+from queue_service.settings import Settings
+
+log = logging.getLogger("queue_service.serve")
+
+SHUTDOWN_TIMEOUT_S = 10.0
+RESTART_WINDOW_S = 60.0
+MAX_RESTARTS_PER_WINDOW = 10
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to listen on (env GELOMBANG_HOST; 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (env GELOMBANG_PORT; 8080)")
+    parser.add_argument(
+        "--workers", type=int, help="processes sharing the port (env GELOMBANG_WORKERS; 1)"
+    )
+    parser.add_argument(
+        "--redis-url", help="Redis URL (env GELOMBANG_REDIS_URL); none = embedded redis-server"
+    )
+    parser.add_argument("--config", help="TOML file with [service], [rate_limits], [[waves]]")
+    parser.add_argument("--state-dir", help="embedded Redis data and dev keys (.state)")
+    parser.add_argument("--log-format", choices=["json", "text"], help="log lines (json)")
+    parser.add_argument("--log-level", help="log level (INFO)")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    from queue_service.settings import load_settings
+
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "redis_url": args.redis_url,
+        "config": args.config,
+        "state_dir": args.state_dir,
+        "log_format": args.log_format,
+        "log_level": args.log_level,
+    }
+    return load_settings(overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from queue_service.app import load_keyring
+    from queue_service.logs import configure_logging
+    from queue_service.redis_server import EmbeddedRedis
+
+    settings = settings_from_args(args)
+    configure_logging(settings.log_format, settings.log_level)
+    load_keyring(settings)  # create the development key once, before workers race to
+    embedded = None
+    if not settings.redis_url:
+        embedded = EmbeddedRedis(settings.state_dir / "redis").start()
+        settings = dataclasses.replace(settings, redis_url=embedded.url)
+    try:
+        if settings.workers == 1:
+            serve_process(settings)
+        else:
+            supervise(settings)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def serve_process(settings: Settings, *, reuse_port: bool = False) -> None:
+    """Run one service process until SIGINT/SIGTERM."""
+    import uvloop
+    from aiohttp import web
+
+    from queue_service.app import create_app
+    from queue_service.logs import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
+    log.info(
+        "gelombang queue service pid %d on %s:%d, redis %s, admin API %s",
+        os.getpid(),
+        settings.host,
+        settings.port,
+        settings.redis_url,
+        "enabled" if settings.admin_token else "disabled",
+    )
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        reuse_port=reuse_port,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        access_log=None,
+        print=None,
+        loop=uvloop.new_event_loop(),
+    )
+
+
+def _worker_main(settings: Settings) -> None:
+    serve_process(settings, reuse_port=True)
+
+
+def supervise(settings: Settings) -> None:
+    """Start N workers on one port; restart a worker that dies (bounded), stop all on a signal."""
+    import multiprocessing
+
+    from queue_service.metrics_http import mark_process_dead, prepare_multiprocess_dir
+
+    metrics_dir = settings.state_dir / f"metrics-{os.getpid()}"
+    prepare_multiprocess_dir(metrics_dir)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
+    context = multiprocessing.get_context("spawn")
+    workers: dict[int, Any] = {}
+    restarts: list[float] = []
+    stopping = False
+
+    def start_worker() -> None:
+        process = context.Process(target=_worker_main, args=(settings,), daemon=False)
+        process.start()
+        workers[process.pid] = process
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for _ in range(settings.workers):
+        start_worker()
+    log.info("supervising %d workers: %s", settings.workers, sorted(workers))
+    try:
+        while not stopping:
+            time.sleep(0.2)
+            for pid, process in list(workers.items()):
+                if process.is_alive():
+                    continue
+                del workers[pid]
+                mark_process_dead(pid)
+                if stopping:
+                    break
+                now = time.monotonic()
+                restarts[:] = [t for t in restarts if now - t < RESTART_WINDOW_S]
+                if len(restarts) >= MAX_RESTARTS_PER_WINDOW:
+                    log.error("workers keep dying; giving up")
+                    stopping = True
+                    break
+                restarts.append(now)
+                log.warning("worker %d exited with %s; starting another", pid, process.exitcode)
+                start_worker()
+    finally:
+        for process in workers.values():
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + SHUTDOWN_TIMEOUT_S + 2
+        for pid, process in workers.items():
+            process.join(max(0.1, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()
+            mark_process_dead(pid)
+        log.info("all workers stopped")

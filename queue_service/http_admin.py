@@ -1,0 +1,121 @@
+"""Admin API: bearer token compared in constant time; with no token configured the admin API is
+disabled (403), never open. Every change is logged with who, from where, and what changed."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from queue_service import metrics
+from queue_service.appkeys import SERVICE, SETTINGS, STORE
+from queue_service.errors import Conflict, Forbidden, NotFound, Unauthorized
+from queue_service.http_public import bearer_token, json_response, read_json_object
+from queue_service.net import client_ip
+from queue_service.store import UnknownWave
+from queue_service.waves import WaveConfig, parse_wave, validate_wave_id
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("pause", "resume", "close")
+
+
+def _authorize(request: web.Request) -> str:
+    """The actor for the audit log, or raise."""
+    settings = request.app[SETTINGS]
+    if not settings.admin_token:
+        raise Forbidden(
+            "The admin API is disabled: no admin token is configured.", code="admin_disabled"
+        )
+    presented = bearer_token(request)
+    if presented is None or not hmac.compare_digest(
+        presented.encode(), settings.admin_token.encode()
+    ):
+        raise Unauthorized("A valid admin bearer token is required.", code="invalid_admin_token")
+    return f"admin@{client_ip(request, settings.trusted_networks)}"
+
+
+async def _view(request: web.Request, wave: str) -> dict[str, Any]:
+    store = request.app[STORE]
+    registry = request.app[SERVICE].registry
+    try:
+        step = await store.admit(wave)
+    except UnknownWave:
+        registry.forget(wave)
+        raise NotFound(f"There is no wave called {wave!r}.", code="unknown_wave") from None
+    runtime = await registry.observe(wave, step.counts)
+    counts = step.counts
+    return {
+        "wave": runtime.config.public_dict(),
+        "state": counts.state,
+        "counts": {
+            "prequeue": counts.prequeue,
+            "waiting": counts.waiting,
+            "admitted": counts.admitted,
+            "active": counts.active,
+            "completed": counts.completed,
+            "abandoned": counts.abandoned,
+            "expired": counts.expired,
+            "left": counts.left,
+        },
+    }
+
+
+def _audit(actor: str, action: str, wave: str, changes: dict[str, Any] | None = None) -> None:
+    metrics.admin_actions.labels(action).inc()
+    log.info(
+        "admin %s %s by %s",
+        action,
+        wave,
+        actor,
+        extra={"admin_action": action, "wave": wave, "actor": actor, "changes": changes or {}},
+    )
+
+
+def _diff(before: WaveConfig | None, after: WaveConfig) -> dict[str, Any]:
+    new = after.public_dict()
+    if before is None:
+        return new
+    old = before.public_dict()
+    return {k: {"from": old.get(k), "to": v} for k, v in new.items() if old.get(k) != v}
+
+
+async def list_waves(request: web.Request) -> web.Response:
+    _authorize(request)
+    views = [await _view(request, wave) for wave in await request.app[STORE].wave_ids()]
+    return json_response({"waves": views})
+
+
+async def get_wave(request: web.Request) -> web.Response:
+    _authorize(request)
+    return json_response(await _view(request, validate_wave_id(request.match_info["wave"])))
+
+
+async def put_wave(request: web.Request) -> web.Response:
+    actor = _authorize(request)
+    wave = validate_wave_id(request.match_info["wave"])
+    body = await read_json_object(request)
+    store = request.app[STORE]
+    existing = await store.get_wave(wave)
+    current = existing[0] if existing else None
+    config = parse_wave(wave, body, current)
+    result = await store.put_wave(config)
+    await request.app[SERVICE].registry.reload(wave)
+    _audit(actor, "create" if result == "created" else "update", wave, _diff(current, config))
+    return json_response(await _view(request, wave), status=201 if result == "created" else 200)
+
+
+async def control_wave(request: web.Request) -> web.Response:
+    actor = _authorize(request)
+    wave = validate_wave_id(request.match_info["wave"])
+    action = request.match_info["action"]
+    try:
+        result = await request.app[STORE].control(wave, action)
+    except UnknownWave:
+        raise NotFound(f"There is no wave called {wave!r}.", code="unknown_wave") from None
+    if result == "closed":
+        raise Conflict("The wave is closed; it cannot be resumed.", code="wave_closed")
+    _audit(actor, action, wave)
+    return json_response(await _view(request, wave))

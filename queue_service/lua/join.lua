@@ -1,0 +1,88 @@
+-- join: give tickets to a batch of registrants, atomically, in arrival order.
+-- KEYS[1] cfg, KEYS[2] ctl
+-- ARGV[1] now ms ('' = Redis server time), ARGV[2] wave key prefix,
+-- ARGV[3] rate limits on ('1'/'0'), ARGV[4] per-IP interval ms, ARGV[5] per-IP burst,
+-- ARGV[6] per-registrant interval ms, ARGV[7] per-registrant burst,
+-- ARGV[8] estimated seconds per place ahead (stored as the ETA promised at join),
+-- then 4 per request: registrant hash, registrant bucket, client IP, pre-queue random score.
+-- Returns 5 per request: result, seq, state, ahead (-1 unknown), retry/admitted ms.
+-- result: new | existing | rejoined | rl_ip | rl_registrant | scheduled | closed | full
+-- | unknown_wave (then a single result for the whole batch).
+
+local now = clock(ARGV[1])
+local prefix = ARGV[2]
+local limits_on = ARGV[3] == '1'
+local ip_interval, ip_burst = tonumber(ARGV[4]), tonumber(ARGV[5])
+local reg_interval, reg_burst = tonumber(ARGV[6]), tonumber(ARGV[7])
+local seconds_per_place = tonumber(ARGV[8])
+
+local cfg = load_cfg(KEYS[1])
+if not cfg then return {'unknown_wave'} end
+local ctl = load_ctl(KEYS[2])
+open_if_due(KEYS[2], ctl, cfg, now)
+
+local out = {}
+local function emit(result, seq, state, ahead, extra)
+  out[#out + 1] = result
+  out[#out + 1] = seq
+  out[#out + 1] = state
+  out[#out + 1] = ahead
+  out[#out + 1] = extra
+end
+
+for i = 9, #ARGV, 4 do
+  local rhash, bucket, ip, score = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local retry = 0
+  local limited = nil
+  if limits_on then
+    retry = gcra(prefix .. 'rl:join_ip:' .. ip, now, ip_interval, ip_burst)
+    if retry > 0 then
+      limited = 'rl_ip'
+    else
+      retry = gcra(prefix .. 'rl:join_reg:' .. rhash, now, reg_interval, reg_burst)
+      if retry > 0 then limited = 'rl_registrant' end
+    end
+  end
+  if limited then
+    emit(limited, 0, '', -1, retry)
+  else
+    local state = wave_state(cfg, ctl, now)
+    local reg_key = prefix .. 'reg:' .. bucket
+    local seq = tonumber(redis.call('HGET', reg_key, rhash))
+    local result = 'new'
+    if seq then
+      local view = ticket_view(prefix, cfg, ctl, seq, now, state)
+      if view[1] == 'expired' and view[3] == 0 then
+        result = 'rejoined'  -- left or abandoned before admission: a fresh place at the back
+      else
+        emit('existing', seq, view[1], view[2], view[3])
+        result = nil
+      end
+    end
+    if result then
+      if state == 'scheduled' then
+        emit('scheduled', 0, state, -1, cfg.opens_at - cfg.prequeue_ms - now)
+      elseif state == 'closed' or state == 'full' then
+        emit(state, 0, state, -1, 0)
+      else
+        seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+        ctl.seq = seq
+        redis.call('HSET', reg_key, rhash, seq)
+        redis.call('HSET', bucket_key(prefix, 'seen', seq), seq, now)
+        local ahead = -1
+        if ctl.open_seq < 0 then
+          redis.call('ZADD', prefix .. 'pq', score, seq)
+        else
+          ahead = (seq - 1) - ctl.cursor
+        end
+        local eta = 0
+        if ahead > 0 then eta = math.floor(ahead * seconds_per_place) end
+        redis.call('HSET', bucket_key(prefix, 'tk', seq), seq, rhash .. '|' .. now .. '|' .. eta)
+        local ticket_state = 'waiting'
+        if ahead < 0 then ticket_state = 'prequeue' end
+        emit(result, seq, ticket_state, ahead, 0)
+      end
+    end
+  end
+end
+return out

@@ -1,0 +1,115 @@
+"""HTTP middlewares: request id + timing, body-size guard, and the one place where every error
+becomes the public JSON error shape."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from queue_service import metrics
+from queue_service.errors import ApiError
+from queue_service.logs import new_request_id, request_id_var
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "store_unavailable",
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    retry_after_s: float | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    out_headers = dict(headers or {})
+    if retry_after_s is not None and "Retry-After" not in out_headers:
+        out_headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
+    return web.Response(
+        status=status,
+        body=orjson.dumps({"error": {"code": code, "message": message}}),
+        content_type="application/json",
+        headers=out_headers,
+    )
+
+
+def _route_name(request: web.Request) -> str:
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id (kept from a sane incoming X-Request-Id), latency histogram by route."""
+    incoming = request.headers.get("X-Request-Id", "")
+    request_id = incoming if REQUEST_ID.match(incoming) else new_request_id()
+    token = request_id_var.set(request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-Id"] = request_id
+        return response
+    finally:
+        metrics.http_request_duration.labels(
+            _route_name(request), request.method, f"{status // 100}xx"
+        ).observe(time.perf_counter() - started)
+        request_id_var.reset(token)
+
+
+def error_middleware(
+    max_body_bytes: int,
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > max_body_bytes:
+            # refused from the header alone: the body is never read
+            return error_response(
+                413, "payload_too_large", f"Request bodies are limited to {max_body_bytes} bytes."
+            )
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return error_response(
+                exc.status,
+                exc.code,
+                exc.message,
+                retry_after_s=exc.retry_after_s,
+                headers=exc.headers,
+            )
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = HTTP_CODES.get(exc.status, "http_error")
+            message = exc.reason if exc.status != 413 else "The request body is too large."
+            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            return error_response(exc.status, code, message, headers=headers)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return error_response(500, "internal_error", "Something went wrong on our side.")
+
+    return middleware

@@ -1,0 +1,260 @@
+"""The queue's use cases (join, status, leave, complete, wave info), between thin HTTP handlers
+and the Redis scripts. Hot-path calls go through coalescers: one script call per wave per
+event-loop iteration, however many requests arrived in it."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from queue_service import metrics
+from queue_service.batcher import Coalescer
+from queue_service.clock import Clock, SystemClock
+from queue_service.errors import Conflict, NotFound, RateLimited, Unauthorized
+from queue_service.ratelimit import Rule, limited_headers
+from queue_service.registry import WaveRegistry, WaveRuntime
+from queue_service.store import (
+    JoinOutcome,
+    JoinRequest,
+    StatusOutcome,
+    StatusRequest,
+    Store,
+    UnknownWave,
+)
+from queue_service.tickets import TicketCodec
+from queue_service.tokens import InvalidAdmissionToken, TokenIssuer, TokenVerifier
+
+log = logging.getLogger(__name__)
+
+MAX_REGISTRANT_LENGTH = 128
+PREQUEUE_SCORE_BITS = 52  # exact in a Redis sorted-set score (a double)
+
+
+@dataclass(frozen=True)
+class TicketView:
+    wave: str
+    state: str
+    position: int | None
+    ahead: int | None
+    eta_s: int | None
+    poll_after_ms: int
+    token: str | None = None
+    redirect: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "wave": self.wave,
+            "state": self.state,
+            "position": self.position,
+            "ahead": self.ahead,
+            "eta_s": self.eta_s,
+            "poll_after_ms": self.poll_after_ms,
+        }
+        if self.token is not None:
+            out["token"] = self.token
+            out["redirect"] = self.redirect
+        return out
+
+
+@dataclass(frozen=True)
+class JoinResult:
+    ticket: str
+    created: bool
+    view: TicketView
+
+
+def add_query(url: str, name: str, value: str) -> str:
+    parts = urlsplit(url)
+    query = [*parse_qsl(parts.query, keep_blank_values=True), (name, value)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _rate_limited(rule_name: str, rule: Rule, retry_ms: int) -> RateLimited:
+    metrics.rate_limited.labels(rule_name).inc()
+    headers = limited_headers(rule_name, rule, retry_ms)
+    return RateLimited(
+        "Too many requests; wait before trying again.",
+        retry_after_s=float(headers["Retry-After"]),
+        headers=headers,
+    )
+
+
+class QueueService:
+    def __init__(
+        self,
+        store: Store,
+        registry: WaveRegistry,
+        codec: TicketCodec,
+        issuer: TokenIssuer,
+        verifier: TokenVerifier,
+        clock: Clock | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.codec = codec
+        self.issuer = issuer
+        self.verifier = verifier
+        self.clock = clock or SystemClock()
+        self._joins: Coalescer[str, JoinRequest, JoinOutcome] = Coalescer("join", self._flush_joins)
+        self._statuses: Coalescer[str, StatusRequest, tuple[str, StatusOutcome]] = Coalescer(
+            "status", self._flush_statuses
+        )
+
+    async def _flush_joins(self, wave: str, requests: list[JoinRequest]) -> list[JoinOutcome]:
+        runtime = await self.registry.get(wave)
+        return await self.store.join(wave, requests, runtime.limits, runtime.seconds_per_place())
+
+    async def _flush_statuses(
+        self, wave: str, requests: list[StatusRequest]
+    ) -> list[tuple[str, StatusOutcome]]:
+        runtime = await self.registry.get(wave)
+        wave_state, outcomes = await self.store.status(wave, requests, runtime.limits)
+        return [(wave_state, outcome) for outcome in outcomes]
+
+    async def drain(self) -> None:
+        await self._joins.drain()
+        await self._statuses.drain()
+
+    async def _wave(self, wave: str) -> WaveRuntime:
+        return await self.registry.get(wave)
+
+    async def _unknown_wave(self, wave: str) -> NotFound:
+        self.registry.forget(wave)
+        return NotFound(f"There is no wave called {wave!r}.", code="unknown_wave")
+
+    # -- public use cases ---------------------------------------------------------------
+
+    async def join(self, wave: str, registrant: str, ip: str) -> JoinResult:
+        runtime = await self._wave(wave)
+        registrant_hash, bucket = self.codec.registrant_hash(wave, registrant)
+        request = JoinRequest(registrant_hash, bucket, ip, secrets.randbits(PREQUEUE_SCORE_BITS))
+        try:
+            outcome = await self._joins.submit(wave, request)
+        except UnknownWave:
+            raise await self._unknown_wave(wave) from None
+        result = outcome.result
+        if result in ("rl_ip", "rl_registrant"):
+            metrics.joins.labels(wave, "rate_limited").inc()
+            rule_name = "join_per_ip" if result == "rl_ip" else "join_per_registrant"
+            raise _rate_limited(rule_name, getattr(runtime.limits, rule_name), outcome.extra_ms)
+        if result in ("scheduled", "closed", "full"):
+            metrics.joins.labels(wave, "not_accepting").inc()
+            raise self._not_accepting(runtime, result, outcome.extra_ms)
+        metrics.joins.labels(wave, result).inc()
+        view = self._view(runtime, outcome.seq, outcome.state, outcome.ahead, outcome.extra_ms, "")
+        return JoinResult(self.codec.encode(wave, outcome.seq), result != "existing", view)
+
+    def _not_accepting(self, runtime: WaveRuntime, result: str, retry_ms: int) -> Conflict:
+        if result == "scheduled":
+            opens = runtime.config.opens_at - runtime.config.prequeue_s
+            return Conflict(
+                "The wave is not open yet; come back at "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(opens))}.",
+                code="wave_not_open_yet",
+                retry_after_s=max(1.0, retry_ms / 1000),
+            )
+        if result == "full":
+            return Conflict("The wave has reached its quota.", code="wave_full")
+        return Conflict("The wave is closed.", code="wave_closed")
+
+    async def status(self, wave: str, ticket: str, ip: str) -> TicketView:
+        runtime = await self._wave(wave)
+        seq = self.codec.decode(wave, ticket)
+        try:
+            _, outcome = await self._statuses.submit(wave, StatusRequest(seq, ip))
+        except UnknownWave:
+            raise await self._unknown_wave(wave) from None
+        if outcome.result != "ok":
+            rule_name = "status_per_ip" if outcome.result == "rl_ip" else "status_per_ticket"
+            raise _rate_limited(rule_name, getattr(runtime.limits, rule_name), outcome.extra_ms)
+        if outcome.state == "unknown":
+            raise Unauthorized("The ticket is not known in this wave.", code="unknown_ticket")
+        metrics.status_polls.labels(wave, outcome.state).inc()
+        return self._view(
+            runtime, seq, outcome.state, outcome.ahead, outcome.extra_ms, outcome.registrant_hash
+        )
+
+    def _view(
+        self,
+        runtime: WaveRuntime,
+        seq: int,
+        state: str,
+        ahead: int,
+        admitted_ms: int,
+        subject: str,
+    ) -> TicketView:
+        wave = runtime.config.id
+        now = self.clock.now()
+        if state == "waiting":
+            return TicketView(
+                wave,
+                state,
+                ahead + 1,
+                ahead,
+                runtime.eta_s(ahead),
+                runtime.poll_after_ms(ahead, now),
+            )
+        if state == "prequeue":
+            eta = max(0, int(runtime.config.opens_at - now))
+            return TicketView(wave, state, None, None, eta, runtime.poll_after_ms(-1, now))
+        if state == "admitted":
+            admitted_at = admitted_ms / 1000
+            token = self.issuer.issue(
+                wave=wave,
+                subject=subject,
+                ticket=seq,
+                admitted_at=admitted_at,
+                expires_at=admitted_at + runtime.config.session_ttl_s,
+            )
+            redirect = add_query(runtime.config.origin_url, "gelombang_token", token)
+            return TicketView(wave, state, 0, 0, 0, 0, token=token, redirect=redirect)
+        return TicketView(wave, state, None, None, None, 0)
+
+    async def leave(self, wave: str, ticket: str) -> None:
+        await self._wave(wave)
+        seq = self.codec.decode(wave, ticket)
+        try:
+            await self.store.leave(wave, seq)
+        except UnknownWave:
+            raise await self._unknown_wave(wave) from None
+
+    async def complete(self, wave: str, token: str) -> None:
+        await self._wave(wave)
+        try:
+            claims = self.verifier.verify(token, wave=wave)
+        except InvalidAdmissionToken as exc:
+            raise Unauthorized(f"Admission token refused: {exc}.", code="invalid_token") from None
+        try:
+            result = await self.store.complete(wave, claims.ticket)
+        except UnknownWave:
+            raise await self._unknown_wave(wave) from None
+        if result == "completed":
+            metrics.sessions_completed.labels(wave).inc()
+
+    async def info(self, wave: str) -> dict[str, Any]:
+        runtime = await self._wave(wave)
+        config, counts = runtime.config, runtime.counts
+        if counts is None:
+            runtime = await self.registry.observe(wave, (await self.store.admit(wave)).counts)
+            counts = runtime.counts
+        assert counts is not None
+        waiting = counts.waiting + counts.prequeue
+        return {
+            "wave": config.id,
+            "title": config.title,
+            "state": counts.state,
+            "opens_at": config.public_dict()["opens_at"],
+            "closes_at": config.public_dict()["closes_at"],
+            "prequeue_opens_at": _iso_utc(config.opens_at - config.prequeue_s),
+            "waiting": waiting,
+            "admit_rate": config.admit_rate,
+            "eta_new_arrival_s": runtime.eta_s(counts.waiting),
+        }
+
+
+def _iso_utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -1,0 +1,74 @@
+"""Tickets and registrant hashes.
+
+A ticket is `<seq>.<mac>`: the ticket's number in the wave and an HMAC over (wave, seq), so a
+holder cannot poll, leave or take the admission of a neighbour's ticket by guessing numbers,
+and any replica can check a ticket without a Redis lookup. Registrant ids are stored only as a
+keyed hash (HMAC), per wave, so the same person cannot be linked across waves.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+from redis.asyncio import Redis
+
+from queue_service.errors import Unauthorized
+from queue_service.keys import REGISTRANT_BUCKETS, SECRET_KEY
+
+MAC_BYTES = 12
+MAX_TICKET_LENGTH = 40
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _subkey(secret: bytes, purpose: bytes) -> bytes:
+    return hmac.new(secret, b"gelombang/" + purpose, hashlib.sha256).digest()
+
+
+class TicketCodec:
+    def __init__(self, secret: bytes) -> None:
+        self._ticket_key = _subkey(secret, b"ticket")
+        self._registrant_key = _subkey(secret, b"registrant")
+
+    def registrant_hash(self, wave: str, registrant: str) -> tuple[str, int]:
+        """(keyed hash as 22 url-safe characters, its Redis bucket)."""
+        digest = hmac.new(
+            self._registrant_key, f"{wave}\x00{registrant}".encode(), hashlib.sha256
+        ).digest()[:16]
+        return _b64(digest), int.from_bytes(digest[:4], "big") % REGISTRANT_BUCKETS
+
+    def _mac(self, wave: str, seq: int) -> str:
+        msg = f"{wave}\x00{seq}".encode()
+        return _b64(hmac.new(self._ticket_key, msg, hashlib.sha256).digest()[:MAC_BYTES])
+
+    def encode(self, wave: str, seq: int) -> str:
+        return f"{seq}.{self._mac(wave, seq)}"
+
+    def decode(self, wave: str, ticket: str) -> int:
+        """The ticket's seq, or Unauthorized for anything not issued by us for this wave."""
+        if len(ticket) > MAX_TICKET_LENGTH:
+            raise Unauthorized("The ticket is not valid for this wave.", code="invalid_ticket")
+        seq_text, _, mac = ticket.partition(".")
+        if not (seq_text.isdigit() and 0 < len(seq_text) <= 15):
+            raise Unauthorized("The ticket is not valid for this wave.", code="invalid_ticket")
+        seq = int(seq_text)
+        if seq < 1 or not hmac.compare_digest(mac, self._mac(wave, seq)):
+            raise Unauthorized("The ticket is not valid for this wave.", code="invalid_ticket")
+        return seq
+
+
+async def resolve_secret(redis: Redis, configured: str | None) -> bytes:
+    """The configured secret, else one generated once and shared through Redis by every
+    process and replica using that Redis (SET NX: the first writer wins)."""
+    if configured:
+        return configured.encode()
+    await redis.set(SECRET_KEY, secrets.token_urlsafe(32), nx=True)
+    stored = await redis.get(SECRET_KEY)
+    if not stored:
+        raise RuntimeError("could not read the service secret from Redis")
+    return bytes(stored)

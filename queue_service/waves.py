@@ -1,0 +1,219 @@
+"""Wave configuration: validation of what an SRE writes (config file or admin API) and its
+Redis encoding. The state machine itself runs in Lua (`lua/_lib.lua: wave_state`) so that every
+process sees the same state at the same moment."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from queue_service.errors import BadRequest
+from queue_service.ratelimit import RateLimitRules
+
+WAVE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+STATES = ("scheduled", "prequeue", "open", "paused", "full", "closed")
+
+
+@dataclass(frozen=True)
+class WaveConfig:
+    id: str
+    opens_at: float
+    """Unix seconds."""
+    closes_at: float
+    admit_rate: float
+    """Admissions per second; fractional allowed."""
+    origin_url: str
+    admit_burst: float = 0.0
+    """Most admissions at once after idle time; 0 = max(1, admit_rate)."""
+    max_active: int = 0
+    """Admitted sessions alive at once; 0 = no limit."""
+    session_ttl_s: float = 900.0
+    quota: int = 0
+    """Total admissions in the wave; 0 = no limit."""
+    prequeue_s: float = 0.0
+    abandon_after_s: float = 120.0
+    title: str = ""
+    rate_limits: Mapping[str, Any] = field(default_factory=dict)
+    """Per-wave override of the deployment's rate-limit rules."""
+
+    @property
+    def effective_burst(self) -> float:
+        return self.admit_burst if self.admit_burst > 0 else max(1.0, self.admit_rate)
+
+    def limits(self, base: RateLimitRules) -> RateLimitRules:
+        return RateLimitRules.from_mapping(self.rate_limits, base) if self.rate_limits else base
+
+    def to_redis(self) -> dict[str, str]:
+        return {
+            "id": self.id,
+            "opens_at": str(int(self.opens_at * 1000)),
+            "closes_at": str(int(self.closes_at * 1000)),
+            "admit_rate": repr(self.admit_rate),
+            "admit_burst": repr(self.effective_burst),
+            "admit_burst_configured": repr(self.admit_burst),
+            "max_active": str(self.max_active),
+            "session_ttl_ms": str(int(self.session_ttl_s * 1000)),
+            "quota": str(self.quota),
+            "prequeue_ms": str(int(self.prequeue_s * 1000)),
+            "abandon_ms": str(int(self.abandon_after_s * 1000)),
+            "origin_url": self.origin_url,
+            "title": self.title,
+            "rate_limits": _encode_limits(self.rate_limits),
+        }
+
+    @classmethod
+    def from_redis(cls, raw: Mapping[bytes, bytes]) -> WaveConfig:
+        data = {k.decode(): v.decode() for k, v in raw.items()}
+        return cls(
+            id=data["id"],
+            opens_at=int(data["opens_at"]) / 1000,
+            closes_at=int(data["closes_at"]) / 1000,
+            admit_rate=float(data["admit_rate"]),
+            admit_burst=float(data.get("admit_burst_configured", "0")),
+            max_active=int(data["max_active"]),
+            session_ttl_s=int(data["session_ttl_ms"]) / 1000,
+            quota=int(data["quota"]),
+            prequeue_s=int(data["prequeue_ms"]) / 1000,
+            abandon_after_s=int(data["abandon_ms"]) / 1000,
+            origin_url=data["origin_url"],
+            title=data.get("title", ""),
+            rate_limits=orjson.loads(data.get("rate_limits") or "{}"),
+        )
+
+    def public_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["rate_limits"] = dict(self.rate_limits)
+        out["opens_at"] = _iso(self.opens_at)
+        out["closes_at"] = _iso(self.closes_at)
+        out["admit_burst"] = self.effective_burst
+        return out
+
+
+def _encode_limits(limits: Mapping[str, Any]) -> str:
+    return orjson.dumps(dict(limits)).decode()
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts).astimezone().isoformat()
+
+
+_FIELD_NAMES = {f.name for f in fields(WaveConfig)}
+
+
+def parse_time(value: Any, name: str) -> float:
+    """ISO 8601 with an offset, or Unix seconds."""
+    if isinstance(value, bool):
+        raise BadRequest(f"{name} must be a time", code="invalid_wave")
+    if isinstance(value, int | float):
+        ts = float(value)
+    elif isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise BadRequest(f"{name} needs a UTC offset", code="invalid_wave")
+        ts = value.timestamp()
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise BadRequest(
+                f"{name} must be ISO 8601 with an offset or Unix seconds", code="invalid_wave"
+            ) from None
+        if parsed.tzinfo is None:
+            raise BadRequest(f"{name} needs a UTC offset (e.g. +07:00)", code="invalid_wave")
+        ts = parsed.timestamp()
+    else:
+        raise BadRequest(f"{name} must be a time", code="invalid_wave")
+    if not math.isfinite(ts) or not 0 < ts < 32_503_680_000:
+        raise BadRequest(f"{name} is out of range", code="invalid_wave")
+    return ts
+
+
+def _number(data: Mapping[str, Any], name: str, default: float, *, minimum: float) -> float:
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest(f"{name} must be a number", code="invalid_wave")
+    number = float(value)
+    if not math.isfinite(number) or number < minimum or number > 1e12:
+        raise BadRequest(f"{name} must be a number >= {minimum:g}", code="invalid_wave")
+    return number
+
+
+def _integer(data: Mapping[str, Any], name: str, default: int) -> int:
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**12:
+        raise BadRequest(f"{name} must be a whole number >= 0", code="invalid_wave")
+    return int(value)
+
+
+def validate_wave_id(wave_id: str) -> str:
+    if not WAVE_ID.match(wave_id):
+        raise BadRequest(
+            "wave id must be 1-64 characters of a-z, 0-9, '-' or '_', starting with a letter "
+            "or digit",
+            code="invalid_wave_id",
+        )
+    return wave_id
+
+
+def parse_wave(
+    wave_id: str, data: Mapping[str, Any], current: WaveConfig | None = None
+) -> WaveConfig:
+    """Validate a full or partial definition; fields not given keep their `current` value."""
+    validate_wave_id(wave_id)
+    if not isinstance(data, Mapping):
+        raise BadRequest("wave definition must be a JSON object", code="invalid_wave")
+    unknown = set(data) - _FIELD_NAMES
+    if unknown:
+        raise BadRequest(f"unknown wave fields: {', '.join(sorted(unknown))}", code="invalid_wave")
+    if "id" in data and data["id"] != wave_id:
+        raise BadRequest("id in the body differs from the wave in the path", code="invalid_wave")
+    merged: dict[str, Any] = asdict(current) if current else {}
+    merged.update(data)
+    for required in ("opens_at", "closes_at", "admit_rate", "origin_url"):
+        if required not in merged:
+            raise BadRequest(f"{required} is required", code="invalid_wave")
+    opens_at = parse_time(merged["opens_at"], "opens_at")
+    closes_at = parse_time(merged["closes_at"], "closes_at")
+    if closes_at <= opens_at:
+        raise BadRequest("closes_at must be after opens_at", code="invalid_wave")
+    admit_rate = _number(merged, "admit_rate", 0, minimum=0)
+    if admit_rate <= 0:
+        raise BadRequest(
+            "admit_rate must be above 0 (pause the wave to stop admissions)", code="invalid_wave"
+        )
+    origin_url = merged["origin_url"]
+    if not isinstance(origin_url, str) or urlsplit(origin_url).scheme not in ("http", "https"):
+        raise BadRequest("origin_url must be an http(s) URL", code="invalid_wave")
+    if not urlsplit(origin_url).netloc or len(origin_url) > 2048:
+        raise BadRequest("origin_url must be an absolute http(s) URL", code="invalid_wave")
+    title = merged.get("title", "")
+    if not isinstance(title, str) or len(title) > 200:
+        raise BadRequest("title must be text of at most 200 characters", code="invalid_wave")
+    rate_limits = merged.get("rate_limits") or {}
+    try:
+        RateLimitRules.from_mapping(rate_limits)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise BadRequest(f"rate_limits: {exc}", code="invalid_wave") from None
+    session_ttl_s = _number(merged, "session_ttl_s", 900, minimum=1)
+    abandon_after_s = _number(merged, "abandon_after_s", 120, minimum=1)
+    return WaveConfig(
+        id=wave_id,
+        opens_at=opens_at,
+        closes_at=closes_at,
+        admit_rate=admit_rate,
+        admit_burst=_number(merged, "admit_burst", 0, minimum=0),
+        max_active=_integer(merged, "max_active", 0),
+        session_ttl_s=session_ttl_s,
+        quota=_integer(merged, "quota", 0),
+        prequeue_s=_number(merged, "prequeue_s", 0, minimum=0),
+        abandon_after_s=abandon_after_s,
+        origin_url=origin_url,
+        title=title,
+        rate_limits=dict(rate_limits),
+    )
