@@ -110,7 +110,7 @@ def create_app(
             registry,
             codec,
             TokenIssuer(keyring_now, settings.issuer),
-            TokenVerifier.from_keyring(keyring_now, issuer=settings.issuer),
+            TokenVerifier.from_keyring(keyring_now, issuer=settings.issuer, clock=clock),
             clock=clock,
         )
         await load_config_waves(settings, store)

@@ -85,6 +85,7 @@ class EmbeddedRedis:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 err = self._process.stderr.read().decode() if self._process.stderr else ""
+                _close_pipe(self._process)
                 raise RedisServerError(f"redis-server exited: {err.strip() or 'see redis.log'}")
             if _answers_ping(self.port):
                 log.info("embedded redis-server on port %d, data in %s", self.port, self.data_dir)
@@ -95,21 +96,31 @@ class EmbeddedRedis:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        process.terminate()  # SIGTERM: redis flushes the AOF and exits cleanly
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process.poll() is None:
+            process.terminate()  # SIGTERM: redis flushes the AOF and exits cleanly
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        _close_pipe(process)
 
     def kill(self) -> None:
         """Die like a crash (SIGKILL), for durability tests."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
+        if process is None:
+            return
+        if process.poll() is None:
             process.kill()
             process.wait()
+        _close_pipe(process)
+
+
+def _close_pipe(process: subprocess.Popen[bytes]) -> None:
+    if process.stderr is not None:
+        process.stderr.close()
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()

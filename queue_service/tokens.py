@@ -23,6 +23,8 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from queue_service.clock import Clock, SystemClock
+
 log = logging.getLogger(__name__)
 
 ALGORITHM = "EdDSA"
@@ -179,10 +181,12 @@ class TokenVerifier:
         *,
         issuer: str = DEFAULT_ISSUER,
         leeway_s: float = 5.0,
+        clock: Clock | None = None,
     ) -> None:
         self._keys = dict(public_keys)
         self._issuer = issuer
         self._leeway = leeway_s
+        self._clock = clock or SystemClock()
 
     @classmethod
     def from_keyring(cls, keyring: KeyRing, **kwargs: Any) -> TokenVerifier:
@@ -226,11 +230,18 @@ class TokenVerifier:
                 algorithms=[ALGORITHM],
                 audience=wave,
                 issuer=self._issuer,
-                leeway=self._leeway,
-                options={"require": list(REQUIRED_CLAIMS), "verify_aud": wave is not None},
+                # time claims are checked below against the injected clock
+                options={
+                    "require": list(REQUIRED_CLAIMS),
+                    "verify_aud": wave is not None,
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
             )
         except jwt.PyJWTError as exc:
             raise InvalidAdmissionToken(str(exc)) from None
+        self._check_times(claims)
         audience = claims["aud"]
         if not isinstance(audience, str):
             raise InvalidAdmissionToken("token audience must be one wave")
@@ -242,6 +253,17 @@ class TokenVerifier:
             expires_at=int(claims["exp"]),
             ticket=_ticket_from(claims),
         )
+
+
+    def _check_times(self, claims: Mapping[str, Any]) -> None:
+        now = self._clock.now()
+        exp, iat = claims["exp"], claims["iat"]
+        if not isinstance(exp, int | float) or not isinstance(iat, int | float):
+            raise InvalidAdmissionToken("exp and iat must be numbers")
+        if now >= exp + self._leeway:
+            raise InvalidAdmissionToken("token has expired")
+        if iat > now + self._leeway:
+            raise InvalidAdmissionToken("token is not yet valid")
 
 
 def _ticket_from(claims: Mapping[str, Any]) -> int:

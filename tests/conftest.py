@@ -3,14 +3,22 @@ clean database for every test."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from queue_service.app import create_app
+from queue_service.clock import ManualClock
+from queue_service.ratelimit import RateLimitRules
 from queue_service.redis_server import EmbeddedRedis
+from queue_service.settings import Settings
+from queue_service.tokens import KeyRing
+from support import ADMIN_TOKEN, T0
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +49,45 @@ def state_dir(tmp_path: Path) -> Path:
     path = tmp_path / "state"
     path.mkdir()
     return path
+
+
+# -- the queue service in-process, on an injected clock ------------------------------------
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def keyring() -> KeyRing:
+    return KeyRing.from_keys(Ed25519PrivateKey.generate())
+
+
+@pytest.fixture
+def make_settings(redis_url: str, state_dir: Path) -> Callable[..., Settings]:
+    def build(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "redis_url": redis_url,
+            "state_dir": state_dir,
+            "admin_token": ADMIN_TOKEN,
+            "log_format": "text",
+            "rate_limits": RateLimitRules(enabled=False),
+        }
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return build
+
+
+@pytest.fixture
+async def client(
+    aiohttp_client: Callable[..., Awaitable[TestClient]],
+    make_settings: Callable[..., Settings],
+    clock: ManualClock,
+    keyring: KeyRing,
+) -> TestClient:
+    """The app on a manual clock with its admission loop off: tests step admission with
+    `admit(client, wave)`."""
+    app = create_app(make_settings(), clock=clock, keyring=keyring, run_admission=False)
+    return await aiohttp_client(app)

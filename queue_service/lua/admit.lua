@@ -26,7 +26,7 @@ local active_key = prefix .. 'active'
 local expired_now = redis.call('ZREMRANGEBYSCORE', active_key, '-inf', now)
 if expired_now > 0 then ctl.expired = redis.call('HINCRBY', KEYS[2], 'expired', expired_now) end
 
-local tokens, tokens_at = ctl.tokens or 0, ctl.tokens_at or now
+local tokens, tokens_at = ctl.tokens or cfg.admit_burst, ctl.tokens_at or now  -- starts full
 if now > tokens_at then
   tokens = math.min(cfg.admit_burst, tokens + (now - tokens_at) * cfg.admit_rate / 1000)
   tokens_at = now

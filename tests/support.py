@@ -1,0 +1,75 @@
+"""Helpers shared by the queue service tests (plain functions; fixtures live in conftest)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from queue_service.appkeys import STORE
+from queue_service.store import AdmitStep
+
+ADMIN_TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+T0 = 1_900_000_000.0  # "now" on the manual clock at the start of every test
+ORIGIN = "http://127.0.0.1:9/daftar"
+
+
+def wave_body(**fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "opens_at": T0 - 10,
+        "closes_at": T0 + 3600,
+        "admit_rate": 1000,
+        "origin_url": ORIGIN,
+        "abandon_after_s": 3600,
+        "session_ttl_s": 600,
+    }
+    body.update(fields)
+    return body
+
+
+async def put_wave(client: TestClient, wave: str, **fields: Any) -> dict[str, Any]:
+    response = await client.put(f"/admin/v1/waves/{wave}", json=wave_body(**fields), headers=ADMIN)
+    body: dict[str, Any] = await response.json()
+    assert response.status in (200, 201), body
+    return body
+
+
+async def join(
+    client: TestClient, wave: str, registrant: str, *, ip: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    headers = {"X-Forwarded-For": ip} if ip else None
+    response = await client.post(
+        f"/api/v1/waves/{wave}/join", json={"registrant": registrant}, headers=headers
+    )
+    return response.status, await response.json()
+
+
+async def join_ok(client: TestClient, wave: str, registrant: str) -> dict[str, Any]:
+    status, body = await join(client, wave, registrant)
+    assert status in (200, 201), body
+    return body
+
+
+async def poll(client: TestClient, wave: str, ticket: str) -> tuple[int, dict[str, Any]]:
+    response = await client.get(
+        f"/api/v1/waves/{wave}/status", headers={"X-Queue-Ticket": ticket}
+    )
+    return response.status, await response.json()
+
+
+async def poll_ok(client: TestClient, wave: str, ticket: str) -> dict[str, Any]:
+    status, body = await poll(client, wave, ticket)
+    assert status == 200, body
+    return body
+
+
+async def admit(client: TestClient, wave: str) -> AdmitStep:
+    return await client.app[STORE].admit(wave)
+
+
+async def admin_view(client: TestClient, wave: str) -> dict[str, Any]:
+    response = await client.get(f"/admin/v1/waves/{wave}", headers=ADMIN)
+    assert response.status == 200
+    body: dict[str, Any] = await response.json()
+    return body

@@ -1,0 +1,71 @@
+"""Guarantee 4: after opening, live tickets are admitted in join order; pre-queue arrivals go
+first, in a uniformly random order (tested statistically)."""
+
+from __future__ import annotations
+
+from aiohttp.test_utils import TestClient
+
+from queue_service.clock import ManualClock
+from support import T0, admit, join_ok, poll_ok, put_wave
+
+PREQUEUE_SIZE = 6
+TRIALS = 300
+
+
+def chi2_quantile(df: int, z: float) -> float:
+    """Wilson-Hilferty approximation of the chi-square quantile for the normal quantile z."""
+    return df * (1 - 2 / (9 * df) + z * (2 / (9 * df)) ** 0.5) ** 3
+
+
+# joiner x rank table, both margins fixed: (6-1)*(6-1) = 25 degrees of freedom; p = 1e-4
+CHI2_CRITICAL = chi2_quantile((PREQUEUE_SIZE - 1) ** 2, 3.719)
+
+
+async def test_post_opening_tickets_are_admitted_in_join_order(
+    client: TestClient, clock: ManualClock
+) -> None:
+    await put_wave(client, "w", admit_rate=1, admit_burst=1)
+    tickets = [(await join_ok(client, "w", f"r{i}"))["ticket"] for i in range(30)]
+    order = []
+    for _ in range(40):
+        order += [a.seq for a in (await admit(client, "w")).admitted]
+        clock.advance(1)
+    assert order == list(range(1, 31))
+    assert (await poll_ok(client, "w", tickets[-1]))["state"] == "admitted"
+
+
+async def prequeue_trial(client: TestClient, clock: ManualClock, wave: str) -> list[int]:
+    """Join PREQUEUE_SIZE people in the pre-queue and 3 after opening; the admission order,
+    as join indexes (0-based)."""
+    clock.set(T0)
+    await put_wave(client, wave, opens_at=T0 + 60, prequeue_s=120, admit_rate=1000)
+    for i in range(PREQUEUE_SIZE):
+        body = await join_ok(client, wave, f"p{i}")
+        assert body["state"] == "prequeue" and body["position"] is None
+    clock.set(T0 + 61)
+    for i in range(3):
+        await join_ok(client, wave, f"late{i}")
+    return [a.seq - 1 for a in (await admit(client, wave)).admitted]
+
+
+async def test_prequeue_is_admitted_first_in_a_uniformly_random_order(
+    client: TestClient, clock: ManualClock
+) -> None:
+    counts = [[0] * PREQUEUE_SIZE for _ in range(PREQUEUE_SIZE)]
+    permutations = set()
+    for trial in range(TRIALS):
+        order = await prequeue_trial(client, clock, f"pq{trial}")
+        prequeue_block, later = order[:PREQUEUE_SIZE], order[PREQUEUE_SIZE:]
+        assert sorted(prequeue_block) == list(range(PREQUEUE_SIZE))
+        assert later == [PREQUEUE_SIZE, PREQUEUE_SIZE + 1, PREQUEUE_SIZE + 2]  # then FIFO
+        for rank, joiner in enumerate(prequeue_block):
+            counts[joiner][rank] += 1
+        permutations.add(tuple(prequeue_block))
+    expected = TRIALS / PREQUEUE_SIZE
+    chi2 = sum((c - expected) ** 2 / expected for row in counts for c in row)
+    assert chi2 < CHI2_CRITICAL, counts
+    # not a fixed rotation or a handful of orders: most of the 720 permutations appear
+    assert len(permutations) > 200
+    # joining first in the pre-queue gives no edge: mean rank of the first joiner is central
+    mean_rank_first = sum(r * c for r, c in enumerate(counts[0])) / TRIALS
+    assert abs(mean_rank_first - (PREQUEUE_SIZE - 1) / 2) < 0.5

@@ -1,0 +1,141 @@
+"""Guarantee 8: forged, expired, wrong-wave, wrong-key and tampered admission tokens are
+refused, by the verifier, by the queue's /complete, and by the origin middleware."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+
+import jwt
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from queue_service.clock import ManualClock
+from queue_service.origin_guard import ADMISSION, admission_middleware
+from queue_service.tokens import (
+    InvalidAdmissionToken,
+    KeyRing,
+    TokenIssuer,
+    TokenVerifier,
+    key_id,
+)
+from support import T0, admit, join_ok, poll_ok, put_wave
+
+
+def issue(keyring: KeyRing, **overrides: object) -> str:
+    fields: dict[str, object] = dict(
+        wave="w", subject="abc", ticket=1, admitted_at=T0, expires_at=T0 + 600
+    )
+    fields.update(overrides)
+    return TokenIssuer(keyring).issue(**fields)  # type: ignore[arg-type]
+
+
+def tamper(token: str, **claims: object) -> str:
+    header, payload, signature = token.split(".")
+    data = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    data.update(claims)
+    new_payload = base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+    return f"{header}.{new_payload}.{signature}"
+
+
+@pytest.fixture
+def verifier(keyring: KeyRing, clock: ManualClock) -> TokenVerifier:
+    return TokenVerifier.from_keyring(keyring, clock=clock)
+
+
+def forged_with_same_kid(keyring: KeyRing) -> str:
+    """Signed by an attacker's key while claiming the real key id."""
+    payload = {"iss": "gelombang", "aud": "w", "sub": "x", "jti": "w.1", "iat": int(T0),
+               "exp": int(T0) + 600, "tkt": 1}  # fmt: skip
+    return jwt.encode(payload, Ed25519PrivateKey.generate(), algorithm="EdDSA",
+                      headers={"kid": keyring.signing_kid})  # fmt: skip
+
+
+BAD_TOKENS: dict[str, Callable[[KeyRing], str]] = {
+    "forged": forged_with_same_kid,
+    "expired": lambda k: issue(k, admitted_at=T0 - 700, expires_at=T0 - 100),
+    "wrong_wave": lambda k: issue(k, wave="another-wave"),
+    "wrong_key": lambda k: issue(KeyRing.from_keys(Ed25519PrivateKey.generate())),
+    "tampered": lambda k: tamper(issue(k), sub="someone-else"),
+    "alg_none": lambda k: jwt.encode({"aud": "w"}, None, algorithm="none"),
+    "hs256_with_public_key": lambda k: jwt.encode(
+        {"aud": "w"}, "secret-guess-that-is-long-enough-for-hs256", algorithm="HS256",
+        headers={"kid": k.signing_kid},
+    ),  # fmt: skip
+    "garbage": lambda k: "not.a.token",
+}
+
+
+def test_a_genuine_token_verifies(keyring: KeyRing, verifier: TokenVerifier) -> None:
+    claims = verifier.verify(issue(keyring), wave="w")
+    assert (claims.wave, claims.subject, claims.ticket) == ("w", "abc", 1)
+    assert claims.expires_at == int(T0) + 600
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_TOKENS))
+def test_bad_tokens_are_refused_by_the_verifier(
+    kind: str, keyring: KeyRing, verifier: TokenVerifier
+) -> None:
+    with pytest.raises(InvalidAdmissionToken):
+        verifier.verify(BAD_TOKENS[kind](keyring), wave="w")
+
+
+def test_rotation_keeps_old_tokens_valid_and_publishes_every_key(clock: ManualClock) -> None:
+    old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    before = KeyRing.from_keys(old)
+    after = KeyRing.from_keys(new, [old.public_key()])
+    token_before = issue(before)
+    verifier = TokenVerifier.from_jwks(after.jwks(), clock=clock)
+    assert verifier.verify(token_before, wave="w").ticket == 1
+    assert verifier.verify(issue(after), wave="w").ticket == 1
+    assert {k["kid"] for k in after.jwks()["keys"]} == {
+        key_id(old.public_key()), key_id(new.public_key())
+    }
+    assert jwt.get_unverified_header(issue(after))["kid"] == key_id(new.public_key())
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_TOKENS))
+async def test_complete_refuses_bad_tokens(
+    kind: str, client: TestClient, keyring: KeyRing, clock: ManualClock
+) -> None:
+    await put_wave(client, "w", admit_rate=1000, max_active=1)
+    await join_ok(client, "w", "a")
+    await admit(client, "w")
+    response = await client.post(
+        "/api/v1/waves/w/complete",
+        headers={"Authorization": f"Bearer {BAD_TOKENS[kind](keyring)}"},
+    )
+    assert response.status == 401
+    assert (await response.json())["error"]["code"] == "invalid_token"
+    assert (await admit(client, "w")).counts.active == 1  # the slot was not freed
+
+
+async def test_the_queues_own_token_passes_the_origin_middleware_and_jwks(
+    client: TestClient, aiohttp_client: Callable[..., object], clock: ManualClock,
+    keyring: KeyRing,
+) -> None:  # fmt: skip
+    await put_wave(client, "w", admit_rate=1000)
+    ticket = (await join_ok(client, "w", "a"))["ticket"]
+    await admit(client, "w")
+    token = (await poll_ok(client, "w", ticket))["token"]
+    jwks = await (await client.get("/.well-known/jwks.json")).json()
+
+    async def protected(request: web.Request) -> web.Response:
+        return web.json_response({"sub": request[ADMISSION].subject})
+
+    origin = web.Application(
+        middlewares=[admission_middleware(TokenVerifier.from_jwks(jwks, clock=clock), wave="w")]
+    )
+    origin.router.add_get("/daftar", protected)
+    origin_client = await aiohttp_client(origin)  # type: ignore[operator]
+    ok = await origin_client.get(f"/daftar?gelombang_token={token}")
+    assert ok.status == 200
+    assert "gelombang_admission" in ok.cookies  # moved out of the URL into a cookie
+    for kind, make in BAD_TOKENS.items():
+        refused = await origin_client.get(
+            "/daftar", headers={"Authorization": f"Bearer {make(keyring)}"}
+        )
+        assert refused.status == 401, kind
