@@ -6,7 +6,6 @@ exactly as much as one."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -90,14 +89,3 @@ class AdmissionLoop:
             metrics.wait_seconds.labels(wave).observe(wait_s)
             if admitted.joined_ms >= opened_ms:  # pre-queue joiners had no ETA to keep
                 metrics.eta_error_seconds.labels(wave).observe(wait_s - admitted.eta_at_join_s)
-
-
-@contextlib.asynccontextmanager
-async def running(loop: AdmissionLoop) -> object:
-    task = asyncio.create_task(loop.run(), name="admission-loop")
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -41,7 +41,7 @@ async def _view(request: web.Request, wave: str) -> dict[str, Any]:
     store = request.app[STORE]
     registry = request.app[SERVICE].registry
     try:
-        step = await store.admit(wave)
+        step = await store.admit(wave, max_admit=0)  # read-only: counts, never admits
     except UnknownWave:
         registry.forget(wave)
         raise NotFound(f"There is no wave called {wave!r}.", code="unknown_wave") from None

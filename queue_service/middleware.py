@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from queue_service import metrics
 from queue_service.errors import ApiError
@@ -80,9 +81,7 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
         request_id_var.reset(token)
 
 
-def error_middleware(
-    max_body_bytes: int,
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def error_middleware(max_body_bytes: int) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         length = request.content_length

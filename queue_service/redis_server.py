@@ -117,11 +117,6 @@ class EmbeddedRedis:
             process.wait()
         _close_pipe(process)
 
-
-def _close_pipe(process: subprocess.Popen[bytes]) -> None:
-    if process.stderr is not None:
-        process.stderr.close()
-
     def __enter__(self) -> EmbeddedRedis:
         return self.start()
 
@@ -132,6 +127,11 @@ def _close_pipe(process: subprocess.Popen[bytes]) -> None:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _close_pipe(process: subprocess.Popen[bytes]) -> None:
+    if process.stderr is not None:
+        process.stderr.close()
 
 
 def _answers_ping(port: int) -> bool:

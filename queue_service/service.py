@@ -239,7 +239,8 @@ class QueueService:
         runtime = await self._wave(wave)
         config, counts = runtime.config, runtime.counts
         if counts is None:
-            runtime = await self.registry.observe(wave, (await self.store.admit(wave)).counts)
+            step = await self.store.admit(wave, max_admit=0)  # counts only
+            runtime = await self.registry.observe(wave, step.counts)
             counts = runtime.counts
         assert counts is not None
         waiting = counts.waiting + counts.prequeue

@@ -71,4 +71,4 @@ async def resolve_secret(redis: Redis, configured: str | None) -> bytes:
     stored = await redis.get(SECRET_KEY)
     if not stored:
         raise RuntimeError("could not read the service secret from Redis")
-    return bytes(stored)
+    return stored.encode() if isinstance(stored, str) else bytes(stored)

@@ -254,7 +254,6 @@ class TokenVerifier:
             ticket=_ticket_from(claims),
         )
 
-
     def _check_times(self, claims: Mapping[str, Any]) -> None:
         now = self._clock.now()
         exp, iat = claims["exp"], claims["iat"]

@@ -18,6 +18,7 @@ from queue_service.ratelimit import RateLimitRules
 from queue_service.redis_server import EmbeddedRedis
 from queue_service.settings import Settings
 from queue_service.tokens import KeyRing
+
 from support import ADMIN_TOKEN, T0
 
 
@@ -73,6 +74,7 @@ def make_settings(redis_url: str, state_dir: Path) -> Callable[..., Settings]:
             "admin_token": ADMIN_TOKEN,
             "log_format": "text",
             "rate_limits": RateLimitRules(enabled=False),
+            "redis_timeout_s": 5.0,  # a loaded CI machine is slow; the fault tests set their own
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

@@ -6,7 +6,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from queue_service.appkeys import STORE
+from queue_service.admission import AdmissionLoop
+from queue_service.appkeys import SERVICE, STORE
 from queue_service.store import AdmitStep
 
 ADMIN_TOKEN = "test-admin-token"
@@ -52,9 +53,7 @@ async def join_ok(client: TestClient, wave: str, registrant: str) -> dict[str, A
 
 
 async def poll(client: TestClient, wave: str, ticket: str) -> tuple[int, dict[str, Any]]:
-    response = await client.get(
-        f"/api/v1/waves/{wave}/status", headers={"X-Queue-Ticket": ticket}
-    )
+    response = await client.get(f"/api/v1/waves/{wave}/status", headers={"X-Queue-Ticket": ticket})
     return response.status, await response.json()
 
 
@@ -65,7 +64,11 @@ async def poll_ok(client: TestClient, wave: str, ticket: str) -> dict[str, Any]:
 
 
 async def admit(client: TestClient, wave: str) -> AdmitStep:
-    return await client.app[STORE].admit(wave)
+    """One admission step, recorded exactly as the service's admission loop records it."""
+    store = client.app[STORE]
+    step = await store.admit(wave)
+    await AdmissionLoop(store, client.app[SERVICE].registry, 1.0).record(wave, step)
+    return step
 
 
 async def admin_view(client: TestClient, wave: str) -> dict[str, Any]:

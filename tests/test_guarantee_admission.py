@@ -9,6 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from queue_service.appkeys import STORE
 from queue_service.clock import ManualClock
+
 from support import admin_view, admit, join_ok, poll_ok, put_wave
 
 
@@ -111,9 +112,7 @@ async def test_left_tickets_are_skipped_for_free(client: TestClient, clock: Manu
     await put_wave(client, "w", admit_rate=1, admit_burst=1)
     tickets = await join_n(client, "w", 3)
     for ticket in tickets[:2]:
-        response = await client.post(
-            "/api/v1/waves/w/leave", headers={"X-Queue-Ticket": ticket}
-        )
+        response = await client.post("/api/v1/waves/w/leave", headers={"X-Queue-Ticket": ticket})
         assert response.status == 204
     assert [a.seq for a in (await admit(client, "w")).admitted] == [3]
     assert (await admin_view(client, "w"))["counts"]["left"] == 2

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from queue_service.app import create_app
 from queue_service.redis_server import EmbeddedRedis
 from queue_service.settings import Settings
+
 from support import ADMIN, join_ok, put_wave
 
 BOUND_S = 3.0  # a request must be answered within this while Redis is down
@@ -71,55 +72,128 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, object], int, str]] = [
     ("POST", "/api/v1/waves/w/join", {"json": {}}, 400, "invalid_registrant"),
     ("POST", "/api/v1/waves/w/join", {"json": {"registrant": 42}}, 400, "invalid_registrant"),
     ("POST", "/api/v1/waves/w/join", {"json": {"registrant": ""}}, 400, "invalid_registrant"),
-    ("POST", "/api/v1/waves/w/join", {"json": {"registrant": "x" * 129}}, 400,
-     "invalid_registrant"),
-    ("POST", "/api/v1/waves/w/join", {"json": {"registrant": "a\x00b"}}, 400,
-     "invalid_registrant"),
+    (
+        "POST",
+        "/api/v1/waves/w/join",
+        {"json": {"registrant": "x" * 129}},
+        400,
+        "invalid_registrant",
+    ),
+    ("POST", "/api/v1/waves/w/join", {"json": {"registrant": "a\x00b"}}, 400, "invalid_registrant"),
     ("POST", "/api/v1/waves/w/join", {"data": b"\xff\xfe"}, 400, "invalid_json"),
     ("POST", "/api/v1/waves/NOPE!/join", {"json": {"registrant": "a"}}, 400, "invalid_wave_id"),
     ("POST", "/api/v1/waves/missing/join", {"json": {"registrant": "a"}}, 404, "unknown_wave"),
     ("GET", "/api/v1/waves/w/status", {}, 401, "missing_ticket"),
-    ("GET", "/api/v1/waves/w/status", {"headers": {"X-Queue-Ticket": "garbage"}}, 401,
-     "invalid_ticket"),
-    ("GET", "/api/v1/waves/w/status", {"headers": {"X-Queue-Ticket": "1.AAAAAAAAAAAAAAAA"}},
-     401, "invalid_ticket"),
-    ("GET", "/api/v1/waves/w/status", {"headers": {"X-Queue-Ticket": "-1.x"}}, 401,
-     "invalid_ticket"),
+    (
+        "GET",
+        "/api/v1/waves/w/status",
+        {"headers": {"X-Queue-Ticket": "garbage"}},
+        401,
+        "invalid_ticket",
+    ),
+    (
+        "GET",
+        "/api/v1/waves/w/status",
+        {"headers": {"X-Queue-Ticket": "1.AAAAAAAAAAAAAAAA"}},
+        401,
+        "invalid_ticket",
+    ),
+    (
+        "GET",
+        "/api/v1/waves/w/status",
+        {"headers": {"X-Queue-Ticket": "-1.x"}},
+        401,
+        "invalid_ticket",
+    ),
     ("GET", "/api/v1/waves/w/status", {"params": {"ticket": "9" * 300}}, 401, "invalid_ticket"),
     ("POST", "/api/v1/waves/w/leave", {}, 401, "missing_ticket"),
     ("POST", "/api/v1/waves/w/complete", {}, 401, "missing_token"),
-    ("POST", "/api/v1/waves/w/complete", {"headers": {"Authorization": "Basic abc"}}, 401,
-     "missing_token"),
-    ("POST", "/api/v1/waves/w/complete", {"headers": {"Authorization": "Bearer x.y.z"}}, 401,
-     "invalid_token"),
+    (
+        "POST",
+        "/api/v1/waves/w/complete",
+        {"headers": {"Authorization": "Basic abc"}},
+        401,
+        "missing_token",
+    ),
+    (
+        "POST",
+        "/api/v1/waves/w/complete",
+        {"headers": {"Authorization": "Bearer x.y.z"}},
+        401,
+        "invalid_token",
+    ),
     ("GET", "/api/v1/waves/missing", {}, 404, "unknown_wave"),
     ("GET", "/no/such/route", {}, 404, "not_found"),
     ("DELETE", "/api/v1/waves/w/join", {}, 405, "method_not_allowed"),
     ("GET", "/admin/v1/waves", {}, 401, "invalid_admin_token"),
-    ("GET", "/admin/v1/waves", {"headers": {"Authorization": "Bearer wrong"}}, 401,
-     "invalid_admin_token"),
-    ("PUT", "/admin/v1/waves/w", {"headers": ADMIN, "json": {"admit_rate": -1}}, 400,
-     "invalid_wave"),
-    ("PUT", "/admin/v1/waves/w", {"headers": ADMIN, "json": {"admit_rate": "fast"}}, 400,
-     "invalid_wave"),
-    ("PUT", "/admin/v1/waves/w", {"headers": ADMIN, "json": {"colour": "red"}}, 400,
-     "invalid_wave"),
-    ("PUT", "/admin/v1/waves/w", {"headers": ADMIN, "json": {"closes_at": 1}}, 400,
-     "invalid_wave"),
-    ("PUT", "/admin/v1/waves/w", {"headers": ADMIN, "json": {"opens_at": "tomorrow"}}, 400,
-     "invalid_wave"),
-    ("PUT", "/admin/v1/waves/w", {"headers": ADMIN, "json": {"opens_at": "2026-01-01T00:00"}},
-     400, "invalid_wave"),
-    ("PUT", "/admin/v1/waves/w", {"headers": ADMIN, "json": {"origin_url": "javascript:x"}}, 400,
-     "invalid_wave"),
-    ("PUT", "/admin/v1/waves/w", {"headers": ADMIN, "json": {"max_active": 1.5}}, 400,
-     "invalid_wave"),
-    ("PUT", "/admin/v1/waves/w", {"headers": ADMIN, "json": {"rate_limits": {"x": 1}}}, 400,
-     "invalid_wave"),
+    (
+        "GET",
+        "/admin/v1/waves",
+        {"headers": {"Authorization": "Bearer wrong"}},
+        401,
+        "invalid_admin_token",
+    ),
+    (
+        "PUT",
+        "/admin/v1/waves/w",
+        {"headers": ADMIN, "json": {"admit_rate": -1}},
+        400,
+        "invalid_wave",
+    ),
+    (
+        "PUT",
+        "/admin/v1/waves/w",
+        {"headers": ADMIN, "json": {"admit_rate": "fast"}},
+        400,
+        "invalid_wave",
+    ),
+    (
+        "PUT",
+        "/admin/v1/waves/w",
+        {"headers": ADMIN, "json": {"colour": "red"}},
+        400,
+        "invalid_wave",
+    ),
+    ("PUT", "/admin/v1/waves/w", {"headers": ADMIN, "json": {"closes_at": 1}}, 400, "invalid_wave"),
+    (
+        "PUT",
+        "/admin/v1/waves/w",
+        {"headers": ADMIN, "json": {"opens_at": "tomorrow"}},
+        400,
+        "invalid_wave",
+    ),
+    (
+        "PUT",
+        "/admin/v1/waves/w",
+        {"headers": ADMIN, "json": {"opens_at": "2026-01-01T00:00"}},
+        400,
+        "invalid_wave",
+    ),
+    (
+        "PUT",
+        "/admin/v1/waves/w",
+        {"headers": ADMIN, "json": {"origin_url": "javascript:x"}},
+        400,
+        "invalid_wave",
+    ),
+    (
+        "PUT",
+        "/admin/v1/waves/w",
+        {"headers": ADMIN, "json": {"max_active": 1.5}},
+        400,
+        "invalid_wave",
+    ),
+    (
+        "PUT",
+        "/admin/v1/waves/w",
+        {"headers": ADMIN, "json": {"rate_limits": {"x": 1}}},
+        400,
+        "invalid_wave",
+    ),
     ("PUT", "/admin/v1/waves/w", {"headers": ADMIN, "data": b"NaN"}, 400, "invalid_json"),
     ("POST", "/admin/v1/waves/missing/pause", {"headers": ADMIN}, 404, "unknown_wave"),
     ("POST", "/admin/v1/waves/w/explode", {"headers": ADMIN}, 404, "not_found"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("method", "path", "kwargs", "status", "code"), BAD_REQUESTS)
@@ -147,7 +221,7 @@ async def test_oversized_body_is_refused_before_it_is_read(client: TestClient) -
     reader, writer = await asyncio.open_connection(client.host, client.port)
     writer.write(
         b"POST /api/v1/waves/w/join HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 50000000\r\n\r\n{\"registrant\": "
+        b'Content-Length: 50000000\r\n\r\n{"registrant": '
     )
     await writer.drain()
     # the 50 MB never arrive: the answer must come from the headers alone

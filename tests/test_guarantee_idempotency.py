@@ -8,6 +8,7 @@ import asyncio
 from aiohttp.test_utils import TestClient
 
 from queue_service.clock import ManualClock
+
 from support import admit, join, join_ok, poll_ok, put_wave
 
 
@@ -27,7 +28,7 @@ async def test_concurrent_joins_of_one_registrant_hold_one_place(client: TestCli
     statuses = sorted(status for status, _ in results)
     assert statuses == [200] * 39 + [201]
     assert len({body["ticket"] for _, body in results}) == 1
-    view = (await client.get("/admin/v1/waves/w", headers={"Authorization": "Bearer x"}))
+    view = await client.get("/admin/v1/waves/w", headers={"Authorization": "Bearer x"})
     assert view.status == 401
     assert (await admit(client, "w")).counts.seq == 1
 
@@ -72,7 +73,9 @@ async def test_a_registrant_who_left_may_join_again_at_the_back(client: TestClie
     await put_wave(client, "w", admit_rate=1, admit_burst=1)
     first = await join_ok(client, "w", "me")
     await join_ok(client, "w", "other")
-    response = await client.post("/api/v1/waves/w/leave", headers={"X-Queue-Ticket": first["ticket"]})
+    response = await client.post(
+        "/api/v1/waves/w/leave", headers={"X-Queue-Ticket": first["ticket"]}
+    )
     assert response.status == 204
     status, again = await join(client, "w", "me")
     assert status == 201 and again["ticket"] != first["ticket"] and again["position"] == 3

@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiohttp.test_utils import TestClient
 
 from queue_service.clock import ManualClock
+
 from support import T0, admit, join_ok, poll_ok, put_wave
 
 PREQUEUE_SIZE = 6

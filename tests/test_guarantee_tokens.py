@@ -22,6 +22,7 @@ from queue_service.tokens import (
     TokenVerifier,
     key_id,
 )
+
 from support import T0, admit, join_ok, poll_ok, put_wave
 
 
@@ -48,10 +49,21 @@ def verifier(keyring: KeyRing, clock: ManualClock) -> TokenVerifier:
 
 def forged_with_same_kid(keyring: KeyRing) -> str:
     """Signed by an attacker's key while claiming the real key id."""
-    payload = {"iss": "gelombang", "aud": "w", "sub": "x", "jti": "w.1", "iat": int(T0),
-               "exp": int(T0) + 600, "tkt": 1}  # fmt: skip
-    return jwt.encode(payload, Ed25519PrivateKey.generate(), algorithm="EdDSA",
-                      headers={"kid": keyring.signing_kid})  # fmt: skip
+    payload = {
+        "iss": "gelombang",
+        "aud": "w",
+        "sub": "x",
+        "jti": "w.1",
+        "iat": int(T0),
+        "exp": int(T0) + 600,
+        "tkt": 1,
+    }
+    return jwt.encode(
+        payload,
+        Ed25519PrivateKey.generate(),
+        algorithm="EdDSA",
+        headers={"kid": keyring.signing_kid},
+    )
 
 
 BAD_TOKENS: dict[str, Callable[[KeyRing], str]] = {
@@ -62,9 +74,11 @@ BAD_TOKENS: dict[str, Callable[[KeyRing], str]] = {
     "tampered": lambda k: tamper(issue(k), sub="someone-else"),
     "alg_none": lambda k: jwt.encode({"aud": "w"}, None, algorithm="none"),
     "hs256_with_public_key": lambda k: jwt.encode(
-        {"aud": "w"}, "secret-guess-that-is-long-enough-for-hs256", algorithm="HS256",
+        {"aud": "w"},
+        "secret-guess-that-is-long-enough-for-hs256",
+        algorithm="HS256",
         headers={"kid": k.signing_kid},
-    ),  # fmt: skip
+    ),
     "garbage": lambda k: "not.a.token",
 }
 
@@ -92,7 +106,8 @@ def test_rotation_keeps_old_tokens_valid_and_publishes_every_key(clock: ManualCl
     assert verifier.verify(token_before, wave="w").ticket == 1
     assert verifier.verify(issue(after), wave="w").ticket == 1
     assert {k["kid"] for k in after.jwks()["keys"]} == {
-        key_id(old.public_key()), key_id(new.public_key())
+        key_id(old.public_key()),
+        key_id(new.public_key()),
     }
     assert jwt.get_unverified_header(issue(after))["kid"] == key_id(new.public_key())
 
@@ -114,9 +129,11 @@ async def test_complete_refuses_bad_tokens(
 
 
 async def test_the_queues_own_token_passes_the_origin_middleware_and_jwks(
-    client: TestClient, aiohttp_client: Callable[..., object], clock: ManualClock,
+    client: TestClient,
+    aiohttp_client: Callable[..., object],
+    clock: ManualClock,
     keyring: KeyRing,
-) -> None:  # fmt: skip
+) -> None:
     await put_wave(client, "w", admit_rate=1000)
     ticket = (await join_ok(client, "w", "a"))["ticket"]
     await admit(client, "w")

@@ -125,6 +125,7 @@ def supervise(settings: Settings) -> None:
     def start_worker() -> None:
         process = context.Process(target=_worker_main, args=(settings,), daemon=False)
         process.start()
+        assert process.pid is not None
         workers[process.pid] = process
 
     def stop(signum: int, frame: object) -> None:

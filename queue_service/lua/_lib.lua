@@ -61,15 +61,26 @@ local function wave_state(cfg, ctl, now)
 end
 
 -- GCRA: one request costs one emission interval; up to `burst` may come at once.
--- Returns 0 when allowed, else the milliseconds until a retry would be allowed.
-local function gcra(key, now, interval_ms, burst)
-  local tat = tonumber(redis.call('GET', key)) or now
-  if tat < now then tat = now end
-  local new_tat = tat + interval_ms
-  local allow_at = new_tat - burst * interval_ms
-  if now < allow_at then return math.ceil(allow_at - now) end
-  redis.call('SET', key, string.format('%.3f', new_tat), 'PX', math.max(1, math.ceil(new_tat - now)))
-  return 0
+-- Two rules guard each request (client address, then registrant or ticket). Both are checked
+-- before either is charged, so a request refused by one rule costs nothing under the other:
+-- a bot hammering its own ticket does not use up the allowance of people sharing its address.
+-- Returns 0 and a commit function when allowed, else the milliseconds until a retry and the
+-- index (1 or 2) of the rule that refused.
+local function gcra_pair(now, key1, interval1, burst1, key2, interval2, burst2)
+  local keys, intervals, bursts = {key1, key2}, {interval1, interval2}, {burst1, burst2}
+  local new_tats = {}
+  for i = 1, 2 do
+    local tat = tonumber(redis.call('GET', keys[i])) or now
+    if tat < now then tat = now end
+    new_tats[i] = tat + intervals[i]
+    local allow_at = new_tats[i] - bursts[i] * intervals[i]
+    if now < allow_at then return math.ceil(allow_at - now), i end
+  end
+  for i = 1, 2 do
+    redis.call('SET', keys[i], string.format('%.3f', new_tats[i]),
+      'PX', math.max(1, math.ceil(new_tats[i] - now)))
+  end
+  return 0, 0
 end
 
 -- The 0-based place in admission order of ticket `seq`: pre-queue tickets by their random

@@ -32,16 +32,12 @@ end
 
 for i = 9, #ARGV, 4 do
   local rhash, bucket, ip, score = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local retry = 0
-  local limited = nil
+  local limited, retry = nil, 0
   if limits_on then
-    retry = gcra(prefix .. 'rl:join_ip:' .. ip, now, ip_interval, ip_burst)
-    if retry > 0 then
-      limited = 'rl_ip'
-    else
-      retry = gcra(prefix .. 'rl:join_reg:' .. rhash, now, reg_interval, reg_burst)
-      if retry > 0 then limited = 'rl_registrant' end
-    end
+    local rule
+    retry, rule = gcra_pair(now, prefix .. 'rl:join_ip:' .. ip, ip_interval, ip_burst,
+      prefix .. 'rl:join_reg:' .. rhash, reg_interval, reg_burst)
+    if rule == 1 then limited = 'rl_ip' elseif rule == 2 then limited = 'rl_registrant' end
   end
   if limited then
     emit(limited, 0, '', -1, retry)

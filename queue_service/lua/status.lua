@@ -24,15 +24,12 @@ local state = wave_state(cfg, ctl, now)
 local out = {state}
 for i = 8, #ARGV, 2 do
   local seq, ip = tonumber(ARGV[i]), ARGV[i + 1]
-  local retry, limited = 0, nil
+  local limited, retry = nil, 0
   if limits_on then
-    retry = gcra(prefix .. 'rl:status_ip:' .. ip, now, ip_interval, ip_burst)
-    if retry > 0 then
-      limited = 'rl_ip'
-    else
-      retry = gcra(prefix .. 'rl:status_tk:' .. seq, now, ticket_interval, ticket_burst)
-      if retry > 0 then limited = 'rl_ticket' end
-    end
+    local rule
+    retry, rule = gcra_pair(now, prefix .. 'rl:status_ip:' .. ip, ip_interval, ip_burst,
+      prefix .. 'rl:status_tk:' .. seq, ticket_interval, ticket_burst)
+    if rule == 1 then limited = 'rl_ip' elseif rule == 2 then limited = 'rl_ticket' end
   end
   if limited then
     out[#out + 1] = limited

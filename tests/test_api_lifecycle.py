@@ -1,0 +1,110 @@
+"""Wave states through the public and admin APIs: scheduled, prequeue, open, paused, closed;
+what a registrant and an SRE see in each."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from queue_service.clock import ManualClock
+
+from support import ADMIN, T0, admin_view, admit, join, join_ok, poll_ok, put_wave
+
+
+async def test_a_wave_goes_through_its_states(client: TestClient, clock: ManualClock) -> None:
+    await put_wave(client, "w", opens_at=T0 + 600, prequeue_s=300, closes_at=T0 + 3600)
+    assert (await admin_view(client, "w"))["state"] == "scheduled"
+    status, body = await join(client, "w", "too-early")
+    assert status == 409 and body["error"]["code"] == "wave_not_open_yet"
+
+    clock.set(T0 + 400)
+    assert (await admin_view(client, "w"))["state"] == "prequeue"
+    early = await join_ok(client, "w", "early")
+    assert early["state"] == "prequeue" and early["eta_s"] == 200
+
+    clock.set(T0 + 601)
+    view = await admin_view(client, "w")
+    assert view["state"] == "open" and view["counts"]["waiting"] == 1
+
+    await client.post("/admin/v1/waves/w/pause", headers=ADMIN)
+    assert (await admit(client, "w")).admitted == []
+    assert (await admin_view(client, "w"))["state"] == "paused"
+    assert (await join_ok(client, "w", "during-pause"))["position"] == 2  # still joinable
+
+    await client.post("/admin/v1/waves/w/resume", headers=ADMIN)
+    assert [a.seq for a in (await admit(client, "w")).admitted] == [1, 2]
+    assert (await poll_ok(client, "w", early["ticket"]))["state"] == "admitted"
+
+    waiting = await join_ok(client, "w", "late")
+    await client.post("/admin/v1/waves/w/close", headers=ADMIN)
+    assert (await poll_ok(client, "w", waiting["ticket"]))["state"] == "closed"
+    status, body = await join(client, "w", "after-close")
+    assert status == 409 and body["error"]["code"] == "wave_closed"
+    response = await client.post("/admin/v1/waves/w/resume", headers=ADMIN)
+    assert response.status == 409
+
+    clock.set(T0 + 3601)
+    assert (await admin_view(client, "w"))["state"] == "closed"
+
+
+async def test_not_yet_open_says_when_to_come_back(client: TestClient) -> None:
+    await put_wave(client, "w", opens_at=T0 + 600, prequeue_s=60)
+    response = await client.post("/api/v1/waves/w/join", json={"registrant": "a"})
+    assert response.status == 409
+    assert int(response.headers["Retry-After"]) == 540
+
+
+async def test_public_wave_info(client: TestClient) -> None:
+    await put_wave(client, "w", admit_rate=2, title="Gelombang 1")
+    for i in range(10):
+        await join_ok(client, "w", f"r{i}")
+    await admit(client, "w")
+    info = await (await client.get("/api/v1/waves/w")).json()
+    assert info["wave"] == "w" and info["state"] == "open" and info["title"] == "Gelombang 1"
+    assert info["admit_rate"] == 2.0
+    assert info["waiting"] == 10 - 2  # the bucket starts with admit_burst = 2 tokens
+    assert info["eta_new_arrival_s"] == 4  # 8 ahead at 2/s
+
+
+async def test_status_poll_interval_grows_with_position(client: TestClient) -> None:
+    await put_wave(client, "w", admit_rate=0.5, admit_burst=1)
+    tickets = [(await join_ok(client, "w", f"r{i}"))["ticket"] for i in range(400)]
+    near = await poll_ok(client, "w", tickets[1])
+    far = await poll_ok(client, "w", tickets[-1])
+    assert near["poll_after_ms"] == 1000
+    assert far["poll_after_ms"] == 30000
+    assert far["eta_s"] == 399 * 2 and far["ahead"] == 399
+
+
+async def test_admin_update_changes_the_rate_live_and_is_logged(
+    client: TestClient, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    await put_wave(client, "w", admit_rate=1, admit_burst=1)
+    for i in range(30):
+        await join_ok(client, "w", f"r{i}")
+    assert len((await admit(client, "w")).admitted) == 1
+    with caplog.at_level(logging.INFO, logger="queue_service.http_admin"):
+        response = await client.put(
+            "/admin/v1/waves/w", json={"admit_rate": 10, "admit_burst": 10}, headers=ADMIN
+        )
+    assert response.status == 200
+    body = await response.json()
+    assert body["wave"]["admit_rate"] == 10 and body["wave"]["origin_url"]  # partial update
+    record = next(r for r in caplog.records if getattr(r, "admin_action", "") == "update")
+    assert record.changes["admit_rate"] == {"from": 1.0, "to": 10.0}  # type: ignore[attr-defined]
+    assert record.actor.startswith("admin@")  # type: ignore[attr-defined]
+    clock.advance(1)
+    assert len((await admit(client, "w")).admitted) == 10
+    listing = await (await client.get("/admin/v1/waves", headers=ADMIN)).json()
+    assert [w["wave"]["id"] for w in listing["waves"]] == ["w"]
+
+
+async def test_jwks_and_health(client: TestClient) -> None:
+    jwks = await (await client.get("/.well-known/jwks.json")).json()
+    assert jwks["keys"][0]["kty"] == "OKP" and jwks["keys"][0]["alg"] == "EdDSA"
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 200
+    response = await client.get("/healthz", headers={"X-Request-Id": "abc-123"})
+    assert response.headers["X-Request-Id"] == "abc-123"

@@ -1,0 +1,96 @@
+"""Guarantee 7: killing a queue process, or Redis itself (AOF on), loses no acknowledged join,
+and admission goes on without the dead process (there is no leader)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from queue_service.redis_server import EmbeddedRedis
+
+from processes import ServeProcess
+from support import ADMIN, ORIGIN
+
+pytestmark = pytest.mark.slow
+
+
+async def join_until_stopped(
+    http: aiohttp.ClientSession, url: str, prefix: str, acked: dict[str, str], stop: asyncio.Event
+) -> None:
+    """Join as fast as one connection can; remember every acknowledged (2xx) ticket."""
+    i = 0
+    while not stop.is_set():
+        registrant = f"{prefix}-{i}"
+        i += 1
+        try:
+            async with http.post(
+                f"{url}/api/v1/waves/w/join", json={"registrant": registrant}
+            ) as response:
+                if response.status in (200, 201):
+                    acked[registrant] = (await response.json())["ticket"]
+        except (aiohttp.ClientError, TimeoutError):
+            await asyncio.sleep(0.05)  # a dead process or Redis: not acknowledged, retry later
+
+
+async def test_killing_a_queue_process_and_redis_loses_no_acknowledged_join(
+    tmp_path: Path,
+) -> None:
+    redis = EmbeddedRedis(tmp_path / "redis", appendonly=True).start()
+    acked: dict[str, str] = {}
+    try:
+        with ServeProcess(redis.url, tmp_path) as a, ServeProcess(redis.url, tmp_path) as b:
+            timeout = aiohttp.ClientTimeout(total=5)
+            async with aiohttp.ClientSession(timeout=timeout) as http:
+                now = time.time()
+                body = {
+                    "opens_at": now - 1,
+                    "closes_at": now + 600,
+                    "admit_rate": 5,
+                    "origin_url": ORIGIN,
+                    "abandon_after_s": 600,
+                }
+                async with http.put(f"{a.url}/admin/v1/waves/w", json=body, headers=ADMIN) as r:
+                    assert r.status == 201
+                stop = asyncio.Event()
+                writers = [
+                    asyncio.create_task(join_until_stopped(http, server.url, name, acked, stop))
+                    for server, name in ((a, "a1"), (a, "a2"), (b, "b1"), (b, "b2"))
+                ]
+                await asyncio.sleep(1.5)
+                a.kill()  # SIGKILL mid-load
+                await asyncio.sleep(1.0)
+                redis.kill()  # and Redis too, mid-load
+                redis.start()  # same port, same AOF
+                await asyncio.sleep(1.5)
+                stop.set()
+                await asyncio.gather(*writers)
+
+                assert len(acked) > 100
+                lost = []
+                for registrant, ticket in acked.items():
+                    async with http.get(
+                        f"{b.url}/api/v1/waves/w/status", headers={"X-Queue-Ticket": ticket}
+                    ) as response:
+                        if response.status != 200:
+                            lost.append((registrant, response.status))
+                assert lost == []
+                # the surviving process keeps admitting without the dead one
+                async with http.get(f"{b.url}/admin/v1/waves/w", headers=ADMIN) as response:
+                    before = (await response.json())["counts"]["admitted"]
+                await asyncio.sleep(1.5)
+                async with http.get(f"{b.url}/admin/v1/waves/w", headers=ADMIN) as response:
+                    after = (await response.json())["counts"]["admitted"]
+                assert after > before
+                # re-joining gives every acknowledged registrant the same ticket back
+                for registrant in list(acked)[:: max(1, len(acked) // 50)]:
+                    async with http.post(
+                        f"{b.url}/api/v1/waves/w/join", json={"registrant": registrant}
+                    ) as response:
+                        assert response.status == 200
+                        assert (await response.json())["ticket"] == acked[registrant]
+    finally:
+        redis.stop()
