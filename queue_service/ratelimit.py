@@ -55,15 +55,20 @@ class RateLimitRules:
         changes: dict[str, Any] = {}
         for name, value in data.items():
             if name == "enabled":
-                changes[name] = bool(value)
+                if not isinstance(value, bool):
+                    raise ValueError("rate_limits.enabled must be true or false")
+                changes[name] = value
                 continue
-            if not isinstance(value, Mapping):
+            if not isinstance(value, Mapping) or set(value) - {"rate_per_s", "burst"}:
                 raise ValueError(f"rate limit {name} must be a table with rate_per_s and burst")
             current: Rule = getattr(base, name)
-            changes[name] = Rule(
-                rate_per_s=float(value.get("rate_per_s", current.rate_per_s)),
-                burst=int(value.get("burst", current.burst)),
-            )
+            rate = value.get("rate_per_s", current.rate_per_s)
+            burst = value.get("burst", current.burst)
+            if isinstance(rate, bool) or not isinstance(rate, int | float):
+                raise ValueError(f"{name}.rate_per_s must be a number")
+            if isinstance(burst, bool) or not isinstance(burst, int):
+                raise ValueError(f"{name}.burst must be a whole number")
+            changes[name] = Rule(rate_per_s=float(rate), burst=burst)
         return replace(base, **changes)
 
     def as_dict(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -145,7 +146,9 @@ class QueueService:
             metrics.joins.labels(wave, "not_accepting").inc()
             raise self._not_accepting(runtime, result, outcome.extra_ms)
         metrics.joins.labels(wave, result).inc()
-        view = self._view(runtime, outcome.seq, outcome.state, outcome.ahead, outcome.extra_ms, "")
+        view = self._view(
+            runtime, outcome.seq, outcome.state, outcome.ahead, outcome.extra_ms, registrant_hash
+        )
         return JoinResult(self.codec.encode(wave, outcome.seq), result != "existing", view)
 
     def _not_accepting(self, runtime: WaveRuntime, result: str, retry_ms: int) -> Conflict:
@@ -250,12 +253,12 @@ class QueueService:
             "state": counts.state,
             "opens_at": config.public_dict()["opens_at"],
             "closes_at": config.public_dict()["closes_at"],
-            "prequeue_opens_at": _iso_utc(config.opens_at - config.prequeue_s),
+            "prequeue_opens_at": iso_utc(config.opens_at - config.prequeue_s),
             "waiting": waiting,
             "admit_rate": config.admit_rate,
             "eta_new_arrival_s": runtime.eta_s(counts.waiting),
         }
 
 
-def _iso_utc(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+def iso_utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()

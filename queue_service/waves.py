@@ -8,7 +8,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -101,7 +101,7 @@ def _encode_limits(limits: Mapping[str, Any]) -> str:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts).astimezone().isoformat()
+    return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
 _FIELD_NAMES = {f.name for f in fields(WaveConfig)}
@@ -142,6 +142,15 @@ def _number(data: Mapping[str, Any], name: str, default: float, *, minimum: floa
     if not math.isfinite(number) or number < minimum or number > 1e12:
         raise BadRequest(f"{name} must be a number >= {minimum:g}", code="invalid_wave")
     return number
+
+
+def _burst(data: Mapping[str, Any]) -> float:
+    """0 means one second's worth; otherwise at least one whole admission (a bucket that holds
+    less than one token could never admit anyone)."""
+    burst = _number(data, "admit_burst", 0, minimum=0)
+    if 0 < burst < 1:
+        raise BadRequest("admit_burst must be 0 (automatic) or at least 1", code="invalid_wave")
+    return burst
 
 
 def _integer(data: Mapping[str, Any], name: str, default: int) -> int:
@@ -207,7 +216,7 @@ def parse_wave(
         opens_at=opens_at,
         closes_at=closes_at,
         admit_rate=admit_rate,
-        admit_burst=_number(merged, "admit_burst", 0, minimum=0),
+        admit_burst=_burst(merged),
         max_active=_integer(merged, "max_active", 0),
         session_ttl_s=session_ttl_s,
         quota=_integer(merged, "quota", 0),

@@ -191,6 +191,27 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, object], int, str]] = [
         "invalid_wave",
     ),
     ("PUT", "/admin/v1/waves/w", {"headers": ADMIN, "data": b"NaN"}, 400, "invalid_json"),
+    (
+        "PUT",
+        "/admin/v1/waves/w",
+        {"headers": ADMIN, "json": {"admit_burst": 0.5}},
+        400,
+        "invalid_wave",
+    ),
+    (
+        "PUT",
+        "/admin/v1/waves/w",
+        {"headers": ADMIN, "json": {"rate_limits": {"enabled": "false"}}},
+        400,
+        "invalid_wave",
+    ),
+    (
+        "PUT",
+        "/admin/v1/waves/w",
+        {"headers": ADMIN, "json": {"rate_limits": {"join_per_ip": {"burst": 1.5}}}},
+        400,
+        "invalid_wave",
+    ),
     ("POST", "/admin/v1/waves/missing/pause", {"headers": ADMIN}, 404, "unknown_wave"),
     ("POST", "/admin/v1/waves/w/explode", {"headers": ADMIN}, 404, "not_found"),
 ]

@@ -79,3 +79,15 @@ async def test_a_registrant_who_left_may_join_again_at_the_back(client: TestClie
     assert response.status == 204
     status, again = await join(client, "w", "me")
     assert status == 201 and again["ticket"] != first["ticket"] and again["position"] == 3
+
+
+async def test_an_admitted_registrant_joining_again_gets_the_same_admission(
+    client: TestClient,
+) -> None:
+    await put_wave(client, "w", admit_rate=1000)
+    first = await join_ok(client, "w", "me")
+    await admit(client, "w")
+    polled = await poll_ok(client, "w", first["ticket"])
+    again = await join_ok(client, "w", "me")
+    assert again["state"] == "admitted" and again["ticket"] == first["ticket"]
+    assert again["token"] == polled["token"]  # same subject, same admission, same token

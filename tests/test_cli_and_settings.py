@@ -1,0 +1,143 @@
+"""Settings precedence (file < GELOMBANG_* environment < flags), waves from a config file, the
+`gelombang wave` admin client and `gelombang keygen` against a real service process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from queue_service.settings import load_settings
+from queue_service.tokens import KeyRing, key_id
+
+from processes import ServeProcess
+from support import ADMIN_TOKEN
+
+CONFIG = """
+[service]
+port = 9001
+admin_token = "from-file"
+trusted_proxies = ["10.0.0.0/8"]
+
+[rate_limits]
+join_per_ip = {rate_per_s = 2, burst = 7}
+
+[[waves]]
+id = "gelombang-1"
+title = "Gelombang 1"
+opens_at = "2030-01-01T12:00:00+07:00"
+closes_at = "2030-01-04T12:00:00+07:00"
+admit_rate = 41.5
+max_active = 22500
+quota = 600000
+prequeue_s = 3600
+origin_url = "http://127.0.0.1:9000/daftar"
+rate_limits = {status_per_ip = {burst = 5000}}
+"""
+
+
+def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
+    config = tmp_path / "gelombang.toml"
+    config.write_text(CONFIG)
+    env = {"GELOMBANG_PORT": "9002", "GELOMBANG_ADMIN_TOKEN": "from-env",
+           "GELOMBANG_RATE_LIMITS": "off"}  # fmt: skip
+    settings = load_settings({"config": str(config), "port": 9003}, environ=env)
+    assert settings.port == 9003
+    assert settings.admin_token == "from-env"
+    assert settings.trusted_proxies == ("10.0.0.0/8",)
+    assert settings.rate_limits.join_per_ip.burst == 7
+    assert settings.rate_limits.enabled is False
+    assert settings.waves[0]["id"] == "gelombang-1"
+    assert load_settings({"config": str(config)}, environ={}).port == 9001
+
+
+def test_bad_settings_are_refused_clearly(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[service]\nportt = 1\n")
+    with pytest.raises(ValueError, match="portt"):
+        load_settings({"config": str(bad)}, environ={})
+    with pytest.raises(ValueError):
+        load_settings({"trusted_proxies": "not-a-network"}, environ={})
+
+
+def gelombang(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "queue_service.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_config_waves_load_at_start_and_the_wave_cli_manages_them(
+    redis_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "gelombang.toml"
+    config.write_text(CONFIG.replace('admin_token = "from-file"\n', ""))
+    with ServeProcess(redis_url, tmp_path, config=config) as server:
+        env = {"GELOMBANG_URL": server.url, "GELOMBANG_ADMIN_TOKEN": ADMIN_TOKEN}
+        shown = gelombang("wave", "show", "gelombang-1", env=env)
+        assert shown.returncode == 0, shown.stderr
+        view = json.loads(shown.stdout)
+        assert view["state"] == "scheduled"
+        assert view["wave"]["admit_rate"] == 41.5 and view["wave"]["quota"] == 600000
+        changed = gelombang("wave", "put", "gelombang-1", "--set", "admit_rate=80", env=env)
+        assert changed.returncode == 0, changed.stderr
+        assert json.loads(changed.stdout)["wave"]["admit_rate"] == 80
+        paused = gelombang("wave", "pause", "gelombang-1", env=env)
+        assert paused.returncode == 0
+        listed = json.loads(gelombang("wave", "list", env=env).stdout)
+        assert [w["wave"]["id"] for w in listed["waves"]] == ["gelombang-1"]
+        refused = gelombang("wave", "list", env={**env, "GELOMBANG_ADMIN_TOKEN": "wrong"})
+        assert refused.returncode == 1 and "401" in refused.stderr
+    # a restart does not revert the change made live through the admin API
+    with ServeProcess(redis_url, tmp_path, config=config) as server:
+        env = {"GELOMBANG_URL": server.url, "GELOMBANG_ADMIN_TOKEN": ADMIN_TOKEN}
+        view = json.loads(gelombang("wave", "show", "gelombang-1", env=env).stdout)
+        assert view["wave"]["admit_rate"] == 80
+
+
+def test_keygen_and_configured_signing_keys_with_rotation(redis_url: str, tmp_path: Path) -> None:
+    old, new = tmp_path / "old.pem", tmp_path / "new.pem"
+    for path in (old, new):
+        result = gelombang("keygen", "--out", str(path))
+        assert result.returncode == 0 and "kid" in result.stdout
+    assert oct(old.stat().st_mode & 0o777) == "0o600"
+    assert gelombang("keygen", "--out", str(old)).returncode == 1  # never overwrite silently
+    ring = KeyRing.from_pem_files([new, old])
+    env = {"GELOMBANG_SIGNING_KEYS": f"{new},{old}"}
+    with ServeProcess(redis_url, tmp_path, env=env) as server:
+        import urllib.request
+
+        with urllib.request.urlopen(server.url + "/.well-known/jwks.json") as response:
+            kids = {k["kid"] for k in json.load(response)["keys"]}
+    assert kids == set(ring.public_keys) and ring.signing_kid in kids
+    assert ring.signing_kid == key_id(ring.signing_key.public_key())
+
+
+def test_serve_without_redis_url_starts_and_stops_an_embedded_redis(tmp_path: Path) -> None:
+    server = ServeProcess("", tmp_path)
+    server._args = [a for a in server._args if a not in ("--redis-url", "")]
+    with server:
+        log = server.log_text()
+        assert "embedded redis-server on port" in log
+        port = int(log.split("embedded redis-server on port ")[1].split()[0].rstrip(","))
+        assert port != 6379
+        assert redis.Redis(port=port).ping()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            redis.Redis(port=port, socket_connect_timeout=0.2).ping()
+        except redis.ConnectionError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the embedded redis-server outlived the service")
+    assert (tmp_path / "redis" / "appendonlydir").exists()  # AOF on

@@ -1,0 +1,378 @@
+"""The OpenAPI document tells the truth: it lists exactly the routes the app serves, it is served
+at /api/openapi.json, and what the live service answers matches the schema the document
+declares for that route and status (error codes included)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from queue_service.app import create_app
+from queue_service.clock import ManualClock
+from queue_service.ratelimit import RateLimitRules, Rule
+from queue_service.settings import Settings
+from queue_service.tokens import KeyRing
+
+from support import ADMIN, T0, admit, wave_body
+
+Json = Any
+Client = TestClient[web.Request, web.Application]
+# aiohttp keeps `{action:pause|resume|close}` only as a regex group; expand such groups back.
+CHOICE_GROUP = re.compile(r"\(\?P<(\w+)>([\w-]+(?:\|[\w-]+)+)\)")
+METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+
+
+@pytest.fixture(scope="module")
+def doc() -> Json:
+    text = (resources.files("queue_service") / "static" / "openapi.json").read_text("utf-8")
+    return json.loads(text)
+
+
+# -- a validator for the subset of JSON Schema the document uses ---------------------------
+
+# Keywords that assert nothing; any other keyword the validator does not know fails loudly,
+# so the document cannot silently rely on a check nobody runs.
+ANNOTATIONS = {"description", "title", "examples", "default", "format", "$comment"}
+PY_TYPES: dict[str, type] = {
+    "object": dict,
+    "array": list,
+    "string": str,
+    "boolean": bool,
+    "null": type(None),
+}
+
+
+def lookup(doc: Json, ref: str) -> Json:
+    assert ref.startswith("#/"), f"only local references are used: {ref}"
+    node = doc
+    for part in ref[2:].split("/"):
+        node = node[part]
+    return node
+
+
+def deref(doc: Json, node: Json) -> Json:
+    """A response, header or parameter object, or the one its `$ref` points at."""
+    while isinstance(node, dict) and "$ref" in node:
+        node = lookup(doc, node["$ref"])
+    return node
+
+
+def is_type(value: Json, name: str) -> bool:
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if name == "number":
+        return is_number
+    if name == "integer":
+        return is_number and float(value).is_integer()
+    return isinstance(value, PY_TYPES[name])
+
+
+def check(doc: Json, schema: Json, value: Json, at: str = "$") -> list[str]:
+    """Every way `value` breaks `schema`, as readable strings (empty when it conforms)."""
+    errors = check(doc, lookup(doc, schema["$ref"]), value, at) if "$ref" in schema else []
+    types = schema.get("type")
+    if types is not None:
+        names = [types] if isinstance(types, str) else types
+        if not any(is_type(value, name) for name in names):
+            return [*errors, f"{at}: {value!r} is not {types}"]
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    for key, rule in schema.items():
+        if key in ANNOTATIONS or key in ("$ref", "type"):
+            continue
+        if key == "enum" and value not in rule:
+            errors.append(f"{at}: {value!r} is not one of {rule}")
+        elif key == "required" and isinstance(value, dict):
+            errors += [f"{at}: {name!r} is missing" for name in rule if name not in value]
+        elif key == "properties" and isinstance(value, dict):
+            for name, sub in rule.items():
+                if name in value:
+                    errors += check(doc, sub, value[name], f"{at}.{name}")
+        elif key == "additionalProperties" and isinstance(value, dict):
+            for name in set(value) - set(schema.get("properties", {})):
+                if rule is False:
+                    errors.append(f"{at}: {name!r} is not declared")
+                elif isinstance(rule, dict):
+                    errors += check(doc, rule, value[name], f"{at}.{name}")
+        elif key == "items" and isinstance(value, list):
+            for index, item in enumerate(value):
+                errors += check(doc, rule, item, f"{at}[{index}]")
+        elif key == "minimum" and numeric and value < rule:
+            errors.append(f"{at}: {value} < {rule}")
+        elif key == "exclusiveMinimum" and numeric and value <= rule:
+            errors.append(f"{at}: {value} <= {rule}")
+        elif key == "maximum" and numeric and value > rule:
+            errors.append(f"{at}: {value} > {rule}")
+        elif key == "minLength" and isinstance(value, str) and len(value) < rule:
+            errors.append(f"{at}: {value!r} is shorter than {rule}")
+        elif key == "maxLength" and isinstance(value, str) and len(value) > rule:
+            errors.append(f"{at}: {value!r} is longer than {rule}")
+        elif key == "pattern" and isinstance(value, str) and not re.search(rule, value):
+            errors.append(f"{at}: {value!r} does not match {rule}")
+        elif key not in KNOWN:
+            raise AssertionError(f"{at}: the test's validator does not implement {key!r}")
+    return errors
+
+
+def unknown_keywords(schema: Json) -> set[str]:
+    unknown = set(schema) - KNOWN - ANNOTATIONS - {"$ref", "type"}
+    subs = [*schema.get("properties", {}).values(), schema.get("items")]
+    subs.append(schema.get("additionalProperties"))
+    for sub in subs:
+        if isinstance(sub, dict):
+            unknown |= unknown_keywords(sub)
+    return unknown
+
+
+KNOWN = {"enum", "required", "properties", "additionalProperties", "items", "minimum"}
+KNOWN |= {"exclusiveMinimum", "maximum", "minLength", "maxLength", "pattern"}
+
+
+# -- the document against the app -------------------------------------------------------------
+
+
+def app_routes(app: web.Application) -> set[tuple[str, str]]:
+    """(METHOD, path template) for every route, HEAD (added by aiohttp for GET) left out."""
+    routes: set[tuple[str, str]] = set()
+    for route in app.router.routes():
+        if route.method == "HEAD":
+            continue
+        info = route.resource.get_info() if route.resource is not None else {}
+        if "path" in info:
+            routes.add((route.method, info["path"]))
+            continue
+        paths = [info["formatter"]]
+        for name, choices in CHOICE_GROUP.findall(info["pattern"].pattern):
+            paths = [p.replace(f"{{{name}}}", c) for p in paths for c in choices.split("|")]
+        routes |= {(route.method, path) for path in paths}
+    return routes
+
+
+def documented_routes(doc: Json) -> set[tuple[str, str]]:
+    return {
+        (method.upper(), path)
+        for path, item in doc["paths"].items()
+        for method in item
+        if method in METHODS
+    }
+
+
+def operation_for(doc: Json, method: str, path: str) -> tuple[str, Json]:
+    for template, item in doc["paths"].items():
+        literal_parts = re.split(r"\{[^}]+\}", template)
+        pattern = "[^/]+".join(map(re.escape, literal_parts))
+        if method.lower() in item and re.fullmatch(pattern, path):
+            return template, item[method.lower()]
+    raise AssertionError(f"{method} {path} matches no operation in the document")
+
+
+async def conform(doc: Json, response: aiohttp.ClientResponse) -> Json:
+    """Check a live response against what the document declares for its route and status;
+    return the body (parsed when JSON)."""
+    method, status = response.method, response.status
+    template, operation = operation_for(doc, method, response.url.path)
+    declared = operation["responses"]
+    assert str(status) in declared, f"{method} {template} answered {status}: not in the document"
+    spec = deref(doc, declared[str(status)])
+    for name, header in spec.get("headers", {}).items():
+        if deref(doc, header).get("required"):
+            assert name in response.headers, f"{method} {template} {status} lacks {name}"
+    content = spec.get("content")
+    if content is None:
+        assert await response.read() == b"", f"{method} {template} {status} has a body"
+        return None
+    assert response.content_type in content, f"{method} {template} {status}: content type"
+    if response.content_type != "application/json":
+        return await response.text()
+    body = await response.json()
+    errors = check(doc, content["application/json"]["schema"], body)
+    assert not errors, f"{method} {template} {status}: {errors} in {body}"
+    return body
+
+
+async def error_code(doc: Json, response: aiohttp.ClientResponse) -> str:
+    body = await conform(doc, response)
+    return str(body["error"]["code"])
+
+
+def test_every_route_is_documented_and_nothing_else(
+    doc: Json, keyring: KeyRing, tmp_path: Path
+) -> None:
+    app = create_app(Settings(state_dir=tmp_path), keyring=keyring)
+    routes = app_routes(app)
+    assert ("POST", "/admin/v1/waves/{wave}/resume") in routes  # the expansion works
+    assert documented_routes(doc) == routes
+
+
+def test_document_is_well_formed(doc: Json) -> None:
+    assert doc["openapi"].startswith("3.1.")
+    refs: list[str] = []
+
+    def walk(node: Json) -> None:
+        if isinstance(node, dict):
+            refs.extend(v for k, v in node.items() if k == "$ref")
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(doc)
+    for ref in refs:
+        lookup(doc, ref)  # raises KeyError for a dangling reference
+    schemes = set(doc["components"]["securitySchemes"])
+    operation_ids = []
+    for path, item in doc["paths"].items():
+        declared = {deref(doc, p)["name"] for p in item.get("parameters", [])}
+        assert declared == set(re.findall(r"\{(\w+)\}", path)), path
+        for method, operation in item.items():
+            if method not in METHODS:
+                continue
+            operation_ids.append(operation["operationId"])
+            assert operation["responses"], f"{method} {path} declares no response"
+            for requirement in operation.get("security", doc["security"]):
+                assert set(requirement) <= schemes, f"{method} {path}: {requirement}"
+    assert len(operation_ids) == len(set(operation_ids))
+    for name, schema in doc["components"]["schemas"].items():
+        assert not unknown_keywords(schema), f"{name}: the validator would skip these"
+
+
+async def test_document_is_served_by_the_app(doc: Json, client: Client) -> None:
+    response = await client.get("/api/openapi.json")
+    assert response.status == 200
+    assert await conform(doc, response) == doc
+
+
+async def test_real_answers_match_the_document(
+    doc: Json, client: Client, clock: ManualClock
+) -> None:
+    base = "/api/v1/waves/w1"
+    created = await conform(
+        doc, await client.put("/admin/v1/waves/w1", json=wave_body(admit_rate=1), headers=ADMIN)
+    )
+    assert created["state"] == "open"
+    updated = await client.put("/admin/v1/waves/w1", json={"title": "Gelombang 70"}, headers=ADMIN)
+    assert updated.status == 200 and (await conform(doc, updated))["wave"]["title"]
+
+    first = await client.post(f"{base}/join", json={"registrant": "akun-1"})
+    assert first.status == 201
+    alice = await conform(doc, first)
+    again = await client.post(f"{base}/join", json={"registrant": "akun-1"})
+    assert again.status == 200 and (await conform(doc, again))["ticket"] == alice["ticket"]
+    bob = await conform(doc, await client.post(f"{base}/join", json={"registrant": "akun-2"}))
+    waiting = await conform(doc, await client.get(f"{base}/status?ticket={bob['ticket']}"))
+    assert (waiting["state"], waiting["position"]) == ("waiting", 2)
+
+    step = await admit(client, "w1")
+    assert [a.seq for a in step.admitted] == [1]
+    admitted = await conform(
+        doc, await client.get(f"{base}/status", headers={"X-Queue-Ticket": alice["ticket"]})
+    )
+    assert admitted["state"] == "admitted" and "gelombang_token=" in admitted["redirect"]
+    bearer = {"Authorization": f"Bearer {admitted['token']}"}
+    assert await conform(doc, await client.post(f"{base}/complete", headers=bearer)) is None
+    bob_leaves = await client.post(f"{base}/leave", headers={"X-Queue-Ticket": bob["ticket"]})
+    assert bob_leaves.status == 204 and await conform(doc, bob_leaves) is None
+
+    info = await conform(doc, await client.get(base))
+    assert info["wave"] == "w1"
+    view = await conform(doc, await client.get("/admin/v1/waves/w1", headers=ADMIN))
+    assert view["counts"]["completed"] == 1 and view["counts"]["left"] == 1
+    listed = await conform(doc, await client.get("/admin/v1/waves", headers=ADMIN))
+    assert [v["wave"]["id"] for v in listed["waves"]] == ["w1"]
+    jwks = await conform(doc, await client.get("/.well-known/jwks.json"))
+    assert len(jwks["keys"]) == 1
+    assert "<html" in (await conform(doc, await client.get("/w/w1"))).lower()
+    assert "gelombang_" in await conform(doc, await client.get("/metrics"))
+    assert await conform(doc, await client.get("/healthz")) == {"status": "ok"}
+    assert await conform(doc, await client.get("/readyz")) == {"status": "ready"}
+
+    for action, state in (("pause", "paused"), ("resume", "open"), ("close", "closed")):
+        changed = await client.post(f"/admin/v1/waves/w1/{action}", headers=ADMIN)
+        assert (await conform(doc, changed))["state"] == state
+    resume = await client.post("/admin/v1/waves/w1/resume", headers=ADMIN)
+    assert await error_code(doc, resume) == "wave_closed"
+    late = await client.post(f"{base}/join", json={"registrant": "akun-3"})
+    assert await error_code(doc, late) == "wave_closed"
+    later = wave_body(opens_at=T0 + 600, closes_at=T0 + 3600)
+    scheduled = await client.put("/admin/v1/waves/later", json=later, headers=ADMIN)
+    assert (await conform(doc, scheduled))["state"] == "scheduled"
+    early = await client.post("/api/v1/waves/later/join", json={"registrant": "akun-1"})
+    assert await error_code(doc, early) == "wave_not_open_yet"
+    assert early.headers["Retry-After"] == "600"
+
+
+async def test_refusals_match_the_document(doc: Json, client: Client) -> None:
+    await client.put("/admin/v1/waves/w1", json=wave_body(), headers=ADMIN)
+    base = "/api/v1/waves/w1"
+    bearer_x, admin_x = {"Authorization": "Bearer x"}, {"Authorization": "x"}
+    refusals: list[tuple[str, str, str, dict[str, Any]]] = [
+        ("invalid_json", "POST", f"{base}/join", {"data": b"{not json"}),
+        ("invalid_registrant", "POST", f"{base}/join", {"json": {"registrant": ""}}),
+        ("invalid_registrant", "POST", f"{base}/join", {"json": {"registrant": "x" * 129}}),
+        ("invalid_wave_id", "POST", "/api/v1/waves/Bad!/join", {"json": {"registrant": "a"}}),
+        ("unknown_wave", "POST", "/api/v1/waves/nope/join", {"json": {"registrant": "a"}}),
+        ("unknown_wave", "GET", "/api/v1/waves/nope", {}),
+        ("unknown_wave", "GET", "/w/nope", {}),
+        ("payload_too_large", "POST", f"{base}/join", {"data": b"x" * 5000}),
+        ("missing_ticket", "GET", f"{base}/status", {}),
+        ("invalid_ticket", "GET", f"{base}/status", {"headers": {"X-Queue-Ticket": "1.forged"}}),
+        ("missing_ticket", "POST", f"{base}/leave", {}),
+        ("missing_token", "POST", f"{base}/complete", {}),
+        ("invalid_token", "POST", f"{base}/complete", {"headers": bearer_x}),
+        ("invalid_admin_token", "GET", "/admin/v1/waves", {}),
+        ("invalid_admin_token", "GET", "/admin/v1/waves/w1", {"headers": admin_x}),
+        ("unknown_wave", "GET", "/admin/v1/waves/nope", {"headers": ADMIN}),
+        ("unknown_wave", "POST", "/admin/v1/waves/nope/pause", {"headers": ADMIN}),
+        ("invalid_wave", "PUT", "/admin/v1/waves/w2", {"json": {"colour": 1}, "headers": ADMIN}),
+        ("invalid_wave", "PUT", "/admin/v1/waves/w1", {"json": {"quota": -1}, "headers": ADMIN}),
+        ("invalid_json", "PUT", "/admin/v1/waves/w1", {"json": [1], "headers": ADMIN}),
+    ]
+    for expected, method, path, options in refusals:
+        response = await client.request(method, path, **options)
+        assert await error_code(doc, response) == expected, f"{method} {path}"
+
+    # Outside every documented route the error shape and its code enum still hold.
+    for path, method, expected in (
+        ("/nowhere", "GET", "not_found"),
+        (f"{base}/join", "GET", "method_not_allowed"),
+    ):
+        response = await client.request(method, path)
+        body = await response.json()
+        assert body["error"]["code"] == expected
+        assert not check(doc, {"$ref": "#/components/schemas/Error"}, body)
+
+
+async def test_limits_and_disabled_admin_match_the_document(
+    doc: Json,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    make_settings: Callable[..., Settings],
+    clock: ManualClock,
+    keyring: KeyRing,
+) -> None:
+    one_only = Rule(rate_per_s=0.001, burst=1)
+    settings = make_settings(
+        admin_token=None,
+        rate_limits=RateLimitRules(join_per_registrant=one_only, status_per_ticket=one_only),
+        waves=({"id": "w1", **wave_body()},),
+    )
+    client = await aiohttp_client(create_app(settings, clock=clock, keyring=keyring))
+    base = "/api/v1/waves/w1"
+    joined = await conform(doc, await client.post(f"{base}/join", json={"registrant": "a"}))
+    again = await client.post(f"{base}/join", json={"registrant": "a"})
+    assert await error_code(doc, again) == "rate_limited"
+    assert "join_per_registrant" in again.headers["RateLimit-Policy"]
+    poll = {"X-Queue-Ticket": joined["ticket"]}
+    assert (await conform(doc, await client.get(f"{base}/status", headers=poll)))["position"] == 1
+    limited = await client.get(f"{base}/status", headers=poll)
+    assert await error_code(doc, limited) == "rate_limited"
+    assert int(limited.headers["Retry-After"]) >= 1
+    disabled = await client.get("/admin/v1/waves", headers=ADMIN)
+    assert await error_code(doc, disabled) == "admin_disabled"
