@@ -53,13 +53,15 @@ class AdmissionLoop:
         if now - self._listed_at > WAVE_LIST_REFRESH_S:
             self._wave_ids = await self._store.wave_ids()
             self._listed_at = now
-        for wave in self._wave_ids:
-            try:
-                step = await self._store.admit(wave)
-            except UnknownWave:
-                self._registry.forget(wave)
-                continue
-            await self.record(wave, step)
+        await asyncio.gather(*(self._step(wave) for wave in self._wave_ids))
+
+    async def _step(self, wave: str) -> None:
+        try:
+            step = await self._store.admit(wave)
+        except UnknownWave:
+            self._registry.forget(wave)
+            return
+        await self.record(wave, step)
 
     async def record(self, wave: str, step: AdmitStep) -> None:
         runtime = await self._registry.observe(wave, step.counts)
