@@ -10,9 +10,6 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from redis.asyncio import Redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from queue_service import http_admin, http_public, metrics
 from queue_service.admission import AdmissionLoop
@@ -22,6 +19,7 @@ from queue_service.errors import ApiError
 from queue_service.loop_lag import monitor_event_loop_lag
 from queue_service.metrics_http import metrics_handler
 from queue_service.middleware import context_middleware, error_middleware
+from queue_service.redis_client import connect_redis
 from queue_service.registry import WaveRegistry
 from queue_service.service import QueueService
 from queue_service.settings import Settings
@@ -40,19 +38,6 @@ def load_keyring(settings: Settings) -> KeyRing:
     if settings.signing_keys:
         return KeyRing.from_pem_files(settings.signing_keys)
     return KeyRing.load_or_create(settings.state_dir / "keys")
-
-
-def connect_redis(settings: Settings) -> Redis:
-    if not settings.redis_url:
-        raise ValueError("redis_url is not set (serve starts an embedded Redis when it is absent)")
-    return Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-        retry=Retry(NoBackoff(), 1),  # one immediate retry for a stale pooled connection
-        health_check_interval=30,
-        max_connections=512,
-    )
 
 
 async def wait_for_redis(store: Store, url: str) -> None:

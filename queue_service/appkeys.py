@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from aiohttp import web
-from redis.asyncio import Redis
 
+from queue_service.redis_client import RedisClient
 from queue_service.service import QueueService
 from queue_service.settings import Settings
 from queue_service.store import Store
 from queue_service.tokens import KeyRing
 
 SETTINGS = web.AppKey("settings", Settings)
-REDIS = web.AppKey("redis", Redis)
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 STORE = web.AppKey("store", Store)
 SERVICE = web.AppKey("service", QueueService)
 KEYRING = web.AppKey("keyring", KeyRing)

@@ -24,7 +24,8 @@ class Settings:
     workers: int = 1
     """Processes sharing the port with SO_REUSEPORT, all against the same Redis."""
     redis_url: str | None = None
-    """`redis://host:port/db`; none = start a private embedded redis-server."""
+    """`redis://host:port/db`, or `redis+cluster://host:port[,host:port...]` for a Redis Cluster
+    (see redis_client.py); none = start a private embedded redis-server."""
     state_dir: Path = Path(".state")
     """Embedded Redis data (AOF), development signing keys."""
     config: Path | None = None

@@ -6,6 +6,7 @@ Every call is bounded in time; any Redis failure becomes `StoreUnavailable` (503
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -13,15 +14,16 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
+from prometheus_client import Histogram
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from queue_service import metrics
 from queue_service.clock import Clock
 from queue_service.errors import StoreUnavailable
 from queue_service.keys import WAVES_KEY, WaveKeys
 from queue_service.ratelimit import RateLimitRules
+from queue_service.redis_client import RedisClient
 from queue_service.waves import WaveConfig
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,12 @@ class AdmitStep:
     expired_now: int
 
 
+@functools.lru_cache(maxsize=64)
+def _call_duration(op: str) -> Histogram:
+    """The labelled child, looked up once per operation (bounded set) instead of per call."""
+    return metrics.redis_call_duration.labels(op)
+
+
 class UnknownWave(Exception):
     pass
 
@@ -120,7 +128,7 @@ def _s(value: Any) -> str:
 
 
 class Store:
-    def __init__(self, redis: Redis, *, clock: Clock | None, timeout_s: float) -> None:
+    def __init__(self, redis: RedisClient, *, clock: Clock | None, timeout_s: float) -> None:
         self.redis = redis
         self._clock = clock
         self._timeout_s = timeout_s
@@ -137,7 +145,8 @@ class Store:
         try:
             async with asyncio.timeout(self._timeout_s):
                 return await coro
-        except (RedisError, OSError, TimeoutError) as exc:
+        # RedisClusterException (no node reachable, no slot map) is not a RedisError
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             metrics.redis_errors.labels(op).inc()
             log.warning("redis %s failed: %s: %s", op, type(exc).__name__, exc)
             raise StoreUnavailable(
@@ -145,7 +154,7 @@ class Store:
                 retry_after_s=STORE_RETRY_AFTER_S,
             ) from None
         finally:
-            metrics.redis_call_duration.labels(op).observe(time.perf_counter() - started)
+            _call_duration(op).observe(time.perf_counter() - started)
 
     async def _script(self, name: str, keys: WaveKeys, args: Sequence[Any]) -> Any:
         return await self._call(

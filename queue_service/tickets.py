@@ -13,10 +13,9 @@ import hashlib
 import hmac
 import secrets
 
-from redis.asyncio import Redis
-
 from queue_service.errors import Unauthorized
 from queue_service.keys import REGISTRANT_BUCKETS, SECRET_KEY
+from queue_service.redis_client import RedisClient
 
 MAC_BYTES = 12
 MAX_TICKET_LENGTH = 40
@@ -62,7 +61,7 @@ class TicketCodec:
         return seq
 
 
-async def resolve_secret(redis: Redis, configured: str | None) -> bytes:
+async def resolve_secret(redis: RedisClient, configured: str | None) -> bytes:
     """The configured secret, else one generated once and shared through Redis by every
     process and replica using that Redis (SET NX: the first writer wins)."""
     if configured:

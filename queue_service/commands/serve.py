@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers", type=int, help="processes sharing the port (env GELOMBANG_WORKERS; 1)"
     )
     parser.add_argument(
-        "--redis-url", help="Redis URL (env GELOMBANG_REDIS_URL); none = embedded redis-server"
+        "--redis-url",
+        help="redis://host:port/db or redis+cluster://node1:port,node2:port "
+        "(env GELOMBANG_REDIS_URL); none = an embedded redis-server",
     )
     parser.add_argument("--config", help="TOML file with [service], [rate_limits], [[waves]]")
     parser.add_argument("--state-dir", help="embedded Redis data and dev keys (.state)")

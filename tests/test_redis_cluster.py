@@ -1,0 +1,332 @@
+"""The queue service on a real Redis Cluster: three masters on loopback, the real app pointed at
+them with a `redis+cluster://` URL. Waves whose hash tags land on different masters each work
+end to end, and a guarantee (the quota) holds on a cluster node as it does on one server."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from aiohttp.test_utils import TestClient
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from redis.asyncio import Redis, RedisCluster
+
+from queue_service import metrics
+from queue_service.app import create_app
+from queue_service.appkeys import STORE
+from queue_service.clock import ManualClock
+from queue_service.errors import StoreUnavailable
+from queue_service.keys import WaveKeys
+from queue_service.ratelimit import RateLimitRules
+from queue_service.redis_client import InvalidRedisUrl, cluster_seeds, connect_redis
+from queue_service.redis_server import free_port
+from queue_service.settings import Settings
+from queue_service.store import Store
+from queue_service.tokens import KeyRing
+
+from support import ADMIN, ADMIN_TOKEN, T0, admin_view, admit, join, join_ok, poll_ok, put_wave
+
+MASTERS = 3
+START_TIMEOUT_S = 15.0
+# Candidate wave ids; the test keeps the first one whose slot each master owns.
+CANDIDATE_WAVES = [f"cpns-{region}" for region in ("aceh", "bali", "jambi", "maluku", "papua")] + [
+    f"kip-{n}" for n in range(20)
+]
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@dataclass
+class LocalCluster:
+    ports: list[int]
+    data_dir: Path
+
+    @property
+    def url(self) -> str:
+        # two seeds, as a deployment would list them, so start-up survives one node being down
+        return f"redis+cluster://127.0.0.1:{self.ports[0]},127.0.0.1:{self.ports[1]}"
+
+    def node(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, host="127.0.0.1", socket_timeout=5)
+
+    def owner(self, key: str) -> tuple[int, int]:
+        """(the slot of `key` as Redis computes it, the port of the master that owns it)."""
+        with self.node(self.ports[0]) as client:
+            slot = int(client.execute_command("CLUSTER KEYSLOT", key))
+            nodes = client.execute_command("CLUSTER NODES")
+        for address, node in nodes.items():
+            if "master" in node["flags"] and any(
+                int(lo) <= slot <= int(hi) for lo, hi in _ranges(node["slots"])
+            ):
+                return slot, int(address.split("@")[0].rsplit(":", 1)[1])
+        raise AssertionError(f"no master owns slot {slot}: {nodes}")
+
+    def keys_in_slot(self, port: int, slot: int) -> list[str]:
+        with self.node(port) as client:
+            keys = client.execute_command("CLUSTER GETKEYSINSLOT", slot, 1000)
+        return [k.decode() if isinstance(k, bytes) else str(k) for k in keys]
+
+
+def _ranges(slots: list[list[str]]) -> list[tuple[str, str]]:
+    return [(r[0], r[-1]) for r in slots]
+
+
+def _distinct_free_ports(n: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports and port not in range(6379, 6382):
+            ports.append(port)
+    return ports
+
+
+def _start_node(data_dir: Path, port: int, bus_port: int) -> subprocess.Popen[bytes]:
+    executable = shutil.which("redis-server") or "/usr/bin/redis-server"
+    args = [
+        executable,
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        str(data_dir / f"nodes-{port}.conf"),
+        "--port",
+        str(port),
+        # the bus port defaults to port + 10000, which may be taken or above 65535
+        "--cluster-port",
+        str(bus_port),
+        "--bind",
+        "127.0.0.1",
+        "--appendonly",
+        "no",
+        "--save",
+        "",
+        "--dir",
+        str(data_dir),
+        "--logfile",
+        str(data_dir / f"redis-{port}.log"),
+    ]
+    return subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def _wait_until(check: Callable[[], bool], what: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except redis.RedisError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    data_dir = tmp_path_factory.mktemp("redis-cluster")
+    ports = _distinct_free_ports(2 * MASTERS)
+    client_ports, bus_ports = ports[:MASTERS], ports[MASTERS:]
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for port, bus_port in zip(client_ports, bus_ports, strict=True):
+            processes.append(_start_node(data_dir, port, bus_port))
+        local = LocalCluster(client_ports, data_dir)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        for port in client_ports:
+            _wait_until(lambda p=port: bool(local.node(p).ping()), f"node {port}", deadline)
+        subprocess.run(
+            [
+                shutil.which("redis-cli") or "/usr/bin/redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in client_ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=START_TIMEOUT_S,
+        )
+        for port in client_ports:
+            _wait_until(
+                lambda p=port: (
+                    local.node(p).execute_command("CLUSTER INFO")["cluster_state"] == "ok"
+                ),
+                f"cluster_state:ok on node {port}",
+                deadline,
+            )
+        yield local
+    finally:
+        _stop(processes)
+
+
+@pytest.fixture
+async def cluster_client(
+    aiohttp_client: Callable[..., Awaitable[TestClient]], cluster: LocalCluster, tmp_path: Path
+) -> TestClient:
+    """The real app on the cluster, on a manual clock, admission stepped by hand."""
+    settings = Settings(
+        redis_url=cluster.url,
+        admin_token=ADMIN_TOKEN,
+        state_dir=tmp_path,
+        log_format="text",
+        rate_limits=RateLimitRules(enabled=False),
+        redis_timeout_s=5.0,
+    )
+    keyring = KeyRing.from_keys(Ed25519PrivateKey.generate())
+    app = create_app(settings, clock=ManualClock(T0), keyring=keyring, run_admission=False)
+    return await aiohttp_client(app)
+
+
+def _redis_errors() -> float:
+    return sum(
+        sample.value
+        for family in metrics.redis_errors.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
+
+
+def _one_wave_per_master(cluster: LocalCluster) -> dict[int, str]:
+    chosen: dict[int, str] = {}
+    for wave in CANDIDATE_WAVES:
+        _, port = cluster.owner(WaveKeys(wave).cfg)
+        chosen.setdefault(port, wave)
+    assert len(chosen) == MASTERS, f"candidates cover only masters {sorted(chosen)}"
+    return chosen
+
+
+async def _wave_end_to_end(client: TestClient, wave: str) -> None:
+    await put_wave(client, wave, max_active=1)
+    first = await join_ok(client, wave, "ani")
+    second = await join_ok(client, wave, "budi")
+    assert (first["state"], first["position"]) == ("waiting", 1)
+    assert (second["state"], second["position"]) == ("waiting", 2)
+    status, again = await join(client, wave, "ani")  # same registrant: same ticket
+    assert status == 200 and again["ticket"] == first["ticket"]
+    assert (await poll_ok(client, wave, second["ticket"]))["ahead"] == 1
+
+    step = await admit(client, wave)
+    assert len(step.admitted) == 1  # max_active 1
+    admitted = await poll_ok(client, wave, first["ticket"])
+    assert admitted["state"] == "admitted" and "gelombang_token=" in admitted["redirect"]
+    assert (await poll_ok(client, wave, second["ticket"]))["state"] == "waiting"
+
+    bearer = {"Authorization": f"Bearer {admitted['token']}"}
+    response = await client.post(f"/api/v1/waves/{wave}/complete", headers=bearer)
+    assert response.status == 204
+    ticket = {"X-Queue-Ticket": second["ticket"]}
+    response = await client.post(f"/api/v1/waves/{wave}/leave", headers=ticket)
+    assert response.status == 204
+
+    step = await admit(client, wave)  # the freed slot is not spent on the one who left
+    assert step.admitted == [] and step.counts.left == 1
+    counts = (await admin_view(client, wave))["counts"]
+    assert (counts["admitted"], counts["completed"], counts["active"]) == (1, 1, 0)
+    assert counts["waiting"] == 0
+
+
+async def test_waves_on_different_masters_each_work_end_to_end(
+    cluster: LocalCluster, cluster_client: TestClient
+) -> None:
+    waves = _one_wave_per_master(cluster)
+    errors_before = _redis_errors()
+    assert (await cluster_client.get("/readyz")).status == 200
+
+    # concurrently, so the client routes interleaved scripts to three nodes at once
+    await asyncio.gather(*(_wave_end_to_end(cluster_client, wave) for wave in waves.values()))
+
+    # every key of a wave is on the master that owns its tag's slot, and nowhere else
+    for port, wave in waves.items():
+        slot, owner = cluster.owner(WaveKeys(wave).cfg)
+        assert owner == port
+        stored = {p: cluster.keys_in_slot(p, slot) for p in cluster.ports}
+        assert len(stored[port]) >= 4, stored  # cfg, ctl, registrant and ticket buckets at least
+        assert all(key.startswith(WaveKeys(wave).prefix) for key in stored[port]), stored
+        assert all(not keys for p, keys in stored.items() if p != port), stored
+    # the global wave list (one key on one node) sees all of them
+    listed = await cluster_client.get("/admin/v1/waves", headers=ADMIN)
+    assert set(waves.values()) <= {w["wave"]["id"] for w in (await listed.json())["waves"]}
+    assert _redis_errors() == errors_before  # no CROSSSLOT, MOVED loop or script error
+
+
+async def test_quota_is_never_exceeded_under_concurrent_admission_on_a_cluster(
+    cluster: LocalCluster, cluster_client: TestClient
+) -> None:
+    wave = "kuota-cluster"
+    await put_wave(cluster_client, wave, admit_rate=1000, admit_burst=1000, quota=7)
+    for i in range(20):
+        await join_ok(cluster_client, wave, f"r{i}")
+    store = cluster_client.app[STORE]
+    steps = await asyncio.gather(*(store.admit(wave) for _ in range(50)))
+    assert sum(len(s.admitted) for s in steps) == 7
+    view = await admin_view(cluster_client, wave)
+    assert view["state"] == "full" and view["counts"]["admitted"] == 7
+    response = await cluster_client.post(f"/api/v1/waves/{wave}/join", json={"registrant": "x"})
+    assert response.status == 409
+    assert (await response.json())["error"]["code"] == "wave_full"
+
+
+async def test_an_unreachable_cluster_is_store_unavailable_not_a_crash() -> None:
+    settings = Settings(redis_url=f"redis+cluster://127.0.0.1:{free_port()}", redis_timeout_s=1)
+    client = connect_redis(settings)
+    assert isinstance(client, RedisCluster)
+    store = Store(client, clock=None, timeout_s=2)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
+    finally:
+        await client.aclose()
+
+
+def test_plain_urls_still_make_a_single_server_client() -> None:
+    client = connect_redis(Settings(redis_url="redis://127.0.0.1:7/0"))
+    assert isinstance(client, Redis)
+
+
+@pytest.mark.parametrize(
+    ("url", "first", "more"),
+    [
+        ("redis+cluster://10.0.0.1:7000", "redis://10.0.0.1:7000/0", []),
+        (
+            "rediss+cluster://u:p%40ss@a.example:7000,b.example:7001,[::1]:7002/0?ssl_cert_reqs=none",
+            "rediss://u:p%40ss@a.example:7000/0?ssl_cert_reqs=none",
+            [("b.example", 7001), ("::1", 7002)],
+        ),
+    ],
+)
+def test_cluster_urls_become_seed_nodes(url: str, first: str, more: list[tuple[str, int]]) -> None:
+    assert cluster_seeds(url) == (first, more)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://10.0.0.1:7000/2",
+        "redis+cluster://",
+        "redis+cluster://a:1,b:port",
+        "redis://a",
+    ],
+)
+def test_bad_cluster_urls_are_refused_clearly(url: str) -> None:
+    with pytest.raises(InvalidRedisUrl):
+        cluster_seeds(url)
