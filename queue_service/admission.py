@@ -27,7 +27,6 @@ class AdmissionLoop:
         self._interval_s = interval_s
         self._wave_ids: list[str] = []
         self._listed_at = 0.0
-        self._initialised: set[str] = set()
         self._failing = False
 
     async def run(self) -> None:
@@ -61,33 +60,39 @@ class AdmissionLoop:
         except UnknownWave:
             self._registry.forget(wave)
             return
-        await self.record(wave, step)
+        await record_step(self._registry, wave, step)
 
-    async def record(self, wave: str, step: AdmitStep) -> None:
-        runtime = await self._registry.observe(wave, step.counts)
-        if wave not in self._initialised:
-            metrics.init_wave_series(wave)
-            self._initialised.add(wave)
-        counts, config = step.counts, runtime.config
-        metrics.queue_waiting.labels(wave).set(counts.waiting)
-        metrics.queue_prequeue.labels(wave).set(counts.prequeue)
-        metrics.sessions_active.labels(wave).set(counts.active)
-        metrics.wave_admitted.labels(wave).set(counts.admitted)
-        metrics.wave_max_active.labels(wave).set(config.max_active)
-        metrics.wave_admit_rate.labels(wave).set(config.admit_rate)
-        metrics.wave_quota.labels(wave).set(config.quota)
-        for state in metrics.WAVE_STATES:
-            metrics.wave_state.labels(wave, state).set(1 if state == counts.state else 0)
-        if step.abandoned_now:
-            metrics.abandoned.labels(wave).inc(step.abandoned_now)
-        if step.expired_now:
-            metrics.sessions_expired.labels(wave).inc(step.expired_now)
-        if not step.admitted:
-            return
-        metrics.admissions.labels(wave).inc(len(step.admitted))
-        opened_ms = config.opens_at * 1000
-        for admitted in step.admitted:
-            wait_s = max(0.0, (counts.now_ms - admitted.joined_ms) / 1000)
-            metrics.wait_seconds.labels(wave).observe(wait_s)
-            if admitted.joined_ms >= opened_ms:  # pre-queue joiners had no ETA to keep
-                metrics.eta_error_seconds.labels(wave).observe(wait_s - admitted.eta_at_join_s)
+
+_initialised_waves: set[str] = set()
+
+
+async def record_step(registry: WaveRegistry, wave: str, step: AdmitStep) -> None:
+    """Feed one admission step to the registry (counts, ETA) and to the metrics. Every caller of
+    the admit script records through here, so what it decided is counted exactly once."""
+    runtime = await registry.observe(wave, step.counts)
+    if wave not in _initialised_waves:
+        metrics.init_wave_series(wave)
+        _initialised_waves.add(wave)
+    counts, config = step.counts, runtime.config
+    metrics.queue_waiting.labels(wave).set(counts.waiting)
+    metrics.queue_prequeue.labels(wave).set(counts.prequeue)
+    metrics.sessions_active.labels(wave).set(counts.active)
+    metrics.wave_admitted.labels(wave).set(counts.admitted)
+    metrics.wave_max_active.labels(wave).set(config.max_active)
+    metrics.wave_admit_rate.labels(wave).set(config.admit_rate)
+    metrics.wave_quota.labels(wave).set(config.quota)
+    for state in metrics.WAVE_STATES:
+        metrics.wave_state.labels(wave, state).set(1 if state == counts.state else 0)
+    if step.abandoned_now:
+        metrics.abandoned.labels(wave).inc(step.abandoned_now)
+    if step.expired_now:
+        metrics.sessions_expired.labels(wave).inc(step.expired_now)
+    if not step.admitted:
+        return
+    metrics.admissions.labels(wave).inc(len(step.admitted))
+    opened_ms = config.opens_at * 1000
+    for admitted in step.admitted:
+        wait_s = max(0.0, (counts.now_ms - admitted.joined_ms) / 1000)
+        metrics.wait_seconds.labels(wave).observe(wait_s)
+        if admitted.joined_ms >= opened_ms:  # pre-queue joiners had no ETA to keep
+            metrics.eta_error_seconds.labels(wave).observe(wait_s - admitted.eta_at_join_s)

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from queue_service import metrics
+from queue_service.admission import record_step
 from queue_service.appkeys import SERVICE, SETTINGS, STORE
 from queue_service.errors import Conflict, Forbidden, NotFound, Unauthorized
 from queue_service.http_public import bearer_token, json_response, read_json_object
@@ -45,7 +46,8 @@ async def _view(request: web.Request, wave: str) -> dict[str, Any]:
     except UnknownWave:
         registry.forget(wave)
         raise NotFound(f"There is no wave called {wave!r}.", code="unknown_wave") from None
-    runtime = await registry.observe(wave, step.counts)
+    await record_step(registry, wave, step)
+    runtime = await registry.get(wave)
     counts = step.counts
     return {
         "wave": runtime.config.public_dict(),

@@ -75,13 +75,19 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
         fields = extra_fields(record)
         request_id = getattr(record, "request_id", None)
         if request_id is not None:
             fields = {"request_id": request_id, **fields}
         if fields:
             line += " " + " ".join(f"{k}={v!r}" for k, v in fields.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
         return line
 
 

@@ -11,9 +11,19 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+# `*_created` series double the series count and nothing reads them; multiprocess mode never
+# exports them, so this also makes one process and `--workers N` expose the same series.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Wave state, read from Redis by every process's admission loop (identical in each process).
 WAVE_GAUGE_MODE: Final = "livemostrecent"
@@ -175,7 +185,18 @@ admin_actions = Counter(
 WAVE_STATES = ("scheduled", "prequeue", "open", "paused", "full", "closed")
 JOIN_RESULTS = ("new", "existing", "rejoined", "not_accepting", "rate_limited")
 TICKET_STATES = ("prequeue", "waiting", "admitted", "expired", "closed")
-REDIS_OPS = ("join", "status", "admit", "leave", "complete", "wave_admin", "ping")
+# One per Store call site: every Lua script (store.SCRIPTS), plain wave admin reads, ping.
+REDIS_OPS = (
+    "join",
+    "status",
+    "admit",
+    "leave",
+    "complete",
+    "put_wave",
+    "control",
+    "wave_admin",
+    "ping",
+)
 
 
 def init_wave_series(wave: str) -> None:
@@ -190,7 +211,17 @@ def init_wave_series(wave: str) -> None:
     eta_error_seconds.labels(wave)
 
 
+# The rule names of ratelimit.RateLimitRules, and the admin API's audited actions.
+RATE_LIMIT_RULES = ("join_per_ip", "join_per_registrant", "status_per_ip", "status_per_ticket")
+ADMIN_ACTIONS = ("create", "update", "pause", "resume", "close")
+
+
 def init_process_series() -> None:
+    """Zero series for rare events, so increase() and rate() see their first occurrence."""
+    for rule in RATE_LIMIT_RULES:
+        rate_limited.labels(rule)
+    for action in ADMIN_ACTIONS:
+        admin_actions.labels(action)
     for op in REDIS_OPS:
         redis_errors.labels(op)
         redis_call_duration.labels(op)

@@ -72,6 +72,7 @@ def scrape_registry() -> CollectorRegistry:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
+    """`GET /metrics` (text format 0.0.4, or OpenMetrics when the scraper asks for it)."""
     global _handler
     if _handler is None:
         _handler = make_aiohttp_handler(scrape_registry())

@@ -3,6 +3,7 @@ becomes the public JSON error shape."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from prometheus_client import Histogram
 
 from queue_service import metrics
 from queue_service.errors import ApiError
@@ -55,6 +57,13 @@ def error_response(
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _duration_series(route: str, method: str, status_class: str) -> Histogram:
+    """The labelled child, looked up once per label set: `labels()` validates and takes a lock
+    on every call, which showed in the hot-path profile (loadtests/RESULTS.md)."""
+    return metrics.http_request_duration.labels(route, method, status_class)
+
+
 def _route_name(request: web.Request) -> str:
     route = request.match_info.route
     resource = route.resource if route is not None else None
@@ -75,9 +84,9 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
         response.headers["X-Request-Id"] = request_id
         return response
     finally:
-        metrics.http_request_duration.labels(
-            _route_name(request), request.method, f"{status // 100}xx"
-        ).observe(time.perf_counter() - started)
+        _duration_series(_route_name(request), request.method, f"{status // 100}xx").observe(
+            time.perf_counter() - started
+        )
         request_id_var.reset(token)
 
 

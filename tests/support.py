@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from queue_service.admission import AdmissionLoop
+from queue_service.admission import record_step
 from queue_service.appkeys import SERVICE, STORE
 from queue_service.store import AdmitStep
 
@@ -67,7 +67,7 @@ async def admit(client: TestClient, wave: str) -> AdmitStep:
     """One admission step, recorded exactly as the service's admission loop records it."""
     store = client.app[STORE]
     step = await store.admit(wave)
-    await AdmissionLoop(store, client.app[SERVICE].registry, 1.0).record(wave, step)
+    await record_step(client.app[SERVICE].registry, wave, step)
     return step
 
 
