@@ -17,6 +17,7 @@ from queue_service.waves import validate_wave_id
 
 TICKET_COOKIE = "gelombang_ticket"
 TICKET_HEADER = "X-Queue-Ticket"
+TICKET_COOKIE_MAX_AGE_S = 7 * 24 * 3600
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -82,17 +83,19 @@ async def join(request: web.Request) -> web.Response:
     registrant = _registrant(await read_json_object(request))
     result = await request.app[SERVICE].join(wave, registrant, _ip(request))
     body = {**result.view.as_dict(), "ticket": result.ticket}
-    response = json_response(body, status=201 if result.created else 200, headers=NO_STORE)
-    response.set_cookie(
-        TICKET_COOKIE,
-        result.ticket,
-        path=f"/api/v1/waves/{wave}",
-        httponly=True,
-        samesite="Lax",
-        secure=request.secure,
-        max_age=7 * 24 * 3600,
+    headers = {**NO_STORE, "Set-Cookie": _ticket_cookie(wave, result.ticket, request.secure)}
+    return json_response(body, status=201 if result.created else 200, headers=headers)
+
+
+def _ticket_cookie(wave: str, ticket: str, secure: bool) -> str:
+    """The Set-Cookie value `response.set_cookie(...)` would write, built directly: the
+    http.cookies machinery was ~5% of a join's CPU in the profile. Safe without quoting:
+    tickets are digits, '.' and url-safe base64, wave ids are [a-z0-9_-]."""
+    cookie = (
+        f"{TICKET_COOKIE}={ticket}; HttpOnly; Max-Age={TICKET_COOKIE_MAX_AGE_S}; "
+        f"Path=/api/v1/waves/{wave}; SameSite=Lax"
     )
-    return response
+    return cookie + "; Secure" if secure else cookie
 
 
 async def status(request: web.Request) -> web.Response:
@@ -148,7 +151,7 @@ async def waiting_page(request: web.Request) -> web.Response:
     wave = _wave(request)
     await request.app[SERVICE].registry.get(wave)  # unknown wave: 404
     html = _static_text("waiting.html").replace("__WAVE_ID_JSON__", orjson.dumps(wave).decode())
-    return web.Response(
+    response = web.Response(
         text=html,
         content_type="text/html",
         charset="utf-8",
@@ -159,6 +162,8 @@ async def waiting_page(request: web.Request) -> web.Response:
             "style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
         },
     )
+    response.enable_compression()  # 22 KB -> 8 KB: it matters on 2G
+    return response
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -108,3 +108,13 @@ async def test_jwks_and_health(client: TestClient) -> None:
     assert (await client.get("/readyz")).status == 200
     response = await client.get("/healthz", headers={"X-Request-Id": "abc-123"})
     assert response.headers["X-Request-Id"] == "abc-123"
+
+
+async def test_waiting_page_is_served_compressed_for_a_known_wave_only(
+    client: TestClient,
+) -> None:
+    await put_wave(client, "w")
+    response = await client.get("/w/w", headers={"Accept-Encoding": "gzip"})
+    assert response.status == 200 and response.headers["Content-Encoding"] == "gzip"
+    assert 'const WAVE = "w";' in await response.text()
+    assert (await client.get("/w/unknown")).status == 404

@@ -1,0 +1,476 @@
+"""The waiting-room page (`GET /w/{wave}`) in real headless Chromium against the real queue
+service and a real Redis: what a registrant on a small phone actually sees and does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from queue_service.app import create_app
+from queue_service.appkeys import KEYRING
+from queue_service.settings import Settings
+from queue_service.tokens import TokenVerifier
+
+from browser import Browser, Exchange, Page
+
+# One Chromium for the whole module (each test opens its own tab on its own service, so no
+# cookies or storage are shared), hence one event loop for the module.
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+ADMIN_TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+WAVE = "prakerja-72"
+TITLE = "Gelombang 72"
+OTHERS_AHEAD = 5
+PHONE_WIDTH, PHONE_HEIGHT = 320, 640  # a small, cheap Android phone
+
+# What the page shows, read in one round trip.
+SNAPSHOT = """JSON.stringify({
+  state: document.getElementById('state').dataset.state,
+  badge: document.getElementById('state').textContent,
+  title: document.getElementById('title').textContent,
+  position: document.getElementById('position').textContent,
+  ahead: document.getElementById('ahead').textContent,
+  eta: document.getElementById('eta').textContent,
+  message: document.getElementById('message').textContent,
+  net: document.getElementById('net').textContent,
+  updated: document.getElementById('updated').textContent,
+  progress: Number(document.getElementById('progress').getAttribute('aria-valuenow')),
+  live: document.getElementById('live').textContent,
+  lang: document.documentElement.lang,
+  scrollWidth: document.documentElement.scrollWidth
+})"""
+# Cumulative layout shift not caused by the person's own taps (0 = nothing jumped around).
+LAYOUT_SHIFT = """new Promise(done => {
+  let sum = 0;
+  new PerformanceObserver(list => {
+    for (const e of list.getEntries()) if (!e.hadRecentInput) sum += e.value;
+  }).observe({type: 'layout-shift', buffered: true});
+  setTimeout(() => done(sum), 200);
+})"""
+
+
+def in_state(state: str) -> str:
+    return f"document.getElementById('state').dataset.state === {json.dumps(state)}"
+
+
+WAITING = in_state("waiting")
+
+
+@dataclass
+class Origin:
+    """A tiny registration server on loopback that records the tokens it is sent."""
+
+    url: str
+    tokens: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Service:
+    base: str
+    app: web.Application
+    http: aiohttp.ClientSession
+    origin: Origin
+
+    def page_url(self, query: str = "", wave: str = WAVE) -> str:
+        return f"{self.base}/w/{wave}{query}"
+
+    async def put_wave(self, wave: str = WAVE, **changes: Any) -> None:
+        now = time.time()
+        config = {
+            "title": TITLE,
+            "opens_at": now - 60,
+            "closes_at": now + 3600,
+            "admit_rate": 1,  # a short wait, so the page polls about every second
+            "origin_url": self.origin.url,
+            **changes,
+        }
+        async with self.http.put(
+            f"{self.base}/admin/v1/waves/{wave}", json=config, headers=ADMIN
+        ) as resp:
+            assert resp.status in (200, 201), await resp.text()
+
+    async def control(self, action: str) -> None:
+        async with self.http.post(
+            f"{self.base}/admin/v1/waves/{WAVE}/{action}", headers=ADMIN
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+
+    async def counts(self) -> dict[str, int]:
+        async with self.http.get(f"{self.base}/admin/v1/waves/{WAVE}", headers=ADMIN) as resp:
+            assert resp.status == 200, await resp.text()
+            counts: dict[str, int] = (await resp.json())["counts"]
+            return counts
+
+    async def join_others(self, n: int) -> None:
+        for i in range(n):
+            async with self.http.post(
+                f"{self.base}/api/v1/waves/{WAVE}/join", json={"registrant": f"other-{i}"}
+            ) as resp:
+                assert resp.status == 201, await resp.text()
+
+    async def admit_everyone(self) -> None:
+        await self.put_wave(admit_rate=50)
+        await self.control("resume")
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def origin() -> AsyncIterator[Origin]:
+    recorded = Origin(url="")
+
+    async def register(request: web.Request) -> web.Response:
+        recorded.tokens.append(request.query.get("gelombang_token", ""))
+        return web.Response(
+            text="<!doctype html><link rel=icon href='data:,'><h1>Pendaftaran</h1>",
+            content_type="text/html",
+        )
+
+    app = web.Application()
+    app.router.add_get("/register", register)
+    runner = web.AppRunner(app, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    recorded.url = f"http://127.0.0.1:{runner.addresses[0][1]}/register?source=gelombang"
+    yield recorded
+    await runner.cleanup()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def service(redis_url: str, state_dir: Path, origin: Origin) -> AsyncIterator[Service]:
+    """The real queue service in-process, with a paused wave that has people ahead, so the
+    page's registrant waits until the test admits everyone."""
+    settings = Settings(redis_url=redis_url, admin_token=ADMIN_TOKEN, state_dir=state_dir)
+    app = create_app(settings)
+    runner = web.AppRunner(app, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    async with aiohttp.ClientSession() as http:
+        svc = Service(f"http://127.0.0.1:{runner.addresses[0][1]}", app, http, origin)
+        await svc.put_wave()
+        await svc.control("pause")
+        await svc.join_others(OTHERS_AHEAD)
+        yield svc
+    await runner.cleanup()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def shared_browser() -> AsyncIterator[Browser]:
+    async with Browser.launch() as launched:
+        yield launched
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def browser(shared_browser: Browser) -> AsyncIterator[Browser]:
+    """The module's browser; the test's tabs are closed after it."""
+    yield shared_browser
+    await shared_browser.close_pages()
+
+
+async def open_page(browser: Browser, url: str, locale: str) -> Page:
+    page = await browser.new_page(width=PHONE_WIDTH, height=PHONE_HEIGHT, locale=locale)
+    await page.goto(url)
+    return page
+
+
+async def snapshot(page: Page) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(await page.evaluate(SNAPSHOT))
+    return data
+
+
+def assert_no_page_errors(page: Page, expected: tuple[int, ...] = (401,)) -> None:
+    """No JS errors; the only failed requests are answers the page expects (by default the
+    401 "no ticket yet" before its first join)."""
+    assert page.console_errors == []
+    allowed = tuple(f"status of {status} " for status in expected)
+    unexpected = [e for e in page.network_errors if not any(a in e.text for a in allowed)]
+    assert unexpected == []
+
+
+async def test_waiting_page_shows_position_and_eta_in_indonesian_then_english(
+    service: Service, browser: Browser
+) -> None:
+    await service.put_wave(admit_rate=0.05)  # 5 ahead → about 2 minutes: an ETA in minutes
+    page = await open_page(browser, service.page_url(), "id-ID")
+    await page.wait_for(WAITING)
+    shown = await snapshot(page)
+    assert shown["lang"] == "id"
+    assert shown["title"] == TITLE
+    assert shown["badge"] == "Menunggu"
+    assert shown["position"] == str(OTHERS_AHEAD + 1)
+    assert shown["ahead"] == str(OTHERS_AHEAD)
+    assert re.fullmatch(r"± \d+ menit", shown["eta"]), shown["eta"]
+    assert shown["updated"] != "—"
+    assert f"Posisi Anda {OTHERS_AHEAD + 1}." in shown["live"]  # for screen readers
+    assert shown["scrollWidth"] <= PHONE_WIDTH
+
+    await page.click("#lang")
+    shown = await snapshot(page)
+    assert shown["lang"] == "en"
+    assert shown["badge"] == "Waiting"
+    assert shown["position"] == str(OTHERS_AHEAD + 1)
+    assert re.fullmatch(r"about \d+ minutes", shown["eta"]), shown["eta"]
+    assert await page.evaluate("document.body.innerText.includes('Your position')")
+    assert shown["scrollWidth"] <= PHONE_WIDTH
+
+    await page.reload()  # the choice of language is remembered
+    await page.wait_for(WAITING)
+    assert (await snapshot(page))["badge"] == "Waiting"
+    assert_no_page_errors(page)
+
+
+PAGE_BUDGET_BYTES = 24_000  # one round trip or two on 2G; gzip brings it to about 8 KB
+
+
+async def test_page_is_small_self_contained_and_talks_only_to_its_own_service(
+    service: Service, browser: Browser
+) -> None:
+    async with service.http.get(service.page_url()) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "text/html"
+        html = await resp.read()
+    assert len(html) < PAGE_BUDGET_BYTES
+    assert f"const WAVE = {json.dumps(WAVE)};".encode() in html  # the wave id substituted
+    assert b"__WAVE_ID_JSON__" not in html
+
+    page = await open_page(browser, service.page_url(), "id-ID")
+    await page.wait_for(WAITING)
+    urls = [e.url for e in page.exchanges if not e.url.startswith("data:")]
+    assert urls and all(url.startswith(service.base + "/") for url in urls), urls
+    assert_no_page_errors(page)
+
+
+async def test_default_language_follows_the_browser_with_indonesian_as_fallback(
+    service: Service, browser: Browser
+) -> None:
+    expected = {"en-US": "en", "ms-MY": "id", "fr-FR": "id"}
+    for locale, lang in expected.items():
+        page = await open_page(browser, service.page_url(f"?registrant=lang-{locale}"), locale)
+        await page.wait_for(WAITING)
+        assert (await snapshot(page))["lang"] == lang, locale
+        assert_no_page_errors(page)
+        await page.close()
+
+
+async def test_reload_keeps_the_same_ticket_and_never_a_worse_place(
+    service: Service, browser: Browser
+) -> None:
+    page = await open_page(browser, service.page_url(), "id-ID")
+    await page.wait_for(WAITING)
+    before = await snapshot(page)
+    status_url = f"{service.base}/api/v1/waves/{WAVE}/status"
+    ticket = [c["value"] for c in await page.cookies(status_url) if c["name"] == "gelombang_ticket"]
+    assert len(ticket) == 1
+
+    for _ in range(2):
+        await page.reload()
+        await page.wait_for(WAITING)
+        after = await snapshot(page)
+        assert int(after["position"]) <= int(before["position"])
+        again = await page.cookies(status_url)
+        assert [c["value"] for c in again if c["name"] == "gelombang_ticket"] == ticket
+    assert (await service.counts())["waiting"] == OTHERS_AHEAD + 1  # one place, not three
+    assert_no_page_errors(page)
+
+
+async def test_a_lost_cookie_does_not_lose_the_place(service: Service, browser: Browser) -> None:
+    page = await open_page(browser, service.page_url(), "id-ID")
+    await page.wait_for(WAITING)
+    position = (await snapshot(page))["position"]
+    joins = [e for e in page.exchanges if e.url.endswith("/join")]
+    assert [e.status for e in joins] == [201]
+
+    await page.clear_cookies()  # the open page still knows its ticket and sends it itself
+    polls = len(status_requests(page))
+    await until(lambda: any(e.status for e in status_requests(page)[polls:]))
+    assert status_requests(page)[polls].status == 200
+
+    await page.clear_cookies()
+    await page.reload()  # no cookie, no memory: joins again as the same registrant
+    await page.wait_for(WAITING)
+    joins = [e for e in page.exchanges if e.url.endswith("/join")]
+    assert [e.status for e in joins] == [201, 200]  # 200: the existing place, not a new one
+    assert (await snapshot(page))["position"] == position
+    assert (await service.counts())["waiting"] == OTHERS_AHEAD + 1
+    assert_no_page_errors(page)
+
+
+async def test_lost_connection_shows_reconnecting_and_keeps_the_place(
+    service: Service, browser: Browser
+) -> None:
+    page = await open_page(browser, service.page_url(), "en-US")
+    await page.wait_for(WAITING)
+    position = (await snapshot(page))["position"]
+
+    await page.set_offline(True)
+    await page.wait_for("document.getElementById('net').textContent.includes('Reconnecting')")
+    offline = await snapshot(page)
+    assert offline["state"] == "waiting"
+    assert offline["position"] == position  # the place stays on screen
+
+    await page.set_offline(False)
+    await page.wait_for("document.getElementById('net').textContent === ''", timeout_s=15)
+    assert (await snapshot(page))["position"] == position
+    assert (await service.counts())["waiting"] == OTHERS_AHEAD + 1
+    assert page.console_errors == []
+
+
+async def test_admission_shows_the_admitted_state_and_redirects_with_a_valid_token(
+    service: Service, browser: Browser
+) -> None:
+    page = await open_page(browser, service.page_url(), "id-ID")
+    await page.wait_for(WAITING)
+    start = (await snapshot(page))["progress"]
+
+    await service.admit_everyone()
+    await page.wait_for(in_state("admitted"))
+    shown = await snapshot(page)
+    assert shown["badge"] == "Giliran Anda!"
+    assert shown["progress"] == 100 >= start  # the bar only moves forward
+    assert shown["scrollWidth"] <= PHONE_WIDTH
+    button = await page.evaluate(
+        "(() => { const a = document.getElementById('go'); const r = a.getBoundingClientRect();"
+        " return {href: a.href, hidden: a.hidden, height: r.height}; })()"
+    )
+    assert not button["hidden"] and button["height"] >= 48  # a large tap target
+    assert "gelombang_token=" in button["href"]
+    layout_shift = await page.evaluate(LAYOUT_SHIFT)
+
+    arrived = await page.wait_for_url(lambda url: url.startswith(service.origin.url), timeout_s=8)
+    assert "gelombang_token=" in arrived
+    assert len(service.origin.tokens) == 1
+    verifier = TokenVerifier.from_keyring(service.app[KEYRING], issuer="gelombang")
+    claims = verifier.verify(service.origin.tokens[0], wave=WAVE)
+    assert claims is not None
+    assert layout_shift < 0.05
+    assert_no_page_errors(page)
+
+
+async def test_leave_gives_the_place_up_and_a_reload_does_not_rejoin(
+    service: Service, browser: Browser
+) -> None:
+    page = await open_page(browser, service.page_url("?registrant=nik-3174051203900001"), "id-ID")
+    await page.wait_for(WAITING)
+    assert (await service.counts())["waiting"] == OTHERS_AHEAD + 1
+
+    await page.click("#leave")
+    await page.wait_for("!document.getElementById('confirm').hidden")
+    assert (await service.counts())["left"] == 0  # nothing happens before confirming
+    await page.click("#leave-yes")
+    await page.wait_for(in_state("left"))
+    after_leave = await service.counts()
+    assert after_leave["left"] == 1
+
+    await page.reload()
+    await page.wait_for(in_state("left"))
+    await page.evaluate("new Promise(r => setTimeout(r, 1500))")  # a poll would have run
+    assert await service.counts() == after_leave  # the reload did not quietly rejoin
+
+    await page.click("#retry")  # joining again puts the person at the back, behind the others
+    await page.wait_for(WAITING)
+    assert int((await snapshot(page))["position"]) > OTHERS_AHEAD
+    assert_no_page_errors(page)
+
+
+async def test_page_waits_for_the_opening_joins_the_prequeue_then_is_admitted(
+    service: Service, browser: Browser
+) -> None:
+    """Arriving too early: told when the queue opens, joins by itself when it does (no
+    refresh), is told the pre-queue order is drawn at opening, then admitted."""
+    later = "prakerja-73"
+    await service.put_wave(wave=later, opens_at=time.time() + 4, prequeue_s=2)
+    page = await open_page(browser, service.page_url(wave=later), "id-ID")
+
+    await page.wait_for(in_state("notyet"))
+    shown = await snapshot(page)
+    assert shown["message"].startswith("Gelombang belum dibuka. Antrean dibuka ")
+    assert shown["position"] == "—"
+
+    await page.wait_for(in_state("prequeue"), timeout_s=6)
+    shown = await snapshot(page)
+    assert shown["message"].startswith(
+        "Anda sudah masuk antrean awal; urutan diacak saat gelombang dibuka. Gelombang dibuka "
+    )
+    assert shown["scrollWidth"] <= PHONE_WIDTH
+
+    await page.wait_for(in_state("admitted"), timeout_s=10)
+    href = await page.evaluate("document.getElementById('go').href")
+    assert href.startswith(service.origin.url) and "gelombang_token=" in href
+    assert_no_page_errors(page, expected=(401, 409))  # 409: wave_not_open_yet
+
+
+ENDINGS = {
+    "closed": "This wave is closed. Thank you for your patience.",
+    "full": "This wave's quota is full. Watch for the next wave's announcement.",
+}
+
+
+@pytest.mark.parametrize("ending", sorted(ENDINGS))
+async def test_a_closed_or_full_wave_is_shown_and_polling_stops(
+    service: Service, browser: Browser, ending: str
+) -> None:
+    page = await open_page(browser, service.page_url(), "en-US")
+    await page.wait_for(WAITING)
+
+    if ending == "closed":
+        await service.control("close")
+    else:  # the people ahead use up the quota
+        await service.put_wave(admit_rate=50, quota=OTHERS_AHEAD)
+        await service.control("resume")
+    await page.wait_for(in_state(ending))
+    shown = await snapshot(page)
+    assert shown["message"] == ENDINGS[ending]
+    assert await page.evaluate("document.getElementById('leave').hidden")
+    polls = len(status_requests(page))
+    await page.evaluate("new Promise(r => setTimeout(r, 2500))")  # 2+ poll intervals
+    assert len(status_requests(page)) == polls
+    assert_no_page_errors(page)
+
+
+async def test_rate_limited_page_honours_retry_after_and_keeps_the_place(
+    service: Service, browser: Browser
+) -> None:
+    # One status poll per 3 s per ticket, while the page is told to poll every second.
+    limits = {"status_per_ticket": {"rate_per_s": 1 / 3, "burst": 2}}
+    await service.put_wave(rate_limits=limits)
+    page = await open_page(browser, service.page_url(), "en-US")
+    await page.wait_for(WAITING)
+    position = (await snapshot(page))["position"]
+
+    await page.wait_for("document.getElementById('net').textContent.includes('busy')")
+    shown = await snapshot(page)
+    assert shown["state"] == "waiting" and shown["position"] == position
+    await page.wait_for("document.getElementById('net').textContent === ''", timeout_s=15)
+
+    polls = status_requests(page)
+    limited = [i for i, e in enumerate(polls) if e.status == 429]
+    assert limited, [e.status for e in polls]
+    first = limited[0]
+    retry_after = float(polls[first].headers["retry-after"])
+    answered = polls[first].answered_at
+    assert retry_after >= 1 and answered is not None
+    assert polls[first + 1].sent_at >= answered + retry_after - 0.05  # not a moment earlier
+    assert page.console_errors == []
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def status_requests(page: Page) -> list[Exchange]:
+    return [e for e in page.exchanges if e.url.endswith("/status") and e.method == "GET"]
