@@ -1,0 +1,87 @@
+"""At the start of a run (master or single process only): make the rehearsed wave exist and be
+open now, with the scenario's settings, through the admin API.
+
+Without `--admin-token` (or with `--keep-wave`) the wave is left alone and must already be open;
+the run stops at once with a clear message if the queue does not know it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import gevent
+import requests
+from locust import events
+from locust.runners import WorkerRunner
+
+from loadtests.options import LoadSettings
+from loadtests.runtime import load_settings
+from loadtests.targets import HTTP_TIMEOUT_S, put_wave
+
+log = logging.getLogger("loadtests.wave_setup")
+
+# Every load generator sends from one or a few addresses; per-IP limits sized for a carrier-grade
+# NAT would refuse the whole rehearsal. Per-registrant and per-ticket limits stay as deployed:
+# they are what stops a bot.
+LOADTEST_IP_LIMITS: dict[str, Any] = {
+    "join_per_ip": {"rate_per_s": 100_000.0, "burst": 1_000_000},
+    "status_per_ip": {"rate_per_s": 100_000.0, "burst": 1_000_000},
+}
+WAVE_OPEN_FOR_S = 6 * 3600.0
+
+
+def wave_definition(settings: LoadSettings, now: float) -> dict[str, Any]:
+    wave = settings.scenario.wave
+    rate_limits: dict[str, Any] = dict(LOADTEST_IP_LIMITS)
+    if not settings.wave_rate_limits:
+        rate_limits["enabled"] = False
+    return {
+        "title": f"Locust rehearsal ({settings.scenario.name})",
+        "opens_at": now - 1.0,
+        "closes_at": now + WAVE_OPEN_FOR_S,
+        "admit_rate": settings.admit_rate,
+        # The scenario's burst belongs to the scenario's rate; with another rate, the default.
+        "admit_burst": wave.admit_burst if settings.admit_rate == wave.admit_rate else 0,
+        "max_active": settings.max_active,
+        "session_ttl_s": wave.session_ttl_s,
+        "quota": 0,
+        "prequeue_s": 0,
+        "abandon_after_s": wave.abandon_after_s,
+        "origin_url": settings.origin_url + "/",
+        "rate_limits": rate_limits,
+    }
+
+
+@events.test_start.add_listener
+def prepare_wave(environment: Any, **_kwargs: Any) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    settings = load_settings(environment)
+    try:
+        if settings.admin_token and not settings.keep_wave:
+            put_wave(
+                settings.host,
+                settings.admin_token,
+                settings.wave,
+                wave_definition(settings, time.time()),
+            )
+            log.info(
+                "wave %s open at %s: admit_rate=%s max_active=%s",
+                settings.wave,
+                settings.host,
+                settings.admit_rate,
+                settings.max_active,
+            )
+            return
+        response = requests.get(
+            f"{settings.host}/api/v1/waves/{settings.wave}", timeout=HTTP_TIMEOUT_S
+        )
+        response.raise_for_status()
+    except requests.RequestException as exc:
+        log.error("cannot prepare wave %s at %s: %s", settings.wave, settings.host, exc)
+        environment.process_exit_code = 2
+        # Quit once the runner has finished starting (quitting from inside test_start does not
+        # stop a run that is still being set up).
+        gevent.spawn_later(0.1, environment.runner.quit)
