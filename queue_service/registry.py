@@ -77,10 +77,12 @@ class WaveRuntime:
     def poll_after_ms(self, ahead: int, now: float) -> int:
         """Poll at about a tenth of the remaining wait: people far back ask rarely, so polling
         load stays bounded however long the queue is."""
+        # never so rarely that a polite client looks like it abandoned its place
+        longest = min(MAX_POLL_MS, max(MIN_POLL_MS, self.config.abandon_after_s * 1000 / 3))
         if ahead < 0:  # pre-queue: check back before opening
             until_open_ms = (self.config.opens_at - now) * 1000
-            return int(min(MAX_POLL_MS, max(MIN_POLL_MS * 2, until_open_ms / 4)))
-        return int(min(MAX_POLL_MS, max(MIN_POLL_MS, self.eta_s(ahead) * 100)))
+            return int(min(longest, max(MIN_POLL_MS * 2, until_open_ms / 4)))
+        return int(min(longest, max(MIN_POLL_MS, self.eta_s(ahead) * 100)))
 
 
 class WaveRegistry:

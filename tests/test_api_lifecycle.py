@@ -118,3 +118,10 @@ async def test_waiting_page_is_served_compressed_for_a_known_wave_only(
     assert response.status == 200 and response.headers["Content-Encoding"] == "gzip"
     assert 'const WAVE = "w";' in await response.text()
     assert (await client.get("/w/unknown")).status == 404
+
+
+async def test_polite_polling_never_looks_like_abandonment(client: TestClient) -> None:
+    await put_wave(client, "w", admit_rate=0.5, admit_burst=1, abandon_after_s=15)
+    tickets = [(await join_ok(client, "w", f"r{i}"))["ticket"] for i in range(400)]
+    far = await poll_ok(client, "w", tickets[-1])
+    assert far["poll_after_ms"] == 5000  # a third of abandon_after_s, not the usual 30 s

@@ -1,0 +1,331 @@
+"""The benchmarks. Each takes the options and a work folder, starts what it needs (always
+stopped again) and returns result rows with their targets (DESIGN.md "Performance")."""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from loadtests.bench import seed
+from loadtests.bench.processes import Server, hello_server, queue_server, redis_server
+from loadtests.bench.report import Row
+from loadtests.bench.wrk import WrkResult, run_wrk
+
+STATUS_WAVE = "bench-status"
+JOIN_WAVE = "bench-join"
+IDLE_RATE = 0.01  # admissions/s on throughput waves: polled tickets stay "waiting"
+SKIP_FIRST = 100  # the first tickets may be admitted during the run; poll the others
+PACE_DELAY_MS = 20
+
+
+@dataclass(frozen=True)
+class Options:
+    duration_s: float
+    runs: int
+    connections: int
+    tickets: int
+    sample: int
+    sizes: list[int]
+    admission_s: float
+    admission_rate: float
+    admission_workers: int
+    server_cpu: str
+    client_cpu: str
+
+
+def _status_path(wave: str) -> str:
+    return f"/api/v1/waves/{wave}/status"
+
+
+@dataclass(frozen=True)
+class Measured:
+    wrk: WrkResult
+    cpu_us: float
+    """Server CPU microseconds per request during the run."""
+
+
+def _checked(result: WrkResult, what: str) -> WrkResult:
+    if result.errors:
+        raise RuntimeError(f"{what}: {result.errors} error answers or socket errors in the run")
+    return result
+
+
+def _measured(server: Server, what: str, run: Callable[[], WrkResult]) -> Measured:
+    before = server.cpu_seconds()
+    result = _checked(run(), what)
+    used = server.cpu_seconds() - before
+    return Measured(result, used * 1e6 / max(1, result.requests))
+
+
+def _status_tickets(work: Path, redis_url: str, wave: str, count: int, sample: int) -> Path:
+    last = seed.seed_wave(redis_url, wave, admit_rate=IDLE_RATE, count=count)
+    first = min(SKIP_FIRST + 1, last)
+    seqs = seed.sample_seqs(first, last, sample)
+    return seed.write_tickets(work / f"tickets-{wave}.txt", wave, seqs)
+
+
+def _status_run(server: Server, wave: str, tickets: Path, o: Options, cpus: str | None) -> Measured:
+    return _measured(
+        server,
+        "status",
+        lambda: run_wrk(
+            server.url + _status_path(wave),
+            duration_s=o.duration_s,
+            connections=o.connections,
+            script="status.lua",
+            script_args=[_status_path(wave), str(tickets)],
+            cpus=cpus,
+        ),
+    )
+
+
+def throughput(o: Options, work: Path) -> list[Row]:
+    """(a) bare handler, (b) status poll, (c) join; interleaved run by run so that noise from
+    other processes on the machine hits all three alike. Server on one CPU, wrk on the other."""
+    hello_runs: list[Measured] = []
+    status_runs: list[Measured] = []
+    join_runs: list[Measured] = []
+    run_id = uuid.uuid4().hex[:8]
+    with redis_server(work, {int(o.client_cpu)}) as rs:
+        tickets = _status_tickets(work, rs.url, STATUS_WAVE, o.tickets, o.sample)
+        seed.seed_wave(rs.url, JOIN_WAVE, admit_rate=IDLE_RATE, count=0)
+        config = seed.write_config(work / "bench.toml")
+        with (
+            hello_server(work, o.server_cpu) as hello,
+            queue_server(work, rs.url, config, cpus=o.server_cpu) as queue,
+        ):
+            join_path = f"/api/v1/waves/{JOIN_WAVE}/join"
+            for n in range(o.runs):
+                hello_runs.append(
+                    _measured(
+                        hello,
+                        "hello",
+                        lambda: run_wrk(
+                            hello.url + "/hello",
+                            duration_s=o.duration_s,
+                            connections=o.connections,
+                            cpus=o.client_cpu,
+                        ),
+                    )
+                )
+                status_runs.append(_status_run(queue, STATUS_WAVE, tickets, o, o.client_cpu))
+                join_runs.append(
+                    _measured(
+                        queue,
+                        "join",
+                        lambda n=n: run_wrk(  # type: ignore[misc]
+                            queue.url + join_path,
+                            duration_s=o.duration_s,
+                            connections=o.connections,
+                            script="join.lua",
+                            script_args=[join_path, f"{run_id}-{n}"],
+                            cpus=o.client_cpu,
+                        ),
+                    )
+                )
+    bare = statistics.median(r.wrk.requests_per_s for r in hello_runs)
+    bare_cpu = statistics.median(r.cpu_us for r in hello_runs)
+
+    def row(name: str, runs: list[Measured], share: float | None) -> Row:
+        rates = [r.wrk.requests_per_s for r in runs]
+        ratio = statistics.median(rates) / bare
+        cpu_us = statistics.median(r.cpu_us for r in runs)
+        return Row(
+            name,
+            "req/s",
+            rates,
+            target=f">= {share:.0%} of bare" if share else "reference",
+            met=None if share is None else ratio >= share,
+            ratio=ratio,
+            p99_ms=statistics.median(r.wrk.p99_ms for r in runs),
+            cpu_us=cpu_us,
+            cpu_ratio=bare_cpu / cpu_us,
+        )
+
+    return [
+        row("bare aiohttp hello", hello_runs, None),
+        row(f"status poll ({o.tickets:,} waiting)", status_runs, 0.5),
+        row("join (unique registrants)", join_runs, 0.4),
+    ]
+
+
+def latency(o: Options, work: Path, saturation: float | None = None) -> list[Row]:
+    """(g) p99 of status at half of saturation: wrk paced by a per-connection delay (wrk2 is not
+    available). Closed loop per connection, so a stall also delays later sends (coordinated
+    omission): this p99 is a lower bound of what an open-loop client would see."""
+    rows: list[Row] = []
+    with redis_server(work, {int(o.client_cpu)}) as rs:
+        tickets = _status_tickets(work, rs.url, STATUS_WAVE, o.tickets, o.sample)
+        config = seed.write_config(work / "bench.toml")
+        with queue_server(work, rs.url, config, cpus=o.server_cpu) as queue:
+            if saturation is None:
+                saturation = _status_run(
+                    queue, STATUS_WAVE, tickets, o, o.client_cpu
+                ).wrk.requests_per_s
+            target_rate = saturation / 2
+            connections = max(1, round(target_rate * PACE_DELAY_MS / 1000))
+            results = [
+                _checked(
+                    run_wrk(
+                        queue.url + _status_path(STATUS_WAVE),
+                        duration_s=o.duration_s,
+                        connections=connections,
+                        script="status.lua",
+                        script_args=[_status_path(STATUS_WAVE), str(tickets)],
+                        cpus=o.client_cpu,
+                        delay_ms=PACE_DELAY_MS,
+                    ),
+                    "paced status",
+                )
+                for _ in range(o.runs)
+            ]
+    p99 = statistics.median(r.p99_ms for r in results)
+    achieved = [r.requests_per_s for r in results]
+    rows.append(
+        Row(
+            "status p99 at half saturation",
+            "req/s",
+            achieved,
+            target="p99 < 25 ms",
+            met=p99 < 25.0,
+            p99_ms=p99,
+            note=(
+                f"saturation {saturation:,.0f} req/s; paced at ~{target_rate:,.0f} req/s with "
+                f"{connections} connections x one request per {PACE_DELAY_MS} ms (wrk delay())"
+            ),
+        )
+    )
+    return rows
+
+
+def workers(o: Options, work: Path) -> list[Row]:
+    """(d) `--workers 2` vs 1 on status. With 2 cores wrk cannot be pinned apart from two
+    workers: nothing is pinned here, and wrk takes CPU from the server in both cases."""
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    cpu: dict[int, list[float]] = {1: [], 2: []}
+    with redis_server(work, None) as rs:
+        tickets = _status_tickets(work, rs.url, STATUS_WAVE, o.tickets, o.sample)
+        config = seed.write_config(work / "bench.toml")
+        for count in (1, 2):
+            with queue_server(work, rs.url, config, workers=count) as queue:
+                for _ in range(o.runs):
+                    result = _status_run(queue, STATUS_WAVE, tickets, o, None)
+                    rates[count].append(result.wrk.requests_per_s)
+                    cpu[count].append(result.cpu_us)
+    one = statistics.median(rates[1])
+    two = statistics.median(rates[2])
+    return [
+        Row(
+            "status, --workers 1 (unpinned)",
+            "req/s",
+            rates[1],
+            target="reference",
+            cpu_us=statistics.median(cpu[1]),
+        ),
+        Row(
+            "status, --workers 2 (unpinned)",
+            "req/s",
+            rates[2],
+            target=">= 1.2x workers 1",
+            met=two >= 1.2 * one,
+            cpu_us=statistics.median(cpu[2]),
+            extra={"speedup": two / one},
+            note=f"speedup {two / one:.2f}x; wrk shares the 2 cores with the workers and Redis",
+        ),
+    ]
+
+
+def scale(o: Options, work: Path) -> list[Row]:
+    """(e) status cost against queue size, and Redis memory per waiting ticket."""
+    rows: list[Row] = []
+    rates: list[float] = []
+    per_ticket = float("nan")
+    with redis_server(work, {int(o.client_cpu)}) as rs:
+        config = seed.write_config(work / "bench.toml")
+        with queue_server(work, rs.url, config, cpus=o.server_cpu) as queue:
+            for size in o.sizes:
+                wave = f"bench-scale-{size}"
+                before = seed.used_memory(rs.url)
+                started = time.monotonic()
+                tickets = _status_tickets(work, rs.url, wave, size, o.sample)
+                seeded_s = time.monotonic() - started
+                per_ticket = (seed.used_memory(rs.url) - before) / size
+                measured = [
+                    _status_run(queue, wave, tickets, o, o.client_cpu) for _ in range(o.runs)
+                ]
+                runs = [m.wrk.requests_per_s for m in measured]
+                rates.append(statistics.median(runs))
+                flat = statistics.median(runs) >= 0.85 * rates[0]
+                rows.append(
+                    Row(
+                        f"status poll, {size:,} waiting",
+                        "req/s",
+                        runs,
+                        target=">= 85% of smallest" if rows else "reference",
+                        met=flat if rows else None,
+                        cpu_us=statistics.median(m.cpu_us for m in measured),
+                        p99_ms=statistics.median(m.wrk.p99_ms for m in measured),
+                        extra={"bytes_per_ticket": per_ticket, "seed_s": seeded_s},
+                        note=f"{per_ticket:.0f} B/ticket in Redis; seeded in {seeded_s:.0f} s",
+                    )
+                )
+    ten_million_gb = per_ticket * 10_000_000 / 2**30
+    rows.append(
+        Row(
+            "memory for 10 M waiting",
+            "GiB",
+            [ten_million_gb],
+            target="< 2 GiB",
+            met=ten_million_gb < 2,
+            note=f"{per_ticket:.0f} B/ticket measured at {o.sizes[-1]:,} waiting x 10 M",
+        )
+    )
+    return rows
+
+
+def admission(o: Options, work: Path) -> list[Row]:
+    """(f) N processes (`--workers N`) admitting one wave for a while: achieved vs configured
+    rate, measured on Redis's own counter and clock after a warm-up that empties the burst."""
+    rate = o.admission_rate
+    warmup_s = 3.0
+    count = int(rate * (o.admission_s + warmup_s + 20) * 1.2) + 100
+    with redis_server(work, None) as rs:
+        wave = "bench-admission"
+        seed.seed_wave(rs.url, wave, admit_rate=rate, count=count)
+        config = seed.write_config(work / "bench.toml")
+        client = redis.Redis.from_url(rs.url)
+        ctl = f"glb:{{w:{wave}}}:ctl"
+
+        def sample() -> tuple[float, int]:
+            with client.pipeline(transaction=True) as pipe:
+                (seconds, micros), admitted = pipe.time().hget(ctl, "admitted").execute()
+            return seconds + micros / 1e6, int(admitted or 0)
+
+        with queue_server(work, rs.url, config, workers=o.admission_workers):
+            time.sleep(warmup_s)
+            t0, a0 = sample()
+            time.sleep(o.admission_s)
+            t1, a1 = sample()
+        client.close()
+    achieved = (a1 - a0) / (t1 - t0)
+    error = achieved / rate - 1
+    return [
+        Row(
+            f"admission, {o.admission_workers} processes",
+            "admitted/s",
+            [achieved],
+            target=f"{rate:g}/s +-1%",
+            met=abs(error) <= 0.01,
+            extra={"configured": rate, "error": error, "seconds": t1 - t0},
+            note=f"{a1 - a0} admitted in {t1 - t0:.1f} s (Redis clock): {error:+.2%} off",
+        )
+    ]
+
+
+BENCHMARKS = ("throughput", "latency", "workers", "scale", "admission")

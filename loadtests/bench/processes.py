@@ -1,0 +1,155 @@
+"""The processes a benchmark needs, each started on loopback and always stopped: a private
+redis-server (no AOF), the queue service (`gelombang serve`) and the bare reference server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from queue_service.redis_server import EmbeddedRedis, free_port
+
+READY_TIMEOUT_S = 30.0
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pgid: int
+    """Process group: the server and any workers it started."""
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by every live process of the group (user + system). Under a
+        contended machine, CPU per request is steadier than requests per second."""
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()
+            except OSError:
+                continue  # exited meanwhile
+            if int(fields[2]) == self.pgid:  # fields[0] is the state: pgrp is the 5th field
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total * _TICK_S
+
+
+def _pinned(command: Sequence[str], cpus: str | None) -> list[str]:
+    return ["taskset", "-c", cpus, *command] if cpus is not None else list(command)
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"{url} exited early; see {log_path}:\n{log_path.read_text()[-2000:]}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {READY_TIMEOUT_S} s; see {log_path}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group (a supervisor and its workers), SIGKILL if it lingers."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextmanager
+def redis_server(work_dir: Path, cpus: set[int] | None) -> Iterator[EmbeddedRedis]:
+    redis = EmbeddedRedis(work_dir / "redis", appendonly=False).start()
+    try:
+        if cpus is not None:
+            import redis as redis_client
+
+            pid = int(redis_client.Redis.from_url(redis.url).info("server")["process_id"])
+            os.sched_setaffinity(pid, cpus)
+        yield redis
+    finally:
+        redis.stop()
+
+
+@contextmanager
+def queue_server(
+    work_dir: Path,
+    redis_url: str,
+    config: Path,
+    *,
+    workers: int = 1,
+    cpus: str | None = None,
+) -> Iterator[Server]:
+    """`gelombang serve` with rate limits off; yields its base URL."""
+    port = free_port()
+    log_path = work_dir / f"serve-{port}.log"
+    command = [
+        str(Path(sys.executable).with_name("gelombang")),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--redis-url",
+        redis_url,
+        "--config",
+        str(config),
+        "--state-dir",
+        str(work_dir / "state"),
+        "--log-level",
+        "WARNING",
+    ]
+    env = {**os.environ, "GELOMBANG_RATE_LIMITS": "off"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            _pinned(command, cpus), stdout=log, stderr=log, env=env, start_new_session=True
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base + "/readyz", process, log_path)
+        yield Server(base, process.pid)
+    finally:
+        stop(process)
+
+
+@contextmanager
+def hello_server(work_dir: Path, cpus: str | None) -> Iterator[Server]:
+    port = free_port()
+    log_path = work_dir / f"hello-{port}.log"
+    command = [sys.executable, "-m", "loadtests.bench.hello", str(port)]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            _pinned(command, cpus),
+            stdout=log,
+            stderr=log,
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base + "/readyz", process, log_path)
+        yield Server(base, process.pid)
+    finally:
+        stop(process)

@@ -1,0 +1,88 @@
+"""`python -m loadtests.bench [BENCHMARK ...]`: run benchmarks, print one table, exit 0 when
+every target is met, 1 when one is missed, 2 when a benchmark could not run."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+from loadtests.bench import benchmarks
+from loadtests.bench.benchmarks import BENCHMARKS, Options
+from loadtests.bench.report import Row, save_json, table
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__)
+    parser.add_argument(
+        "benchmarks", nargs="*", metavar="BENCHMARK", help=f"{', '.join(BENCHMARKS)} (all)"
+    )
+    parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run (10)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure; median kept (3)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
+    parser.add_argument("--tickets", type=int, default=100_000, help="waiting tickets (100000)")
+    parser.add_argument("--sample", type=int, default=10_000, help="tickets polled (10000)")
+    parser.add_argument("--sizes", default="10000,1000000", help="queue sizes for `scale`")
+    parser.add_argument("--admission-seconds", type=float, default=60, help="(60)")
+    parser.add_argument("--admission-rate", type=float, default=500, help="per second (500)")
+    parser.add_argument("--admission-workers", type=int, default=4, help="processes (4)")
+    parser.add_argument("--server-cpu", default="0", help="CPU for the server (0)")
+    parser.add_argument("--client-cpu", default="1", help="CPU for wrk and Redis (1)")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
+    args = parser.parse_args(argv)
+    unknown = set(args.benchmarks) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    options = Options(
+        duration_s=args.duration,
+        runs=args.runs,
+        connections=args.connections,
+        tickets=args.tickets,
+        sample=args.sample,
+        sizes=[int(s) for s in args.sizes.split(",") if s.strip()],
+        admission_s=args.admission_seconds,
+        admission_rate=args.admission_rate,
+        admission_workers=args.admission_workers,
+        server_cpu=args.server_cpu,
+        client_cpu=args.client_cpu,
+    )
+    chosen = args.benchmarks or list(BENCHMARKS)
+    work = Path(tempfile.mkdtemp(prefix="gelombang-bench-"))
+    rows: list[Row] = []
+    failed = False
+    try:
+        for name in chosen:
+            (work / name).mkdir()
+            try:
+                if name == "latency":
+                    saturation = next(
+                        (r.median for r in rows if r.benchmark.startswith("status poll (")), None
+                    )
+                    rows += benchmarks.latency(options, work / name, saturation)
+                else:
+                    rows += getattr(benchmarks, name)(options, work / name)
+            except Exception:
+                traceback.print_exc()
+                print(f"benchmark {name} could not run; logs in {work / name}", file=sys.stderr)
+                failed = True
+    finally:
+        print(table(rows))
+        if args.json:
+            save_json(rows, args.json)
+        if not args.keep and not failed:
+            shutil.rmtree(work, ignore_errors=True)
+    if failed:
+        return 2
+    return 1 if any(r.met is False for r in rows) else 0

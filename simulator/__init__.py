@@ -1,0 +1,15 @@
+"""Gelombang simulator: synthetic registrants, wave scenarios, arrivals, the offline wave model
+and the run report.
+
+Shared modules (imported by the live driver, the sample origin and the Locust scenarios):
+
+- `simulator.registrants`: `Registrant`, `Population`, `nik_is_valid`, `parse_nik`.
+- `simulator.behaviour`: poll, retry, balk, renege and tab decisions given an RNG.
+- `simulator.scenario`: `Scenario` (every parameter named) and `load_scenario(name_or_path)`.
+- `simulator.arrivals`: non-homogeneous Poisson arrival times, generated lazily by thinning.
+- `simulator.records`: the run record both the live driver and the offline model produce.
+- `simulator.model`: the offline discrete-event model of the admission policy.
+- `simulator.report`: `report.json` and one self-contained HTML page from one or two runs.
+"""
+
+from __future__ import annotations

@@ -1,0 +1,328 @@
+"""A simulated wave opening, twice: straight at the origin, then through Gelombang.
+
+    gelombang demo [--scenario laptop] [--out reports/demo-<timestamp>]
+
+Starts a private redis-server, the queue service and two sample origins on loopback ports
+(one unprotected, one that requires admission tokens), drives the scenario's crowd at the
+unprotected origin, then through the queue at the protected one, prints both side by side and
+writes the run records and the report. Everything it started is stopped when it ends, on
+errors and on Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Any
+
+import aiohttp  # noqa: F401  (checked at import so a broken install fails before anything starts)
+
+from simulator.scenario import Scenario
+
+READY_TIMEOUT_S = 30.0
+# The whole simulated crowd comes from 127.0.0.1: per-IP limits are raised to fit it, while the
+# per-registrant and per-ticket limits stay as deployed, so fast-polling bots still meet 429s.
+CROWD_RATE_LIMITS = """\
+[rate_limits]
+join_per_ip = { rate_per_s = 100000.0, burst = 100000 }
+status_per_ip = { rate_per_s = 100000.0, burst = 100000 }
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenario", default="laptop", help="bundled scenario name or a .toml")
+    parser.add_argument("--out", type=Path, help="report folder (default reports/demo-<timestamp>)")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=90.0,
+        help="length of each of the two runs, wall seconds (at most the scenario's duration)",
+    )
+    parser.add_argument(
+        "--max-registrants", type=int, default=5000, help="arrivals per run, at most"
+    )
+    parser.add_argument("--seed", type=int, help="population and arrival seed (scenario's)")
+
+
+def _free_port() -> int:
+    from queue_service.redis_server import free_port
+
+    return free_port()
+
+
+class LocalStack:
+    """Redis, the queue service and two origins (unprotected and protected) on loopback, as
+    real processes. A context manager: leaving it stops everything it started."""
+
+    def __init__(self, scenario: Scenario, state_dir: Path, log_dir: Path) -> None:
+        self.scenario = scenario
+        self.state_dir = state_dir
+        self.log_dir = log_dir
+        self.admin_token = secrets.token_urlsafe(24)
+        self.queue_port = _free_port()
+        self.direct_port = _free_port()
+        self.protected_port = _free_port()
+        self._redis: Any = None
+        self._processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
+
+    @property
+    def queue_url(self) -> str:
+        return f"http://127.0.0.1:{self.queue_port}"
+
+    @property
+    def direct_origin_url(self) -> str:
+        return f"http://127.0.0.1:{self.direct_port}"
+
+    @property
+    def protected_origin_url(self) -> str:
+        return f"http://127.0.0.1:{self.protected_port}"
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        from queue_service.redis_server import EmbeddedRedis
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._redis = EmbeddedRedis(self.state_dir / "redis", appendonly=False).start()
+        config = self.log_dir / "waves.toml"  # no secret in it: kept with the logs
+        config.write_text(self.waves_toml())
+        env = {
+            **os.environ,
+            "GELOMBANG_ADMIN_TOKEN": self.admin_token,
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.pop("GELOMBANG_RATE_LIMITS", None)  # the crowd limits above apply
+        self._spawn(
+            "queue",
+            [
+                "serve",
+                "--host", "127.0.0.1",
+                "--port", str(self.queue_port),
+                "--redis-url", self._redis.url,
+                "--config", str(config),
+                "--state-dir", str(self.state_dir),
+                "--log-format", "text",
+                "--log-level", "WARNING",
+            ],
+            env,
+        )  # fmt: skip
+        origin_args = ["origin", "--host", "127.0.0.1", *self.origin_flags()]
+        self._spawn(
+            "origin-direct",
+            [*origin_args, "--port", str(self.direct_port), "--unprotected"],
+            env,
+        )
+        self._wait_ready(self.queue_url + "/readyz", "queue")
+        self._spawn(
+            "origin-protected",
+            [
+                *origin_args,
+                "--port", str(self.protected_port),
+                "--wave", self.scenario.wave.id,
+                "--jwks-url", self.queue_url + "/.well-known/jwks.json",
+            ],
+            env,
+        )  # fmt: skip
+        self._wait_ready(self.direct_origin_url + "/healthz", "origin-direct")
+        self._wait_ready(self.protected_origin_url + "/healthz", "origin-protected")
+
+    def origin_flags(self) -> list[str]:
+        """The scenario's [origin] table as `gelombang origin` flags."""
+        origin = self.scenario.origin
+        flags = [
+            "--capacity", str(origin.capacity),
+            "--backlog", str(4 * origin.capacity),
+            # The origin's gateway gives up a little before the client does.
+            "--queue-timeout", str(0.8 * origin.timeout_s),
+        ]  # fmt: skip
+        for step, ms in origin.service_ms.items():
+            flags += ["--service-ms", f"{step}={ms}"]
+        return flags
+
+    def waves_toml(self) -> str:
+        """The wave, scheduled an hour ahead; the driver re-opens it relative to its run."""
+        wave = self.scenario.wave
+        now = time.time()
+        return CROWD_RATE_LIMITS + (
+            "\n[[waves]]\n"
+            f'id = "{wave.id}"\n'
+            f"opens_at = {now + 3600:.0f}\n"
+            f"closes_at = {now + 7200:.0f}\n"
+            f"admit_rate = {wave.admit_rate}\n"
+            f"max_active = {wave.max_active}\n"
+            f"session_ttl_s = {wave.session_ttl_s}\n"
+            f"quota = {wave.quota}\n"
+            f"prequeue_s = {wave.prequeue_s}\n"
+            f"abandon_after_s = {wave.abandon_after_s}\n"
+            f'origin_url = "{self.protected_origin_url}/"\n'
+        )
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        log = (self.log_dir / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "queue_service.cli", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches only us; we stop the children in order
+        )
+        self._processes.append((name, process, log))
+
+    def _wait_ready(self, url: str, name: str) -> None:
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        process = next(p for n, p, _ in self._processes if n == name)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{name} exited with {process.returncode}; see {self.log_dir / name}.log"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} was not ready at {url} within {READY_TIMEOUT_S:.0f} s")
+
+    def stop(self) -> None:
+        for _, process, _ in reversed(self._processes):
+            if process.poll() is None:
+                process.terminate()
+        for _, process, log in reversed(self._processes):
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log.close()
+        self._processes.clear()
+        if self._redis is not None:
+            self._redis.stop()
+            self._redis = None
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    from simulator.commands.simulate import summary_table, write_outputs
+    from simulator.scenario import ScenarioError, load_scenario
+
+    try:
+        scenario = load_scenario(args.scenario)
+    except ScenarioError as exc:
+        print(f"gelombang demo: {exc}", file=sys.stderr)
+        return 2
+    out: Path = args.out or Path("reports") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` cleans up like Ctrl-C
+    run_s = min(args.max_seconds, scenario.clock.duration_s)
+    say = _printer()
+    say(
+        f"Gelombang demo: scenario {scenario.name!r}, up to {args.max_registrants} registrants, "
+        f"two runs of {run_s:.0f} s. Output in {out}/"
+    )
+    try:
+        results = _run_both(scenario, args, out, run_s, say)
+    except KeyboardInterrupt:
+        say("interrupted: every process the demo started has been stopped")
+        raise
+    say("all processes stopped")
+    print()
+    print(summary_table(results, extra=fairness_rows(results)))
+    print()
+    write_outputs(out, results)
+    say(f"report in {out}/")
+    return 0
+
+
+def _run_both(
+    scenario: Scenario, args: argparse.Namespace, out: Path, run_s: float, say: Any
+) -> dict[str, Any]:
+    import uvloop
+
+    from simulator.driver import DriverConfig, LiveResult, run_live
+
+    results: dict[str, LiveResult] = {}
+    # Redis data and the development signing key live in a private temporary folder, not in
+    # the report folder people share; the logs stay with the report.
+    with (
+        tempfile.TemporaryDirectory(prefix="gelombang-demo-") as state,
+        LocalStack(scenario, Path(state), out / "logs") as stack,
+    ):
+        say(
+            f"started redis-server, queue {stack.queue_url}, origins {stack.direct_origin_url} "
+            f"(no waiting room) and {stack.protected_origin_url} (behind Gelombang); "
+            f"capacity {scenario.origin.capacity} concurrent requests"
+        )
+        plans = [
+            ("direct", stack.direct_origin_url, "1/2 straight at the origin, no waiting room"),
+            ("queued", stack.protected_origin_url, "2/2 through Gelombang"),
+        ]
+        for mode, origin_url, title in plans:
+            say(f"run {title}")
+            config = DriverConfig(
+                mode=mode,
+                origin_url=origin_url,
+                queue_url=stack.queue_url,
+                max_registrants=args.max_registrants,
+                max_seconds=run_s,
+                seed=args.seed,
+                admin_token=stack.admin_token,
+            )
+            results[mode] = uvloop.run(run_live(scenario, config))
+    return results
+
+
+def _printer() -> Any:
+    started = time.monotonic()
+
+    def say(message: str) -> None:
+        print(f"[demo {time.monotonic() - started:5.1f}s] {message}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def fairness_rows(results: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Join order against admission order after opening (queued run only)."""
+    from simulator.report import fairness
+
+    rows: dict[str, dict[str, str]] = {}
+    for mode, result in results.items():
+        tau, share = "-", "-"
+        if mode == "queued":
+            numbers = fairness(result.record)
+            if numbers["tau_b"] is not None:
+                tau = f"{numbers['tau_b']:.3f}"
+            if numbers["overtaken_pair_share"] is not None:
+                share = f"{100 * numbers['overtaken_pair_share']:.2f} %"
+        rows[mode] = {"fairness: Kendall tau-b": tau, "fairness: overtaken pairs": share}
+    return rows

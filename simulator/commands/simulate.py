@@ -1,0 +1,155 @@
+"""Drive synthetic registrants at a live origin, straight or through a live Gelombang queue.
+
+    gelombang simulate --scenario laptop --mode both \
+        --origin-url http://127.0.0.1:8090 --queue-url http://127.0.0.1:8080 --out reports/run1
+
+Targets must be loopback. Every run is bounded by --max-registrants and --max-seconds. In queued
+mode with an admin token (--admin-token or GELOMBANG_ADMIN_TOKEN) the wave is (re)configured
+from the scenario to open `clock.opens_at_s` after the run starts; without one it must exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from simulator.driver import LiveResult
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenario", default="laptop", help="bundled scenario name or a .toml")
+    parser.add_argument(
+        "--mode",
+        choices=["direct", "queued", "both"],
+        default="both",
+        help="straight at the origin, through the queue, or both one after the other",
+    )
+    parser.add_argument("--origin-url", required=True, help="the origin (loopback only)")
+    parser.add_argument("--queue-url", help="the queue service (loopback only; queued mode)")
+    parser.add_argument("--out", type=Path, help="folder for run records and the report")
+    parser.add_argument(
+        "--max-registrants", type=int, default=5000, help="stop spawning after this many"
+    )
+    parser.add_argument(
+        "--max-seconds", type=float, default=120.0, help="hard stop of each run (wall seconds)"
+    )
+    parser.add_argument("--seed", type=int, help="population and arrival seed (scenario's)")
+    parser.add_argument(
+        "--admin-token",
+        default=os.environ.get("GELOMBANG_ADMIN_TOKEN"),
+        help="queue admin token to configure the wave (env GELOMBANG_ADMIN_TOKEN)",
+    )
+    parser.add_argument(
+        "--connections", type=int, default=2000, help="client connections open at once"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def run(args: argparse.Namespace) -> int:
+
+    import uvloop
+
+    from simulator.driver import DriverConfig, NotLoopback, run_live
+    from simulator.scenario import ScenarioError, load_scenario
+
+    modes = ["direct", "queued"] if args.mode == "both" else [args.mode]
+    try:
+        scenario = load_scenario(args.scenario)
+        configs = [
+            DriverConfig(
+                mode=mode,
+                origin_url=args.origin_url,
+                queue_url=args.queue_url,
+                max_registrants=args.max_registrants,
+                max_seconds=args.max_seconds,
+                seed=args.seed,
+                admin_token=args.admin_token,
+                connection_limit=args.connections,
+                progress=None if args.quiet else sys.stderr,
+            )
+            for mode in modes
+        ]
+    except (ScenarioError, NotLoopback, ValueError) as exc:
+        print(f"gelombang simulate: {exc}", file=sys.stderr)
+        return 2
+    results: dict[str, LiveResult] = {}
+    for config in configs:
+        results[config.mode] = uvloop.run(run_live(scenario, config))
+    if args.out:
+        write_outputs(args.out, results)
+    print(summary_table(results))
+    return 0
+
+
+def write_outputs(out: Path, results: dict[str, LiveResult]) -> None:
+    """`run-<mode>.json` for each run, then the report (JSON + HTML) from them."""
+    out.mkdir(parents=True, exist_ok=True)
+    for mode, result in results.items():
+        result.record.save(out / f"run-{mode}.json")
+    try:
+        from simulator import report
+    except ImportError:
+        print("(simulator.report is not available: run records only)", file=sys.stderr)
+        return
+    records = [results[m].record for m in ("direct", "queued") if m in results]
+    paths = report.write_report(records, out)
+    for path in paths:
+        print(f"wrote {path}", file=sys.stderr)
+
+
+def _other_give_ups(gave_up: dict[str, int]) -> int:
+    named = ("errors", "balked", "reneged", "run_ended")
+    return sum(v for k, v in gave_up.items() if k not in named)
+
+
+def summary_rows(result: LiveResult) -> dict[str, str]:
+    from simulator.report import percentile
+
+    record, stats = result.record, result.stats
+    totals = record.totals
+    waits = [o.wait_s for o in record.registrants if o.wait_s is not None]
+    capacity = record.meta.origin_capacity
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f} s"
+
+    return {
+        "registrants": f"{totals.arrived}",
+        "registrations completed": f"{totals.completed}",
+        "origin 5xx errors": f"{totals.origin_errors}",
+        "origin timeouts": f"{totals.origin_timeouts}",
+        "origin peak in flight": f"{totals.peak_origin_inflight} / {capacity or '?'}",
+        "wait p50": fmt(percentile(waits, 0.5)),
+        "wait p95": fmt(percentile(waits, 0.95)),
+        "wait p99": fmt(percentile(waits, 0.99)),
+        "gave up: errors": f"{totals.gave_up.get('errors', 0)}",
+        "gave up: balked, reneged": (
+            f"{totals.gave_up.get('balked', 0) + totals.gave_up.get('reneged', 0)}"
+        ),
+        "gave up: other": f"{_other_give_ups(totals.gave_up)}",
+        "still trying at the end": f"{totals.gave_up.get('run_ended', 0)}",
+        "rate limited (429)": f"{totals.rate_limited}",
+        "requests sent": f"{totals.requests}",
+        "peak live registrants": f"{stats.peak_live_registrants}",
+    }
+
+
+def summary_table(
+    results: dict[str, LiveResult], extra: dict[str, dict[str, str]] | None = None
+) -> str:
+    columns = {mode: summary_rows(result) for mode, result in results.items()}
+    for mode, rows in (extra or {}).items():
+        columns.setdefault(mode, {}).update(rows)
+    titles = {"direct": "without Gelombang", "queued": "through Gelombang"}
+    labels = list(dict.fromkeys(label for rows in columns.values() for label in rows))
+    width = max(len(label) for label in labels) + 2
+    widths = {mode: max(len(titles.get(mode, mode)), 12) + 2 for mode in columns}
+    lines = ["".ljust(width) + "".join(titles.get(m, m).rjust(widths[m]) for m in columns)]
+    for label in labels:
+        cells = "".join(columns[m].get(label, "").rjust(widths[m]) for m in columns)
+        lines.append(label.ljust(width) + cells)
+    return "\n".join(lines)

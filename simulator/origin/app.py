@@ -1,0 +1,54 @@
+"""The sample origin's app factory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import cast
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from queue_service.origin_guard import JwksVerifier, admission_middleware
+from queue_service.tokens import TokenVerifier
+from simulator.origin import handlers
+from simulator.origin.config import OriginConfig
+from simulator.origin.errors import errors_and_metrics
+from simulator.origin.handlers import FORM_OVERHEAD_BYTES
+from simulator.origin.state import ORIGIN, Origin
+
+UNPROTECTED_PATHS = frozenset({"/healthz", "/metrics"})
+
+
+def _is_protected(request: web.Request) -> bool:
+    return request.path not in UNPROTECTED_PATHS
+
+
+def create_app(
+    config: OriginConfig,
+    *,
+    verifier: TokenVerifier | JwksVerifier | None = None,
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
+    """The registration origin. With a `verifier`, every route but health and metrics needs
+    an admission token for `config.wave`; without one it is open (the no-waiting-room run)."""
+    middlewares: list[Middleware] = [errors_and_metrics]
+    if verifier is not None:
+        guard = admission_middleware(verifier, wave=config.wave, is_protected=_is_protected)
+        middlewares.append(cast(Middleware, guard))
+    app = web.Application(
+        middlewares=middlewares,
+        client_max_size=config.max_upload_bytes + FORM_OVERHEAD_BYTES,
+    )
+    app[ORIGIN] = Origin.build(config, clock)
+    app.router.add_get("/", handlers.landing, name="landing")
+    app.router.add_post("/api/v1/accounts", handlers.create_account, name="account")
+    account = "/api/v1/accounts/{account_id}"
+    app.router.add_get(account, handlers.show_account, name="show_account")
+    app.router.add_post(f"{account}/ktp", handlers.check_ktp, name="ktp")
+    app.router.add_post(f"{account}/otp/send", handlers.send_otp, name="otp_send")
+    app.router.add_post(f"{account}/otp/verify", handlers.verify_otp, name="otp_verify")
+    app.router.add_post(f"{account}/join", handlers.join_wave, name="join")
+    app.router.add_get("/healthz", handlers.healthz, name="healthz")
+    app.router.add_get("/metrics", handlers.metrics, name="metrics")
+    return app

@@ -1,0 +1,184 @@
+"""A short live wave, twice, against real processes on loopback (redis-server, the queue
+service, two sample origins): without a waiting room the origin is driven past its capacity;
+through Gelombang it stays within capacity, everyone admitted completes, and admission keeps
+join order."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import re
+import socket
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulator.commands.demo import LocalStack
+from simulator.driver import DriverConfig, LiveResult, NotLoopback, admission_order, run_live
+from simulator.scenario import Scenario, scenario_from_dict
+
+LAPTOP = Path(__file__).resolve().parent.parent / "simulator" / "scenarios" / "laptop.toml"
+CAPACITY = 12
+DIRECT_S = 12.0
+QUEUED_S = 20.0
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def short_wave() -> Scenario:
+    """The laptop scenario shrunk to ~500 registrants over ~20 s, with a small origin. Nobody
+    drops out mid-flow or is under age here, so every admitted registrant can finish, and
+    tickets are never skipped as abandoned, so strict join order is checkable."""
+    data: dict[str, Any] = copy.deepcopy(tomllib.loads(LAPTOP.read_text("utf-8")))
+    data["name"] = "test-short"
+    data["population"].update(size=500, underage_share=0.0, patience_median_s=600.0)
+    data["clock"].update(opens_at_s=3.0, closes_at_s=60.0, duration_s=QUEUED_S)
+    # Admission alone bounds the origin here: 12/s of ~0.5 s flows is ~6 requests in flight,
+    # half the origin's capacity, so a busy test machine does not push it into timeouts.
+    data["wave"].update(
+        id="test-short",
+        admit_rate=12.0,
+        admit_burst=5.0,
+        max_active=0,
+        session_ttl_s=60.0,
+        prequeue_s=3.0,
+        abandon_after_s=60.0,
+    )
+    data["arrivals"].update(
+        p_pre=0.1, p_spike=0.75, p_tail=0.15, p_last=0.0, tau_pre_s=1.0, pre_window_s=3.0,
+        tau_spike_s=3.0, tau_tail_s=10.0,
+    )  # fmt: skip
+    data["behaviour"].update(in_flow_dropout=0.0, balk_scale_s=1e6)
+    data["origin"].update(capacity=CAPACITY, timeout_s=3.0)
+    data["origin"]["service_ms"] = {
+        "account": 60.0, "ktp": 100.0, "otp_send": 40.0, "otp_verify": 30.0, "join": 50.0,
+    }  # fmt: skip
+    return scenario_from_dict(data, "test")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LiveResult]]:
+    scenario = short_wave()
+    root = tmp_path_factory.mktemp("live")
+    results: dict[str, LiveResult] = {}
+    with LocalStack(scenario, root / "state", root / "logs") as stack:
+        for mode, origin_url, seconds in (
+            ("direct", stack.direct_origin_url, DIRECT_S),
+            ("queued", stack.protected_origin_url, QUEUED_S),
+        ):
+            config = DriverConfig(
+                mode=mode,
+                origin_url=origin_url,
+                queue_url=stack.queue_url,
+                max_registrants=600,
+                max_seconds=seconds,
+                admin_token=stack.admin_token,
+                progress=None,
+            )
+            results[mode] = asyncio.run(run_live(scenario, config))
+        yield results
+
+
+def test_without_a_waiting_room_the_origin_is_driven_past_capacity(
+    runs: dict[str, LiveResult],
+) -> None:
+    record = runs["direct"].record
+    totals = record.totals
+    assert totals.arrived >= 300
+    assert record.meta.origin_capacity == CAPACITY
+    assert totals.peak_origin_inflight == CAPACITY  # saturated, and never above
+    assert totals.origin_errors + totals.origin_timeouts >= 50
+    assert sum(o.errors > 0 for o in record.registrants) >= 50
+    # Overload wastes work: fewer than half of those who arrived got through.
+    assert totals.completed < 0.5 * totals.arrived
+
+
+def test_through_gelombang_the_origin_stays_within_capacity_without_overload(
+    runs: dict[str, LiveResult],
+) -> None:
+    record = runs["queued"].record
+    totals = record.totals
+    assert totals.joined >= 300
+    assert totals.origin_errors == 0
+    assert totals.origin_timeouts == 0
+    assert 0 < totals.peak_origin_inflight <= CAPACITY
+    assert totals.completed >= 100
+    assert totals.completed > runs["direct"].record.totals.completed
+
+
+def test_every_admitted_registrant_completed_and_called_complete(
+    runs: dict[str, LiveResult],
+) -> None:
+    result = runs["queued"]
+    end = result.stats.wall_s
+    admitted = [o for o in result.record.registrants if o.admitted_t is not None]
+    assert len(admitted) >= 100
+    # Registrants who saw their admission in the last seconds may still be mid-flow.
+    noticed = {a.index: a.noticed_t for a in result.stats.admissions}
+    assert set(noticed) == {o.index for o in admitted}
+    settled = [o for o in admitted if noticed[o.index] < end - 3.0]
+    assert settled
+    unfinished = [o for o in settled if o.completed_t is None]
+    assert not unfinished, (unfinished[:5], result.stats.give_up_details)
+    # ... and told the queue, freeing the session (the last second's calls may be cut off).
+    finished = {o.index for o in admitted if o.completed_t is not None and o.completed_t < end - 1}
+    assert finished <= result.stats.completed_at_queue
+    assert result.stats.complete_failures == 0
+
+
+def test_post_opening_admission_order_matches_join_order(runs: dict[str, LiveResult]) -> None:
+    admissions = runs["queued"].stats.admissions
+    check = admission_order(admissions)
+    assert check.admitted >= 50
+    assert check.overtaken_pairs == 0
+    assert check.tau_b is not None and check.tau_b > 0.8
+    assert check.prequeue_first
+    # The queue's ticket order is the order in which the driver saw joins succeed.
+    later = sorted((a for a in admissions if not a.prequeue), key=lambda a: a.ticket or 0)
+    joined = [a.joined_t for a in later]
+    inversions = sum(1 for x, y in itertools.pairwise(joined) if y < x - 0.5)
+    assert inversions == 0
+
+
+def test_non_loopback_targets_are_refused() -> None:
+    for url in ("http://10.0.0.1:8080", "http://example.com", "http://192.168.1.2"):
+        with pytest.raises(NotLoopback):
+            DriverConfig(mode="direct", origin_url=url)
+    with pytest.raises(NotLoopback):
+        DriverConfig(mode="queued", origin_url="http://[::1]:9", queue_url="http://8.8.8.8")
+    assert DriverConfig(mode="direct", origin_url="http://localhost:9").origin_url
+
+
+def test_demo_command_runs_both_ways_writes_the_report_and_stops_everything(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "demo"
+    completed = subprocess.run(
+        [
+            *(sys.executable, "-m", "queue_service.cli", "demo", "--out", str(out)),
+            *("--max-seconds", "13", "--max-registrants", "400"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "without Gelombang" in completed.stdout
+    assert "through Gelombang" in completed.stdout
+    assert "origin 5xx errors" in completed.stdout
+    for name in ("run-direct.json", "run-queued.json", "report.json", "report.html"):
+        assert (out / name).is_file(), name
+    assert (out / "logs" / "waves.toml").is_file()
+    # Every process it started is gone: nothing answers on the ports it announced.
+    ports = [int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)", completed.stderr)]
+    assert len(set(ports)) == 3
+    for port in set(ports):
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()

@@ -1,0 +1,294 @@
+"""The sample origin: real capacity behaviour, admission-token protection, and input checks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from queue_service.origin_guard import JwksVerifier
+from queue_service.tokens import KeyRing, TokenIssuer, TokenVerifier
+from simulator.flow import STEPS, FlowContext, oversized_photo, photo_pool, run_step
+from simulator.origin import OriginConfig, create_app
+from simulator.origin.state import ORIGIN
+from simulator.registrants import Population
+
+WAVE = "gelombang-test"
+ClientFactory = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+async def origin_client() -> Any:
+    clients: list[TestClient[Any, Any]] = []
+
+    async def make(app: web.Application) -> TestClient[Any, Any]:
+        client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+def adult(index: int = 0) -> Any:
+    population = Population(7, 200)
+    return next(r for r in (population[i] for i in range(index, 200)) if r.age >= 18)
+
+
+def account_body(i: int) -> dict[str, str]:
+    return {"email": f"orang{i}@contoh.id", "phone": f"+62812{i:07d}", "name": f"Orang {i}"}
+
+
+def metric_value(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or (line.startswith(name + "{") and line.split()[0] == name):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in metrics")
+
+
+async def test_overload_burst_climbs_latency_then_503s_and_never_exceeds_capacity(
+    origin_client: ClientFactory,
+) -> None:
+    config = OriginConfig(
+        capacity=4,
+        backlog=12,
+        queue_timeout_s=0.4,
+        service_s={"account": 0.03},
+        service_sigma=0.1,
+        seed=1,
+    )
+    client = await origin_client(create_app(config))
+    capacity = client.app[ORIGIN].capacity
+
+    async def timed(i: int) -> tuple[int, float]:
+        started = time.monotonic()
+        response = await client.post("/api/v1/accounts", json=account_body(i))
+        await response.read()
+        return response.status, time.monotonic() - started
+
+    idle = [await timed(i) for i in range(3)]
+    assert all(status == 201 for status, _ in idle)
+    idle_latency = max(latency for _, latency in idle)
+
+    peak_seen = 0
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal peak_seen
+        while not stop.is_set():
+            peak_seen = max(peak_seen, capacity.inflight)
+            await asyncio.sleep(0.002)
+
+    watcher = asyncio.create_task(watch())
+    results = await asyncio.gather(*(timed(100 + i) for i in range(120)))
+    stop.set()
+    await watcher
+
+    statuses = [status for status, _ in results]
+    ok_latencies = sorted(latency for status, latency in results if status == 201)
+    assert statuses.count(503) > 0, "a full backlog must refuse at once with 503"
+    assert statuses.count(201) >= config.capacity
+    assert set(statuses) <= {201, 503, 504}
+    # Served requests waited behind the backlog and were slowed by contention.
+    assert ok_latencies[len(ok_latencies) // 2] > 3 * idle_latency
+    assert peak_seen == capacity.peak_inflight == config.capacity
+    metrics = await (await client.get("/metrics")).text()
+    assert metric_value(metrics, 'gelombang_origin_rejected_total{reason="overload"}') == (
+        statuses.count(503)
+    )
+    assert metric_value(metrics, "gelombang_origin_capacity") == 4
+    assert metric_value(metrics, "gelombang_origin_inflight") == 0
+
+
+async def test_requests_waiting_past_the_queue_timeout_get_504(
+    origin_client: ClientFactory,
+) -> None:
+    config = OriginConfig(
+        capacity=1, backlog=50, queue_timeout_s=0.1, service_s={"account": 0.08}, seed=2
+    )
+    client = await origin_client(create_app(config))
+    responses = await asyncio.gather(
+        *(client.post("/api/v1/accounts", json=account_body(i)) for i in range(10))
+    )
+    statuses = [r.status for r in responses]
+    assert statuses.count(504) >= 5
+    body = await next(r for r in responses if r.status == 504).json()
+    assert body["error"]["code"] == "timeout"
+
+
+def _issuer_and_verifier() -> tuple[TokenIssuer, TokenVerifier, KeyRing]:
+    keyring = KeyRing.from_keys(Ed25519PrivateKey.generate())
+    return TokenIssuer(keyring), TokenVerifier.from_keyring(keyring), keyring
+
+
+def _token(issuer: TokenIssuer, *, wave: str = WAVE, age_s: float = 0, ttl_s: float = 600) -> str:
+    now = time.time() - age_s
+    return issuer.issue(wave=wave, subject="s", ticket=7, admitted_at=now, expires_at=now + ttl_s)
+
+
+async def test_admission_tokens_valid_passes_forged_expired_wrong_wave_refused(
+    origin_client: ClientFactory,
+) -> None:
+    issuer, _, keyring = _issuer_and_verifier()
+    jwks_app = web.Application()
+
+    async def jwks(request: web.Request) -> web.Response:
+        return web.json_response(keyring.jwks())
+
+    jwks_app.router.add_get("/.well-known/jwks.json", jwks)
+    jwks_client = await origin_client(jwks_app)
+    verifier = await JwksVerifier.fetch(str(jwks_client.make_url("/.well-known/jwks.json")))
+    client = await origin_client(create_app(OriginConfig(wave=WAVE), verifier=verifier))
+    forger = TokenIssuer(KeyRing.from_keys(Ed25519PrivateKey.generate()))
+    valid = _token(issuer)
+    tampered = valid[:-4] + ("AAAA" if not valid.endswith("AAAA") else "BBBB")
+    refused = {
+        "missing": None,
+        "forged": _token(forger),
+        "expired": _token(issuer, age_s=3600, ttl_s=60),
+        "wrong_wave": _token(issuer, wave="another-wave"),
+        "tampered": tampered,
+        "garbage": "not-a-jwt",
+    }
+    for name, token in refused.items():
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = await client.post("/api/v1/accounts", json=account_body(1), headers=headers)
+        assert response.status == 401, name
+        body = await response.json()
+        assert body["error"]["code"] in {"admission_required", "invalid_admission_token"}, name
+    response = await client.post(
+        "/api/v1/accounts", json=account_body(1), headers={"Authorization": f"Bearer {valid}"}
+    )
+    assert response.status == 201
+    # The queue's redirect carries the token in the query once; a cookie holds it afterwards.
+    response = await client.get("/", params={"gelombang_token": valid})
+    assert response.status == 200
+    assert (await client.get("/")).status == 200
+    assert (await client.get("/healthz")).status == 200
+    metrics = await (await client.get("/metrics")).text()
+    assert metric_value(metrics, 'gelombang_origin_rejected_total{reason="invalid_token"}') == (
+        len(refused)
+    )
+
+
+async def test_oversized_photo_refused_with_413_before_the_body_is_read(
+    origin_client: ClientFactory,
+) -> None:
+    client = await origin_client(create_app(OriginConfig()))
+    account = await (await client.post("/api/v1/accounts", json=account_body(1))).json()
+    port = client.server.port
+    assert port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    # Announce 3 MB but send none of it: only a server that refuses from the headers answers.
+    head = (
+        f"POST /api/v1/accounts/{account['account_id']}/ktp HTTP/1.1\r\n"
+        "Host: 127.0.0.1\r\n"
+        "Content-Type: multipart/form-data; boundary=xyz\r\n"
+        f"Content-Length: {3 * 1024 * 1024}\r\n\r\n"
+    )
+    writer.write(head.encode())
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), timeout=3)
+    writer.close()
+    assert status_line.split()[1] == b"413"
+    # Through the client flow, an over-limit photo is refused too, and the resized one passes.
+    ctx = FlowContext(adult(), photo=oversized_photo())
+    session = aiohttp.ClientSession()
+    try:
+        base = str(client.make_url("")).rstrip("/")
+        for step in STEPS[:1]:
+            assert (await run_step(session, base, step, ctx)).ok
+        too_big = await run_step(session, base, STEPS[1], ctx)
+        assert too_big.failure == "refused"
+        assert too_big.status in (413, None)
+        ctx.resize_photo()
+        assert (await run_step(session, base, STEPS[1], ctx)).ok
+    finally:
+        await session.close()
+
+
+async def test_bad_nik_underage_and_non_image_are_refused_with_json_4xx(
+    origin_client: ClientFactory,
+) -> None:
+    client = await origin_client(create_app(OriginConfig()))
+    person = adult()
+    account = await (await client.post("/api/v1/accounts", json=account_body(2))).json()
+    path = f"/api/v1/accounts/{account['account_id']}/ktp"
+
+    async def ktp(nik: str, photo: bytes) -> tuple[int, str]:
+        form = aiohttp.FormData()
+        form.add_field("nik", nik)
+        form.add_field("kk", person.kk)
+        form.add_field("photo", photo, filename="ktp.png", content_type="image/png")
+        response = await client.post(path, data=form)
+        body = await response.json()
+        return response.status, body["error"]["code"] if "error" in body else "ok"
+
+    photo = photo_pool()[0]
+    assert await ktp("12345", photo) == (400, "invalid_nik")
+    assert await ktp("9901010101900001", photo) == (400, "invalid_nik")  # province 99
+    underage = person.nik[:6] + "010120" + "0001"  # born 1 Jan 2020
+    assert await ktp(underage, photo) == (422, "too_young")
+    assert await ktp(person.nik, b"GIF89a" + photo[6:]) == (415, "photo_type")
+    assert await ktp(person.nik, photo) == (200, "ok")
+    bad_email = {**account_body(3), "email": "not-an-email"}
+    response = await client.post("/api/v1/accounts", json=bad_email)
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "invalid_email"
+    response = await client.post("/api/v1/accounts", data=b"[1, 2]")
+    assert response.status == 400
+    for content_type, body in (
+        ("multipart/form-data", b"no boundary"),
+        ("multipart/form-data; boundary=zz", b"no parts at all"),
+        ("multipart/form-data; boundary=zz", b'--zz\r\nContent-Disposition: form-data; name="nik"'),
+        ("text/plain", b"not a form"),
+    ):
+        response = await client.post(path, data=body, headers={"Content-Type": content_type})
+        assert response.status == 400, (content_type, body)
+        assert (await response.json())["error"]["code"] in {"bad_form", "multipart_required"}
+
+
+async def test_full_flow_completes_and_otp_resends_lock_out(
+    origin_client: ClientFactory,
+) -> None:
+    client = await origin_client(create_app(OriginConfig(wave=WAVE)))
+    base = str(client.make_url("")).rstrip("/")
+    async with aiohttp.ClientSession() as session:
+        ctx = FlowContext(adult(), photo=photo_pool()[1])
+        for step in STEPS:
+            result = await run_step(session, base, step, ctx)
+            assert result.ok, (step.name, result.status, result.body)
+        other = FlowContext(adult(5), photo=photo_pool()[2])
+        await run_step(session, base, STEPS[0], other)
+        sends = [await run_step(session, base, STEPS[2], other) for _ in range(7)]
+    assert [s.status for s in sends] == [202] * 6 + [429]
+    assert sends[-1].error_code == "otp_locked"
+    assert sends[-1].retry_after_s == 7200
+    metrics = await (await client.get("/metrics")).text()
+    assert metric_value(metrics, "gelombang_origin_registrations_completed_total") == 1
+    # Joining before the checks passed is refused.
+    response = await client.post(f"/api/v1/accounts/{other.account_id}/join")
+    assert response.status == 409
+
+
+async def test_wrong_otp_attempts_are_limited(origin_client: ClientFactory) -> None:
+    client = await origin_client(create_app(OriginConfig()))
+    account = await (await client.post("/api/v1/accounts", json=account_body(9))).json()
+    path = f"/api/v1/accounts/{account['account_id']}/otp"
+    sent = await (await client.post(f"{path}/send")).json()
+    wrong = f"{(int(sent['simulated_sms_code']) + 1) % 1_000_000:06d}"
+    statuses = [
+        (await client.post(f"{path}/verify", json={"code": wrong})).status for _ in range(6)
+    ]
+    assert statuses == [400] * 5 + [429]
+    response = await client.post(f"{path}/verify", json={"code": sent["simulated_sms_code"]})
+    assert response.status == 429  # still locked for this code; a new code is needed
