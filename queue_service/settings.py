@@ -3,6 +3,7 @@ variables and command-line flags (flags win over environment, environment over f
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import tomllib
@@ -52,8 +53,9 @@ class Settings:
     waves: tuple[Mapping[str, Any], ...] = ()
     """Wave definitions loaded from the config file (validated by waves.WaveConfig)."""
 
-    @property
+    @functools.cached_property
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """Parsed once per process (read on every request)."""
         return tuple(ipaddress.ip_network(c, strict=False) for c in self.trusted_proxies)
 
 
