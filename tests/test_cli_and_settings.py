@@ -123,9 +123,7 @@ def test_keygen_and_configured_signing_keys_with_rotation(redis_url: str, tmp_pa
 
 
 def test_serve_without_redis_url_starts_and_stops_an_embedded_redis(tmp_path: Path) -> None:
-    server = ServeProcess("", tmp_path)
-    server._args = [a for a in server._args if a not in ("--redis-url", "")]
-    with server:
+    with ServeProcess("", tmp_path) as server:
         log = server.log_text()
         assert "embedded redis-server on port" in log
         port = int(log.split("embedded redis-server on port ")[1].split()[0].rstrip(","))

@@ -13,11 +13,8 @@ import csv
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,55 +38,12 @@ from loadtests.verdict import (
 from queue_service.redis_server import EmbeddedRedis, free_port
 from simulator.scenario import load_scenario
 
-from processes import ServeProcess
+from processes import OriginProcess, ServeProcess
 from support import ADMIN_TOKEN
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_S = 15
 VERDICT_FAILED = 3  # loadtests.checks.VERDICT_FAILED_EXIT_CODE (not imported: it imports Locust)
-
-
-class OriginProcess:
-    """`gelombang origin` protected by the queue's JWKS, on a free loopback port. Without
-    `--wave` it takes tokens for any wave of that queue, so each test rehearses its own wave
-    (sessions left open by one run must not hold another run's max_active)."""
-
-    def __init__(self, queue_url: str, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = log
-        self._args = [sys.executable, "-m", "queue_service.cli", "origin", "--host", "127.0.0.1",
-                      "--port", str(self.port), "--capacity", "50", "--seed", "1",
-                      "--jwks-url", f"{queue_url}/.well-known/jwks.json"]  # fmt: skip
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout_s: float = 20.0) -> OriginProcess:
-        with open(self._log, "ab") as log:
-            self.process = subprocess.Popen(
-                self._args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"origin exited early:\n{self._log.read_text()}")
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=0.5) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"origin did not start:\n{self._log.read_text()}")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
 
 
 @dataclass(frozen=True)

@@ -4,18 +4,15 @@ redis-server (no AOF), the queue service (`gelombang serve`) and the bare refere
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from queue_service.redis_server import EmbeddedRedis, free_port
+from queue_service.subprocesses import stop_process_group, wait_until_ready
 
 READY_TIMEOUT_S = 30.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,31 +46,10 @@ def _pinned(command: Sequence[str], cpus: str | None) -> list[str]:
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"{url} exited early; see {log_path}:\n{log_path.read_text()[-2000:]}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not ready after {READY_TIMEOUT_S} s; see {log_path}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group (a supervisor and its workers), SIGKILL if it lingers."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    try:
+        wait_until_ready(url, process, name=url, timeout_s=READY_TIMEOUT_S)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}; see {log_path}:\n{log_path.read_text()[-2000:]}") from None
 
 
 @contextmanager
@@ -131,7 +107,7 @@ def queue_server(
         wait_ready(base + "/readyz", process, log_path)
         yield Server(base, process.pid)
     finally:
-        stop(process)
+        stop_process_group(process)
 
 
 @contextmanager
@@ -152,4 +128,4 @@ def hello_server(work_dir: Path, cpus: str | None) -> Iterator[Server]:
         wait_ready(base + "/readyz", process, log_path)
         yield Server(base, process.pid)
     finally:
-        stop(process)
+        stop_process_group(process)

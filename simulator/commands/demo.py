@@ -25,6 +25,7 @@ from typing import IO, Any
 
 import aiohttp  # noqa: F401  (checked at import so a broken install fails before anything starts)
 
+from queue_service.redis_server import free_port
 from simulator.scenario import Scenario
 
 READY_TIMEOUT_S = 30.0
@@ -52,12 +53,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="population and arrival seed (scenario's)")
 
 
-def _free_port() -> int:
-    from queue_service.redis_server import free_port
-
-    return free_port()
-
-
 class LocalStack:
     """Redis, the queue service and two origins (unprotected and protected) on loopback, as
     real processes. A context manager: leaving it stops everything it started."""
@@ -67,9 +62,9 @@ class LocalStack:
         self.state_dir = state_dir
         self.log_dir = log_dir
         self.admin_token = secrets.token_urlsafe(24)
-        self.queue_port = _free_port()
-        self.direct_port = _free_port()
-        self.protected_port = _free_port()
+        self.queue_port = free_port()
+        self.direct_port = free_port()
+        self.protected_port = free_port()
         self._redis: Any = None
         self._processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
 
@@ -192,24 +187,13 @@ class LocalStack:
         self._processes.append((name, process, log))
 
     def _wait_ready(self, url: str, name: str) -> None:
-        import urllib.error
-        import urllib.request
+        from queue_service.subprocesses import wait_until_ready
 
-        deadline = time.monotonic() + READY_TIMEOUT_S
         process = next(p for n, p, _ in self._processes if n == name)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"{name} exited with {process.returncode}; see {self.log_dir / name}.log"
-                )
-            try:
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{name} was not ready at {url} within {READY_TIMEOUT_S:.0f} s")
+        try:
+            wait_until_ready(url, process, name=name, timeout_s=READY_TIMEOUT_S)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; see {self.log_dir / name}.log") from None
 
     def stop(self) -> None:
         for _, process, _ in reversed(self._processes):
