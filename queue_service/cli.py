@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown, and each command's docstring kept as written (examples stay readable)."""
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The full parser; only `command`'s module is imported (all of them when None)."""
     parser = argparse.ArgumentParser(
@@ -31,9 +35,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        command_parser = sub.add_parser(
-            name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-        )
+        command_parser = sub.add_parser(name, help=help_text, formatter_class=_HelpFormatter)
         if command is None or command == name:
             module = importlib.import_module(module_name)
             command_parser.description = (module.__doc__ or help_text).strip()
