@@ -9,6 +9,7 @@ log pipelines can filter on them without parsing the message.
 from __future__ import annotations
 
 import logging
+import random
 import secrets
 import sys
 from contextvars import ContextVar
@@ -29,9 +30,15 @@ _RECORD_ATTRIBUTES = frozenset(
 _HANDLER_NAME = "gelombang"
 
 
+# Request ids only correlate log lines: they need to be unique, not unguessable. A generator
+# seeded once from the OS spares a getrandom() system call per request (2% of a status poll
+# in the profile) and, unlike a counter, does not reveal how many requests a process served.
+_request_ids = random.Random(secrets.randbits(128))
+
+
 def new_request_id() -> str:
     """A short random id (16 hex characters): unique enough to find one request in the logs."""
-    return secrets.token_hex(8)
+    return f"{_request_ids.getrandbits(64):016x}"
 
 
 class RequestIdFilter(logging.Filter):

@@ -125,3 +125,11 @@ async def test_polite_polling_never_looks_like_abandonment(client: TestClient) -
     tickets = [(await join_ok(client, "w", f"r{i}"))["ticket"] for i in range(400)]
     far = await poll_ok(client, "w", tickets[-1])
     assert far["poll_after_ms"] == 5000  # a third of abandon_after_s, not the usual 30 s
+
+
+async def test_unknown_methods_do_not_create_metric_series(client: TestClient) -> None:
+    response = await client.request("PROPFIND", "/healthz")
+    assert response.status == 405
+    assert (await response.json())["error"]["code"] == "method_not_allowed"
+    exposition = await (await client.get("/metrics")).text()
+    assert 'method="other"' in exposition and "PROPFIND" not in exposition
