@@ -18,7 +18,7 @@ from queue_service.clock import Clock
 from queue_service.errors import ApiError
 from queue_service.loop_lag import monitor_event_loop_lag
 from queue_service.metrics_http import metrics_handler
-from queue_service.middleware import context_middleware, error_middleware
+from queue_service.middleware import request_middleware
 from queue_service.redis_client import connect_redis
 from queue_service.registry import WaveRegistry
 from queue_service.service import QueueService
@@ -76,7 +76,7 @@ def create_app(
     run_admission: bool = True,
 ) -> web.Application:
     app = web.Application(
-        middlewares=[context_middleware, error_middleware(settings.max_body_bytes)],
+        middlewares=[request_middleware(settings.max_body_bytes)],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

@@ -73,55 +73,58 @@ def _route_name(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-@web.middleware
-async def context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id (kept from a sane incoming X-Request-Id), latency histogram by route."""
-    incoming = request.headers.get("X-Request-Id", "")
-    request_id = incoming if REQUEST_ID.match(incoming) else new_request_id()
-    token = request_id_var.set(request_id)
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        response.headers["X-Request-Id"] = request_id
-        return response
-    finally:
-        method = request.method if request.method in METHOD_LABELS else "other"
-        _duration_series(_route_name(request), method, f"{status // 100}xx").observe(
-            time.perf_counter() - started
-        )
-        request_id_var.reset(token)
+def request_middleware(max_body_bytes: int) -> Middleware:
+    """The one middleware (one layer costs less on the hot path than two): request id (kept
+    from a sane incoming X-Request-Id), body-size guard, every error as the JSON error shape,
+    and the latency histogram by route."""
 
-
-def error_middleware(max_body_bytes: int) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        length = request.content_length
-        if length is not None and length > max_body_bytes:
-            # refused from the header alone: the body is never read
-            return error_response(
-                413, "payload_too_large", f"Request bodies are limited to {max_body_bytes} bytes."
-            )
+        incoming = request.headers.get("X-Request-Id", "")
+        request_id = incoming if REQUEST_ID.match(incoming) else new_request_id()
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
         try:
-            return await handler(request)
-        except ApiError as exc:
-            return error_response(
-                exc.status,
-                exc.code,
-                exc.message,
-                retry_after_s=exc.retry_after_s,
-                headers=exc.headers,
+            response = await _answer(request, handler, max_body_bytes)
+            status = response.status
+            response.headers["X-Request-Id"] = request_id
+            return response
+        except web.HTTPException as exc:  # below 400: redirects and the like pass through
+            status = exc.status
+            raise
+        finally:
+            method = request.method if request.method in METHOD_LABELS else "other"
+            _duration_series(_route_name(request), method, f"{status // 100}xx").observe(
+                time.perf_counter() - started
             )
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            code = HTTP_CODES.get(exc.status, "http_error")
-            message = exc.reason if exc.status != 413 else "The request body is too large."
-            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-            return error_response(exc.status, code, message, headers=headers)
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            return error_response(500, "internal_error", "Something went wrong on our side.")
+            request_id_var.reset(token)
 
     return middleware
+
+
+async def _answer(
+    request: web.Request, handler: Handler, max_body_bytes: int
+) -> web.StreamResponse:
+    length = request.content_length
+    if length is not None and length > max_body_bytes:
+        # refused from the header alone: the body is never read
+        return error_response(
+            413, "payload_too_large", f"Request bodies are limited to {max_body_bytes} bytes."
+        )
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(
+            exc.status, exc.code, exc.message, retry_after_s=exc.retry_after_s, headers=exc.headers
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = HTTP_CODES.get(exc.status, "http_error")
+        message = exc.reason if exc.status != 413 else "The request body is too large."
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(exc.status, code, message, headers=headers)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "Something went wrong on our side.")
