@@ -9,7 +9,6 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -32,6 +31,7 @@ from queue_service.store import (
 )
 from queue_service.tickets import TicketCodec
 from queue_service.tokens import InvalidAdmissionToken, TokenIssuer, TokenVerifier
+from queue_service.waves import iso_utc
 
 log = logging.getLogger(__name__)
 
@@ -267,14 +267,10 @@ class QueueService:
             "wave": config.id,
             "title": config.title,
             "state": counts.state,
-            "opens_at": config.public_dict()["opens_at"],
-            "closes_at": config.public_dict()["closes_at"],
+            "opens_at": iso_utc(config.opens_at),
+            "closes_at": iso_utc(config.closes_at),
             "prequeue_opens_at": iso_utc(config.opens_at - config.prequeue_s),
             "waiting": waiting,
             "admit_rate": config.admit_rate,
             "eta_new_arrival_s": runtime.eta_s(counts.waiting),
         }
-
-
-def iso_utc(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat()

@@ -90,8 +90,8 @@ class WaveConfig:
     def public_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["rate_limits"] = dict(self.rate_limits)
-        out["opens_at"] = _iso(self.opens_at)
-        out["closes_at"] = _iso(self.closes_at)
+        out["opens_at"] = iso_utc(self.opens_at)
+        out["closes_at"] = iso_utc(self.closes_at)
         out["admit_burst"] = self.effective_burst
         return out
 
@@ -100,7 +100,7 @@ def _encode_limits(limits: Mapping[str, Any]) -> str:
     return orjson.dumps(dict(limits)).decode()
 
 
-def _iso(ts: float) -> str:
+def iso_utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
