@@ -15,10 +15,17 @@ from queue_service import http_admin, http_public, metrics
 from queue_service.admission import AdmissionLoop
 from queue_service.appkeys import KEYRING, REDIS, SERVICE, SETTINGS, STORE
 from queue_service.clock import Clock
+from queue_service.endpoint import (
+    CATCH_ALL_PATTERN,
+    UNMATCHED_ROUTE,
+    Handler,
+    endpoint,
+    route_label,
+    unmatched,
+)
 from queue_service.errors import ApiError
 from queue_service.loop_lag import monitor_event_loop_lag
 from queue_service.metrics_http import metrics_handler
-from queue_service.middleware import request_middleware
 from queue_service.redis_client import connect_redis
 from queue_service.registry import WaveRegistry
 from queue_service.service import QueueService
@@ -75,10 +82,7 @@ def create_app(
     keyring: KeyRing | None = None,
     run_admission: bool = True,
 ) -> web.Application:
-    app = web.Application(
-        middlewares=[request_middleware(settings.max_body_bytes)],
-        client_max_size=settings.max_body_bytes,
-    )
+    app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[KEYRING] = keyring or load_keyring(settings)
 
@@ -119,25 +123,36 @@ def create_app(
 
     app.cleanup_ctx.append(state_ctx)
     app.cleanup_ctx.append(background_ctx)
-    add_routes(app)
+    add_routes(app, settings.max_body_bytes)
     return app
 
 
-def add_routes(app: web.Application) -> None:
-    p = http_public
-    app.router.add_post("/api/v1/waves/{wave}/join", p.join)
-    app.router.add_get("/api/v1/waves/{wave}/status", p.status)
-    app.router.add_post("/api/v1/waves/{wave}/leave", p.leave)
-    app.router.add_post("/api/v1/waves/{wave}/complete", p.complete)
-    app.router.add_get("/api/v1/waves/{wave}", p.wave_info)
-    app.router.add_get("/.well-known/jwks.json", p.jwks)
-    app.router.add_get("/w/{wave}", p.waiting_page)
-    app.router.add_get("/api/openapi.json", p.openapi)
-    app.router.add_get("/healthz", p.healthz)
-    app.router.add_get("/readyz", p.readyz)
-    app.router.add_get("/metrics", metrics_handler)
-    a = http_admin
-    app.router.add_get("/admin/v1/waves", a.list_waves)
-    app.router.add_get("/admin/v1/waves/{wave}", a.get_wave)
-    app.router.add_put("/admin/v1/waves/{wave}", a.put_wave)
-    app.router.add_post("/admin/v1/waves/{wave}/{action:pause|resume|close}", a.control_wave)
+def add_routes(app: web.Application, max_body_bytes: int) -> None:
+    p, a = http_public, http_admin
+    routes: list[tuple[str, str, Handler]] = [
+        ("POST", "/api/v1/waves/{wave}/join", p.join),
+        ("GET", "/api/v1/waves/{wave}/status", p.status),
+        ("POST", "/api/v1/waves/{wave}/leave", p.leave),
+        ("POST", "/api/v1/waves/{wave}/complete", p.complete),
+        ("GET", "/api/v1/waves/{wave}", p.wave_info),
+        ("GET", "/.well-known/jwks.json", p.jwks),
+        ("GET", "/w/{wave}", p.waiting_page),
+        ("GET", "/api/openapi.json", p.openapi),
+        ("GET", "/healthz", p.healthz),
+        ("GET", "/readyz", p.readyz),
+        ("GET", "/metrics", metrics_handler),
+        ("GET", "/admin/v1/waves", a.list_waves),
+        ("GET", "/admin/v1/waves/{wave}", a.get_wave),
+        ("PUT", "/admin/v1/waves/{wave}", a.put_wave),
+        ("POST", "/admin/v1/waves/{wave}/{action:pause|resume|close}", a.control_wave),
+    ]
+    for method, path, handler in routes:
+        wrapped = endpoint(route_label(path), handler, max_body_bytes)
+        if method == "GET":
+            app.router.add_get(path, wrapped)  # and HEAD
+        else:
+            app.router.add_route(method, path, wrapped)
+    # last: every request that no route above takes (404, or 405 with Allow)
+    app.router.add_route(
+        "*", CATCH_ALL_PATTERN, endpoint(UNMATCHED_ROUTE, unmatched, max_body_bytes)
+    )

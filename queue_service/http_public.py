@@ -82,7 +82,7 @@ async def join(request: web.Request) -> web.Response:
     wave = _wave(request)
     registrant = _registrant(await read_json_object(request))
     result = await request.app[SERVICE].join(wave, registrant, _ip(request))
-    body = {**result.view.as_dict(), "ticket": result.ticket}
+    body = {**result.view, "ticket": result.ticket}
     headers = {**NO_STORE, "Set-Cookie": _ticket_cookie(wave, result.ticket, request.secure)}
     return json_response(body, status=201 if result.created else 200, headers=headers)
 
@@ -101,7 +101,7 @@ def _ticket_cookie(wave: str, ticket: str, secure: bool) -> str:
 async def status(request: web.Request) -> web.Response:
     wave = _wave(request)
     view = await request.app[SERVICE].status(wave, _ticket(request), _ip(request))
-    return json_response(view.as_dict(), headers=NO_STORE)
+    return json_response(view, headers=NO_STORE)
 
 
 async def leave(request: web.Request) -> web.Response:

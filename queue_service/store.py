@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import Histogram
 from redis.commands.core import AsyncScript
@@ -37,37 +37,52 @@ def _script_source(name: str) -> str:
     return (package / "_lib.lua").read_text() + "\n" + (package / f"{name}.lua").read_text()
 
 
-@dataclass(frozen=True, slots=True)
-class JoinRequest:
+# Reply codes of join.lua and status.lua (their order is the scripts' code tables in _lib.lua
+# and join.lua): the hot-path scripts answer with integers, which cost the client nothing to
+# parse.
+TICKET_STATES = ("waiting", "prequeue", "admitted", "expired", "closed", "unknown")
+JOIN_RESULTS = (
+    "new",
+    "existing",
+    "rejoined",
+    "rl_ip",
+    "rl_registrant",
+    "scheduled",
+    "closed",
+    "full",
+)
+STATUS_RESULTS = ("ok", "rl_ip", "rl_ticket")
+
+
+class JoinRequest(NamedTuple):
     registrant_hash: str
     bucket: int
     ip: str
     prequeue_score: int
 
 
-@dataclass(frozen=True, slots=True)
-class JoinOutcome:
+class JoinOutcome(NamedTuple):
     result: str
     """new | existing | rejoined | rl_ip | rl_registrant | scheduled | closed | full"""
     seq: int
     state: str
+    """The ticket's state (TICKET_STATES) when a ticket is returned, else ''."""
     ahead: int
     """-1 when unknown (pre-queue)."""
     extra_ms: int
     """Retry delay when refused, admission time when admitted."""
 
 
-@dataclass(frozen=True, slots=True)
-class StatusRequest:
+class StatusRequest(NamedTuple):
     seq: int
     ip: str
 
 
-@dataclass(frozen=True, slots=True)
-class StatusOutcome:
+class StatusOutcome(NamedTuple):
     result: str
     """ok | rl_ip | rl_ticket"""
     state: str
+    """The ticket's state (TICKET_STATES) when ok, else ''."""
     ahead: int
     extra_ms: int
     """Admission time when admitted, retry delay when rate limited."""
@@ -125,6 +140,10 @@ class UnknownWave(Exception):
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, bytes | str)
 
 
 class Store:
@@ -186,16 +205,22 @@ class Store:
             *limits.join_per_registrant.as_args(),
             repr(seconds_per_place),
         ]
-        for r in requests:
-            args += [r.registrant_hash, r.bucket, r.ip, r.prequeue_score]
+        args += [
+            ",".join([r.registrant_hash for r in requests]),
+            ",".join([str(r.bucket) for r in requests]),
+            ",".join([r.ip for r in requests]),
+            ",".join([str(r.prequeue_score) for r in requests]),
+        ]
         raw = await self._script("join", keys, args)
-        if raw and _s(raw[0]) == "unknown_wave":
+        if raw and _is_text(raw[0]):
             raise UnknownWave(wave)
         return [
             JoinOutcome(
-                _s(raw[i]), int(raw[i + 1]), _s(raw[i + 2]), int(raw[i + 3]), int(raw[i + 4])
+                JOIN_RESULTS[result], seq, TICKET_STATES[state] if state >= 0 else "", ahead, extra
             )
-            for i in range(0, len(raw), 5)
+            for result, seq, state, ahead, extra in zip(
+                raw[0::5], raw[1::5], raw[2::5], raw[3::5], raw[4::5], strict=True
+            )
         ]
 
     async def status(
@@ -209,18 +234,22 @@ class Store:
             *limits.status_per_ip.as_args(),
             *limits.status_per_ticket.as_args(),
         ]
-        for r in requests:
-            args += [r.seq, r.ip]
+        args += [",".join([str(r.seq) for r in requests]), ",".join([r.ip for r in requests])]
         raw = await self._script("status", keys, args)
-        if _s(raw[0]) == "unknown_wave":
+        if len(raw) == 1:
             raise UnknownWave(wave)
+        wave_state, codes, subjects = raw
         outcomes = [
             StatusOutcome(
-                _s(raw[i]), _s(raw[i + 1]), int(raw[i + 2]), int(raw[i + 3]), _s(raw[i + 4])
+                STATUS_RESULTS[result], TICKET_STATES[state] if state >= 0 else "", ahead, extra, ""
             )
-            for i in range(1, len(raw), 5)
+            for result, state, ahead, extra in zip(
+                codes[0::4], codes[1::4], codes[2::4], codes[3::4], strict=True
+            )
         ]
-        return _s(raw[0]), outcomes
+        for index, subject in zip(subjects[0::2], subjects[1::2], strict=True):
+            outcomes[index] = outcomes[index]._replace(registrant_hash=_s(subject))
+        return _s(wave_state), outcomes
 
     # -- admission and session ends -----------------------------------------------------
 

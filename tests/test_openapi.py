@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from queue_service.app import create_app
 from queue_service.clock import ManualClock
+from queue_service.endpoint import CATCH_ALL
 from queue_service.ratelimit import RateLimitRules, Rule
 from queue_service.settings import Settings
 from queue_service.tokens import KeyRing
@@ -139,10 +140,15 @@ KNOWN |= {"exclusiveMinimum", "maximum", "minLength", "maxLength", "pattern"}
 
 
 def app_routes(app: web.Application) -> set[tuple[str, str]]:
-    """(METHOD, path template) for every route, HEAD (added by aiohttp for GET) left out."""
+    """(METHOD, path template) for every route; HEAD (added by aiohttp for GET) and the
+    catch-all that answers 404/405 left out."""
     routes: set[tuple[str, str]] = set()
     for route in app.router.routes():
-        if route.method == "HEAD":
+        if (
+            route.method == "HEAD"
+            or route.resource is None
+            or route.resource.canonical == CATCH_ALL
+        ):
             continue
         info = route.resource.get_info() if route.resource is not None else {}
         if "path" in info:

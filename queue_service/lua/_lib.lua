@@ -112,3 +112,16 @@ local function ticket_view(prefix, cfg, ctl, seq, now, wave_state_now)
   if ctl.open_seq < 0 then return {'prequeue', -1, 0} end
   return {'waiting', order_of(prefix, ctl, seq) - ctl.cursor, 0}
 end
+
+-- Hot-path batches travel as a few comma-joined arguments and come back as flat integer
+-- arrays: hundreds of separate arguments and strings per call cost the Python client more
+-- than the script itself. The codes are decoded by queue_service/store.py (same order).
+local TICKET_STATE_CODE = {waiting = 0, prequeue = 1, admitted = 2, expired = 3, closed = 4,
+  unknown = 5}
+
+-- 'a,b,,c' -> {'a', 'b', '', 'c'} (empty items kept, so parallel lists stay aligned)
+local function split_list(text)
+  local items = {}
+  for item in string.gmatch(text .. ',', '([^,]*),') do items[#items + 1] = item end
+  return items
+end

@@ -4,10 +4,11 @@
 -- ARGV[3] rate limits on ('1'/'0'), ARGV[4] per-IP interval ms, ARGV[5] per-IP burst,
 -- ARGV[6] per-registrant interval ms, ARGV[7] per-registrant burst,
 -- ARGV[8] estimated seconds per place ahead (stored as the ETA promised at join),
--- then 4 per request: registrant hash, registrant bucket, client IP, pre-queue random score.
--- Returns 5 per request: result, seq, state, ahead (-1 unknown), retry/admitted ms.
--- result: new | existing | rejoined | rl_ip | rl_registrant | scheduled | closed | full
--- | unknown_wave (then a single result for the whole batch).
+-- ARGV[9..12] the requests' registrant hashes, registrant buckets, client IPs and pre-queue
+-- random scores, each comma-joined, in request order.
+-- Returns 5 integers per request: result (JOIN_RESULT_CODE), seq, ticket state
+-- (TICKET_STATE_CODE; -1 unless a ticket is returned), ahead (-1 unknown), retry/admitted ms;
+-- or {'unknown_wave'} for the whole batch.
 
 local now = clock(ARGV[1])
 local prefix = ARGV[2]
@@ -15,6 +16,14 @@ local limits_on = ARGV[3] == '1'
 local ip_interval, ip_burst = tonumber(ARGV[4]), tonumber(ARGV[5])
 local reg_interval, reg_burst = tonumber(ARGV[6]), tonumber(ARGV[7])
 local seconds_per_place = tonumber(ARGV[8])
+local hashes, buckets = split_list(ARGV[9]), split_list(ARGV[10])
+local ips, scores = split_list(ARGV[11]), split_list(ARGV[12])
+if #buckets ~= #hashes or #ips ~= #hashes or #scores ~= #hashes then
+  return redis.error_reply('join: request lists differ in length')
+end
+
+local JOIN_RESULT_CODE = {new = 0, existing = 1, rejoined = 2, rl_ip = 3, rl_registrant = 4,
+  scheduled = 5, closed = 6, full = 7}
 
 local cfg = load_cfg(KEYS[1])
 if not cfg then return {'unknown_wave'} end
@@ -23,15 +32,15 @@ open_if_due(KEYS[2], ctl, cfg, now)
 
 local out = {}
 local function emit(result, seq, state, ahead, extra)
-  out[#out + 1] = result
+  out[#out + 1] = JOIN_RESULT_CODE[result]
   out[#out + 1] = seq
-  out[#out + 1] = state
+  out[#out + 1] = TICKET_STATE_CODE[state] or -1
   out[#out + 1] = ahead
   out[#out + 1] = extra
 end
 
-for i = 9, #ARGV, 4 do
-  local rhash, bucket, ip, score = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+for i, rhash in ipairs(hashes) do
+  local bucket, ip, score = buckets[i], ips[i], scores[i]
   local limited, retry = nil, 0
   if limits_on then
     local rule

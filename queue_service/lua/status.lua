@@ -3,10 +3,12 @@
 -- ARGV[1] now ms ('' = Redis server time), ARGV[2] wave key prefix,
 -- ARGV[3] rate limits on ('1'/'0'), ARGV[4] per-IP interval ms, ARGV[5] per-IP burst,
 -- ARGV[6] per-ticket interval ms, ARGV[7] per-ticket burst,
--- then 2 per request: ticket seq, client IP.
--- Returns the wave state, then 5 per request: result (ok | rl_ip | rl_ticket), ticket state,
--- ahead (-1 unknown), admitted_at ms (ok) or retry ms (rate limited), and the registrant hash
--- when admitted (the admission token's subject) else ''.
+-- ARGV[8] the tickets' seqs and ARGV[9] their client IPs, each comma-joined, in request order.
+-- Returns {wave state, outcomes, subjects}: outcomes has 4 integers per request: result
+-- (0 ok, 1 rate limited by IP, 2 by ticket), ticket state (TICKET_STATE_CODE; -1 when rate
+-- limited), ahead (-1 unknown), admitted_at ms (ok) or retry ms (rate limited); subjects
+-- holds {request index (0-based), registrant hash} pairs for admitted tickets (the admission
+-- token's subject).
 -- A missing wave returns {'unknown_wave'}.
 
 local now = clock(ARGV[1])
@@ -14,6 +16,8 @@ local prefix = ARGV[2]
 local limits_on = ARGV[3] == '1'
 local ip_interval, ip_burst = tonumber(ARGV[4]), tonumber(ARGV[5])
 local ticket_interval, ticket_burst = tonumber(ARGV[6]), tonumber(ARGV[7])
+local seqs, ips = split_list(ARGV[8]), split_list(ARGV[9])
+if #ips ~= #seqs then return redis.error_reply('status: request lists differ in length') end
 
 local cfg = load_cfg(KEYS[1])
 if not cfg then return {'unknown_wave'} end
@@ -21,34 +25,31 @@ local ctl = load_ctl(KEYS[2])
 open_if_due(KEYS[2], ctl, cfg, now)
 local state = wave_state(cfg, ctl, now)
 
-local out = {state}
-for i = 8, #ARGV, 2 do
-  local seq, ip = tonumber(ARGV[i]), ARGV[i + 1]
-  local limited, retry = nil, 0
+local outcomes, subjects = {}, {}
+local function emit(result, ticket_state, ahead, extra)
+  outcomes[#outcomes + 1] = result
+  outcomes[#outcomes + 1] = ticket_state
+  outcomes[#outcomes + 1] = ahead
+  outcomes[#outcomes + 1] = extra
+end
+
+for i, seq_text in ipairs(seqs) do
+  local seq, ip = tonumber(seq_text), ips[i]
+  local rule, retry = 0, 0
   if limits_on then
-    local rule
     retry, rule = gcra_pair(now, prefix .. 'rl:status_ip:' .. ip, ip_interval, ip_burst,
       prefix .. 'rl:status_tk:' .. seq, ticket_interval, ticket_burst)
-    if rule == 1 then limited = 'rl_ip' elseif rule == 2 then limited = 'rl_ticket' end
   end
-  if limited then
-    out[#out + 1] = limited
-    out[#out + 1] = ''
-    out[#out + 1] = -1
-    out[#out + 1] = retry
-    out[#out + 1] = ''
+  if rule ~= 0 then
+    emit(rule, -1, -1, retry)
   else
     local view = ticket_view(prefix, cfg, ctl, seq, now, state)
-    out[#out + 1] = 'ok'
-    out[#out + 1] = view[1]
-    out[#out + 1] = view[2]
-    out[#out + 1] = view[3]
-    local subject = ''
+    emit(0, TICKET_STATE_CODE[view[1]], view[2], view[3])
     if view[1] == 'admitted' then
       local record = redis.call('HGET', bucket_key(prefix, 'tk', seq), seq) or ''
-      subject = string.match(record, '^([^|]*)|') or ''
+      subjects[#subjects + 1] = i - 1
+      subjects[#subjects + 1] = string.match(record, '^([^|]*)|') or ''
     end
-    out[#out + 1] = subject
   end
 end
-return out
+return {state, outcomes, subjects}

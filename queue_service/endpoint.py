@@ -1,5 +1,10 @@
-"""HTTP middlewares: request id + timing, body-size guard, and the one place where every error
-becomes the public JSON error shape."""
+"""What every endpoint does around its handler: request id, body-size guard, the one place
+where every error becomes the public JSON error shape, and the latency histogram by route.
+
+It wraps each route's handler (`endpoint(...)`) instead of being an aiohttp middleware: the
+middleware chain (two extra coroutine layers and a lookup per request) was a tenth of a status
+poll's CPU (loadtests/RESULTS.md). Requests that match no route reach `unmatched`, a catch-all
+route that answers 404 or 405 in the same JSON shape."""
 
 from __future__ import annotations
 
@@ -12,11 +17,10 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from prometheus_client import Histogram
 
 from queue_service import metrics
-from queue_service.errors import ApiError
+from queue_service.errors import ApiError, NotFound
 from queue_service.logs import new_request_id, request_id_var
 
 log = logging.getLogger(__name__)
@@ -25,6 +29,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Methods a client can send are unbounded; metric labels must not be.
 METHOD_LABELS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+ROUTE_REGEX = re.compile(r"\{(\w+):[^}]*\}")
+UNMATCHED_ROUTE = "unmatched"
+CATCH_ALL_PATTERN = "/{path:.*}"
+CATCH_ALL = "/{path}"  # the catch-all route as aiohttp names it (resource.canonical)
 
 
 HTTP_CODES = {
@@ -67,19 +75,17 @@ def _duration_series(route: str, method: str, status_class: str) -> Histogram:
     return metrics.http_request_duration.labels(route, method, status_class)
 
 
-def _route_name(request: web.Request) -> str:
-    route = request.match_info.route
-    resource = route.resource if route is not None else None
-    return resource.canonical if resource is not None else "unmatched"
+def route_label(path: str) -> str:
+    """The route as metrics name it: the path pattern without its regular expressions
+    (`/x/{action:a|b}` -> `/x/{action}`), like aiohttp's `resource.canonical`."""
+    return ROUTE_REGEX.sub(r"{\1}", path)
 
 
-def request_middleware(max_body_bytes: int) -> Middleware:
-    """The one middleware (one layer costs less on the hot path than two): request id (kept
-    from a sane incoming X-Request-Id), body-size guard, every error as the JSON error shape,
-    and the latency histogram by route."""
+def endpoint(route: str, handler: Handler, max_body_bytes: int) -> Handler:
+    """`handler` with a request id (kept from a sane incoming X-Request-Id), the body-size
+    guard, every error as the JSON error shape, and its latency observed under `route`."""
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
         incoming = request.headers.get("X-Request-Id", "")
         request_id = incoming if REQUEST_ID.match(incoming) else new_request_id()
         token = request_id_var.set(request_id)
@@ -95,12 +101,31 @@ def request_middleware(max_body_bytes: int) -> Middleware:
             raise
         finally:
             method = request.method if request.method in METHOD_LABELS else "other"
-            _duration_series(_route_name(request), method, f"{status // 100}xx").observe(
+            _duration_series(route, method, f"{status // 100}xx").observe(
                 time.perf_counter() - started
             )
             request_id_var.reset(token)
 
-    return middleware
+    wrapped.__name__ = getattr(handler, "__name__", "endpoint")
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+async def unmatched(request: web.Request) -> web.StreamResponse:
+    """The catch-all route: 405 with `Allow` when another route has this path, else 404."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource.canonical != CATCH_ALL:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    if allowed:
+        return error_response(
+            405,
+            "method_not_allowed",
+            "Method Not Allowed",
+            headers={"Allow": ",".join(sorted(allowed))},
+        )
+    raise NotFound("Not Found", code="not_found")
 
 
 async def _answer(
