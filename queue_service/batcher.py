@@ -9,13 +9,14 @@ While a wave's batch is in flight, its next requests wait for it and then go tog
 call per wave per Redis round trip, not per loop iteration. Under load this makes batches as
 large as the round trip allows (fewer calls, less Python and Redis work per request) and it
 keeps a wave's batches in order; a request waits at most for one batch ahead of it (a stalled
-Redis: two store timeouts, then 503). Idle, nothing waits.
+Redis: two store timeouts, then 503). Idle, nothing waits. The next batch leaves as soon as
+the answers of the one ahead are back, before those answers are written to their clients, so
+Redis and the process work at the same time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
@@ -41,8 +42,8 @@ class Coalescer(Generic[K, I, R]):
         self._pending: dict[K, list[tuple[I, asyncio.Future[R]]]] = {}
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._in_flight: dict[K, int] = {}
-        """Batches running per key; pending requests of such a key wait for them."""
+        self._in_flight: set[K] = set()
+        """Keys with a batch running; their pending requests wait for it."""
 
     def submit(self, key: K, item: I) -> asyncio.Future[R]:
         loop = asyncio.get_running_loop()
@@ -55,37 +56,46 @@ class Coalescer(Generic[K, I, R]):
 
     def _flush_pending(self) -> None:
         self._scheduled = False
-        ready = [key for key in self._pending if not self._in_flight.get(key)]
-        for key in ready:
-            entries = self._pending.pop(key)
-            for start in range(0, len(entries), self._max_batch):
-                chunk = entries[start : start + self._max_batch]
-                self._in_flight[key] = self._in_flight.get(key, 0) + 1
-                task = asyncio.create_task(self._run(key, chunk))
-                self._tasks.add(task)
-                task.add_done_callback(functools.partial(self._batch_done, key))
+        for key in list(self._pending):
+            self._start_batch(key)
 
-    def _batch_done(self, key: K, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        left = self._in_flight[key] - 1
-        if left:
-            self._in_flight[key] = left
+    def _start_batch(self, key: K) -> None:
+        """Send `key`'s pending requests as one batch, unless one is in flight."""
+        if key in self._in_flight:
             return
-        del self._in_flight[key]
-        if key in self._pending and not self._scheduled:
-            # the wave's next batch: everything that arrived during the round trip
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_pending)
+        entries = self._pending.pop(key, None)
+        if not entries:
+            return
+        if len(entries) > self._max_batch:
+            self._pending[key] = entries[self._max_batch :]
+            entries = entries[: self._max_batch]
+        self._in_flight.add(key)
+        task = asyncio.create_task(self._run(key, entries))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _finished(self, key: K) -> None:
+        self._in_flight.discard(key)
+        # The key's next batch (everything that arrived during this round trip) leaves now,
+        # before this batch's answers are written: Redis works on it meanwhile.
+        self._start_batch(key)
 
     async def _run(self, key: K, entries: list[tuple[I, asyncio.Future[R]]]) -> None:
         self._batch_size.observe(len(entries))
         try:
             results = await self._flush(key, [item for item, _ in entries])
+        except asyncio.CancelledError:
+            self._finished(key)
+            for _, future in entries:
+                future.cancel()
+            raise
         except Exception as exc:
+            self._finished(key)
             for _, future in entries:
                 if not future.done():
                     future.set_exception(exc)
             return
+        self._finished(key)
         for (_, future), result in zip(entries, results, strict=True):
             if not future.done():
                 future.set_result(result)

@@ -83,22 +83,48 @@ def route_label(path: str) -> str:
 
 def endpoint(route: str, handler: Handler, max_body_bytes: int) -> Handler:
     """`handler` with a request id (kept from a sane incoming X-Request-Id), the body-size
-    guard, every error as the JSON error shape, and its latency observed under `route`."""
+    guard, every error as the JSON error shape, and its latency observed under `route`.
+    One coroutine around the handler, no more: this runs on every status poll."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        incoming = request.headers.get("X-Request-Id", "")
-        request_id = incoming if REQUEST_ID.match(incoming) else new_request_id()
+        incoming = request.headers.get("X-Request-Id")
+        request_id = incoming if incoming and REQUEST_ID.match(incoming) else new_request_id()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
         try:
-            response = await _answer(request, handler, max_body_bytes)
+            try:
+                length = request.content_length
+                if length is not None and length > max_body_bytes:
+                    # refused from the header alone: the body is never read
+                    response = error_response(
+                        413,
+                        "payload_too_large",
+                        f"Request bodies are limited to {max_body_bytes} bytes.",
+                    )
+                else:
+                    response = await handler(request)
+            except ApiError as exc:
+                response = error_response(
+                    exc.status,
+                    exc.code,
+                    exc.message,
+                    retry_after_s=exc.retry_after_s,
+                    headers=exc.headers,
+                )
+            except web.HTTPException as exc:
+                if exc.status < 400:  # redirects and the like pass through
+                    status = exc.status
+                    raise
+                response = _http_error_response(exc)
+            except Exception:
+                log.exception("unhandled error on %s %s", request.method, request.path)
+                response = error_response(
+                    500, "internal_error", "Something went wrong on our side."
+                )
             status = response.status
             response.headers["X-Request-Id"] = request_id
             return response
-        except web.HTTPException as exc:  # below 400: redirects and the like pass through
-            status = exc.status
-            raise
         finally:
             method = request.method if request.method in METHOD_LABELS else "other"
             _duration_series(route, method, f"{status // 100}xx").observe(
@@ -109,6 +135,14 @@ def endpoint(route: str, handler: Handler, max_body_bytes: int) -> Handler:
     wrapped.__name__ = getattr(handler, "__name__", "endpoint")
     wrapped.__doc__ = handler.__doc__
     return wrapped
+
+
+def _http_error_response(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own errors (a body over client_max_size, ...) in the JSON error shape."""
+    code = HTTP_CODES.get(exc.status, "http_error")
+    message = exc.reason if exc.status != 413 else "The request body is too large."
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    return error_response(exc.status, code, message, headers=headers)
 
 
 async def unmatched(request: web.Request) -> web.StreamResponse:
@@ -126,30 +160,3 @@ async def unmatched(request: web.Request) -> web.StreamResponse:
             headers={"Allow": ",".join(sorted(allowed))},
         )
     raise NotFound("Not Found", code="not_found")
-
-
-async def _answer(
-    request: web.Request, handler: Handler, max_body_bytes: int
-) -> web.StreamResponse:
-    length = request.content_length
-    if length is not None and length > max_body_bytes:
-        # refused from the header alone: the body is never read
-        return error_response(
-            413, "payload_too_large", f"Request bodies are limited to {max_body_bytes} bytes."
-        )
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return error_response(
-            exc.status, exc.code, exc.message, retry_after_s=exc.retry_after_s, headers=exc.headers
-        )
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = HTTP_CODES.get(exc.status, "http_error")
-        message = exc.reason if exc.status != 413 else "The request body is too large."
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return error_response(exc.status, code, message, headers=headers)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "Something went wrong on our side.")

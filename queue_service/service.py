@@ -4,9 +4,10 @@ event-loop iteration, however many requests arrived in it."""
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
-import secrets
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_REGISTRANT_LENGTH = 128
 PREQUEUE_SCORE_BITS = 52  # exact in a Redis sorted-set score (a double)
+PREQUEUE_SCORE_BYTES = 7
 
 
 class TicketView(TypedDict):
@@ -58,6 +60,17 @@ class JoinResult:
     ticket: str
     created: bool
     view: TicketView
+
+
+def prequeue_scores(count: int) -> list[int]:
+    """Uniform random ranks for the pre-queue lottery, unpredictable to registrants: from the
+    OS's CSPRNG, one read per batch rather than one system call per join."""
+    raw = os.urandom(PREQUEUE_SCORE_BYTES * count)
+    mask = (1 << PREQUEUE_SCORE_BITS) - 1
+    return [
+        int.from_bytes(raw[i : i + PREQUEUE_SCORE_BYTES], "big") & mask
+        for i in range(0, len(raw), PREQUEUE_SCORE_BYTES)
+    ]
 
 
 def add_query(url: str, name: str, value: str) -> str:
@@ -104,27 +117,36 @@ class QueueService:
         self.verifier = verifier
         self.clock = clock or SystemClock()
         self._joins: Coalescer[str, JoinRequest, JoinOutcome] = Coalescer("join", self._flush_joins)
-        self._statuses: Coalescer[str, StatusRequest, tuple[str, StatusOutcome]] = Coalescer(
+        self._statuses: Coalescer[str, StatusRequest, StatusOutcome] = Coalescer(
             "status", self._flush_statuses
         )
 
     async def _flush_joins(self, wave: str, requests: list[JoinRequest]) -> list[JoinOutcome]:
         runtime = await self.registry.get(wave)
-        return await self.store.join(wave, requests, runtime.limits, runtime.seconds_per_place())
+        return await self.store.join(
+            wave,
+            requests,
+            prequeue_scores(len(requests)),
+            runtime.limits,
+            runtime.seconds_per_place(),
+        )
 
     async def _flush_statuses(
         self, wave: str, requests: list[StatusRequest]
-    ) -> list[tuple[str, StatusOutcome]]:
+    ) -> list[StatusOutcome]:
         runtime = await self.registry.get(wave)
-        wave_state, outcomes = await self.store.status(wave, requests, runtime.limits)
-        return [(wave_state, outcome) for outcome in outcomes]
+        _, outcomes = await self.store.status(wave, requests, runtime.limits)
+        # counted per batch, not per request: one increment per state seen
+        answered = collections.Counter(
+            o.state for o in outcomes if o.result == "ok" and o.state != "unknown"
+        )
+        for state, count in answered.items():
+            _status_polls(wave, state).inc(count)
+        return outcomes
 
     async def drain(self) -> None:
         await self._joins.drain()
         await self._statuses.drain()
-
-    async def _wave(self, wave: str) -> WaveRuntime:
-        return await self.registry.get(wave)
 
     async def _unknown_wave(self, wave: str) -> NotFound:
         self.registry.forget(wave)
@@ -133,9 +155,9 @@ class QueueService:
     # -- public use cases ---------------------------------------------------------------
 
     async def join(self, wave: str, registrant: str, ip: str) -> JoinResult:
-        runtime = await self._wave(wave)
+        runtime = await self.registry.get(wave)
         registrant_hash, bucket = self.codec.registrant_hash(wave, registrant)
-        request = JoinRequest(registrant_hash, bucket, ip, secrets.randbits(PREQUEUE_SCORE_BITS))
+        request = JoinRequest(registrant_hash, bucket, ip)
         try:
             outcome = await self._joins.submit(wave, request)
         except UnknownWave:
@@ -168,10 +190,10 @@ class QueueService:
         return Conflict("The wave is closed.", code="wave_closed")
 
     async def status(self, wave: str, ticket: str, ip: str) -> TicketView:
-        runtime = await self._wave(wave)
+        runtime = await self.registry.get(wave)
         seq = self.codec.decode(wave, ticket)
         try:
-            _, outcome = await self._statuses.submit(wave, StatusRequest(seq, ip))
+            outcome = await self._statuses.submit(wave, StatusRequest(seq, ip))
         except UnknownWave:
             raise await self._unknown_wave(wave) from None
         if outcome.result != "ok":
@@ -179,7 +201,6 @@ class QueueService:
             raise _rate_limited(rule_name, getattr(runtime.limits, rule_name), outcome.extra_ms)
         if outcome.state == "unknown":
             raise Unauthorized("The ticket is not known in this wave.", code="unknown_ticket")
-        _status_polls(wave, outcome.state).inc()
         return self._view(
             runtime, seq, outcome.state, outcome.ahead, outcome.extra_ms, outcome.registrant_hash
         )
@@ -242,7 +263,7 @@ class QueueService:
         }
 
     async def leave(self, wave: str, ticket: str) -> None:
-        await self._wave(wave)
+        await self.registry.get(wave)
         seq = self.codec.decode(wave, ticket)
         try:
             await self.store.leave(wave, seq)
@@ -250,7 +271,7 @@ class QueueService:
             raise await self._unknown_wave(wave) from None
 
     async def complete(self, wave: str, token: str) -> None:
-        await self._wave(wave)
+        await self.registry.get(wave)
         try:
             claims = self.verifier.verify(token, wave=wave)
         except InvalidAdmissionToken as exc:
@@ -263,7 +284,7 @@ class QueueService:
             metrics.sessions_completed.labels(wave).inc()
 
     async def info(self, wave: str) -> dict[str, Any]:
-        runtime = await self._wave(wave)
+        runtime = await self.registry.get(wave)
         config, counts = runtime.config, runtime.counts
         if counts is None:
             step = await self.store.admit(wave, max_admit=0)  # counts only

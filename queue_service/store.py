@@ -58,7 +58,6 @@ class JoinRequest(NamedTuple):
     registrant_hash: str
     bucket: int
     ip: str
-    prequeue_score: int
 
 
 class JoinOutcome(NamedTuple):
@@ -193,9 +192,11 @@ class Store:
         self,
         wave: str,
         requests: Sequence[JoinRequest],
+        prequeue_scores: Sequence[int],
         limits: RateLimitRules,
         seconds_per_place: float,
     ) -> list[JoinOutcome]:
+        """`prequeue_scores`: one random rank per request, used if the wave is in pre-queue."""
         keys = WaveKeys(wave)
         args: list[Any] = [
             self._now_arg(),
@@ -209,7 +210,7 @@ class Store:
             ",".join([r.registrant_hash for r in requests]),
             ",".join([str(r.bucket) for r in requests]),
             ",".join([r.ip for r in requests]),
-            ",".join([str(r.prequeue_score) for r in requests]),
+            ",".join([str(score) for score in prequeue_scores]),
         ]
         raw = await self._script("join", keys, args)
         if raw and _is_text(raw[0]):

@@ -49,8 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--top", type=int, default=40)
-    parser.add_argument("--out", type=Path, default=Path("profile-collapsed.txt"))
+    parser.add_argument("--rate", type=int, default=250, help="samples per second (250)")
+    parser.add_argument("--lines", action="store_true", help="keep line numbers in frames")
+    parser.add_argument("--out", type=Path, help="collapsed stacks (default: in the temp dir)")
     args = parser.parse_args(argv)
+    out: Path = args.out or Path(tempfile.gettempdir()) / f"gelombang-profile-{args.endpoint}.txt"
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists():
         print("py-spy is not installed: pip install py-spy", file=sys.stderr)
@@ -82,11 +85,13 @@ def main(argv: list[str] | None = None) -> int:
                 load.start()
                 # taskset execs the server: its process group id is its pid
                 command = [py_spy, "record", "-p", str(server.pgid), "-d", str(args.seconds)]
-                command += ["-r", "250", "--nolineno", "-f", "raw", "-o", str(args.out)]
+                command += ["-r", str(args.rate), "-f", "raw", "-o", str(out)]
+                if not args.lines:
+                    command.append("--nolineno")
                 subprocess.run(command, check=True, capture_output=True, timeout=args.seconds + 60)
                 load.join()
-        print(summarise(args.out, args.top))
-        print(f"\ncollapsed stacks: {args.out}")
+        print(summarise(out, args.top))
+        print(f"\ncollapsed stacks: {out}")
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)

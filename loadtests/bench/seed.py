@@ -69,8 +69,8 @@ async def _seed(redis_url: str, wave: str, admit_rate: float, count: int) -> int
         async def worker() -> None:
             while not queue.empty():
                 chunk = queue.get_nowait()
-                requests = [JoinRequest(*_registrant(i, salt), "10.0.0.1", 0) for i in chunk]
-                await store.join(wave, requests, NO_LIMITS, 0.0)
+                requests = [JoinRequest(*_registrant(i, salt), "10.0.0.1") for i in chunk]
+                await store.join(wave, requests, [0] * len(requests), NO_LIMITS, 0.0)
 
         await asyncio.gather(*(worker() for _ in range(SEED_CONCURRENCY)))
         seq = await redis.hget(WaveKeys(wave).ctl, "seq")

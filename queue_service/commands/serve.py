@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ log = logging.getLogger("queue_service.serve")
 SHUTDOWN_TIMEOUT_S = 10.0
 RESTART_WINDOW_S = 60.0
 MAX_RESTARTS_PER_WINDOW = 10
+GC_YOUNG_THRESHOLD = 10_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +79,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+async def tune_gc(app: object) -> None:
+    """Garbage collection tuned for a request server, whose objects either live as long as the
+    process (modules, the app, its clients) or only for one request:
+    - the long-lived ones are collected once and frozen, so full collections stop rescanning
+      them (about 60 000 objects; each full collection took ~16 ms);
+    - the youngest generation is collected after 10 000 net allocations instead of 700, so
+      fewer collections run while requests are in flight and fewer of their objects get
+      promoted to older generations only to be freed there later.
+    Measured on the status hot path: GC time per request -2 µs (loadtests/RESULTS.md)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
 def serve_process(settings: Settings, *, reuse_port: bool = False) -> None:
     """Run one service process until SIGINT/SIGTERM."""
     import uvloop
@@ -94,8 +110,10 @@ def serve_process(settings: Settings, *, reuse_port: bool = False) -> None:
         settings.redis_url,
         "enabled" if settings.admin_token else "disabled",
     )
+    app = create_app(settings)
+    app.on_startup.append(tune_gc)  # after the cleanup contexts: Redis, scripts, waves loaded
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         reuse_port=reuse_port,
