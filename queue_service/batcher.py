@@ -44,9 +44,13 @@ class Coalescer(Generic[K, I, R]):
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: set[K] = set()
         """Keys with a batch running; their pending requests wait for it."""
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def submit(self, key: K, item: I) -> asyncio.Future[R]:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            # looked up once: asyncio.get_running_loop() makes a getpid() system call each time
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._pending.setdefault(key, []).append((item, future))
         if not self._scheduled:

@@ -92,6 +92,7 @@ def endpoint(route: str, handler: Handler, max_body_bytes: int) -> Handler:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
+        response: web.StreamResponse
         try:
             try:
                 length = request.content_length

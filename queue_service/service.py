@@ -9,8 +9,7 @@ import functools
 import logging
 import os
 import time
-from dataclasses import dataclass
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NamedTuple, NotRequired, TypedDict
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from prometheus_client import Counter
@@ -39,6 +38,14 @@ log = logging.getLogger(__name__)
 MAX_REGISTRANT_LENGTH = 128
 PREQUEUE_SCORE_BITS = 52  # exact in a Redis sorted-set score (a double)
 PREQUEUE_SCORE_BYTES = 7
+# join results as the gelombang_joins_total metric labels them
+JOIN_RESULT_LABELS = {
+    "rl_ip": "rate_limited",
+    "rl_registrant": "rate_limited",
+    "scheduled": "not_accepting",
+    "closed": "not_accepting",
+    "full": "not_accepting",
+}
 
 
 class TicketView(TypedDict):
@@ -55,8 +62,7 @@ class TicketView(TypedDict):
     redirect: NotRequired[str]
 
 
-@dataclass(frozen=True)
-class JoinResult:
+class JoinResult(NamedTuple):
     ticket: str
     created: bool
     view: TicketView
@@ -123,13 +129,17 @@ class QueueService:
 
     async def _flush_joins(self, wave: str, requests: list[JoinRequest]) -> list[JoinOutcome]:
         runtime = await self.registry.get(wave)
-        return await self.store.join(
+        outcomes = await self.store.join(
             wave,
             requests,
             prequeue_scores(len(requests)),
             runtime.limits,
             runtime.seconds_per_place(),
         )
+        # counted per batch, not per request: one increment per result seen
+        for result, count in collections.Counter(o.result for o in outcomes).items():
+            _joins(wave, JOIN_RESULT_LABELS.get(result, result)).inc(count)
+        return outcomes
 
     async def _flush_statuses(
         self, wave: str, requests: list[StatusRequest]
@@ -164,13 +174,10 @@ class QueueService:
             raise await self._unknown_wave(wave) from None
         result = outcome.result
         if result in ("rl_ip", "rl_registrant"):
-            metrics.joins.labels(wave, "rate_limited").inc()
             rule_name = "join_per_ip" if result == "rl_ip" else "join_per_registrant"
             raise _rate_limited(rule_name, getattr(runtime.limits, rule_name), outcome.extra_ms)
         if result in ("scheduled", "closed", "full"):
-            metrics.joins.labels(wave, "not_accepting").inc()
             raise self._not_accepting(runtime, result, outcome.extra_ms)
-        _joins(wave, result).inc()
         view = self._view(
             runtime, outcome.seq, outcome.state, outcome.ahead, outcome.extra_ms, registrant_hash
         )

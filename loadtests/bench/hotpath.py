@@ -2,7 +2,7 @@
 `python -m loadtests.bench.hotpath`.
 
 Builds the real app (`create_app`, real Redis, no admission loop), then pushes bursts of
-concurrent requests through the app's own dispatch (routing, middlewares, handler, coalescer,
+concurrent requests through the app's own dispatch (routing, endpoint wrapper, handler, coalescer,
 Lua script) and reports this process's CPU time per request (`time.process_time`: Redis runs
 in its own process and waiting is not counted). HTTP parsing and writing are left out: they
 are aiohttp's and the same for every handler. Best of several rounds (least disturbed).

@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--rate", type=int, default=250, help="samples per second (250)")
     parser.add_argument("--lines", action="store_true", help="keep line numbers in frames")
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="C frames too (py-spy --native; it over-weights system calls: compare, do not add)",
+    )
     parser.add_argument("--out", type=Path, help="collapsed stacks (default: in the temp dir)")
     args = parser.parse_args(argv)
     out: Path = args.out or Path(tempfile.gettempdir()) / f"gelombang-profile-{args.endpoint}.txt"
@@ -88,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                 command += ["-r", str(args.rate), "-f", "raw", "-o", str(out)]
                 if not args.lines:
                     command.append("--nolineno")
+                if args.native:
+                    command.append("--native")
                 subprocess.run(command, check=True, capture_output=True, timeout=args.seconds + 60)
                 load.join()
         print(summarise(out, args.top))
