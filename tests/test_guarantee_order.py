@@ -3,9 +3,13 @@ first, in a uniformly random order (tested statistically)."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
+
 from aiohttp.test_utils import TestClient
 
 from queue_service.clock import ManualClock
+from queue_service.service import PREQUEUE_SCORE_BITS, prequeue_scores
 
 from support import T0, admit, join_ok, poll_ok, put_wave
 
@@ -70,3 +74,30 @@ async def test_prequeue_is_admitted_first_in_a_uniformly_random_order(
     # joining first in the pre-queue gives no edge: mean rank of the first joiner is central
     mean_rank_first = sum(r * c for r, c in enumerate(counts[0])) / TRIALS
     assert abs(mean_rank_first - (PREQUEUE_SIZE - 1) / 2) < 0.5
+
+
+async def test_a_batch_of_concurrent_prequeue_joins_is_shuffled_too(
+    client: TestClient, clock: ManualClock
+) -> None:
+    """Concurrent joins share one script call (and one draw of random scores): their
+    admission order must still be random, not the order within the batch."""
+    clock.set(T0)
+    await put_wave(client, "batch", opens_at=T0 + 60, prequeue_s=120, admit_rate=1000)
+    size = 60
+    await asyncio.gather(*(join_ok(client, "batch", f"p{i}") for i in range(size)))
+    clock.set(T0 + 61)
+    order = [a.seq - 1 for a in (await admit(client, "batch")).admitted]
+    assert sorted(order) == list(range(size))
+    concordant = sum(
+        1 if order[j] > order[i] else -1 for i in range(size) for j in range(i + 1, size)
+    )
+    tau = concordant / (size * (size - 1) / 2)
+    assert abs(tau) < 0.45  # a random order: sd of tau is about 0.09 at this size
+
+
+def test_prequeue_scores_are_distinct_and_uniform_over_their_range() -> None:
+    scores = prequeue_scores(4000)
+    top = 1 << PREQUEUE_SCORE_BITS
+    assert len(set(scores)) == 4000 and all(0 <= s < top for s in scores)
+    quarters = collections.Counter(s * 4 // top for s in scores)
+    assert all(880 < quarters[q] < 1120 for q in range(4)), quarters  # ~4.4 sd
