@@ -1,8 +1,8 @@
 """Smoke run of the benchmark scripts (loadtests/bench), tiny and short, so they cannot rot.
 
-Runs every benchmark end to end (real redis-server, `gelombang serve`, wrk) and checks only
-that each produced a well-formed result table: performance is not asserted here (2 shared
-cores are too noisy; figures live in loadtests/RESULTS.md)."""
+Runs every benchmark end to end (real redis-server, `gelombang serve`, wrk, the simulator's
+driver and model) and checks only that each produced a well-formed result table: performance
+is not asserted here (2 shared cores are too noisy; figures live in loadtests/RESULTS.md)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ EXPECTED_ROWS = {
     "workers": ["status, --workers 1", "status, --workers 2"],
     "scale": ["status poll, 200 waiting", "status poll, 400 waiting", "memory for 10 M waiting"],
     "admission": ["admission, 2 processes"],
+    "driver": ["driver: peak concurrent registrants"],
+    "model": ["offline model, prakerja, 20,000 registrants"],
 }
 TINY = [
     "--duration=1",
@@ -33,6 +35,8 @@ TINY = [
     "--admission-seconds=2",
     "--admission-rate=50",
     "--admission-workers=2",
+    "--driver-registrants=300",
+    "--model-population=20000",
 ]
 
 pytestmark = [
@@ -70,6 +74,6 @@ def test_every_benchmark_runs_end_to_end_and_prints_a_result_table(tmp_path: Pat
         assert row["runs"] and all(math.isfinite(r) and r > 0 for r in row["runs"]), row
         assert row["met"] in (True, False, None), row
     targets = {row["benchmark"]: row for row in rows if row["met"] is not None}
-    assert len(targets) >= 6, targets  # every target DESIGN.md names is checked by a row
+    assert len(targets) >= 9, targets  # every target DESIGN.md names is checked by a row
     exit_code = 1 if any(row["met"] is False for row in rows) else 0
     assert done.returncode == exit_code

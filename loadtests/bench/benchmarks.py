@@ -3,8 +3,10 @@ stopped again) and returns result rows with their targets (DESIGN.md "Performanc
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-from loadtests.bench import seed
+from loadtests.bench import seed, simulation
 from loadtests.bench.processes import Server, hello_server, queue_server, redis_server
 from loadtests.bench.report import Row
 from loadtests.bench.wrk import WrkResult, run_wrk
@@ -37,6 +39,8 @@ class Options:
     admission_workers: int
     server_cpu: str
     client_cpu: str
+    driver_registrants: int
+    model_population: int
 
 
 def _status_path(wave: str) -> str:
@@ -129,10 +133,11 @@ def throughput(o: Options, work: Path) -> list[Row]:
                         ),
                     )
                 )
+            batches = mean_batch_sizes(queue.url)
     bare = statistics.median(r.wrk.requests_per_s for r in hello_runs)
     bare_cpu = statistics.median(r.cpu_us for r in hello_runs)
 
-    def row(name: str, runs: list[Measured], share: float | None) -> Row:
+    def row(name: str, runs: list[Measured], share: float | None, op: str = "") -> Row:
         rates = [r.wrk.requests_per_s for r in runs]
         ratio = statistics.median(rates) / bare
         cpu_us = statistics.median(r.cpu_us for r in runs)
@@ -146,13 +151,27 @@ def throughput(o: Options, work: Path) -> list[Row]:
             p99_ms=statistics.median(r.wrk.p99_ms for r in runs),
             cpu_us=cpu_us,
             cpu_ratio=bare_cpu / cpu_us,
+            note=f"{batches[op]:.1f} requests per script call on average" if op in batches else "",
         )
 
     return [
         row("bare aiohttp hello", hello_runs, None),
-        row(f"status poll ({o.tickets:,} waiting)", status_runs, 0.5),
-        row("join (unique registrants)", join_runs, 0.4),
+        row(f"status poll ({o.tickets:,} waiting)", status_runs, 0.5, "status"),
+        row("join (unique registrants)", join_runs, 0.4, "join"),
     ]
+
+
+BATCH_SIZE = re.compile(r'^gelombang_batch_size_(sum|count)\{op="(\w+)"\} (\S+)$', re.MULTILINE)
+
+
+def mean_batch_sizes(base_url: str) -> dict[str, float]:
+    """Requests per Redis script call by operation, from the server's own /metrics."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    totals: dict[str, dict[str, float]] = {}
+    for kind, op, value in BATCH_SIZE.findall(text):
+        totals.setdefault(op, {})[kind] = float(value)
+    return {op: t["sum"] / t["count"] for op, t in totals.items() if t.get("count")}
 
 
 def latency(o: Options, work: Path, saturation: float | None = None) -> list[Row]:
@@ -328,4 +347,15 @@ def admission(o: Options, work: Path) -> list[Row]:
     ]
 
 
-BENCHMARKS = ("throughput", "latency", "workers", "scale", "admission")
+def driver(o: Options, work: Path) -> list[Row]:
+    """(h) The simulator's live driver holding many concurrent registrants from one core."""
+    return simulation.driver_benchmark(work, o.driver_registrants, o.server_cpu, o.client_cpu)
+
+
+def model(o: Options, work: Path) -> list[Row]:
+    """(i) The offline model on a Prakerja-like wave, on one core."""
+    return simulation.model_benchmark(work, o.model_population, o.runs, o.client_cpu)
+
+
+WRK_BENCHMARKS = ("throughput", "latency", "workers", "scale")
+BENCHMARKS = (*WRK_BENCHMARKS, "admission", "driver", "model")

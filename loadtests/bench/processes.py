@@ -41,7 +41,7 @@ class Server:
         return total * _TICK_S
 
 
-def _pinned(command: Sequence[str], cpus: str | None) -> list[str]:
+def pinned(command: Sequence[str], cpus: str | None) -> list[str]:
     return ["taskset", "-c", cpus, *command] if cpus is not None else list(command)
 
 
@@ -100,7 +100,7 @@ def queue_server(
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            _pinned(command, cpus), stdout=log, stderr=log, env=env, start_new_session=True
+            pinned(command, cpus), stdout=log, stderr=log, env=env, start_new_session=True
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -117,7 +117,7 @@ def hello_server(work_dir: Path, cpus: str | None) -> Iterator[Server]:
     command = [sys.executable, "-m", "loadtests.bench.hello", str(port)]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            _pinned(command, cpus),
+            pinned(command, cpus),
             stdout=log,
             stderr=log,
             cwd=REPO_ROOT,

@@ -11,7 +11,7 @@ import traceback
 from pathlib import Path
 
 from loadtests.bench import benchmarks
-from loadtests.bench.benchmarks import BENCHMARKS, Options
+from loadtests.bench.benchmarks import BENCHMARKS, WRK_BENCHMARKS, Options
 from loadtests.bench.report import Row, save_json, table
 
 
@@ -29,8 +29,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--admission-seconds", type=float, default=60, help="(60)")
     parser.add_argument("--admission-rate", type=float, default=500, help="per second (500)")
     parser.add_argument("--admission-workers", type=int, default=4, help="processes (4)")
+    parser.add_argument(
+        "--driver-registrants", type=int, default=12_000, help="for `driver` (12000)"
+    )
+    parser.add_argument(
+        "--model-population", type=int, default=6_000_000, help="for `model` (6000000)"
+    )
     parser.add_argument("--server-cpu", default="0", help="CPU for the server (0)")
-    parser.add_argument("--client-cpu", default="1", help="CPU for wrk and Redis (1)")
+    parser.add_argument(
+        "--client-cpu", default="1", help="CPU for wrk (and Redis), the driver, the model (1)"
+    )
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     args = parser.parse_args(argv)
@@ -42,7 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if shutil.which("wrk") is None:
+    chosen = args.benchmarks or list(BENCHMARKS)
+    if set(chosen) & set(WRK_BENCHMARKS) and shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
     options = Options(
@@ -57,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         admission_workers=args.admission_workers,
         server_cpu=args.server_cpu,
         client_cpu=args.client_cpu,
+        driver_registrants=args.driver_registrants,
+        model_population=args.model_population,
     )
-    chosen = args.benchmarks or list(BENCHMARKS)
     work = Path(tempfile.mkdtemp(prefix="gelombang-bench-"))
     rows: list[Row] = []
     failed = False
