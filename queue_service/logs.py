@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-# Set by the request-id middleware for the duration of one request; asyncio copies the context
-# into every task, so log lines of work done for that request carry its id.
+# Set by the endpoint wrapper (endpoint.py) for the duration of one request; asyncio copies
+# the context into every task, so log lines of work done for that request carry its id.
 request_id_var: ContextVar[str | None] = ContextVar("gelombang_request_id", default=None)
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.

@@ -56,6 +56,23 @@ class WaveRuntime:
     limits: RateLimitRules
     counts: WaveCounts | None = None
     throughput: Throughput = field(default_factory=Throughput)
+    pace_s: float = field(init=False)
+    """Seconds of wait per ticket ahead; recomputed when counts arrive (`observe`), not on
+    every status poll that reads it."""
+    longest_poll_ms: int = field(init=False)
+    """Never poll more rarely than this: a polite client must not look like it abandoned."""
+
+    def __post_init__(self) -> None:
+        self.pace_s = self.seconds_per_place()
+        self.longest_poll_ms = int(
+            min(MAX_POLL_MS, max(MIN_POLL_MS, self.config.abandon_after_s * 1000 / 3))
+        )
+
+    def observe(self, counts: WaveCounts, at: float) -> None:
+        """The admission loop's latest counts (every tick): throughput and pace follow."""
+        self.counts = counts
+        self.throughput.observe(counts, at)
+        self.pace_s = self.seconds_per_place()
 
     def seconds_per_place(self) -> float:
         """Expected seconds of wait per ticket ahead."""
@@ -72,17 +89,15 @@ class WaveRuntime:
         return max(0.0, 1.0 - self.throughput.skip_fraction) / max(rate, 1e-6)
 
     def eta_s(self, ahead: int) -> int:
-        return round(max(0, ahead) * self.seconds_per_place())
+        return round(ahead * self.pace_s) if ahead > 0 else 0
 
     def poll_after_ms(self, ahead: int, now: float) -> int:
         """Poll at about a tenth of the remaining wait: people far back ask rarely, so polling
         load stays bounded however long the queue is."""
-        # never so rarely that a polite client looks like it abandoned its place
-        longest = min(MAX_POLL_MS, max(MIN_POLL_MS, self.config.abandon_after_s * 1000 / 3))
         if ahead < 0:  # pre-queue: check back before opening
             until_open_ms = (self.config.opens_at - now) * 1000
-            return int(min(longest, max(MIN_POLL_MS * 2, until_open_ms / 4)))
-        return int(min(longest, max(MIN_POLL_MS, self.eta_s(ahead) * 100)))
+            return int(min(self.longest_poll_ms, max(MIN_POLL_MS * 2, until_open_ms / 4)))
+        return min(self.longest_poll_ms, max(MIN_POLL_MS, self.eta_s(ahead) * 100))
 
 
 class WaveRegistry:
@@ -101,6 +116,7 @@ class WaveRegistry:
         runtime = WaveRuntime(config, version, config.limits(self._base_limits))
         if previous is not None:
             runtime.counts, runtime.throughput = previous.counts, previous.throughput
+            runtime.pace_s = runtime.seconds_per_place()
         self._waves[config.id] = runtime
         return runtime
 
@@ -132,6 +148,5 @@ class WaveRegistry:
         runtime = self._waves.get(wave)
         if runtime is None or counts.cfg_version != runtime.version:
             runtime = await self.reload(wave)
-        runtime.counts = counts
-        runtime.throughput.observe(counts, time.monotonic())
+        runtime.observe(counts, time.monotonic())
         return runtime

@@ -1,6 +1,6 @@
 """The queue's use cases (join, status, leave, complete, wave info), between thin HTTP handlers
 and the Redis scripts. Hot-path calls go through coalescers: one script call per wave per
-event-loop iteration, however many requests arrived in it."""
+Redis round trip, however many requests arrived meanwhile (batcher.py)."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ class QueueService:
             requests,
             prequeue_scores(len(requests)),
             runtime.limits,
-            runtime.seconds_per_place(),
+            runtime.pace_s,
         )
         # counted per batch, not per request: one increment per result seen
         for result, count in collections.Counter(o.result for o in outcomes).items():

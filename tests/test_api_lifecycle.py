@@ -3,7 +3,9 @@ what a registrant and an SRE see in each."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -133,3 +135,21 @@ async def test_unknown_methods_do_not_create_metric_series(client: TestClient) -
     assert (await response.json())["error"]["code"] == "method_not_allowed"
     exposition = await (await client.get("/metrics")).text()
     assert 'method="other"' in exposition and "PROPFIND" not in exposition
+
+
+async def test_a_join_body_sent_in_chunks_is_read_whole(client: TestClient) -> None:
+    """Bodies without Content-Length (chunked) take the reading path that enforces the size
+    limit as it goes; a small one in several pieces is still a valid join."""
+    await put_wave(client, "w")
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for piece in (b'{"regis', b'trant": "chunk', b'ed-1"}'):
+            await asyncio.sleep(0.01)
+            yield piece
+
+    response = await client.post(
+        "/api/v1/waves/w/join", data=pieces(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 201, await response.text()
+    again = await join_ok(client, "w", "chunked-1")
+    assert again["ticket"] == (await response.json())["ticket"]
