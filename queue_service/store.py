@@ -37,6 +37,10 @@ def _script_source(name: str) -> str:
     return (package / "_lib.lua").read_text() + "\n" + (package / f"{name}.lua").read_text()
 
 
+# Batches go to the hot-path scripts as comma-joined lists: no item can hold a comma (client
+# addresses come from a peer address or an X-Forwarded-For hop, which is split on commas;
+# registrant hashes are url-safe base64), and the scripts refuse a batch whose lists differ in
+# length rather than answer anyone with someone else's result.
 # Reply codes of join.lua and status.lua (their order is the scripts' code tables in _lib.lua
 # and join.lua): the hot-path scripts answer with integers, which cost the client nothing to
 # parse.
