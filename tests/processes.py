@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -91,6 +92,34 @@ class ServeProcess(ChildProcess):
         defaults = {"GELOMBANG_ADMIN_TOKEN": ADMIN_TOKEN, "GELOMBANG_RATE_LIMITS": "off"}
         super().__init__(command, state_dir / f"serve-{id(self)}.log", ready_path="/readyz",
                          env={**defaults, **(env or {})})  # fmt: skip
+        self.workers = workers
+
+    def start(self, timeout_s: float = 20.0) -> Self:
+        """Ready when every worker listens: /readyz answers as soon as the first one does, and
+        a test that needs all of them (SO_REUSEPORT spreads connections) must not race the
+        others' start-up."""
+        super().start(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while listening_sockets(self.port) < self.workers:
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"fewer than {self.workers} workers listen:\n{self.log_text()}")
+            time.sleep(0.05)
+        return self
+
+
+def listening_sockets(port: int) -> int:
+    """TCP sockets in LISTEN state on `port` (one per worker with SO_REUSEPORT), from /proc."""
+    count = 0
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        if not table.exists():
+            continue
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state = fields[1], fields[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
 
 
 class OriginProcess(ChildProcess):
