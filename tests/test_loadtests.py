@@ -117,9 +117,11 @@ def collect(out: Path, returncode: int, output: str) -> LocustRun:
     json_stats = json.loads(json_file.read_text()) if json_file.exists() else []
     verdict_file = out / "verdict.json"
     verdict = json.loads(verdict_file.read_text()) if verdict_file.exists() else {}
-    failures_file = out / "run_failures.csv"
-    if returncode != 0 and failures_file.exists():  # say which requests failed, and why
-        output = f"{output}\nfailures:\n{failures_file.read_text()}"
+    if returncode != 0:  # say which requests failed, or which task raised, and why
+        for kind in ("failures", "exceptions"):
+            found = out / f"run_{kind}.csv"
+            if found.exists():
+                output = f"{output}\n{kind}:\n{found.read_text()}"
     return LocustRun(returncode, output, stats, json_stats, verdict)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +67,42 @@ def redis_server(work_dir: Path, cpus: set[int] | None) -> Iterator[EmbeddedRedi
 
 
 @contextmanager
+def http_server(
+    work_dir: Path,
+    name: str,
+    command: Callable[[int], list[str]],
+    *,
+    ready_path: str,
+    cpus: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[Server]:
+    """`command(port)` on a free loopback port, pinned to `cpus`, its output in
+    `<name>-<port>.log`; yields once `ready_path` answers, and stops its process group."""
+    port = free_port()
+    log_path = work_dir / f"{name}-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            pinned(command(port), cpus),
+            stdout=log,
+            stderr=log,
+            cwd=REPO_ROOT,
+            env=env,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base + ready_path, process, log_path)
+        yield Server(base, process.pid)
+    finally:
+        stop_process_group(process)
+
+
+def gelombang(*args: str) -> list[str]:
+    """A `gelombang` command line, from this virtual environment."""
+    return [str(Path(sys.executable).with_name("gelombang")), *args]
+
+
+@contextmanager
 def queue_server(
     work_dir: Path,
     redis_url: str,
@@ -75,57 +111,25 @@ def queue_server(
     workers: int = 1,
     cpus: str | None = None,
 ) -> Iterator[Server]:
-    """`gelombang serve` with rate limits off; yields its base URL."""
-    port = free_port()
-    log_path = work_dir / f"serve-{port}.log"
-    command = [
-        str(Path(sys.executable).with_name("gelombang")),
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--redis-url",
-        redis_url,
-        "--config",
-        str(config),
-        "--state-dir",
-        str(work_dir / "state"),
-        "--log-level",
-        "WARNING",
-    ]
+    """`gelombang serve` with rate limits off."""
     env = {**os.environ, "GELOMBANG_RATE_LIMITS": "off"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            pinned(command, cpus), stdout=log, stderr=log, env=env, start_new_session=True
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base + "/readyz", process, log_path)
-        yield Server(base, process.pid)
-    finally:
-        stop_process_group(process)
+
+    def command(port: int) -> list[str]:
+        return gelombang(
+            "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+            "--redis-url", redis_url, "--config", str(config),
+            "--state-dir", str(work_dir / "state"), "--log-level", "WARNING",
+        )  # fmt: skip
+
+    with http_server(work_dir, "serve", command, ready_path="/readyz", cpus=cpus, env=env) as s:
+        yield s
 
 
 @contextmanager
 def hello_server(work_dir: Path, cpus: str | None) -> Iterator[Server]:
-    port = free_port()
-    log_path = work_dir / f"hello-{port}.log"
-    command = [sys.executable, "-m", "loadtests.bench.hello", str(port)]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            pinned(command, cpus),
-            stdout=log,
-            stderr=log,
-            cwd=REPO_ROOT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base + "/readyz", process, log_path)
-        yield Server(base, process.pid)
-    finally:
-        stop_process_group(process)
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "loadtests.bench.hello", str(port)]
+
+    with http_server(work_dir, "hello", command, ready_path="/readyz", cpus=cpus) as server:
+        yield server

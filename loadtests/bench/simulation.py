@@ -29,9 +29,15 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from loadtests.bench import seed
-from loadtests.bench.processes import REPO_ROOT, pinned, queue_server, redis_server, wait_ready
+from loadtests.bench.processes import (
+    REPO_ROOT,
+    gelombang,
+    http_server,
+    pinned,
+    queue_server,
+    redis_server,
+)
 from loadtests.bench.report import Row
-from queue_service.redis_server import free_port
 from queue_service.store import Store
 from queue_service.subprocesses import stop_process_group
 from queue_service.waves import parse_wave
@@ -148,27 +154,12 @@ def _checked(usage: ChildUsage, what: str, log: Path) -> ChildUsage:
 def origin_server(work_dir: Path, cpus: str) -> Iterator[str]:
     """`gelombang origin`, unprotected: nobody is admitted during the driver benchmark, so the
     origin only answers the driver's /metrics samples. Yields its base URL."""
-    port = free_port()
-    log_path = work_dir / f"origin-{port}.log"
-    command = [
-        str(Path(sys.executable).with_name("gelombang")),
-        "origin",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--unprotected",
-    ]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            pinned(command, cpus), stdout=log, stderr=log, start_new_session=True
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base + "/healthz", process, log_path)
-        yield base
-    finally:
-        stop_process_group(process)
+
+    def command(port: int) -> list[str]:
+        return gelombang("origin", "--host", "127.0.0.1", "--port", str(port), "--unprotected")
+
+    with http_server(work_dir, "origin", command, ready_path="/healthz", cpus=cpus) as server:
+        yield server.url
 
 
 @dataclass(frozen=True)
@@ -269,8 +260,7 @@ def _simulate_command(
     scenario: Path, origin_url: str, queue_url: str, plan: DriverPlan
 ) -> list[str]:
     return [
-        str(Path(sys.executable).with_name("gelombang")),
-        "simulate",
+        *gelombang("simulate"),
         "--scenario",
         str(scenario),
         "--mode",
