@@ -29,6 +29,7 @@ from locust import FastHttpUser, between, constant, task
 from urllib3 import encode_multipart_formdata
 
 from loadtests import counters
+from loadtests.answers import plain_headers, retry_after_s
 from loadtests.options import LoadSettings
 from loadtests.runtime import load_settings, population
 from loadtests.tally import TALLY
@@ -63,14 +64,6 @@ def _json_body(content: bytes | None) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {}
     return body if isinstance(body, dict) else {}
-
-
-def _retry_after_s(headers: dict[str, str]) -> float | None:
-    value = headers.get("Retry-After") or headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _error_code(body: dict[str, Any]) -> str:
@@ -115,7 +108,7 @@ class QueueUser(FastHttpUser):
         ) as response:
             status = int(response.status_code or 0)
             body = _json_body(response.content)
-            answer_headers = dict(response.headers or {})
+            answer_headers = plain_headers(response.headers)
             TALLY.add(counters.QUEUE_REQUESTS)
             if self.is_bot_traffic:
                 TALLY.add(counters.BOT_REQUESTS)
@@ -187,7 +180,7 @@ class RegistrantUser(QueueUser):
                 return str(body["ticket"]), body
             if status == 409 and _error_code(body) != "wave_not_open_yet":
                 return None  # closed or full: nothing left to queue for
-            retry_after = _retry_after_s(headers)
+            retry_after = retry_after_s(headers)
             delay = behaviour.retry_delay_s(self.rng, registrant, attempt, params, retry_after)
             if delay is None:
                 return None  # gave up
@@ -246,11 +239,11 @@ class RegistrantUser(QueueUser):
                     return None
                 continue
             if status == 429:
-                self.pause(_retry_after_s(answer_headers) or 1.0)
+                self.pause(retry_after_s(answer_headers) or 1.0)
                 continue
             failures += 1
             delay = behaviour.retry_delay_s(
-                self.rng, registrant, failures, params, _retry_after_s(answer_headers)
+                self.rng, registrant, failures, params, retry_after_s(answer_headers)
             )
             if delay is None:
                 return None
@@ -304,7 +297,7 @@ class RegistrantUser(QueueUser):
             if 400 <= status < 500:
                 return False  # a refusal (bad NIK, under age, OTP locked): the journey ends
             delay = behaviour.retry_delay_s(
-                self.rng, ctx.registrant, attempt, params, _retry_after_s(headers)
+                self.rng, ctx.registrant, attempt, params, retry_after_s(headers)
             )
             if delay is None:
                 return False
@@ -331,7 +324,7 @@ class RegistrantUser(QueueUser):
         ) as response:
             status = int(response.status_code or 0)
             body = _json_body(response.content)
-            answer_headers = dict(response.headers or {})
+            answer_headers = plain_headers(response.headers)
             TALLY.add(counters.ORIGIN_REQUESTS)
             if status >= 500 or status == 0:
                 TALLY.add(counters.ORIGIN_5XX)

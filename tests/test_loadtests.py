@@ -370,3 +370,22 @@ def test_stress_steps_report_the_first_step_over_the_limits() -> None:
     assert "last step within limits: 40 users, 200.0 req/s" in report
     assert breaking_point(steps[:2], limits) is None
     assert breaking_point([StepRecord(1, 5, 1.0, 100, 2, 5)], limits) is not None  # 2% failed
+
+
+def test_retry_after_is_read_from_the_fast_clients_headers() -> None:
+    """Locust's fast client keeps (name, value) pairs in its header map: `dict(headers)` gave
+    tuples, and the first Retry-After a registrant met crashed its task. Checked against the
+    real header classes in a child process (importing them pulls in gevent)."""
+    code = (
+        "from geventhttpclient.header import Headers\n"
+        "from requests.structures import CaseInsensitiveDict\n"
+        "from loadtests.answers import plain_headers, retry_after_s\n"
+        "h = Headers(); h.add('Retry-After', '3'); h.add('Content-Type', 'application/json')\n"
+        "print(retry_after_s(plain_headers(h)),\n"
+        "      retry_after_s(plain_headers(CaseInsensitiveDict({'Retry-After': '2'}))),\n"
+        "      retry_after_s(plain_headers(Headers())))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["3.0", "2.0", "None"]
