@@ -328,7 +328,9 @@ def admission(o: Options, work: Path) -> list[Row]:
 
         def sample() -> tuple[float, int]:
             with client.pipeline(transaction=True) as pipe:
-                (seconds, micros), admitted = pipe.time().hget(ctl, "admitted").execute()
+                pipe.time()
+                pipe.hget(ctl, "admitted")
+                (seconds, micros), admitted = pipe.execute()
             return seconds + micros / 1e6, int(admitted or 0)
 
         with queue_server(work, rs.url, config, workers=o.admission_workers):
