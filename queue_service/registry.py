@@ -113,10 +113,15 @@ class WaveRegistry:
 
     def _runtime(self, config: WaveConfig, version: int) -> WaveRuntime:
         previous = self._waves.get(config.id)
-        runtime = WaveRuntime(config, version, config.limits(self._base_limits))
-        if previous is not None:
-            runtime.counts, runtime.throughput = previous.counts, previous.throughput
-            runtime.pace_s = runtime.seconds_per_place()
+        # a reloaded configuration keeps what was observed so far
+        counts, throughput = (previous.counts, previous.throughput) if previous else (None, None)
+        runtime = WaveRuntime(
+            config,
+            version,
+            config.limits(self._base_limits),
+            counts,
+            throughput or Throughput(),
+        )
         self._waves[config.id] = runtime
         return runtime
 

@@ -145,7 +145,7 @@ class QueueService:
         self, wave: str, requests: list[StatusRequest]
     ) -> list[StatusOutcome]:
         runtime = await self.registry.get(wave)
-        _, outcomes = await self.store.status(wave, requests, runtime.limits)
+        outcomes = await self.store.status(wave, requests, runtime.limits)
         # counted per batch, not per request: one increment per state seen
         answered = collections.Counter(
             o.state for o in outcomes if o.result == "ok" and o.state != "unknown"

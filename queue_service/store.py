@@ -145,8 +145,9 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _is_text(value: Any) -> bool:
-    return isinstance(value, bytes | str)
+def _is_unknown_wave(raw: Sequence[Any]) -> bool:
+    """The array reply of join, status and admit when the wave does not exist."""
+    return len(raw) == 1 and _s(raw[0]) == "unknown_wave"
 
 
 class Store:
@@ -217,7 +218,7 @@ class Store:
             ",".join([str(score) for score in prequeue_scores]),
         ]
         raw = await self._script("join", keys, args)
-        if raw and _is_text(raw[0]):
+        if _is_unknown_wave(raw):
             raise UnknownWave(wave)
         return [
             JoinOutcome(
@@ -230,7 +231,7 @@ class Store:
 
     async def status(
         self, wave: str, requests: Sequence[StatusRequest], limits: RateLimitRules
-    ) -> tuple[str, list[StatusOutcome]]:
+    ) -> list[StatusOutcome]:
         keys = WaveKeys(wave)
         args: list[Any] = [
             self._now_arg(),
@@ -241,9 +242,9 @@ class Store:
         ]
         args += [",".join([str(r.seq) for r in requests]), ",".join([r.ip for r in requests])]
         raw = await self._script("status", keys, args)
-        if len(raw) == 1:
+        if _is_unknown_wave(raw):
             raise UnknownWave(wave)
-        wave_state, codes, subjects = raw
+        _, codes, subjects = raw  # the wave state comes first; no caller needs it
         outcomes = [
             StatusOutcome(
                 STATUS_RESULTS[result], TICKET_STATES[state] if state >= 0 else "", ahead, extra, ""
@@ -254,14 +255,14 @@ class Store:
         ]
         for index, subject in zip(subjects[0::2], subjects[1::2], strict=True):
             outcomes[index] = outcomes[index]._replace(registrant_hash=_s(subject))
-        return _s(wave_state), outcomes
+        return outcomes
 
     # -- admission and session ends -----------------------------------------------------
 
     async def admit(self, wave: str, *, max_admit: int = 2000, max_scan: int = 10000) -> AdmitStep:
         keys = WaveKeys(wave)
         raw = await self._script("admit", keys, [self._now_arg(), keys.prefix, max_admit, max_scan])
-        if _s(raw[0]) == "unknown_wave":
+        if _is_unknown_wave(raw):
             raise UnknownWave(wave)
         counts = WaveCounts(
             state=_s(raw[0]),
