@@ -20,11 +20,31 @@ log = logging.getLogger(__name__)
 WAVE_LIST_REFRESH_S = 1.0
 
 
+OUTAGE_GAP_STEPS = 20
+"""A pause of this many admission intervals between two steps of a wave (and at least
+MIN_OUTAGE_GAP_MS) means no process reached Redis: it does not count toward abandonment."""
+MIN_OUTAGE_GAP_MS = 1000
+
+
+LOCAL_STATUS_AGE_STEPS = 20
+"""A process answers status from its copy of a wave only while the copy is at most this many
+admission intervals old (and at least 1 s): older means it is not reaching Redis."""
+
+
+def outage_gap_ms(interval_s: float) -> int:
+    return max(MIN_OUTAGE_GAP_MS, int(interval_s * 1000 * OUTAGE_GAP_STEPS))
+
+
+def local_status_max_age_s(interval_s: float) -> float:
+    return max(1.0, interval_s * LOCAL_STATUS_AGE_STEPS)
+
+
 class AdmissionLoop:
     def __init__(self, store: Store, registry: WaveRegistry, interval_s: float) -> None:
         self._store = store
         self._registry = registry
         self._interval_s = interval_s
+        self._outage_gap_ms = outage_gap_ms(interval_s)
         self._wave_ids: list[str] = []
         self._listed_at = 0.0
         self._failing = False
@@ -55,8 +75,13 @@ class AdmissionLoop:
         await asyncio.gather(*(self._step(wave) for wave in self._wave_ids))
 
     async def _step(self, wave: str) -> None:
+        runtime = self._registry.loaded.get(wave)
         try:
-            step = await self._store.admit(wave)
+            step = await self._store.admit(
+                wave,
+                left_from=runtime.left_read if runtime else 0,
+                outage_gap_ms=self._outage_gap_ms,
+            )
         except UnknownWave:
             self._registry.forget(wave)
             return
@@ -69,7 +94,7 @@ _initialised_waves: set[str] = set()
 async def record_step(registry: WaveRegistry, wave: str, step: AdmitStep) -> None:
     """Feed one admission step to the registry (counts, ETA) and to the metrics. Every caller of
     the admit script records through here, so what it decided is counted exactly once."""
-    runtime = await registry.observe(wave, step.counts)
+    runtime = await registry.observe(wave, step)
     if wave not in _initialised_waves:
         metrics.init_wave_series(wave)
         _initialised_waves.add(wave)

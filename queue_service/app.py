@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from queue_service import http_admin, http_public, metrics
-from queue_service.admission import AdmissionLoop
-from queue_service.appkeys import KEYRING, REDIS, SERVICE, SETTINGS, STORE
+from queue_service.admission import AdmissionLoop, local_status_max_age_s
+from queue_service.appkeys import KEYRING, OVERLOAD, REDIS, SERVICE, SETTINGS, STORE
 from queue_service.clock import Clock
 from queue_service.endpoint import (
     CATCH_ALL_PATTERN,
@@ -26,6 +26,8 @@ from queue_service.endpoint import (
 from queue_service.errors import ApiError
 from queue_service.loop_lag import monitor_event_loop_lag
 from queue_service.metrics_http import metrics_handler
+from queue_service.overload import OverloadGuard
+from queue_service.proof_of_work import ChallengeCodec
 from queue_service.redis_client import connect_redis
 from queue_service.registry import WaveRegistry
 from queue_service.service import QueueService
@@ -85,22 +87,25 @@ def create_app(
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[KEYRING] = keyring or load_keyring(settings)
+    app[OVERLOAD] = OverloadGuard(settings.max_inflight, settings.max_lag_s)
 
     async def state_ctx(app: web.Application) -> AsyncIterator[None]:
         redis = connect_redis(settings)
         store = Store(redis, clock=clock, timeout_s=settings.redis_timeout_s)
         await wait_for_redis(store, settings.redis_url or "")
         await store.load_scripts()
-        registry = WaveRegistry(store, settings.rate_limits)
-        codec = TicketCodec(await resolve_secret(redis, settings.secret))
+        registry = WaveRegistry(store, settings.rate_limits, clock)
+        secret = await resolve_secret(redis, settings.secret)
         keyring_now = app[KEYRING]
         service = QueueService(
             store,
             registry,
-            codec,
+            TicketCodec(secret),
             TokenIssuer(keyring_now, settings.issuer),
             TokenVerifier.from_keyring(keyring_now, issuer=settings.issuer, clock=clock),
+            ChallengeCodec(secret),
             clock=clock,
+            local_status_max_age_s=local_status_max_age_s(settings.admission_interval_s),
         )
         await load_config_waves(settings, store)
         metrics.init_process_series()
@@ -110,7 +115,10 @@ def create_app(
         await redis.aclose()
 
     async def background_ctx(app: web.Application) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(monitor_event_loop_lag(), name="loop-lag")]
+        tasks = [
+            asyncio.create_task(monitor_event_loop_lag(app[OVERLOAD]), name="loop-lag"),
+            asyncio.create_task(app[SERVICE].seen.run(), name="seen-flush"),
+        ]
         if run_admission:
             loop = AdmissionLoop(app[STORE], app[SERVICE].registry, settings.admission_interval_s)
             tasks.append(asyncio.create_task(loop.run(), name="admission"))
@@ -127,6 +135,10 @@ def create_app(
     return app
 
 
+NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Operators watch the overload through these: they are answered however busy the process."""
+
+
 def add_routes(app: web.Application, max_body_bytes: int) -> None:
     p, a = http_public, http_admin
     routes: list[tuple[str, str, Handler]] = [
@@ -135,6 +147,8 @@ def add_routes(app: web.Application, max_body_bytes: int) -> None:
         ("POST", "/api/v1/waves/{wave}/leave", p.leave),
         ("POST", "/api/v1/waves/{wave}/complete", p.complete),
         ("GET", "/api/v1/waves/{wave}", p.wave_info),
+        ("GET", "/api/v1/waves/{wave}/revoked", p.revoked),
+        ("GET", "/api/v1/waves/{wave}/challenge", p.challenge),
         ("GET", "/.well-known/jwks.json", p.jwks),
         ("GET", "/w/{wave}", p.waiting_page),
         ("GET", "/api/openapi.json", p.openapi),
@@ -144,15 +158,19 @@ def add_routes(app: web.Application, max_body_bytes: int) -> None:
         ("GET", "/admin/v1/waves", a.list_waves),
         ("GET", "/admin/v1/waves/{wave}", a.get_wave),
         ("PUT", "/admin/v1/waves/{wave}", a.put_wave),
+        ("DELETE", "/admin/v1/waves/{wave}", a.delete_wave),
         ("POST", "/admin/v1/waves/{wave}/{action:pause|resume|close}", a.control_wave),
     ]
+    guard = app[OVERLOAD]
     for method, path, handler in routes:
-        wrapped = endpoint(route_label(path), handler, max_body_bytes)
+        wrapped = endpoint(
+            route_label(path), handler, max_body_bytes, guard, sheddable=path not in NEVER_SHED
+        )
         if method == "GET":
             app.router.add_get(path, wrapped)  # and HEAD
         else:
             app.router.add_route(method, path, wrapped)
     # last: every request that no route above takes (404, or 405 with Allow)
     app.router.add_route(
-        "*", CATCH_ALL_PATTERN, endpoint(UNMATCHED_ROUTE, unmatched, max_body_bytes)
+        "*", CATCH_ALL_PATTERN, endpoint(UNMATCHED_ROUTE, unmatched, max_body_bytes, guard)
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from queue_service.overload import OverloadGuard
 from queue_service.redis_client import RedisClient
 from queue_service.service import QueueService
 from queue_service.settings import Settings
@@ -15,3 +16,4 @@ REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 STORE = web.AppKey("store", Store)
 SERVICE = web.AppKey("service", QueueService)
 KEYRING = web.AppKey("keyring", KeyRing)
+OVERLOAD = web.AppKey("overload", OverloadGuard)

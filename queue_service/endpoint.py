@@ -22,11 +22,12 @@ from prometheus_client import Histogram
 from queue_service import metrics
 from queue_service.errors import ApiError, NotFound
 from queue_service.logs import new_request_id, request_id_var
+from queue_service.overload import SHED_RETRY_AFTER_S, OverloadGuard
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # fullmatch
 # Methods a client can send are unbounded; metric labels must not be.
 METHOD_LABELS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 ROUTE_REGEX = re.compile(r"\{(\w+):[^}]*\}")
@@ -42,6 +43,7 @@ HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
@@ -81,18 +83,40 @@ def route_label(path: str) -> str:
     return ROUTE_REGEX.sub(r"{\1}", path)
 
 
-def endpoint(route: str, handler: Handler, max_body_bytes: int) -> Handler:
-    """`handler` with a request id (kept from a sane incoming X-Request-Id), the body-size
-    guard, every error as the JSON error shape, and its latency observed under `route`.
-    One coroutine around the handler, no more: this runs on every status poll."""
+def shed_response() -> web.Response:
+    metrics.shed_requests.inc()
+    return error_response(
+        503,
+        "overloaded",
+        "The queue is very busy right now; your place is safe. Please retry shortly.",
+        retry_after_s=SHED_RETRY_AFTER_S,
+    )
+
+
+def endpoint(
+    route: str,
+    handler: Handler,
+    max_body_bytes: int,
+    guard: OverloadGuard,
+    *,
+    sheddable: bool = True,
+) -> Handler:
+    """`handler` with a request id (kept from a sane incoming X-Request-Id), load shedding
+    (overload.py), the body-size guard, every error as the JSON error shape, and its latency
+    observed under `route`. One coroutine around the handler, no more: this runs on every
+    status poll."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
+        if sheddable and not guard.admits():
+            guard.shed += 1
+            return shed_response()  # before anything else is done or read
         incoming = request.headers.get("X-Request-Id")
-        request_id = incoming if incoming and REQUEST_ID.match(incoming) else new_request_id()
+        request_id = incoming if incoming and REQUEST_ID.fullmatch(incoming) else new_request_id()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
         response: web.StreamResponse
+        guard.inflight += 1
         try:
             try:
                 length = request.content_length
@@ -119,6 +143,7 @@ def endpoint(route: str, handler: Handler, max_body_bytes: int) -> Handler:
                     raise
                 response = _http_error_response(exc)
             except Exception:
+                # the path only: a query string may carry a ticket
                 log.exception("unhandled error on %s %s", request.method, request.path)
                 response = error_response(
                     500, "internal_error", "Something went wrong on our side."
@@ -127,6 +152,7 @@ def endpoint(route: str, handler: Handler, max_body_bytes: int) -> Handler:
             response.headers["X-Request-Id"] = request_id
             return response
         finally:
+            guard.inflight -= 1
             method = request.method if request.method in METHOD_LABELS else "other"
             _duration_series(route, method, f"{status // 100}xx").observe(
                 time.perf_counter() - started

@@ -65,3 +65,27 @@ class StoreUnavailable(ApiError):
 
     status = 503
     code = "store_unavailable"
+
+
+class ServiceUnavailable(ApiError):
+    """Something the request needs is briefly out of reach (not the state store)."""
+
+    status = 503
+    code = "unavailable"
+
+
+class Overloaded(ApiError):
+    """The process is at its limit of requests in flight; shed before any work is done."""
+
+    status = 503
+    code = "overloaded"
+
+
+class RequestTimeout(ApiError):
+    status = 408
+    code = "request_timeout"
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    code = "unsupported_media_type"

@@ -10,11 +10,11 @@ from typing import Any
 from aiohttp import web
 
 from queue_service import metrics
-from queue_service.admission import record_step
 from queue_service.appkeys import SERVICE, SETTINGS, STORE
-from queue_service.errors import Conflict, Forbidden, NotFound, Unauthorized
+from queue_service.errors import Conflict, Forbidden, Unauthorized
 from queue_service.http_public import bearer_token, json_response, read_json_object
 from queue_service.net import client_ip
+from queue_service.registry import unknown_wave
 from queue_service.store import UnknownWave
 from queue_service.waves import WaveConfig, parse_wave, validate_wave_id
 
@@ -24,31 +24,33 @@ ACTIONS = ("pause", "resume", "close")
 
 
 def _authorize(request: web.Request) -> str:
-    """The actor for the audit log, or raise."""
+    """The actor for the audit log ("<operator name>@<address>"), or raise. Every configured
+    token is compared, in constant time, so timing tells nothing about which one matched."""
     settings = request.app[SETTINGS]
-    if not settings.admin_token:
+    tokens = settings.admin_tokens_by_name
+    if not tokens:
         raise Forbidden(
             "The admin API is disabled: no admin token is configured.", code="admin_disabled"
         )
-    presented = bearer_token(request)
-    if presented is None or not hmac.compare_digest(
-        presented.encode(), settings.admin_token.encode()
-    ):
+    presented = (bearer_token(request) or "").encode()
+    actor = None
+    for name, token in tokens.items():
+        if hmac.compare_digest(presented, token.encode()) and presented:
+            actor = name
+    if actor is None:
         raise Unauthorized("A valid admin bearer token is required.", code="invalid_admin_token")
-    return f"admin@{client_ip(request, settings.trusted_networks)}"
+    return f"{actor}@{client_ip(request, settings.trusted_networks)}"
 
 
 async def _view(request: web.Request, wave: str) -> dict[str, Any]:
-    store = request.app[STORE]
-    registry = request.app[SERVICE].registry
+    """Configuration and live counts, read without writing anything (lua/read_counts.lua)."""
+    service = request.app[SERVICE]
+    runtime = await service.registry.get(wave)
     try:
-        step = await store.admit(wave, max_admit=0)  # read-only: counts, never admits
+        counts = await request.app[STORE].read_counts(wave)
     except UnknownWave:
-        registry.forget(wave)
-        raise NotFound(f"There is no wave called {wave!r}.", code="unknown_wave") from None
-    await record_step(registry, wave, step)
-    runtime = await registry.get(wave)
-    counts = step.counts
+        service.registry.forget(wave)
+        raise unknown_wave(wave) from None
     return {
         "wave": runtime.config.public_dict(),
         "state": counts.state,
@@ -109,6 +111,26 @@ async def put_wave(request: web.Request) -> web.Response:
     return json_response(await _view(request, wave), status=201 if result == "created" else 200)
 
 
+async def delete_wave(request: web.Request) -> web.Response:
+    """Remove a wave and all its data; refused while anyone waits or holds a session there,
+    unless `?force=true`."""
+    actor = _authorize(request)
+    wave = validate_wave_id(request.match_info["wave"])
+    view = await _view(request, wave)
+    counts = view["counts"]
+    people = counts["waiting"] + counts["prequeue"] + counts["active"]
+    if people and request.query.get("force") != "true":
+        raise Conflict(
+            f"{people} people are waiting or registering in wave {wave}; close it first, or "
+            "delete with force=true.",
+            code="wave_in_use",
+        )
+    removed = await request.app[STORE].delete_wave(wave)
+    request.app[SERVICE].registry.forget(wave)
+    _audit(actor, "delete", wave, {"keys_removed": removed, "people": people})
+    return web.Response(status=204)
+
+
 async def control_wave(request: web.Request) -> web.Response:
     actor = _authorize(request)
     wave = validate_wave_id(request.match_info["wave"])
@@ -116,7 +138,7 @@ async def control_wave(request: web.Request) -> web.Response:
     try:
         result = await request.app[STORE].control(wave, action)
     except UnknownWave:
-        raise NotFound(f"There is no wave called {wave!r}.", code="unknown_wave") from None
+        raise unknown_wave(wave) from None
     if result == "closed":
         raise Conflict("The wave is closed; it cannot be resumed.", code="wave_closed")
     _audit(actor, action, wave)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from importlib import resources
 from typing import Any
@@ -9,16 +10,27 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from queue_service.appkeys import KEYRING, SERVICE, SETTINGS, STORE
-from queue_service.errors import ApiError, BadRequest, StoreUnavailable, Unauthorized
-from queue_service.net import client_ip
-from queue_service.service import MAX_REGISTRANT_LENGTH
+from queue_service.appkeys import KEYRING, OVERLOAD, SERVICE, SETTINGS, STORE
+from queue_service.errors import (
+    ApiError,
+    BadRequest,
+    RequestTimeout,
+    StoreUnavailable,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from queue_service.net import client_ip, forwarded_https
+from queue_service.overload import SHED_RETRY_AFTER_S
 from queue_service.waves import validate_wave_id
 
 TICKET_COOKIE = "gelombang_ticket"
 TICKET_HEADER = "X-Queue-Ticket"
 TICKET_COOKIE_MAX_AGE_S = 7 * 24 * 3600
 NO_STORE = {"Cache-Control": "no-store"}
+BODY_TIMEOUT_S = 10.0
+"""A body that has not arrived whole after this long is refused (408): a client trickling a
+body byte by byte must not hold a connection and a handler for minutes."""
+JSON_TYPES = frozenset({"application/json"})
 
 
 def json_response(
@@ -30,6 +42,12 @@ def json_response(
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object; 415 unless it is declared JSON, 408 if it trickles in."""
+    if request.content_type not in JSON_TYPES:
+        raise UnsupportedMediaType(
+            "Send the body as JSON, with Content-Type: application/json.",
+            code="unsupported_media_type",
+        )
     content = request.content
     if request.content_length is not None and content.is_eof():
         # The whole body came with the headers (a join's always does): take it as it is,
@@ -38,7 +56,14 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         # enforces the limit as it reads.
         raw = content.read_nowait()
     else:
-        raw = await request.read()
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                raw = await request.read()
+        except TimeoutError:
+            raise RequestTimeout(
+                f"The request body did not arrive within {BODY_TIMEOUT_S:.0f} s.",
+                code="request_timeout",
+            ) from None
     if not raw:
         raise BadRequest("The request needs a JSON object body.", code="invalid_json")
     try:
@@ -61,12 +86,16 @@ def _ip(request: web.Request) -> str:
     return client_ip(request, request.app[SETTINGS].trusted_networks)
 
 
-def _ticket(request: web.Request) -> str:
-    ticket = (
+def presented_ticket(request: web.Request) -> str | None:
+    return (
         request.headers.get(TICKET_HEADER)
         or request.query.get("ticket")
         or request.cookies.get(TICKET_COOKIE)
     )
+
+
+def _ticket(request: web.Request) -> str:
+    ticket = presented_ticket(request)
     if not ticket:
         raise Unauthorized(
             "No ticket: join the wave first (cookie, X-Queue-Ticket header or ?ticket=).",
@@ -75,27 +104,21 @@ def _ticket(request: web.Request) -> str:
     return ticket
 
 
-def _registrant(body: dict[str, Any]) -> str:
-    registrant = body.get("registrant")
-    if not isinstance(registrant, str) or not 1 <= len(registrant) <= MAX_REGISTRANT_LENGTH:
-        raise BadRequest(
-            f"registrant must be a string of 1-{MAX_REGISTRANT_LENGTH} characters.",
-            code="invalid_registrant",
-        )
-    if not registrant.isprintable():
-        raise BadRequest(
-            "registrant must not contain control characters.", code="invalid_registrant"
-        )
-    return registrant
-
-
 async def join(request: web.Request) -> web.Response:
     wave = _wave(request)
-    registrant = _registrant(await read_json_object(request))
-    result = await request.app[SERVICE].join(wave, registrant, _ip(request))
-    body = {**result.view, "ticket": result.ticket}
-    headers = {**NO_STORE, "Set-Cookie": _ticket_cookie(wave, result.ticket, request.secure)}
-    return json_response(body, status=201 if result.created else 200, headers=headers)
+    body = await read_json_object(request)
+    result = await request.app[SERVICE].join(wave, body, _ip(request), presented_ticket(request))
+    headers = {**NO_STORE, "Set-Cookie": _ticket_cookie(wave, result.ticket, _secure(request))}
+    return json_response(
+        {**result.view, "ticket": result.ticket},
+        status=201 if result.created else 200,
+        headers=headers,
+    )
+
+
+def _secure(request: web.Request) -> bool:
+    """Came over TLS: directly, or to a trusted proxy that says so (X-Forwarded-Proto)."""
+    return request.secure or forwarded_https(request, request.app[SETTINGS].trusted_networks)
 
 
 def _ticket_cookie(wave: str, ticket: str, secure: bool) -> str:
@@ -142,6 +165,21 @@ async def complete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def revoked(request: web.Request) -> web.Response:
+    """Admission tokens revoked (sessions ended) after `after_ms`: the feed origin guards read
+    to refuse a completed session's token (origin_guard.py)."""
+    after = request.query.get("after_ms", "0")
+    if not (after.isascii() and after.isdigit() and len(after) <= 15):
+        raise BadRequest("after_ms must be a whole number of milliseconds.", code="invalid_query")
+    body = await request.app[SERVICE].revoked(_wave(request), int(after))
+    return json_response(body, headers={"Cache-Control": "no-cache"})
+
+
+async def challenge(request: web.Request) -> web.Response:
+    body = await request.app[SERVICE].challenge(_wave(request))
+    return json_response(body, headers=NO_STORE)
+
+
 async def wave_info(request: web.Request) -> web.Response:
     info = await request.app[SERVICE].info(_wave(request))
     return json_response(info, headers={"Cache-Control": "public, max-age=1"})
@@ -186,6 +224,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Ready: Redis answers and the process is not saturated (a load balancer steers new
+    connections elsewhere before this process has to shed; overload.py)."""
+    guard = request.app[OVERLOAD]
+    if guard.saturated:
+        return json_response(
+            {"status": "saturated", "inflight": guard.inflight, "loop_lag_s": guard.lag_s},
+            status=503,
+            headers={"Retry-After": str(SHED_RETRY_AFTER_S)},
+        )
     try:
         await request.app[STORE].ping()
     except (ApiError, StoreUnavailable) as exc:

@@ -5,20 +5,31 @@ one Lua script can touch them atomically. Scripts receive the wave's key prefix 
 bucket keys from it (same tag, same slot). Time values are milliseconds since the Unix epoch.
 
 Per wave, prefix `glb:{w:<wave>}:`
-  cfg            hash   wave configuration (times in ms); no TTL, removed by hand
+  cfg            hash   wave configuration (times in ms), plus `uid` (random at creation: tickets
+                        are signed with it) and `version` (bumped by every change); no TTL
   ctl            hash   live counters: seq (tickets issued), cursor (order positions decided),
                         open_seq (tickets issued before opening = pre-queue size), admitted,
                         abandoned, left, completed, expired, tokens + tokens_at (admission
-                        bucket), paused, closed, cfg_version; no TTL
+                        bucket), paused, closed, step_at + down_ms (last admission step, and the
+                        outage time that does not count toward abandonment), inc + inc_run +
+                        incs (the incarnation tickets are issued in, the Redis run id it began
+                        under, and the ended ones as "id:last_seq,..."); no TTL
   reg:<b>        hash   registrant keyed hash -> ticket seq, b = first bytes of the hash mod
                         REGISTRANT_BUCKETS (small hashes stay listpack-encoded: 10 M tickets fit)
   tk:<seq/100>   hash   seq -> "registrant_hash|joined_ms|eta_at_join_s" (immutable)
-  seen:<seq/100> hash   seq -> last seen ms while waiting, "A<ms>" admitted at, "X" abandoned,
-                        "L" left, "C" completed
+  seen:<seq/100> hash   seq -> the deadline of the next poll (service ms) while waiting,
+                        "A<ms>" admitted at (unclaimed), "S<ms>" admitted and claimed,
+                        "C<ms>" completed, "X" abandoned, "L" left (protocol.SeenMark)
   pq             zset   pre-queue: seq scored by a uniform random number; its rank is the
                         order after opening (a uniform shuffle without moving anything)
-  active         zset   admitted seq -> session expiry ms (max_active, TTL expiry)
-  rl:<rule>:<id> string GCRA theoretical arrival time; PX TTL = until it no longer matters
+  active         zset   admitted seq -> until when it holds its max_active slot (ms): the
+                        holder's poll deadline until claimed, then admission + session_ttl
+  left           list   seqs of tickets that left while waiting, in order (processes read it
+                        from the admission step, so no process answers a left ticket as waiting)
+  revoked        zset   jti of ended sessions -> when (ms); kept for session_ttl (the feed
+                        GET /api/v1/waves/{wave}/revoked that origin guards read)
+  rl:<rule>:<id> string GCRA theoretical arrival time of a join rule; PX TTL = until it no
+                        longer matters
 
 Global (no tag; admin paths only, never on the hot path)
   glb:waves      set    ids of every wave
@@ -36,7 +47,7 @@ REGISTRANT_BUCKETS = 1 << 17
 TICKET_BUCKET_SIZE = 100  # must match BUCKET_SIZE in lua/_lib.lua
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WaveKeys:
     wave: str
 
@@ -59,6 +70,19 @@ class WaveKeys:
     @property
     def active(self) -> str:
         return self.prefix + "active"
+
+    @property
+    def left(self) -> str:
+        return self.prefix + "left"
+
+    @property
+    def revoked(self) -> str:
+        return self.prefix + "revoked"
+
+    @property
+    def fixed(self) -> list[str]:
+        """The keys every script is called with, in the order lua/_lib.lua names them."""
+        return [self.cfg, self.ctl, self.prequeue, self.active, self.left, self.revoked]
 
     def registrant_bucket(self, bucket: int) -> str:
         return f"{self.prefix}reg:{bucket}"

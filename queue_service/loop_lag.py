@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 
 from queue_service import metrics
+from queue_service.overload import OverloadGuard
 
 
-async def monitor_event_loop_lag(interval_s: float = 0.25) -> None:
-    """Sleep `interval_s` again and again and observe how much later than asked we woke up.
+async def monitor_event_loop_lag(guard: OverloadGuard, interval_s: float = 0.1) -> None:
+    """Sleep `interval_s` again and again and observe how much later than asked we woke up;
+    the overload guard sheds new requests while the lag is too high (overload.py).
 
     Runs until cancelled (start it in a cleanup_ctx, cancel it at shutdown).
     """
@@ -20,4 +22,6 @@ async def monitor_event_loop_lag(interval_s: float = 0.25) -> None:
     while True:
         due = loop.time() + interval_s
         await asyncio.sleep(interval_s)
-        metrics.event_loop_lag.observe(max(0.0, loop.time() - due))
+        lag = max(0.0, loop.time() - due)
+        guard.lag_s = lag
+        metrics.event_loop_lag.observe(lag)

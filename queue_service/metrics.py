@@ -112,7 +112,7 @@ sessions_completed = Counter(
 )
 joins = Counter(
     "gelombang_joins",
-    "Join requests by result (new, existing, rejoined, not_accepting, rate_limited).",
+    "Join requests by result (new, existing, rejoined, held, not_accepting, rate_limited).",
     ["wave", "result"],
     registry=REGISTRY,
 )
@@ -175,6 +175,11 @@ event_loop_lag = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
     registry=REGISTRY,
 )
+shed_requests = Counter(
+    "gelombang_shed_requests",
+    "Requests refused with a fast 503 because the process was overloaded (overload.py).",
+    registry=REGISTRY,
+)
 admin_actions = Counter(
     "gelombang_admin_actions",
     "Admin API changes, by action.",
@@ -183,17 +188,29 @@ admin_actions = Counter(
 )
 
 WAVE_STATES = ("scheduled", "prequeue", "open", "paused", "full", "closed")
-JOIN_RESULTS = ("new", "existing", "rejoined", "not_accepting", "rate_limited")
-TICKET_STATES = ("prequeue", "waiting", "admitted", "expired", "closed")
+JOIN_RESULTS = ("new", "existing", "rejoined", "held", "not_accepting", "rate_limited")
+TICKET_STATES = (
+    "prequeue",
+    "waiting",
+    "closing",
+    "paused",
+    "admitted",
+    "completed",
+    "expired",
+    "closed",
+)
 # One per Store call site: every Lua script (store.SCRIPTS), plain wave admin reads, ping.
 REDIS_OPS = (
     "join",
     "status",
+    "seen",
     "admit",
+    "read_counts",
     "leave",
     "complete",
     "put_wave",
     "control",
+    "revoked",
     "wave_admin",
     "ping",
 )
@@ -213,7 +230,7 @@ def init_wave_series(wave: str) -> None:
 
 # The rule names of ratelimit.RateLimitRules, and the admin API's audited actions.
 RATE_LIMIT_RULES = ("join_per_ip", "join_per_registrant", "status_per_ip", "status_per_ticket")
-ADMIN_ACTIONS = ("create", "update", "pause", "resume", "close")
+ADMIN_ACTIONS = ("create", "update", "delete", "pause", "resume", "close")
 
 
 def init_process_series() -> None:

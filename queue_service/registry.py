@@ -1,9 +1,11 @@
 """Per-process view of the waves: configuration cached from Redis, the latest counts seen by
-the admission loop, and the throughput estimate behind every ETA.
+the admission loop, what the process has learnt about tickets since (who left, pre-queue
+ranks), the pace estimate behind every ETA, and the status rate limiters.
 
-The cache never decides anything (Lua does); it only spares the hot path a round trip for
-configuration. A change made through any replica bumps the wave's config version, which the
-admission loop sees within one tick and reloads.
+The cache never decides anything (Lua does); it spares the hot path a round trip for
+configuration, and lets most status polls be answered without one (local_status.py). A change
+made through any replica bumps the wave's config version, which the admission loop sees within
+one tick and reloads.
 """
 
 from __future__ import annotations
@@ -13,97 +15,103 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from queue_service.clock import Clock, SystemClock
 from queue_service.errors import NotFound
+from queue_service.pacing import PaceEstimate, PacePrior
 from queue_service.ratelimit import RateLimitRules
-from queue_service.store import Store, WaveCounts
+from queue_service.ratelimit_local import LocalGcra
+from queue_service.store import AdmitStep, Store, WaveCounts
 from queue_service.waves import WaveConfig, validate_wave_id
 
 log = logging.getLogger(__name__)
 
 NEGATIVE_CACHE_S = 1.0
 NEGATIVE_CACHE_SIZE = 1024
-EWMA_HALF_LIFE_S = 20.0
-MIN_POLL_MS = 1000
-MAX_POLL_MS = 30000
+MAX_CACHED_RANKS = 2_000_000
+"""Pre-queue ranks kept per wave and process (about 100 B each); beyond, ranks come from Redis."""
 
 
-@dataclass
-class Throughput:
-    """EWMA of admissions/s and of the share of tickets skipped as abandoned or left."""
+@dataclass(slots=True)
+class StatusLimiters:
+    """The per-process status limits of a wave (ratelimit_local.py)."""
 
-    admitted_per_s: float = 0.0
-    skip_fraction: float = 0.0
-    _last: WaveCounts | None = None
-    _last_at: float = 0.0
+    per_ticket: LocalGcra
+    per_ip: LocalGcra
 
-    def observe(self, counts: WaveCounts, at: float) -> None:
-        last, self._last, last_at, self._last_at = self._last, counts, self._last_at, at
-        if last is None or at <= last_at:
-            return
-        dt = at - last_at
-        weight = 1 - 0.5 ** (dt / EWMA_HALF_LIFE_S)
-        admitted = max(0, counts.admitted - last.admitted)
-        skipped = max(0, counts.abandoned - last.abandoned)
-        self.admitted_per_s += weight * (admitted / dt - self.admitted_per_s)
-        if admitted + skipped:
-            self.skip_fraction += weight * (skipped / (admitted + skipped) - self.skip_fraction)
+    @classmethod
+    def from_rules(cls, rules: RateLimitRules) -> StatusLimiters:
+        return cls(LocalGcra(rules.status_per_ticket), LocalGcra(rules.status_per_ip))
 
 
 @dataclass
 class WaveRuntime:
     config: WaveConfig
     version: int
+    uid: str
+    """The wave's random id from its creation; tickets are signed with it."""
     limits: RateLimitRules
+    pace: PaceEstimate
+    status_limiters: StatusLimiters
     counts: WaveCounts | None = None
-    throughput: Throughput = field(default_factory=Throughput)
+    counts_at: float = 0.0
+    """When `counts` arrived, on the service's clock (seconds)."""
+    cursor: int = 0
+    """The highest admission cursor seen (admission steps and status answers): positions
+    shown are computed from it, so they never go up within this process."""
+    left: set[int] = field(default_factory=set)
+    left_read: int = 0
+    """How much of the wave's left list this process has read."""
+    ranks: dict[int, int] = field(default_factory=dict)
+    """Pre-queue seq -> its 0-based place in admission order (fixed once the wave opened)."""
     pace_s: float = field(init=False)
-    """Seconds of wait per ticket ahead; recomputed when counts arrive (`observe`), not on
-    every status poll that reads it."""
-    longest_poll_ms: int = field(init=False)
-    """Never poll more rarely than this: a polite client must not look like it abandoned."""
+    """Seconds of wait per ticket ahead; recomputed when counts arrive, not on every poll."""
 
     def __post_init__(self) -> None:
-        self.pace_s = self.seconds_per_place()
-        self.longest_poll_ms = int(
-            min(MAX_POLL_MS, max(MIN_POLL_MS, self.config.abandon_after_s * 1000 / 3))
-        )
+        self.pace_s = self.pace.seconds_per_place
 
-    def observe(self, counts: WaveCounts, at: float) -> None:
-        """The admission loop's latest counts (every tick): throughput and pace follow."""
-        self.counts = counts
-        self.throughput.observe(counts, at)
-        self.pace_s = self.seconds_per_place()
+    @property
+    def incarnation(self) -> str:
+        return self.counts.incarnation if self.counts else ""
 
-    def seconds_per_place(self) -> float:
-        """Expected seconds of wait per ticket ahead."""
-        config, counts = self.config, self.counts
-        rate = config.admit_rate
-        saturated = (
-            counts is not None
-            and config.max_active > 0
-            and counts.active >= 0.95 * config.max_active
-        )
-        if saturated and self.throughput.admitted_per_s > 0:
-            # max_active, not admit_rate, sets the pace: sessions must end to admit more.
-            rate = min(rate, self.throughput.admitted_per_s)
-        return max(0.0, 1.0 - self.throughput.skip_fraction) / max(rate, 1e-6)
+    def observe(self, step: AdmitStep, at: float) -> None:
+        """The admission loop's latest step (every tick): counts, pace and what left follow."""
+        counts, previous = step.counts, self.counts
+        if previous is not None and (
+            counts.incarnation != previous.incarnation or counts.left_total < self.left_read
+        ):
+            # Redis came back with other data: what this process learnt may not hold
+            self.left.clear()
+            self.ranks.clear()
+            self.left_read = 0
+            self.cursor = 0
+        self.counts, self.counts_at = counts, at
+        self.cursor = max(self.cursor, counts.cursor)
+        if step.left and step.left_from == self.left_read:
+            self.left.update(step.left)
+            self.left_read += len(step.left)
+        self.pace.observe(at, counts.admitted, counts.abandoned + counts.left, counts.waiting)
+        self.pace_s = self.pace.seconds_per_place
 
-    def eta_s(self, ahead: int) -> int:
-        return round(ahead * self.pace_s) if ahead > 0 else 0
+    def remember_rank(self, seq: int, order: int) -> None:
+        if len(self.ranks) < MAX_CACHED_RANKS:
+            self.ranks[seq] = order
 
-    def poll_after_ms(self, ahead: int, now: float) -> int:
-        """Poll at about a tenth of the remaining wait: people far back ask rarely, so polling
-        load stays bounded however long the queue is."""
-        if ahead < 0:  # pre-queue: check back before opening
-            until_open_ms = (self.config.opens_at - now) * 1000
-            return int(min(self.longest_poll_ms, max(MIN_POLL_MS * 2, until_open_ms / 4)))
-        return min(self.longest_poll_ms, max(MIN_POLL_MS, self.eta_s(ahead) * 100))
+    def service_now_ms(self, now: float) -> int:
+        """Service time (wall time minus the outages that do not count toward abandonment),
+        extrapolated from the last counts."""
+        counts = self.counts
+        if counts is None:
+            return int(now * 1000)
+        return counts.now_ms - counts.down_ms + int((now - self.counts_at) * 1000)
 
 
 class WaveRegistry:
-    def __init__(self, store: Store, base_limits: RateLimitRules) -> None:
+    def __init__(
+        self, store: Store, base_limits: RateLimitRules, clock: Clock | None = None
+    ) -> None:
         self._store = store
         self._base_limits = base_limits
+        self._clock = clock or SystemClock()
         self._waves: dict[str, WaveRuntime] = {}
         self._missing: OrderedDict[str, float] = OrderedDict()
 
@@ -111,17 +119,26 @@ class WaveRegistry:
     def loaded(self) -> dict[str, WaveRuntime]:
         return self._waves
 
-    def _runtime(self, config: WaveConfig, version: int) -> WaveRuntime:
+    def _runtime(self, config: WaveConfig, version: int, uid: str) -> WaveRuntime:
         previous = self._waves.get(config.id)
-        # a reloaded configuration keeps what was observed so far
-        counts, throughput = (previous.counts, previous.throughput) if previous else (None, None)
-        runtime = WaveRuntime(
-            config,
-            version,
-            config.limits(self._base_limits),
-            counts,
-            throughput or Throughput(),
-        )
+        limits = config.limits(self._base_limits)
+        prior = PacePrior(config.admit_rate, config.max_active, config.session_estimate_s)
+        if previous is not None and previous.uid == uid:
+            # a reloaded configuration keeps what was observed and learnt so far
+            pace = previous.pace
+            pace.prior = prior
+            limiters = previous.status_limiters
+            if previous.limits != limits:
+                limiters = StatusLimiters.from_rules(limits)
+            runtime = WaveRuntime(
+                config, version, uid, limits, pace, limiters, previous.counts,
+                previous.counts_at, previous.cursor, previous.left, previous.left_read,
+                previous.ranks,
+            )  # fmt: skip
+        else:
+            runtime = WaveRuntime(
+                config, version, uid, limits, PaceEstimate(prior), StatusLimiters.from_rules(limits)
+            )
         self._waves[config.id] = runtime
         return runtime
 
@@ -132,7 +149,7 @@ class WaveRegistry:
         validate_wave_id(wave)
         missing_since = self._missing.get(wave)
         if missing_since is not None and time.monotonic() - missing_since < NEGATIVE_CACHE_S:
-            raise NotFound(f"There is no wave called {wave!r}.", code="unknown_wave")
+            raise unknown_wave(wave)
         return await self.reload(wave)
 
     async def reload(self, wave: str) -> WaveRuntime:
@@ -142,16 +159,21 @@ class WaveRegistry:
             self._missing[wave] = time.monotonic()
             while len(self._missing) > NEGATIVE_CACHE_SIZE:
                 self._missing.popitem(last=False)
-            raise NotFound(f"There is no wave called {wave!r}.", code="unknown_wave")
+            raise unknown_wave(wave)
         self._missing.pop(wave, None)
         return self._runtime(*loaded)
 
     def forget(self, wave: str) -> None:
         self._waves.pop(wave, None)
 
-    async def observe(self, wave: str, counts: WaveCounts) -> WaveRuntime:
+    async def observe(self, wave: str, step: AdmitStep) -> WaveRuntime:
         runtime = self._waves.get(wave)
-        if runtime is None or counts.cfg_version != runtime.version:
+        if runtime is None or step.counts.cfg_version != runtime.version:
             runtime = await self.reload(wave)
-        runtime.observe(counts, time.monotonic())
+        runtime.observe(step, self._clock.now())
         return runtime
+
+
+def unknown_wave(wave: str) -> NotFound:
+    """The one error for a wave that does not exist (every path that finds none uses it)."""
+    return NotFound(f"There is no wave called {wave!r}.", code="unknown_wave")

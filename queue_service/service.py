@@ -1,6 +1,11 @@
 """The queue's use cases (join, status, leave, complete, wave info), between thin HTTP handlers
-and the Redis scripts. Hot-path calls go through coalescers: one script call per wave per
-Redis round trip, however many requests arrived meanwhile (batcher.py)."""
+and the Redis scripts.
+
+Joins and the status polls that need Redis go through coalescers: one script call per wave per
+Redis round trip, however many requests arrived meanwhile (batcher.py). Most status polls need
+none: a waiting ticket is answered from the process's copy of the wave (local_status.py), and
+the poll deadline it is given is written later in a batch (seen_buffer.py).
+"""
 
 from __future__ import annotations
 
@@ -9,63 +14,95 @@ import functools
 import logging
 import os
 import time
-from typing import Any, NamedTuple, NotRequired, TypedDict
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, NamedTuple
 
 from prometheus_client import Counter
 
-from queue_service import metrics
-from queue_service.admission import record_step
+from queue_service import metrics, pacing
 from queue_service.batcher import Coalescer
 from queue_service.clock import Clock, SystemClock
-from queue_service.errors import Conflict, NotFound, RateLimited, Unauthorized
+from queue_service.enqueue import EnqueueVerifier
+from queue_service.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    NotFound,
+    RateLimited,
+    StoreUnavailable,
+    Unauthorized,
+)
+from queue_service.identity import canonical_registrant
+from queue_service.local_status import answer_locally
+from queue_service.net import rate_limit_key
+from queue_service.proof_of_work import ChallengeCodec
+from queue_service.protocol import JoinResult, TicketState, WaveState
 from queue_service.ratelimit import Rule, limited_headers
-from queue_service.registry import WaveRegistry, WaveRuntime
+from queue_service.registry import WaveRegistry, WaveRuntime, unknown_wave
+from queue_service.seen_buffer import SeenBuffer
 from queue_service.store import (
+    REVOKED_PAGE,
+    JoinBatch,
     JoinOutcome,
     JoinRequest,
+    StatusBatch,
     StatusOutcome,
     StatusRequest,
     Store,
     UnknownWave,
+    WaveCounts,
 )
-from queue_service.tickets import TicketCodec
-from queue_service.tokens import InvalidAdmissionToken, TokenIssuer, TokenVerifier
+from queue_service.tickets import Ticket, TicketCodec
+from queue_service.tokens import InvalidAdmissionToken, TokenIssuer, TokenVerifier, token_id
+from queue_service.views import (
+    TicketView,
+    admitted_view,
+    final_view,
+    prequeue_view,
+    waiting_view,
+)
 from queue_service.waves import iso_utc
 
 log = logging.getLogger(__name__)
 
-MAX_REGISTRANT_LENGTH = 128
 PREQUEUE_SCORE_BITS = 52  # exact in a Redis sorted-set score (a double)
 PREQUEUE_SCORE_BYTES = 7
+CLIENT_BACKOFF_CAP_MS = 60_000
+"""Longest a waiting page waits between retries after errors: a poll refused by a rate limit
+or the state store is given this long (plus the grace) before it counts as missed."""
 # join results as the gelombang_joins_total metric labels them
 JOIN_RESULT_LABELS = {
-    "rl_ip": "rate_limited",
-    "rl_registrant": "rate_limited",
-    "scheduled": "not_accepting",
-    "closed": "not_accepting",
-    "full": "not_accepting",
+    JoinResult.NEW: "new",
+    JoinResult.EXISTING: "existing",
+    JoinResult.REJOINED: "rejoined",
+    JoinResult.HELD: "held",
+    JoinResult.RL_IP: "rate_limited",
+    JoinResult.RL_REGISTRANT: "rate_limited",
+    JoinResult.SCHEDULED: "not_accepting",
+    JoinResult.CLOSED: "not_accepting",
+    JoinResult.FULL: "not_accepting",
 }
+WAITING_STATES = frozenset({TicketState.WAITING, TicketState.PREQUEUE})
 
 
-class TicketView(TypedDict):
-    """What a ticket holder is told (the status answer, and the join answer with its ticket).
-    A plain dict: it goes straight to the JSON encoder, nothing is built twice on the hot path."""
-
-    wave: str
-    state: str
-    position: int | None
-    ahead: int | None
-    eta_s: int | None
-    poll_after_ms: int
-    token: NotRequired[str]
-    redirect: NotRequired[str]
-
-
-class JoinResult(NamedTuple):
+class JoinResponse(NamedTuple):
     ticket: str
     created: bool
     view: TicketView
+
+
+class JoinedTicket(NamedTuple):
+    """One request's share of a join batch."""
+
+    batch: JoinBatch
+    outcome: JoinOutcome
+
+
+class StatusAnswer(NamedTuple):
+    """One request's share of a status batch."""
+
+    wave_state: WaveState
+    cursor: int
+    outcome: StatusOutcome
 
 
 def prequeue_scores(count: int) -> list[int]:
@@ -77,12 +114,6 @@ def prequeue_scores(count: int) -> list[int]:
         int.from_bytes(raw[i : i + PREQUEUE_SCORE_BYTES], "big") & mask
         for i in range(0, len(raw), PREQUEUE_SCORE_BYTES)
     ]
-
-
-def add_query(url: str, name: str, value: str) -> str:
-    parts = urlsplit(url)
-    query = [*parse_qsl(parts.query, keep_blank_values=True), (name, value)]
-    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -114,168 +145,276 @@ class QueueService:
         codec: TicketCodec,
         issuer: TokenIssuer,
         verifier: TokenVerifier,
+        challenges: ChallengeCodec,
+        *,
         clock: Clock | None = None,
+        local_status_max_age_s: float = 1.0,
     ) -> None:
         self.store = store
         self.registry = registry
         self.codec = codec
         self.issuer = issuer
         self.verifier = verifier
+        self.challenges = challenges
         self.clock = clock or SystemClock()
-        self._joins: Coalescer[str, JoinRequest, JoinOutcome] = Coalescer("join", self._flush_joins)
-        self._statuses: Coalescer[str, StatusRequest, StatusOutcome] = Coalescer(
+        self.seen = SeenBuffer(store)
+        self.enqueue = EnqueueVerifier(self.clock)
+        self._local_max_age_s = local_status_max_age_s
+        self._joins: Coalescer[str, JoinRequest, JoinedTicket] = Coalescer(
+            "join", self._flush_joins
+        )
+        self._statuses: Coalescer[str, StatusRequest, StatusAnswer] = Coalescer(
             "status", self._flush_statuses
         )
 
-    async def _flush_joins(self, wave: str, requests: list[JoinRequest]) -> list[JoinOutcome]:
+    async def _flush_joins(self, wave: str, requests: list[JoinRequest]) -> list[JoinedTicket]:
         runtime = await self.registry.get(wave)
-        outcomes = await self.store.join(
-            wave,
-            requests,
-            prequeue_scores(len(requests)),
-            runtime.limits,
-            runtime.pace_s,
+        batch = await self.store.join(
+            wave, requests, prequeue_scores(len(requests)), runtime.limits, runtime.pace_s
         )
         # counted per batch, not per request: one increment per result seen
-        for result, count in collections.Counter(o.result for o in outcomes).items():
-            _joins(wave, JOIN_RESULT_LABELS.get(result, result)).inc(count)
-        return outcomes
+        for result, count in collections.Counter(o.result for o in batch.outcomes).items():
+            _joins(wave, JOIN_RESULT_LABELS[result]).inc(count)
+        return [JoinedTicket(batch, outcome) for outcome in batch.outcomes]
 
-    async def _flush_statuses(
-        self, wave: str, requests: list[StatusRequest]
-    ) -> list[StatusOutcome]:
-        runtime = await self.registry.get(wave)
-        outcomes = await self.store.status(wave, requests, runtime.limits)
-        # counted per batch, not per request: one increment per state seen
-        answered = collections.Counter(
-            o.state for o in outcomes if o.result == "ok" and o.state != "unknown"
-        )
-        for state, count in answered.items():
-            _status_polls(wave, state).inc(count)
-        return outcomes
+    async def _flush_statuses(self, wave: str, requests: list[StatusRequest]) -> list[StatusAnswer]:
+        batch: StatusBatch = await self.store.status(wave, requests)
+        return [StatusAnswer(batch.wave_state, batch.cursor, o) for o in batch.outcomes]
 
     async def drain(self) -> None:
         await self._joins.drain()
         await self._statuses.drain()
+        await self.seen.flush()
 
-    async def _unknown_wave(self, wave: str) -> NotFound:
-        self.registry.forget(wave)
-        return NotFound(f"There is no wave called {wave!r}.", code="unknown_wave")
+    # -- join ---------------------------------------------------------------------------
 
-    # -- public use cases ---------------------------------------------------------------
-
-    async def join(self, wave: str, registrant: str, ip: str) -> JoinResult:
+    async def join(
+        self, wave: str, body: dict[str, Any], ip: str, presented_ticket: str | None
+    ) -> JoinResponse:
+        """`body`: {"registrant": id} or {"enqueue_token": JWT}, and "pow" when the wave asks
+        for it. `presented_ticket`: the caller's ticket (cookie or header), its proof of
+        holding a place it already has."""
         runtime = await self.registry.get(wave)
+        config = runtime.config
+        identity, verified = await self._identity(runtime, body)
+        if config.pow_bits:
+            raw_identity = body.get("enqueue_token") or body.get("registrant")
+            self.challenges.check(
+                wave, config.pow_bits, body.get("pow"), str(raw_identity), self.clock.now()
+            )
+        registrant = canonical_registrant(identity, config.id_kind)
         registrant_hash, bucket = self.codec.registrant_hash(wave, registrant)
-        request = JoinRequest(registrant_hash, bucket, ip)
+        proof = "verified" if verified else self._ticket_proof(runtime, presented_ticket)
+        request = JoinRequest(registrant_hash, bucket, rate_limit_key(ip), proof)
         try:
-            outcome = await self._joins.submit(wave, request)
+            joined = await self._joins.submit(wave, request)
         except UnknownWave:
-            raise await self._unknown_wave(wave) from None
+            raise self._unknown_wave(wave) from None
+        outcome = joined.outcome
         result = outcome.result
-        if result in ("rl_ip", "rl_registrant"):
-            rule_name = "join_per_ip" if result == "rl_ip" else "join_per_registrant"
+        if result in (JoinResult.RL_IP, JoinResult.RL_REGISTRANT):
+            rule_name = "join_per_ip" if result == JoinResult.RL_IP else "join_per_registrant"
             raise _rate_limited(rule_name, getattr(runtime.limits, rule_name), outcome.extra_ms)
-        if result in ("scheduled", "closed", "full"):
+        if result in (JoinResult.SCHEDULED, JoinResult.CLOSED, JoinResult.FULL):
             raise self._not_accepting(runtime, result, outcome.extra_ms)
-        view = self._view(
-            runtime, outcome.seq, outcome.state, outcome.ahead, outcome.extra_ms, registrant_hash
-        )
-        return JoinResult(self.codec.encode(wave, outcome.seq), result != "existing", view)
+        if result == JoinResult.HELD:
+            raise self._held(outcome.state)
+        ticket = Ticket(outcome.seq, joined.batch.incarnation_of(outcome.seq))
+        text = self.codec.encode(wave, runtime.uid, ticket)
+        if result == JoinResult.EXISTING and outcome.state == TicketState.ADMITTED:
+            # the holder's own admission: claimed and its token issued by the status path
+            return JoinResponse(text, False, await self._status_from_redis(runtime, ticket))
+        assert outcome.state is not None
+        view = self._view(runtime, ticket, outcome.state, outcome.ahead, 0, "")
+        return JoinResponse(text, result != JoinResult.EXISTING, view)
 
-    def _not_accepting(self, runtime: WaveRuntime, result: str, retry_ms: int) -> Conflict:
-        if result == "scheduled":
+    async def _identity(self, runtime: WaveRuntime, body: dict[str, Any]) -> tuple[str, bool]:
+        """(the identity to queue, whether it was verified by the registration site)."""
+        config = runtime.config
+        token = body.get("enqueue_token")
+        if token is not None:
+            if not (config.enqueue_keys or config.enqueue_jwks_url):
+                raise BadRequest(
+                    "This wave takes no enqueue tokens; join with a registrant id.",
+                    code="enqueue_token_not_accepted",
+                )
+            return await self.enqueue.account(token, config), True
+        if config.verified_joins:
+            raise Unauthorized(
+                "This wave admits only people signed in at the registration site: open the "
+                "queue from the registration site's link.",
+                code="enqueue_token_required",
+            )
+        return body.get("registrant"), False  # type: ignore[return-value]  # checked later
+
+    def _ticket_proof(self, runtime: WaveRuntime, presented: str | None) -> str:
+        if not presented:
+            return ""
+        try:
+            seq, incarnation = self.codec.decode(runtime.config.id, runtime.uid, presented)
+        except ApiError:
+            return ""  # a stale or foreign cookie proves nothing, and refuses nothing
+        return f"{seq}.{incarnation}"
+
+    @staticmethod
+    def _held(state: TicketState | None) -> Conflict:
+        if state == TicketState.COMPLETED:
+            return Conflict(
+                "This registrant has already completed registration in this wave.",
+                code="already_completed",
+            )
+        if state == TicketState.CLOSED:
+            return Conflict("The wave is closed.", code="wave_closed")
+        return Conflict(
+            "This registrant already holds a place in the queue, in another browser or on "
+            "another device: continue there. Signing in at the registration site proves it "
+            "is you on this one.",
+            code="already_queued",
+        )
+
+    def _not_accepting(self, runtime: WaveRuntime, result: JoinResult, retry_ms: int) -> Conflict:
+        if result == JoinResult.SCHEDULED:
             opens = runtime.config.opens_at - runtime.config.prequeue_s
             return Conflict(
-                "The wave is not open yet; come back at "
-                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(opens))}.",
+                f"The wave is not open yet; come back at {iso_utc(opens)}.",
                 code="wave_not_open_yet",
                 retry_after_s=max(1.0, retry_ms / 1000),
             )
-        if result == "full":
+        if result == JoinResult.FULL:
             return Conflict("The wave has reached its quota.", code="wave_full")
         return Conflict("The wave is closed.", code="wave_closed")
 
-    async def status(self, wave: str, ticket: str, ip: str) -> TicketView:
+    # -- status -------------------------------------------------------------------------
+
+    async def status(self, wave: str, ticket_text: str, ip: str) -> TicketView:
         runtime = await self.registry.get(wave)
-        seq = self.codec.decode(wave, ticket)
+        ticket = self.codec.decode(wave, runtime.uid, ticket_text)
+        now = self.clock.now()
+        if runtime.limits.enabled:
+            self._check_status_limits(runtime, ticket, rate_limit_key(ip), now)
+        local = answer_locally(runtime, ticket, now, self._local_max_age_s)
+        if local is None:
+            return await self._status_from_redis(runtime, ticket)
+        if local.state == TicketState.PREQUEUE:
+            view = prequeue_view(runtime, now)
+        else:
+            view = waiting_view(runtime, local.ahead, now)
+        self._promise(runtime, ticket.seq, view["poll_after_ms"], now)
+        _status_polls(wave, view["state"]).inc()
+        return view
+
+    def _check_status_limits(
+        self, runtime: WaveRuntime, ticket: Ticket, ip_key: str, now: float
+    ) -> None:
+        """Per ticket first, then per address. A poll refused only by the address rule still
+        counts as seen: a bot sharing a carrier's address cannot get its neighbours' places
+        skipped by spending the address's allowance."""
+        limiters, rules = runtime.status_limiters, runtime.limits
+        retry = limiters.per_ticket.retry_after(ticket.seq, now)
+        if retry:
+            raise _rate_limited("status_per_ticket", rules.status_per_ticket, int(retry * 1000))
+        retry = limiters.per_ip.retry_after(ip_key, now)
+        if retry:
+            limiters.per_ticket.charge(ticket.seq, now)
+            self._promise(runtime, ticket.seq, int(retry * 1000) + CLIENT_BACKOFF_CAP_MS, now)
+            raise _rate_limited("status_per_ip", rules.status_per_ip, int(retry * 1000))
+        limiters.per_ticket.charge(ticket.seq, now)
+        limiters.per_ip.charge(ip_key, now)
+
+    def _promise(self, runtime: WaveRuntime, seq: int, poll_ms: int, now: float) -> None:
+        """Record the deadline a waiting holder was just given (written in batches)."""
+        grace_ms = int(runtime.config.abandon_after_s * 1000)
+        deadline = pacing.poll_deadline_ms(runtime.service_now_ms(now), poll_ms, grace_ms)
+        self.seen.record(runtime.config.id, seq, deadline)
+
+    async def _status_from_redis(self, runtime: WaveRuntime, ticket: Ticket) -> TicketView:
+        wave = runtime.config.id
         try:
-            outcome = await self._statuses.submit(wave, StatusRequest(seq, ip))
+            answer = await self._statuses.submit(wave, StatusRequest(*ticket))
         except UnknownWave:
-            raise await self._unknown_wave(wave) from None
-        if outcome.result != "ok":
-            rule_name = "status_per_ip" if outcome.result == "rl_ip" else "status_per_ticket"
-            raise _rate_limited(rule_name, getattr(runtime.limits, rule_name), outcome.extra_ms)
-        if outcome.state == "unknown":
+            raise self._unknown_wave(wave) from None
+        except StoreUnavailable:
+            # the holder is here even if Redis is not: keep the place (written when it returns)
+            self._promise(runtime, ticket.seq, CLIENT_BACKOFF_CAP_MS, self.clock.now())
+            raise
+        outcome = answer.outcome
+        state = outcome.state
+        if state == TicketState.LOST:
+            raise Unauthorized(
+                "This ticket was issued just before the queue's data store failed, and its "
+                "place could not be kept: please join again.",
+                code="ticket_lost",
+            )
+        if state == TicketState.UNKNOWN:
             raise Unauthorized("The ticket is not known in this wave.", code="unknown_ticket")
-        return self._view(
-            runtime, seq, outcome.state, outcome.ahead, outcome.extra_ms, outcome.registrant_hash
+        if runtime.counts is None or runtime.incarnation == ticket.incarnation:
+            runtime.cursor = max(runtime.cursor, answer.cursor)
+        counts = runtime.counts
+        if state == TicketState.WAITING and counts is not None and ticket.seq <= counts.open_seq:
+            runtime.remember_rank(ticket.seq, outcome.order)
+        view = self._view(
+            runtime,
+            ticket,
+            state,
+            outcome.order - answer.cursor,
+            outcome.admitted_ms,
+            outcome.registrant_hash,
+            paused=answer.wave_state == WaveState.PAUSED,
         )
+        _status_polls(wave, view["state"]).inc()
+        return view
 
     def _view(
         self,
         runtime: WaveRuntime,
-        seq: int,
-        state: str,
+        ticket: Ticket,
+        state: TicketState,
         ahead: int,
         admitted_ms: int,
         subject: str,
+        *,
+        paused: bool = False,
     ) -> TicketView:
-        wave = runtime.config.id
-        if state == "waiting":
-            return {
-                "wave": wave,
-                "state": state,
-                "position": ahead + 1,
-                "ahead": ahead,
-                "eta_s": runtime.eta_s(ahead),
-                "poll_after_ms": runtime.poll_after_ms(ahead, self.clock.now()),
-            }
-        if state == "prequeue":
-            now = self.clock.now()
-            return {
-                "wave": wave,
-                "state": state,
-                "position": None,
-                "ahead": None,
-                "eta_s": max(0, int(runtime.config.opens_at - now)),
-                "poll_after_ms": runtime.poll_after_ms(-1, now),
-            }
-        if state == "admitted":
-            admitted_at = admitted_ms / 1000
-            token = self.issuer.issue(
-                wave=wave,
-                subject=subject,
-                ticket=seq,
-                admitted_at=admitted_at,
-                expires_at=admitted_at + runtime.config.session_ttl_s,
-            )
-            return {
-                "wave": wave,
-                "state": state,
-                "position": 0,
-                "ahead": 0,
-                "eta_s": 0,
-                "poll_after_ms": 0,
-                "token": token,
-                "redirect": add_query(runtime.config.origin_url, "gelombang_token", token),
-            }
-        return {
-            "wave": wave,
-            "state": state,
-            "position": None,
-            "ahead": None,
-            "eta_s": None,
-            "poll_after_ms": 0,
-        }
+        now = self.clock.now()
+        if state == TicketState.WAITING:
+            view = waiting_view(runtime, max(0, ahead), now, paused=paused)
+        elif state == TicketState.PREQUEUE:
+            view = prequeue_view(runtime, now)
+        elif state == TicketState.ADMITTED:
+            return admitted_view(runtime, self._token(runtime, ticket, admitted_ms, subject))
+        else:
+            return final_view(runtime, state)
+        self._promise(runtime, ticket.seq, view["poll_after_ms"], now)
+        return view
 
-    async def leave(self, wave: str, ticket: str) -> None:
-        await self.registry.get(wave)
-        seq = self.codec.decode(wave, ticket)
+    def _token(self, runtime: WaveRuntime, ticket: Ticket, admitted_ms: int, subject: str) -> str:
+        config = runtime.config
+        admitted_at = admitted_ms / 1000
+        return self.issuer.issue(
+            wave=config.id,
+            subject=subject,
+            ticket=ticket.seq,
+            incarnation=ticket.incarnation,
+            admitted_at=admitted_at,
+            expires_at=admitted_at + config.session_ttl_s,
+            one_time=config.one_time_tokens,
+        )
+
+    # -- session ends -------------------------------------------------------------------
+
+    async def leave(self, wave: str, ticket_text: str) -> None:
+        runtime = await self.registry.get(wave)
+        seq, incarnation = self.codec.decode(wave, runtime.uid, ticket_text)
         try:
-            await self.store.leave(wave, seq)
+            result = await self.store.leave(
+                wave, seq, incarnation, token_id(wave, incarnation, seq)
+            )
         except UnknownWave:
-            raise await self._unknown_wave(wave) from None
+            raise self._unknown_wave(wave) from None
+        if result == "left":
+            runtime.left.add(seq)  # this process stops answering it as waiting at once
+        elif result == "ended":
+            metrics.sessions_completed.labels(wave).inc()
 
     async def complete(self, wave: str, token: str) -> None:
         await self.registry.get(wave)
@@ -284,22 +423,34 @@ class QueueService:
         except InvalidAdmissionToken as exc:
             raise Unauthorized(f"Admission token refused: {exc}.", code="invalid_token") from None
         try:
-            result = await self.store.complete(wave, claims.ticket)
+            result = await self.store.complete(
+                wave, claims.ticket, claims.incarnation, claims.token_id
+            )
         except UnknownWave:
-            raise await self._unknown_wave(wave) from None
+            raise self._unknown_wave(wave) from None
         if result == "completed":
             metrics.sessions_completed.labels(wave).inc()
 
+    def _unknown_wave(self, wave: str) -> NotFound:
+        self.registry.forget(wave)
+        return unknown_wave(wave)
+
+    # -- wave information ---------------------------------------------------------------
+
+    async def counts(self, runtime: WaveRuntime) -> WaveCounts:
+        """The wave's counts: the admission loop's copy when fresh, else read (no writes)."""
+        counts = runtime.counts
+        if counts is not None and self.clock.now() - runtime.counts_at <= self._local_max_age_s:
+            return counts
+        try:
+            return await self.store.read_counts(runtime.config.id)
+        except UnknownWave:
+            raise self._unknown_wave(runtime.config.id) from None
+
     async def info(self, wave: str) -> dict[str, Any]:
         runtime = await self.registry.get(wave)
-        config, counts = runtime.config, runtime.counts
-        if counts is None:
-            step = await self.store.admit(wave, max_admit=0)  # counts only
-            await record_step(self.registry, wave, step)
-            runtime = await self.registry.get(wave)
-            counts = runtime.counts
-        assert counts is not None
-        waiting = counts.waiting + counts.prequeue
+        config = runtime.config
+        counts = await self.counts(runtime)
         return {
             "wave": config.id,
             "title": config.title,
@@ -307,7 +458,33 @@ class QueueService:
             "opens_at": iso_utc(config.opens_at),
             "closes_at": iso_utc(config.closes_at),
             "prequeue_opens_at": iso_utc(config.opens_at - config.prequeue_s),
-            "waiting": waiting,
+            "waiting": counts.waiting + counts.prequeue,
             "admit_rate": config.admit_rate,
-            "eta_new_arrival_s": runtime.eta_s(counts.waiting),
+            "eta_new_arrival_s": pacing.eta_s(counts.waiting, runtime.pace_s),
+            "verified_joins": config.verified_joins,
+            "pow_bits": config.pow_bits,
+            "id_kind": config.id_kind,
         }
+
+    async def revoked(self, wave: str, after_ms: int) -> dict[str, Any]:
+        await self.registry.get(wave)
+        try:
+            entries = await self.store.revoked_since(wave, after_ms)
+        except UnknownWave:
+            raise self._unknown_wave(wave) from None
+        next_after = entries[-1][1] if entries else after_ms
+        if len(entries) >= REVOKED_PAGE:
+            next_after -= 1  # others may share the last millisecond: read it again
+        return {
+            "wave": wave,
+            "revoked": [jti for jti, _ in entries],
+            "next_after_ms": next_after,
+            "as_of_ms": int(time.time() * 1000),
+        }
+
+    async def challenge(self, wave: str) -> dict[str, Any]:
+        runtime = await self.registry.get(wave)
+        bits = runtime.config.pow_bits
+        if not bits:
+            return {"challenge": None, "bits": 0, "expires_in_s": 0}
+        return self.challenges.issue(wave, bits, self.clock.now())

@@ -32,7 +32,11 @@ class Settings:
     config: Path | None = None
     """TOML file with `[service]` settings, `[rate_limits]` and `[[waves]]`."""
     admin_token: str | None = None
-    """Bearer token for the admin API; none = admin API disabled."""
+    """Bearer token for the admin API, acting as operator "admin"; none (and no admin_tokens)
+    = admin API disabled."""
+    admin_tokens: tuple[str, ...] = ()
+    """Named operator tokens, "name:token" each (GELOMBANG_ADMIN_TOKENS, comma-separated), so
+    the audit log says who acted."""
     signing_keys: tuple[Path, ...] = ()
     """Ed25519 PEM files: the first signs admission tokens, all are published in the JWKS.
     None = a development key generated under state_dir/keys."""
@@ -43,6 +47,16 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     """CIDRs of load balancers whose X-Forwarded-For is believed."""
     max_body_bytes: int = 4096
+    max_inflight: int = 1024
+    """Requests in flight per process beyond which new ones get a fast 503 (overload.py)."""
+    max_lag_s: float = 0.25
+    """Event-loop lag beyond which new requests get a fast 503: the process is out of CPU."""
+    backlog: int = 4096
+    """Listen backlog: connections the kernel holds while the process accepts (a wave
+    opening's burst of new connections must not overflow it)."""
+    keepalive_timeout_s: float = 15.0
+    """Idle keep-alive connections, and connections whose request headers have not arrived
+    whole (slow headers), are closed after this long."""
     redis_timeout_s: float = 1.0
     """Upper bound on one Redis round trip before answering 503."""
     admission_interval_s: float = 0.05
@@ -52,6 +66,16 @@ class Settings:
     rate_limits: RateLimitRules = field(default_factory=RateLimitRules)
     waves: tuple[Mapping[str, Any], ...] = ()
     """Wave definitions loaded from the config file (validated by waves.WaveConfig)."""
+
+    @functools.cached_property
+    def admin_tokens_by_name(self) -> dict[str, str]:
+        tokens = {}
+        for item in self.admin_tokens:
+            name, _, token = item.partition(":")
+            tokens[name.strip()] = token.strip()
+        if self.admin_token:
+            tokens.setdefault("admin", self.admin_token)
+        return tokens
 
     @functools.cached_property
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -66,15 +90,25 @@ _NOT_FROM_ENV = {"rate_limits", "waves"}
 def _coerce(name: str, value: Any) -> Any:
     if value is None:
         return None
-    if name in {"port", "workers", "max_body_bytes"}:
+    if name in {"port", "workers", "max_body_bytes", "max_inflight", "backlog"}:
         return int(value)
-    if name in {"redis_timeout_s", "admission_interval_s"}:
+    if name in {"redis_timeout_s", "admission_interval_s", "max_lag_s", "keepalive_timeout_s"}:
         return float(value)
     if name in {"state_dir", "config"}:
         return Path(value)
     if name == "signing_keys":
         items = value.split(",") if isinstance(value, str) else value
         return tuple(Path(str(p).strip()) for p in items if str(p).strip())
+    if name == "admin_tokens":
+        items = value.split(",") if isinstance(value, str) else value
+        named = tuple(str(p).strip() for p in items if str(p).strip())
+        for item in named:
+            user, sep, token = item.partition(":")
+            if not sep or not user.strip() or len(token.strip()) < 16:
+                raise ValueError(
+                    "admin_tokens: each entry is name:token, with a token of 16+ characters"
+                )
+        return named
     if name == "trusted_proxies":
         items = value.split(",") if isinstance(value, str) else value
         cidrs = tuple(str(p).strip() for p in items if str(p).strip())

@@ -1,6 +1,7 @@
 """Redis access: the Lua scripts, registered once, called with explicit KEYS and ARGV.
 
 Every call is bounded in time; any Redis failure becomes `StoreUnavailable` (503) here, once.
+Replies are decoded with the codes of `protocol.py`, the same tables the scripts are built with.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,75 +24,104 @@ from queue_service import metrics
 from queue_service.clock import Clock
 from queue_service.errors import StoreUnavailable
 from queue_service.keys import WAVES_KEY, WaveKeys
+from queue_service.protocol import JoinResult, TicketState, WaveState, lua_prelude
 from queue_service.ratelimit import RateLimitRules
 from queue_service.redis_client import RedisClient
 from queue_service.waves import WaveConfig
 
 log = logging.getLogger(__name__)
 
-SCRIPTS = ("join", "status", "admit", "leave", "complete", "put_wave", "control")
+SCRIPTS = (
+    "join",
+    "status",
+    "seen",
+    "admit",
+    "read_counts",
+    "leave",
+    "complete",
+    "put_wave",
+    "control",
+)
+READ_ONLY_SCRIPTS = frozenset({"read_counts"})
 STORE_RETRY_AFTER_S = 2
+INCARNATION_ID_BYTES = 6
+"""Random bytes of an incarnation id (8 url-safe characters in every ticket)."""
+REVOKED_PAGE = 1000
 
 
 def _script_source(name: str) -> str:
     package = resources.files("queue_service") / "lua"
-    return (package / "_lib.lua").read_text() + "\n" + (package / f"{name}.lua").read_text()
+    body = lua_prelude() + (package / "_lib.lua").read_text() + "\n"
+    body += (package / f"{name}.lua").read_text()
+    # Redis 7 script flags: a no-writes script is refused any write, and may run on a replica.
+    return ("#!lua flags=no-writes\n" + body) if name in READ_ONLY_SCRIPTS else body
+
+
+def new_incarnation_id() -> str:
+    return secrets.token_urlsafe(INCARNATION_ID_BYTES)
 
 
 # Batches go to the hot-path scripts as comma-joined lists: no item can hold a comma (client
 # addresses come from a peer address or an X-Forwarded-For hop, which is split on commas;
-# registrant hashes are url-safe base64), and the scripts refuse a batch whose lists differ in
-# length rather than answer anyone with someone else's result.
-# Reply codes of join.lua and status.lua (their order is the scripts' code tables in _lib.lua
-# and join.lua): the hot-path scripts answer with integers, which cost the client nothing to
-# parse.
-TICKET_STATES = ("waiting", "prequeue", "admitted", "expired", "closed", "unknown")
-JOIN_RESULTS = (
-    "new",
-    "existing",
-    "rejoined",
-    "rl_ip",
-    "rl_registrant",
-    "scheduled",
-    "closed",
-    "full",
-)
-STATUS_RESULTS = ("ok", "rl_ip", "rl_ticket")
+# registrant hashes and incarnation ids are url-safe base64), and the scripts refuse a batch
+# whose lists differ in length rather than answer anyone with someone else's result.
 
 
 class JoinRequest(NamedTuple):
     registrant_hash: str
     bucket: int
     ip: str
+    proof: str
+    """The caller's own valid ticket as '<seq>.<incarnation>', 'verified' for a verified
+    enqueue token, '' for none."""
 
 
 class JoinOutcome(NamedTuple):
-    result: str
-    """new | existing | rejoined | rl_ip | rl_registrant | scheduled | closed | full"""
+    result: JoinResult
     seq: int
-    state: str
-    """The ticket's state (TICKET_STATES) when a ticket is returned, else ''."""
+    state: TicketState | None
+    """The ticket's state when the reply names one."""
     ahead: int
-    """-1 when unknown (pre-queue)."""
+    """Tickets ahead in admission order; -1 when unknown (pre-queue)."""
     extra_ms: int
     """Retry delay when refused, admission time when admitted."""
 
 
+class JoinBatch(NamedTuple):
+    incarnation: str
+    """The incarnation the batch's new tickets were issued in."""
+    ended_incarnations: tuple[tuple[str, int], ...]
+    outcomes: list[JoinOutcome]
+
+    def incarnation_of(self, seq: int) -> str:
+        """The incarnation that issued ticket `seq` (an existing place may be older)."""
+        return incarnation_of(seq, self.incarnation, self.ended_incarnations)
+
+
+def incarnation_of(seq: int, current: str, ended: tuple[tuple[str, int], ...]) -> str:
+    """Incarnations issue consecutive ranges of seqs: the first ended one whose last seq is at
+    least `seq` issued it, else the current one."""
+    return next((inc for inc, last in ended if seq <= last), current)
+
+
 class StatusRequest(NamedTuple):
     seq: int
-    ip: str
+    incarnation: str
 
 
 class StatusOutcome(NamedTuple):
-    result: str
-    """ok | rl_ip | rl_ticket"""
-    state: str
-    """The ticket's state (TICKET_STATES) when ok, else ''."""
-    ahead: int
-    extra_ms: int
-    """Admission time when admitted, retry delay when rate limited."""
+    state: TicketState
+    order: int
+    """0-based place in admission order when waiting, else -1."""
+    admitted_ms: int
     registrant_hash: str
     """Set when admitted: the admission token's subject."""
+
+
+class StatusBatch(NamedTuple):
+    wave_state: WaveState
+    cursor: int
+    outcomes: list[StatusOutcome]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +134,8 @@ class Admitted:
 
 @dataclass(frozen=True, slots=True)
 class WaveCounts:
+    """A wave's counters as one script call saw them, at `now_ms` (Redis time)."""
+
     state: str
     seq: int
     cursor: int
@@ -117,10 +150,23 @@ class WaveCounts:
     tokens: float
     cfg_version: int
     now_ms: int
+    down_ms: int
+    """Outage time that does not count toward abandonment (service time = now - down_ms)."""
+    incarnation: str
+    ended_incarnations: tuple[tuple[str, int], ...]
+    """(id, last seq) of every ended incarnation, oldest first."""
+    left_total: int
+    """Length of the wave's left list."""
 
     @property
     def waiting(self) -> int:
         return max(0, self.seq - self.cursor) if self.open_seq >= 0 else 0
+
+    def issued_here(self, incarnation: str, seq: int) -> bool:
+        """Whether ticket (incarnation, seq) names a place this wave's data still hold."""
+        if incarnation == self.incarnation:
+            return seq <= self.seq
+        return any(seq <= last for inc, last in self.ended_incarnations if inc == incarnation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +175,22 @@ class AdmitStep:
     admitted: list[Admitted]
     abandoned_now: int
     expired_now: int
+    left: list[int]
+    """Seqs of the wave's left list from `left_from` on."""
+    left_from: int
 
 
 @functools.lru_cache(maxsize=64)
 def _call_duration(op: str) -> Histogram:
     """The labelled child, looked up once per operation (bounded set) instead of per call."""
     return metrics.redis_call_duration.labels(op)
+
+
+@functools.lru_cache(maxsize=4096)
+def _wave_keys(wave: str) -> tuple[str, list[str]]:
+    """(prefix, fixed keys) of a wave, built once: they are passed on every script call."""
+    keys = WaveKeys(wave)
+    return keys.prefix, keys.fixed
 
 
 class UnknownWave(Exception):
@@ -145,9 +201,47 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _is_unknown_wave(raw: Sequence[Any]) -> bool:
-    """The array reply of join, status and admit when the wave does not exist."""
-    return len(raw) == 1 and _s(raw[0]) == "unknown_wave"
+def _is_unknown_wave(raw: Any) -> bool:
+    """The reply of every wave script when the wave does not exist."""
+    if isinstance(raw, list):
+        return len(raw) == 1 and _s(raw[0]) == "unknown_wave"
+    return _s(raw) == "unknown_wave"
+
+
+def _ended_incarnations(text: str) -> tuple[tuple[str, int], ...]:
+    out = []
+    for item in text.split(","):
+        inc, _, last = item.partition(":")
+        if inc and last.isdigit():
+            out.append((inc, int(last)))
+    return tuple(out)
+
+
+def _counts(pairs: Sequence[Any]) -> tuple[WaveCounts, int, int]:
+    """A counts reply (name/value pairs) as WaveCounts, plus abandoned_now and expired_now."""
+    raw = {_s(pairs[i]): pairs[i + 1] for i in range(0, len(pairs), 2)}
+    number = {name: int(value) for name, value in raw.items() if isinstance(value, int)}
+    counts = WaveCounts(
+        state=_s(raw["state"]),
+        seq=number["seq"],
+        cursor=number["cursor"],
+        open_seq=number["open_seq"],
+        prequeue=number["prequeue"],
+        active=number["active"],
+        admitted=number["admitted"],
+        abandoned=number["abandoned"],
+        left=number["left"],
+        completed=number["completed"],
+        expired=number["expired"],
+        tokens=float(_s(raw["tokens"])),
+        cfg_version=number["cfg_version"],
+        now_ms=number["now_ms"],
+        down_ms=number["down_ms"],
+        incarnation=_s(raw["inc"]),
+        ended_incarnations=_ended_incarnations(_s(raw["incs"])),
+        left_total=number["left_total"],
+    )
+    return counts, number["abandoned_now"], number["expired_now"]
 
 
 class Store:
@@ -159,7 +253,7 @@ class Store:
             name: redis.register_script(_script_source(name)) for name in SCRIPTS
         }
 
-    def _now_arg(self) -> str:
+    def now_arg(self) -> str:
         """Redis server time unless a clock is injected: one clock for every process."""
         return str(int(self._clock.now() * 1000)) if self._clock else ""
 
@@ -179,10 +273,12 @@ class Store:
         finally:
             _call_duration(op).observe(time.perf_counter() - started)
 
-    async def _script(self, name: str, keys: WaveKeys, args: Sequence[Any]) -> Any:
-        return await self._call(
-            name, self._scripts[name](keys=[keys.cfg, keys.ctl], args=list(args))
-        )
+    async def _script(self, name: str, wave: str, args: Sequence[Any]) -> Any:
+        _, keys = _wave_keys(wave)
+        raw = await self._call(name, self._scripts[name](keys=keys, args=list(args)))
+        if _is_unknown_wave(raw):
+            raise UnknownWave(wave)
+        return raw
 
     async def ping(self) -> bool:
         return bool(await self._call("ping", self.redis.ping()))
@@ -200,130 +296,158 @@ class Store:
         prequeue_scores: Sequence[int],
         limits: RateLimitRules,
         seconds_per_place: float,
-    ) -> list[JoinOutcome]:
+    ) -> JoinBatch:
         """`prequeue_scores`: one random rank per request, used if the wave is in pre-queue."""
-        keys = WaveKeys(wave)
+        prefix, _ = _wave_keys(wave)
         args: list[Any] = [
-            self._now_arg(),
-            keys.prefix,
+            self.now_arg(),
+            prefix,
             "1" if limits.enabled else "0",
             *limits.join_per_ip.as_args(),
             *limits.join_per_registrant.as_args(),
             repr(seconds_per_place),
-        ]
-        args += [
+            new_incarnation_id(),
             ",".join([r.registrant_hash for r in requests]),
             ",".join([str(r.bucket) for r in requests]),
             ",".join([r.ip for r in requests]),
             ",".join([str(score) for score in prequeue_scores]),
+            ",".join([r.proof for r in requests]),
         ]
-        raw = await self._script("join", keys, args)
-        if _is_unknown_wave(raw):
-            raise UnknownWave(wave)
-        return [
+        incarnation, ended, codes = await self._script("join", wave, args)
+        outcomes = [
             JoinOutcome(
-                JOIN_RESULTS[result], seq, TICKET_STATES[state] if state >= 0 else "", ahead, extra
+                JoinResult(result), seq, TicketState(state) if state >= 0 else None, ahead, extra
             )
             for result, seq, state, ahead, extra in zip(
-                raw[0::5], raw[1::5], raw[2::5], raw[3::5], raw[4::5], strict=True
+                codes[0::5], codes[1::5], codes[2::5], codes[3::5], codes[4::5], strict=True
             )
         ]
+        return JoinBatch(_s(incarnation), _ended_incarnations(_s(ended)), outcomes)
 
-    async def status(
-        self, wave: str, requests: Sequence[StatusRequest], limits: RateLimitRules
-    ) -> list[StatusOutcome]:
-        keys = WaveKeys(wave)
-        args: list[Any] = [
-            self._now_arg(),
-            keys.prefix,
-            "1" if limits.enabled else "0",
-            *limits.status_per_ip.as_args(),
-            *limits.status_per_ticket.as_args(),
+    async def status(self, wave: str, requests: Sequence[StatusRequest]) -> StatusBatch:
+        prefix, _ = _wave_keys(wave)
+        args = [
+            self.now_arg(),
+            prefix,
+            ",".join([str(r.seq) for r in requests]),
+            ",".join([r.incarnation for r in requests]),
         ]
-        args += [",".join([str(r.seq) for r in requests]), ",".join([r.ip for r in requests])]
-        raw = await self._script("status", keys, args)
-        if _is_unknown_wave(raw):
-            raise UnknownWave(wave)
-        _, codes, subjects = raw  # the wave state comes first; no caller needs it
+        wave_state, cursor, codes, subjects = await self._script("status", wave, args)
         outcomes = [
-            StatusOutcome(
-                STATUS_RESULTS[result], TICKET_STATES[state] if state >= 0 else "", ahead, extra, ""
-            )
-            for result, state, ahead, extra in zip(
-                codes[0::4], codes[1::4], codes[2::4], codes[3::4], strict=True
-            )
+            StatusOutcome(TicketState(state), order, admitted_ms, "")
+            for state, order, admitted_ms in zip(codes[0::3], codes[1::3], codes[2::3], strict=True)
         ]
         for index, subject in zip(subjects[0::2], subjects[1::2], strict=True):
             outcomes[index] = outcomes[index]._replace(registrant_hash=_s(subject))
-        return outcomes
+        return StatusBatch(WaveState(wave_state), int(cursor), outcomes)
+
+    async def record_deadlines(self, wave: str, deadlines: dict[int, int]) -> int:
+        """Move the poll deadlines of waiting tickets later (seq -> service ms)."""
+        prefix, _ = _wave_keys(wave)
+        args = [prefix, ",".join(map(str, deadlines)), ",".join(map(str, deadlines.values()))]
+        return int(await self._script("seen", wave, args))
 
     # -- admission and session ends -----------------------------------------------------
 
-    async def admit(self, wave: str, *, max_admit: int = 2000, max_scan: int = 10000) -> AdmitStep:
-        keys = WaveKeys(wave)
-        raw = await self._script("admit", keys, [self._now_arg(), keys.prefix, max_admit, max_scan])
-        if _is_unknown_wave(raw):
-            raise UnknownWave(wave)
-        counts = WaveCounts(
-            state=_s(raw[0]),
-            seq=int(raw[1]),
-            cursor=int(raw[2]),
-            open_seq=int(raw[3]),
-            prequeue=int(raw[4]),
-            active=int(raw[5]),
-            admitted=int(raw[6]),
-            abandoned=int(raw[7]),
-            left=int(raw[8]),
-            completed=int(raw[9]),
-            expired=int(raw[10]),
-            tokens=float(_s(raw[11])),
-            cfg_version=int(raw[12]),
-            now_ms=int(raw[13]),
-        )
+    async def admit(
+        self,
+        wave: str,
+        *,
+        left_from: int = 0,
+        outage_gap_ms: int = 1000,
+        max_admit: int = 2000,
+        max_scan: int = 10000,
+    ) -> AdmitStep:
+        prefix, _ = _wave_keys(wave)
+        args = [self.now_arg(), prefix, max_admit, max_scan, outage_gap_ms, left_from]
+        pairs, admitted_raw, left = await self._script("admit", wave, args)
+        counts, abandoned_now, expired_now = _counts(pairs)
         admitted = [
-            Admitted(int(raw[i]), int(raw[i + 1]), int(raw[i + 2]), _s(raw[i + 3]))
-            for i in range(16, len(raw), 4)
+            Admitted(
+                int(admitted_raw[i]),
+                int(admitted_raw[i + 1]),
+                int(admitted_raw[i + 2]),
+                _s(admitted_raw[i + 3]),
+            )
+            for i in range(0, len(admitted_raw), 4)
         ]
-        return AdmitStep(counts, admitted, int(raw[14]), int(raw[15]))
+        return AdmitStep(
+            counts, admitted, abandoned_now, expired_now, [int(s) for s in left], left_from
+        )
 
-    async def leave(self, wave: str, seq: int) -> str:
-        keys = WaveKeys(wave)
-        result = _s(await self._script("leave", keys, [self._now_arg(), keys.prefix, seq]))
-        if result == "unknown_wave":
-            raise UnknownWave(wave)
-        return result
+    async def read_counts(self, wave: str) -> WaveCounts:
+        """The wave's counts, without writing anything (wave info, admin views)."""
+        prefix, _ = _wave_keys(wave)
+        counts, _, _ = _counts(await self._script("read_counts", wave, [self.now_arg(), prefix]))
+        return counts
 
-    async def complete(self, wave: str, seq: int) -> str:
-        keys = WaveKeys(wave)
-        result = _s(await self._script("complete", keys, [keys.prefix, seq]))
-        if result == "unknown_wave":
-            raise UnknownWave(wave)
-        return result
+    async def leave(self, wave: str, seq: int, incarnation: str, jti: str) -> str:
+        prefix, _ = _wave_keys(wave)
+        args = [self.now_arg(), prefix, seq, incarnation, jti]
+        return _s(await self._script("leave", wave, args))
+
+    async def complete(self, wave: str, seq: int, incarnation: str, jti: str) -> str:
+        prefix, _ = _wave_keys(wave)
+        args = [self.now_arg(), prefix, seq, incarnation, jti]
+        return _s(await self._script("complete", wave, args))
+
+    async def revoked_since(self, wave: str, after_ms: int) -> list[tuple[str, int]]:
+        """(jti, revoked at ms) of sessions ended after `after_ms`, oldest first, one page."""
+        raw = await self._call(
+            "revoked",
+            self.redis.zrangebyscore(
+                WaveKeys(wave).revoked,
+                f"({after_ms}",
+                "+inf",
+                start=0,
+                num=REVOKED_PAGE,
+                withscores=True,
+            ),
+        )
+        return [(_s(jti), int(score)) for jti, score in raw]
 
     # -- configuration (admin paths) --------------------------------------------------------
 
     async def put_wave(self, config: WaveConfig) -> str:
-        keys = WaveKeys(config.id)
-        flat: list[str] = []
+        flat: list[str] = [secrets.token_urlsafe(12)]
         for field, value in config.to_redis().items():
             flat += [field, value]
-        result = _s(await self._script("put_wave", keys, flat))
+        result = _s(await self._script("put_wave", config.id, flat))
         await self._call("wave_admin", self.redis.sadd(WAVES_KEY, config.id))
         return result
 
     async def control(self, wave: str, action: str) -> str:
-        result = _s(await self._script("control", WaveKeys(wave), [action]))
-        if result == "unknown_wave":
-            raise UnknownWave(wave)
-        return result
+        return _s(await self._script("control", wave, [action]))
 
-    async def get_wave(self, wave: str) -> tuple[WaveConfig, int] | None:
-        """The wave's configuration and its version (bumped by every change)."""
+    async def get_wave(self, wave: str) -> tuple[WaveConfig, int, str] | None:
+        """The wave's configuration, its version (bumped by every change) and its uid."""
         raw = await self._call("wave_admin", self.redis.hgetall(WaveKeys(wave).cfg))
         if not raw:
             return None
-        return WaveConfig.from_redis(raw), int(raw.get(b"version", b"0"))
+        return WaveConfig.from_redis(raw), int(raw.get(b"version", b"0")), _s(raw.get(b"uid", ""))
 
     async def wave_ids(self) -> list[str]:
         members = await self._call("wave_admin", self.redis.smembers(WAVES_KEY))
         return sorted(_s(m) for m in members)
+
+    async def delete_wave(self, wave: str) -> int:
+        """Remove a wave and every key it has. The configuration goes first, so the wave is
+        gone for every process at once; its other keys are then unlinked in batches. Returns
+        the number of keys removed."""
+        keys = WaveKeys(wave)
+        removed = int(await self._call("wave_admin", self.redis.unlink(keys.cfg)))
+        await self._call("wave_admin", self.redis.srem(WAVES_KEY, wave))
+        batch: list[Any] = []
+
+        async def unlink_batch() -> int:
+            count = int(await self._call("wave_admin", self.redis.unlink(*batch)))
+            batch.clear()
+            return count
+
+        async for key in self.redis.scan_iter(match=keys.prefix + "*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                removed += await unlink_batch()
+        if batch:
+            removed += await unlink_batch()
+        return removed

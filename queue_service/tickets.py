@@ -1,9 +1,13 @@
 """Tickets and registrant hashes.
 
-A ticket is `<seq>.<mac>`: the ticket's number in the wave and a MAC over (wave, seq), so a
-holder cannot poll, leave or take the admission of a neighbour's ticket by guessing numbers,
-and any replica can check a ticket without a Redis lookup. Registrant ids are stored only as a
-keyed hash, per wave, so the same person cannot be linked across waves.
+A ticket is `<seq>.<incarnation>.<mac>`: the ticket's number in the wave, the incarnation of
+the wave's data that issued it (see lua/_lib.lua: a number handed out just before Redis lost
+its latest writes may be handed out again, so a number alone does not name one person), and a
+MAC over (wave, wave uid, incarnation, seq). So a holder cannot poll, leave or take the
+admission of a neighbour's ticket by guessing numbers, a deleted and re-created wave never
+accepts the old wave's tickets, and any replica can check a ticket without a Redis lookup.
+Registrant ids are stored only as a keyed hash, per wave, so the same person cannot be linked
+across waves.
 
 Both are keyed BLAKE2b (its built-in MAC mode, a keyed PRF like HMAC), with a key derived per
 purpose from the service secret: a third of the cost of HMAC-SHA256 on the hot path.
@@ -15,6 +19,7 @@ import binascii
 import hashlib
 import hmac
 import secrets
+from typing import NamedTuple
 
 from queue_service.errors import Unauthorized
 from queue_service.keys import REGISTRANT_BUCKETS, SECRET_KEY
@@ -22,27 +27,36 @@ from queue_service.redis_client import RedisClient
 
 MAC_BYTES = 12
 REGISTRANT_HASH_BYTES = 16
-MAX_TICKET_LENGTH = 40
-
-
+MAX_TICKET_LENGTH = 48
+MAX_SEQ_DIGITS = 15
 URL_SAFE = bytes.maketrans(b"+/", b"-_")
+URL_SAFE_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
-def _b64(data: bytes) -> str:
+def b64url(data: bytes) -> str:
     """Unpadded url-safe base64 (what base64.urlsafe_b64encode gives, at half the cost)."""
     return binascii.b2a_base64(data, newline=False).translate(URL_SAFE).rstrip(b"=").decode()
 
 
-def _subkey(secret: bytes, purpose: bytes) -> bytes:
+def subkey(secret: bytes, purpose: bytes) -> bytes:
     return hmac.new(secret, b"gelombang/" + purpose, hashlib.sha256).digest()
+
+
+class Ticket(NamedTuple):
+    seq: int
+    incarnation: str
+
+
+def _invalid() -> Unauthorized:
+    return Unauthorized("The ticket is not valid for this wave.", code="invalid_ticket")
 
 
 class TicketCodec:
     def __init__(self, secret: bytes) -> None:
         # keyed once; each use copies the prepared state
-        self._ticket_mac = hashlib.blake2b(key=_subkey(secret, b"ticket"), digest_size=MAC_BYTES)
+        self._ticket_mac = hashlib.blake2b(key=subkey(secret, b"ticket"), digest_size=MAC_BYTES)
         self._registrant_mac = hashlib.blake2b(
-            key=_subkey(secret, b"registrant"), digest_size=REGISTRANT_HASH_BYTES
+            key=subkey(secret, b"registrant"), digest_size=REGISTRANT_HASH_BYTES
         )
 
     def registrant_hash(self, wave: str, registrant: str) -> tuple[str, int]:
@@ -50,27 +64,37 @@ class TicketCodec:
         mac = self._registrant_mac.copy()
         mac.update(f"{wave}\x00{registrant}".encode())
         digest = mac.digest()
-        return _b64(digest), int.from_bytes(digest[:4], "big") % REGISTRANT_BUCKETS
+        return b64url(digest), int.from_bytes(digest[:4], "big") % REGISTRANT_BUCKETS
 
-    def _mac(self, wave: str, seq: int) -> str:
+    def _mac(self, wave: str, uid: str, incarnation: str, seq: int) -> str:
         mac = self._ticket_mac.copy()
-        mac.update(f"{wave}\x00{seq}".encode())
-        return _b64(mac.digest())
+        mac.update(f"{wave}\x00{uid}\x00{incarnation}\x00{seq}".encode())
+        return b64url(mac.digest())
 
-    def encode(self, wave: str, seq: int) -> str:
-        return f"{seq}.{self._mac(wave, seq)}"
+    def encode(self, wave: str, uid: str, ticket: Ticket) -> str:
+        seq, incarnation = ticket
+        return f"{seq}.{incarnation}.{self._mac(wave, uid, incarnation, seq)}"
 
-    def decode(self, wave: str, ticket: str) -> int:
-        """The ticket's seq, or Unauthorized for anything not issued by us for this wave."""
-        if len(ticket) > MAX_TICKET_LENGTH:
-            raise Unauthorized("The ticket is not valid for this wave.", code="invalid_ticket")
-        seq_text, _, mac = ticket.partition(".")
-        if not (seq_text.isdigit() and 0 < len(seq_text) <= 15):
-            raise Unauthorized("The ticket is not valid for this wave.", code="invalid_ticket")
+    def decode(self, wave: str, uid: str, text: str) -> Ticket:
+        """The ticket, or Unauthorized for anything not issued by us for this wave. Any text a
+        client sends is checked for shape before it reaches the MAC (non-ASCII included)."""
+        if len(text) > MAX_TICKET_LENGTH:
+            raise _invalid()
+        seq_text, _, rest = text.partition(".")
+        incarnation, _, mac = rest.partition(".")
+        if not (
+            seq_text.isascii()
+            and seq_text.isdigit()
+            and 0 < len(seq_text) <= MAX_SEQ_DIGITS
+            and incarnation
+            and URL_SAFE_ALPHABET.issuperset(incarnation)
+            and mac.isascii()
+        ):
+            raise _invalid()
         seq = int(seq_text)
-        if seq < 1 or not hmac.compare_digest(mac, self._mac(wave, seq)):
-            raise Unauthorized("The ticket is not valid for this wave.", code="invalid_ticket")
-        return seq
+        if seq < 1 or not hmac.compare_digest(mac, self._mac(wave, uid, incarnation, seq)):
+            raise _invalid()
+        return Ticket(seq, incarnation)
 
 
 async def resolve_secret(redis: RedisClient, configured: str | None) -> bytes:

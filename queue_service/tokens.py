@@ -138,6 +138,9 @@ def _load_public(path: Path) -> Ed25519PublicKey:
     return key
 
 
+MAX_TOKEN_LENGTH = 4096
+
+
 @dataclass(frozen=True)
 class AdmissionClaims:
     wave: str
@@ -146,6 +149,15 @@ class AdmissionClaims:
     issued_at: int
     expires_at: int
     ticket: int
+    incarnation: str
+    """The incarnation of the wave's data that issued the ticket (tickets.py)."""
+    one_time: bool
+    """The wave asks origins to honour this token from one browser only (origin_guard.py)."""
+
+
+def token_id(wave: str, incarnation: str, ticket: int) -> str:
+    """The `jti` of a ticket's admission token: one admission, one id, on every replica."""
+    return f"{wave}.{incarnation}.{ticket}"
 
 
 class TokenIssuer:
@@ -155,18 +167,29 @@ class TokenIssuer:
         self._kid = keyring.signing_kid
 
     def issue(
-        self, *, wave: str, subject: str, ticket: int, admitted_at: float, expires_at: float
+        self,
+        *,
+        wave: str,
+        subject: str,
+        ticket: int,
+        incarnation: str,
+        admitted_at: float,
+        expires_at: float,
+        one_time: bool = False,
     ) -> str:
         """Deterministic for one admission (Ed25519 signatures are), so replicas agree."""
-        payload = {
+        payload: dict[str, Any] = {
             "iss": self._issuer,
             "aud": wave,
             "sub": subject,
-            "jti": f"{wave}.{ticket}",
+            "jti": token_id(wave, incarnation, ticket),
             "iat": int(admitted_at),
             "exp": int(expires_at),
             "tkt": ticket,
+            "inc": incarnation,
         }
+        if one_time:
+            payload["once"] = True
         return jwt.encode(
             payload, self._keyring.signing_key, algorithm=ALGORITHM, headers={"kid": self._kid}
         )
@@ -214,6 +237,8 @@ class TokenVerifier:
 
     def verify(self, token: str, *, wave: str | None = None) -> AdmissionClaims:
         """Return the claims of a valid token for `wave` (any wave if None), or raise."""
+        if not token.isascii() or len(token) > MAX_TOKEN_LENGTH:
+            raise InvalidAdmissionToken("malformed token: not a JWT")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -252,6 +277,8 @@ class TokenVerifier:
             issued_at=int(claims["iat"]),
             expires_at=int(claims["exp"]),
             ticket=_ticket_from(claims),
+            incarnation=str(claims.get("inc", "")),
+            one_time=claims.get("once") is True,
         )
 
     def _check_times(self, claims: Mapping[str, Any]) -> None:

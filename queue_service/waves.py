@@ -15,9 +15,13 @@ from urllib.parse import urlsplit
 import orjson
 
 from queue_service.errors import BadRequest
+from queue_service.identity import ID_KINDS
 from queue_service.ratelimit import RateLimitRules
 
-WAVE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+WAVE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # used with fullmatch: no trailing newline
+MIN_GRACE_S = 5.0
+"""Least abandon_after_s: far above the delay of buffered poll deadlines (seen_buffer.py)."""
+MAX_POW_BITS = 28
 STATES = ("scheduled", "prequeue", "open", "paused", "full", "closed")
 
 
@@ -39,9 +43,32 @@ class WaveConfig:
     """Total admissions in the wave; 0 = no limit."""
     prequeue_s: float = 0.0
     abandon_after_s: float = 120.0
+    """Grace after a missed poll deadline: a waiting ticket whose holder has not polled by the
+    deadline they were given (poll interval + this) is skipped by admission."""
     title: str = ""
     rate_limits: Mapping[str, Any] = field(default_factory=dict)
     """Per-wave override of the deployment's rate-limit rules."""
+    expected_session_s: float = 0.0
+    """Expected length of an admitted session (the ETA's prior when max_active binds);
+    0 = half of session_ttl_s until sessions are measured."""
+    id_kind: str = "generic"
+    """How registrant ids are normalised and checked (identity.py): generic or nik."""
+    verified_joins: bool = False
+    """Join only with an enqueue token signed by the registration site (enqueue.py)."""
+    enqueue_jwks_url: str = ""
+    """Where the registration site publishes its enqueue-token keys (JWKS)."""
+    enqueue_keys: tuple[Mapping[str, Any], ...] = ()
+    """Or the public keys themselves, as JWKs."""
+    enqueue_issuer: str = ""
+    """If set, an enqueue token's iss must be this."""
+    pow_bits: int = 0
+    """Proof-of-work a join must carry (leading zero bits of SHA-256); 0 = off (pow.py)."""
+    one_time_tokens: bool = False
+    """Admission tokens work from one browser only: origin guards bind them on first use."""
+
+    @property
+    def session_estimate_s(self) -> float:
+        return self.expected_session_s or self.session_ttl_s / 2
 
     @property
     def effective_burst(self) -> float:
@@ -66,6 +93,14 @@ class WaveConfig:
             "origin_url": self.origin_url,
             "title": self.title,
             "rate_limits": _encode_limits(self.rate_limits),
+            "expected_session_s": repr(self.expected_session_s),
+            "id_kind": self.id_kind,
+            "verified_joins": "1" if self.verified_joins else "0",
+            "enqueue_jwks_url": self.enqueue_jwks_url,
+            "enqueue_keys": orjson.dumps(list(self.enqueue_keys)).decode(),
+            "enqueue_issuer": self.enqueue_issuer,
+            "pow_bits": str(self.pow_bits),
+            "one_time_tokens": "1" if self.one_time_tokens else "0",
         }
 
     @classmethod
@@ -85,6 +120,14 @@ class WaveConfig:
             origin_url=data["origin_url"],
             title=data.get("title", ""),
             rate_limits=orjson.loads(data.get("rate_limits") or "{}"),
+            expected_session_s=float(data.get("expected_session_s", "0")),
+            id_kind=data.get("id_kind", "generic"),
+            verified_joins=data.get("verified_joins") == "1",
+            enqueue_jwks_url=data.get("enqueue_jwks_url", ""),
+            enqueue_keys=tuple(orjson.loads(data.get("enqueue_keys") or "[]")),
+            enqueue_issuer=data.get("enqueue_issuer", ""),
+            pow_bits=int(data.get("pow_bits", "0")),
+            one_time_tokens=data.get("one_time_tokens") == "1",
         )
 
     def public_dict(self) -> dict[str, Any]:
@@ -93,6 +136,7 @@ class WaveConfig:
         out["opens_at"] = iso_utc(self.opens_at)
         out["closes_at"] = iso_utc(self.closes_at)
         out["admit_burst"] = self.effective_burst
+        out["enqueue_keys"] = [dict(k) for k in self.enqueue_keys]
         return out
 
 
@@ -161,7 +205,7 @@ def _integer(data: Mapping[str, Any], name: str, default: int) -> int:
 
 
 def validate_wave_id(wave_id: str) -> str:
-    if not WAVE_ID.match(wave_id):
+    if not WAVE_ID.fullmatch(wave_id):
         raise BadRequest(
             "wave id must be 1-64 characters of a-z, 0-9, '-' or '_', starting with a letter "
             "or digit",
@@ -210,7 +254,27 @@ def parse_wave(
     except (ValueError, TypeError, AttributeError) as exc:
         raise BadRequest(f"rate_limits: {exc}", code="invalid_wave") from None
     session_ttl_s = _number(merged, "session_ttl_s", 900, minimum=1)
-    abandon_after_s = _number(merged, "abandon_after_s", 120, minimum=1)
+    abandon_after_s = _number(merged, "abandon_after_s", 120, minimum=MIN_GRACE_S)
+    id_kind = merged.get("id_kind", "generic")
+    if id_kind not in ID_KINDS:
+        raise BadRequest(f"id_kind must be one of {', '.join(ID_KINDS)}", code="invalid_wave")
+    pow_bits = _integer(merged, "pow_bits", 0)
+    if pow_bits > MAX_POW_BITS:
+        raise BadRequest(f"pow_bits must be at most {MAX_POW_BITS}", code="invalid_wave")
+    verified_joins = _flag(merged, "verified_joins")
+    jwks_url = merged.get("enqueue_jwks_url", "")
+    if not isinstance(jwks_url, str) or (jwks_url and not _is_http_url(jwks_url)):
+        raise BadRequest("enqueue_jwks_url must be an http(s) URL", code="invalid_wave")
+    enqueue_keys = _enqueue_keys(merged.get("enqueue_keys") or ())
+    if verified_joins and not (jwks_url or enqueue_keys):
+        raise BadRequest(
+            "verified_joins needs enqueue_jwks_url or enqueue_keys (the registration site's "
+            "public keys)",
+            code="invalid_wave",
+        )
+    issuer = merged.get("enqueue_issuer", "")
+    if not isinstance(issuer, str) or len(issuer) > 200:
+        raise BadRequest("enqueue_issuer must be text", code="invalid_wave")
     return WaveConfig(
         id=wave_id,
         opens_at=opens_at,
@@ -225,4 +289,39 @@ def parse_wave(
         origin_url=origin_url,
         title=title,
         rate_limits=dict(rate_limits),
+        expected_session_s=_number(merged, "expected_session_s", 0, minimum=0),
+        id_kind=id_kind,
+        verified_joins=verified_joins,
+        enqueue_jwks_url=jwks_url,
+        enqueue_keys=enqueue_keys,
+        enqueue_issuer=issuer,
+        pow_bits=pow_bits,
+        one_time_tokens=_flag(merged, "one_time_tokens"),
     )
+
+
+def _flag(data: Mapping[str, Any], name: str) -> bool:
+    value = data.get(name, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{name} must be true or false", code="invalid_wave")
+    return value
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and len(url) <= 2048
+
+
+def _enqueue_keys(value: Any) -> tuple[Mapping[str, Any], ...]:
+    """Public JWKs of the registration site; checked here so a bad key is refused at PUT."""
+    from queue_service.enqueue import check_public_jwk
+
+    if not isinstance(value, list | tuple):
+        raise BadRequest("enqueue_keys must be a list of JWKs", code="invalid_wave")
+    keys = []
+    for jwk in value:
+        try:
+            keys.append(check_public_jwk(jwk))
+        except ValueError as exc:
+            raise BadRequest(f"enqueue_keys: {exc}", code="invalid_wave") from None
+    return tuple(keys)

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from queue_service import identity
+
 # ----------------------------------------------------------------------------- region codes
 
 
@@ -114,27 +116,25 @@ def _resolve_year(yy: int, today: dt.date) -> int:
 
 
 def parse_nik(nik: str, today: dt.date | None = None) -> NikInfo:
-    """Parse a NIK, raising `InvalidNik` with a reason if its structure is wrong."""
+    """Parse a NIK, raising `InvalidNik` with a reason if its structure is wrong: the queue
+    service's own structure check (`queue_service.identity.parse_nik`), plus the full birth
+    date (century included) that only a registrant's data needs."""
     today = today or dt.date.today()
-    if not isinstance(nik, str) or len(nik) != 16 or not nik.isascii() or not nik.isdigit():
+    if not isinstance(nik, str):
         raise InvalidNik("a NIK has exactly 16 digits")
-    province, regency, district = nik[0:2], nik[2:4], nik[4:6]
-    if province not in region_table().province_codes:
-        raise InvalidNik(f"unknown province code {province}")
-    if regency == "00" or district == "00":
-        raise InvalidNik("regency and district codes start at 01")
-    day, month, yy = int(nik[6:8]), int(nik[8:10]), int(nik[10:12])
-    sex = "M"
-    if day > 40:
-        day -= 40
-        sex = "F"
     try:
-        birth = dt.date(_resolve_year(yy, today), month, day)
+        parts = identity.parse_nik(nik)
+    except identity.InvalidNik as exc:
+        raise InvalidNik(str(exc)) from None
+    if parts.province not in region_table().province_codes:
+        raise InvalidNik(f"unknown province code {parts.province}")
+    try:
+        birth = dt.date(_resolve_year(parts.year_2digit, today), parts.month, parts.day)
     except ValueError:
         raise InvalidNik("the birth date DDMMYY (day + 40 for women) is not a date") from None
-    if nik[12:16] == "0000":
-        raise InvalidNik("the serial number starts at 0001")
-    return NikInfo(nik[0:6], province, nik[0:4], nik[0:6], birth, sex)
+    return NikInfo(
+        nik[0:6], parts.province, nik[0:4], nik[0:6], birth, "F" if parts.female else "M"
+    )
 
 
 def nik_is_valid(nik: str, today: dt.date | None = None) -> bool:

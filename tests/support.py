@@ -37,9 +37,17 @@ async def put_wave(client: TestClient, wave: str, **fields: Any) -> dict[str, An
 
 
 async def join(
-    client: TestClient, wave: str, registrant: str, *, ip: str | None = None
+    client: TestClient,
+    wave: str,
+    registrant: str,
+    *,
+    ip: str | None = None,
+    ticket: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    headers = {"X-Forwarded-For": ip} if ip else None
+    """`ticket`: the caller's own ticket (proof of holding the place), sent as the header."""
+    headers = {"X-Forwarded-For": ip} if ip else {}
+    if ticket:
+        headers["X-Queue-Ticket"] = ticket
     response = await client.post(
         f"/api/v1/waves/{wave}/join", json={"registrant": registrant}, headers=headers
     )

@@ -19,6 +19,7 @@ from queue_service.settings import Settings
 from support import ADMIN, join_ok, put_wave
 
 BOUND_S = 3.0  # a request must be answered within this while Redis is down
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -66,8 +67,22 @@ async def test_redis_down_gives_503_quickly_then_recovers(
 
 
 BAD_REQUESTS: list[tuple[str, str, dict[str, object], int, str]] = [
-    ("POST", "/api/v1/waves/w/join", {"data": b"{not json"}, 400, "invalid_json"),
-    ("POST", "/api/v1/waves/w/join", {"data": b""}, 400, "invalid_json"),
+    ("POST", "/api/v1/waves/w/join", {"data": b"{not json", "headers": JSON}, 400, "invalid_json"),
+    ("POST", "/api/v1/waves/w/join", {"data": b"", "headers": JSON}, 400, "invalid_json"),
+    (
+        "POST",
+        "/api/v1/waves/w/join",
+        {"data": b'{"registrant": "a"}'},
+        415,
+        "unsupported_media_type",
+    ),
+    (
+        "POST",
+        "/api/v1/waves/w/join",
+        {"data": b'{"registrant": "a"}', "headers": {"Content-Type": "text/plain"}},
+        415,
+        "unsupported_media_type",
+    ),
     ("POST", "/api/v1/waves/w/join", {"json": [1, 2]}, 400, "invalid_json"),
     ("POST", "/api/v1/waves/w/join", {"json": {}}, 400, "invalid_registrant"),
     ("POST", "/api/v1/waves/w/join", {"json": {"registrant": 42}}, 400, "invalid_registrant"),
@@ -80,7 +95,7 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, object], int, str]] = [
         "invalid_registrant",
     ),
     ("POST", "/api/v1/waves/w/join", {"json": {"registrant": "a\x00b"}}, 400, "invalid_registrant"),
-    ("POST", "/api/v1/waves/w/join", {"data": b"\xff\xfe"}, 400, "invalid_json"),
+    ("POST", "/api/v1/waves/w/join", {"data": b"\xff\xfe", "headers": JSON}, 400, "invalid_json"),
     ("POST", "/api/v1/waves/NOPE!/join", {"json": {"registrant": "a"}}, 400, "invalid_wave_id"),
     ("POST", "/api/v1/waves/missing/join", {"json": {"registrant": "a"}}, 404, "unknown_wave"),
     ("GET", "/api/v1/waves/w/status", {}, 401, "missing_ticket"),
@@ -190,7 +205,7 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, object], int, str]] = [
         400,
         "invalid_wave",
     ),
-    ("PUT", "/admin/v1/waves/w", {"headers": ADMIN, "data": b"NaN"}, 400, "invalid_json"),
+    ("PUT", "/admin/v1/waves/w", {"headers": ADMIN | JSON, "data": b"NaN"}, 400, "invalid_json"),
     (
         "PUT",
         "/admin/v1/waves/w",
@@ -258,7 +273,7 @@ async def test_oversized_chunked_body_is_refused(client: TestClient) -> None:
         for _ in range(100):
             yield b"x" * 1024
 
-    response = await client.post("/api/v1/waves/w/join", data=chunks())
+    response = await client.post("/api/v1/waves/w/join", data=chunks(), headers=JSON)
     assert response.status == 413
     assert (await response.json())["error"]["code"] == "payload_too_large"
 

@@ -28,7 +28,7 @@ from support import T0, admit, join_ok, poll_ok, put_wave
 
 def issue(keyring: KeyRing, **overrides: object) -> str:
     fields: dict[str, object] = dict(
-        wave="w", subject="abc", ticket=1, admitted_at=T0, expires_at=T0 + 600
+        wave="w", subject="abc", ticket=1, incarnation="i1", admitted_at=T0, expires_at=T0 + 600
     )
     fields.update(overrides)
     return TokenIssuer(keyring).issue(**fields)  # type: ignore[arg-type]

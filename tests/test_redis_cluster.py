@@ -221,7 +221,8 @@ async def _wave_end_to_end(client: TestClient, wave: str) -> None:
     second = await join_ok(client, wave, "budi")
     assert (first["state"], first["position"]) == ("waiting", 1)
     assert (second["state"], second["position"]) == ("waiting", 2)
-    status, again = await join(client, wave, "ani")  # same registrant: same ticket
+    # same registrant with its ticket (a refresh): same ticket
+    status, again = await join(client, wave, "ani", ticket=first["ticket"])
     assert status == 200 and again["ticket"] == first["ticket"]
     assert (await poll_ok(client, wave, second["ticket"]))["ahead"] == 1
 

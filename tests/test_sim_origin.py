@@ -132,7 +132,9 @@ def _issuer_and_verifier() -> tuple[TokenIssuer, TokenVerifier, KeyRing]:
 
 def _token(issuer: TokenIssuer, *, wave: str = WAVE, age_s: float = 0, ttl_s: float = 600) -> str:
     now = time.time() - age_s
-    return issuer.issue(wave=wave, subject="s", ticket=7, admitted_at=now, expires_at=now + ttl_s)
+    return issuer.issue(
+        wave=wave, subject="s", ticket=7, incarnation="i1", admitted_at=now, expires_at=now + ttl_s
+    )
 
 
 async def test_admission_tokens_valid_passes_forged_expired_wrong_wave_refused(

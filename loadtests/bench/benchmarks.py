@@ -71,7 +71,7 @@ def _status_tickets(work: Path, redis_url: str, wave: str, count: int, sample: i
     last = seed.seed_wave(redis_url, wave, admit_rate=IDLE_RATE, count=count)
     first = min(SKIP_FIRST + 1, last)
     seqs = seed.sample_seqs(first, last, sample)
-    return seed.write_tickets(work / f"tickets-{wave}.txt", wave, seqs)
+    return seed.write_tickets(work / f"tickets-{wave}.txt", redis_url, wave, seqs)
 
 
 def _status_run(server: Server, wave: str, tickets: Path, o: Options, cpus: str | None) -> Measured:

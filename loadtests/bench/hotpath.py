@@ -110,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     with redis_server(work, None) as rs:
         seed.seed_wave(rs.url, STATUS_WAVE, admit_rate=IDLE_RATE, count=10_000)
         seed.seed_wave(rs.url, JOIN_WAVE, admit_rate=IDLE_RATE, count=0)
-        codec = seed.ticket_codec()
-        tickets = [codec.encode(STATUS_WAVE, seq) for seq in range(200, 5_200)]
+        tickets = seed.mint_tickets(rs.url, STATUS_WAVE, list(range(200, 5_200)))
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             profiler = cProfile.Profile() if args.cprofile else None
             results = runner.run(_measure(rs.url, tickets, args.burst, args.rounds, profiler))

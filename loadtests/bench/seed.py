@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from queue_service.keys import REGISTRANT_BUCKETS, WaveKeys
 from queue_service.ratelimit import RateLimitRules
 from queue_service.store import JoinRequest, Store
-from queue_service.tickets import TicketCodec
+from queue_service.tickets import Ticket, TicketCodec
 from queue_service.waves import parse_wave
 
 BENCH_SECRET = "gelombang-bench-secret"
@@ -69,7 +69,7 @@ async def _seed(redis_url: str, wave: str, admit_rate: float, count: int) -> int
         async def worker() -> None:
             while not queue.empty():
                 chunk = queue.get_nowait()
-                requests = [JoinRequest(*_registrant(i, salt), "10.0.0.1") for i in chunk]
+                requests = [JoinRequest(*_registrant(i, salt), "10.0.0.1", "") for i in chunk]
                 await store.join(wave, requests, [0] * len(requests), NO_LIMITS, 0.0)
 
         await asyncio.gather(*(worker() for _ in range(SEED_CONCURRENCY)))
@@ -84,9 +84,23 @@ def seed_wave(redis_url: str, wave: str, *, admit_rate: float, count: int) -> in
     return asyncio.run(_seed(redis_url, wave, admit_rate, count))
 
 
-def write_tickets(path: Path, wave: str, seqs: list[int]) -> Path:
+def mint_tickets(redis_url: str, wave: str, seqs: list[int]) -> list[str]:
+    """Valid tickets of a seeded wave (signed with its uid and incarnation, as a join would)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        keys = WaveKeys(wave)
+        uid = str(client.hget(keys.cfg, "uid") or "")
+        incarnation = str(client.hget(keys.ctl, "inc") or "")
+    finally:
+        client.close()
     codec = ticket_codec()
-    path.write_text("".join(codec.encode(wave, seq) + "\n" for seq in seqs))
+    return [codec.encode(wave, uid, Ticket(seq, incarnation)) for seq in seqs]
+
+
+def write_tickets(path: Path, redis_url: str, wave: str, seqs: list[int]) -> Path:
+    path.write_text("".join(t + "\n" for t in mint_tickets(redis_url, wave, seqs)))
     return path
 
 

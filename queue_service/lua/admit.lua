@@ -1,30 +1,43 @@
 -- admit: one admission step for a wave. Any process may run it at any time; it is exact however
 -- many processes call it, because the token bucket and the cursor live here, in Redis.
--- KEYS[1] cfg, KEYS[2] ctl
+-- KEYS: the wave's fixed keys (keys.WaveKeys.fixed): cfg, ctl, pq, active, left, revoked.
 -- ARGV[1] now ms ('' = Redis server time), ARGV[2] wave key prefix,
--- ARGV[3] most admissions in this step, ARGV[4] most tickets looked at in this step.
+-- ARGV[3] most admissions in this step, ARGV[4] most tickets looked at in this step,
+-- ARGV[5] outage gap ms: a longer pause between two steps counts as an outage (no process
+-- reached Redis), and is added to down_ms so that it never counts toward abandonment,
+-- ARGV[6] how many entries of the wave's left list the caller has already read.
 -- Outflow is a token bucket: admit_rate tokens/s, at most admit_burst stored; an admission
 -- spends one token, so admissions over any W seconds <= admit_rate*W + admit_burst.
--- Abandoned (not seen for abandon_ms) and left tickets are skipped without spending a token,
--- a max_active slot or quota.
--- Returns {state, seq, cursor, open_seq, prequeue size, active, admitted, abandoned, left,
--- completed, expired, tokens (string), cfg version, now, abandoned now, expired now,
--- then 4 per ticket admitted now:
--- seq, joined ms, eta promised at join s, registrant hash}; {'unknown_wave'} if none.
+-- A waiting ticket whose holder missed the poll deadline it was given (service time, see
+-- _lib.lua) is skipped as abandoned, and a left one as left, without spending a token, a
+-- max_active slot or quota. An admitted ticket holds its slot until the holder's own poll
+-- deadline; the first status answer claims it as a session of session_ttl (status.lua).
+-- Returns {counts as name/value pairs, admitted, left}: admitted holds 4 values per ticket
+-- admitted now (seq, joined ms, ETA promised at join s, registrant hash); left holds the
+-- seqs of the left list from ARGV[6] on (at most 1000).
 
 local now = clock(ARGV[1])
 local prefix = ARGV[2]
 local max_admit, max_scan = tonumber(ARGV[3]), tonumber(ARGV[4])
+local outage_gap_ms, left_from = tonumber(ARGV[5]), tonumber(ARGV[6])
 
 local cfg = load_cfg(KEYS[1])
 if not cfg then return {'unknown_wave'} end
 local ctl = load_ctl(KEYS[2])
 open_if_due(KEYS[2], ctl, cfg, now)
-local active_key = prefix .. 'active'
+local active_key = KEYS[4]
 
--- sessions past their TTL free their slot
+if ctl.step_at > 0 and now - ctl.step_at > outage_gap_ms then
+  ctl.down_ms = ctl.down_ms + (now - ctl.step_at)
+  redis.call('HSET', KEYS[2], 'down_ms', ctl.down_ms)
+end
+local service_now = now - ctl.down_ms
+
+-- sessions past their TTL, and admissions nobody claimed in time, free their slot
 local expired_now = redis.call('ZREMRANGEBYSCORE', active_key, '-inf', now)
 if expired_now > 0 then ctl.expired = redis.call('HINCRBY', KEYS[2], 'expired', expired_now) end
+-- revoked tokens older than a session cannot be presented any more
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - cfg.session_ttl_ms)
 
 local tokens, tokens_at = ctl.tokens or cfg.admit_burst, ctl.tokens_at or now  -- starts full
 if now > tokens_at then
@@ -44,16 +57,17 @@ if state == 'open' then
   while allowance > 0 and ctl.cursor < ctl.seq and scanned < max_scan do
     local seq
     if ctl.cursor < ctl.open_seq then
-      seq = tonumber(redis.call('ZRANGE', prefix .. 'pq', ctl.cursor, ctl.cursor)[1])
+      seq = tonumber(redis.call('ZRANGE', KEYS[3], ctl.cursor, ctl.cursor)[1])
     else
       seq = ctl.cursor + 1
     end
     local seen_key = bucket_key(prefix, 'seen', seq)
     local seen = redis.call('HGET', seen_key, seq)
-    local last_seen = tonumber(seen)
-    if last_seen and now - last_seen <= cfg.abandon_ms then
-      redis.call('HSET', seen_key, seq, 'A' .. now)
-      redis.call('ZADD', active_key, now + cfg.session_ttl_ms, seq)
+    local deadline = tonumber(seen)
+    if deadline and service_now <= deadline then
+      redis.call('HSET', seen_key, seq, SEEN.admitted .. now)
+      local claim_until = now + math.min(deadline - service_now, cfg.session_ttl_ms)
+      redis.call('ZADD', active_key, claim_until, seq)
       local record = redis.call('HGET', bucket_key(prefix, 'tk', seq), seq) or '||'
       local rhash, joined, eta = string.match(record, '^([^|]*)|([^|]*)|([^|]*)$')
       admitted_now[#admitted_now + 1] = seq
@@ -63,8 +77,8 @@ if state == 'open' then
       admitted = admitted + 1
       allowance = allowance - 1
       tokens = tokens - 1
-    elseif seen ~= 'L' then
-      redis.call('HSET', seen_key, seq, 'X')
+    elseif deadline then
+      redis.call('HSET', seen_key, seq, SEEN.abandoned)
       abandoned = abandoned + 1
     end
     ctl.cursor = ctl.cursor + 1
@@ -80,12 +94,21 @@ if state == 'open' then
   end
   state = wave_state(cfg, ctl, now)
 end
-redis.call('HSET', KEYS[2], 'tokens', string.format('%.6f', tokens), 'tokens_at', tokens_at)
+redis.call('HSET', KEYS[2], 'tokens', string.format('%.6f', tokens), 'tokens_at', tokens_at,
+  'step_at', now)
+
+local left_total = redis.call('LLEN', KEYS[5])
+local left = {}
+if left_from < left_total then
+  left = redis.call('LRANGE', KEYS[5], left_from, left_from + 999)
+end
 
 local pq_size = 0
-if ctl.open_seq < 0 then pq_size = redis.call('ZCARD', prefix .. 'pq') end
-local out = {state, ctl.seq, ctl.cursor, ctl.open_seq, pq_size, redis.call('ZCARD', active_key),
-  ctl.admitted, ctl.abandoned, ctl.left, ctl.completed, ctl.expired,
-  string.format('%.6f', tokens), cfg.version, now, abandoned_now, expired_now}
-for _, v in ipairs(admitted_now) do out[#out + 1] = v end
-return out
+if ctl.open_seq < 0 then pq_size = redis.call('ZCARD', KEYS[3]) end
+local counts = {'state', state, 'seq', ctl.seq, 'cursor', ctl.cursor, 'open_seq', ctl.open_seq,
+  'prequeue', pq_size, 'active', redis.call('ZCARD', active_key), 'admitted', ctl.admitted,
+  'abandoned', ctl.abandoned, 'left', ctl.left, 'completed', ctl.completed,
+  'expired', ctl.expired, 'tokens', string.format('%.6f', tokens), 'cfg_version', cfg.version,
+  'now_ms', now, 'down_ms', ctl.down_ms, 'inc', ctl.inc, 'incs', ctl.incs,
+  'left_total', left_total, 'abandoned_now', abandoned_now, 'expired_now', expired_now}
+return {counts, admitted_now, left}

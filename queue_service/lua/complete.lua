@@ -1,13 +1,18 @@
--- complete: the origin (or client) ends an admitted session, freeing its max_active slot.
--- Idempotent: a second call, or a call after the session expired, changes nothing.
--- KEYS[1] cfg, KEYS[2] ctl; ARGV[1] prefix, ARGV[2] seq.
+-- complete: the origin (or client) ends an admitted session, freeing its max_active slot, and
+-- its token is revoked. Idempotent: a second call, or a call after the session expired,
+-- changes nothing.
+-- KEYS: the wave's fixed keys (keys.WaveKeys.fixed): cfg, ctl, pq, active, left, revoked.
+-- ARGV[1] now ms ('' = server time), ARGV[2] prefix, ARGV[3] seq, ARGV[4] incarnation id,
+-- ARGV[5] the token's jti.
 -- Returns 'completed', 'none' or 'unknown_wave'.
 
-local prefix, seq = ARGV[1], tonumber(ARGV[2])
+local now = clock(ARGV[1])
+local prefix, seq, inc, jti = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown_wave' end
-if redis.call('ZREM', prefix .. 'active', seq) == 0 then return 'none' end
-local seen_key = bucket_key(prefix, 'seen', seq)
-local seen = redis.call('HGET', seen_key, seq) or 'A0'
-redis.call('HSET', seen_key, seq, 'C' .. string.sub(seen, 2))
-redis.call('HINCRBY', KEYS[2], 'completed', 1)
-return 'completed'
+local ctl = load_ctl(KEYS[2])
+if not issued_here(ctl, inc, seq) then return 'none' end
+local seen = redis.call('HGET', bucket_key(prefix, 'seen', seq), seq) or ''
+local mark = string.sub(seen, 1, 1)
+if mark ~= SEEN.admitted and mark ~= SEEN.claimed then return 'none' end
+if end_session(prefix, KEYS[2], seq, seen, jti, now) then return 'completed' end
+return 'none'

@@ -1,23 +1,21 @@
--- status: what a batch of ticket holders see; every answered call marks its ticket seen.
--- KEYS[1] cfg, KEYS[2] ctl
+-- status: what a batch of ticket holders see, for the tickets a process cannot answer from
+-- its own copy of the wave's counts (tickets the admission cursor has reached, pre-queue
+-- tickets whose rank it has not cached, tickets newer than its copy; see local_status.py).
+-- KEYS: the wave's fixed keys (keys.WaveKeys.fixed): cfg, ctl, pq, active, left, revoked.
 -- ARGV[1] now ms ('' = Redis server time), ARGV[2] wave key prefix,
--- ARGV[3] rate limits on ('1'/'0'), ARGV[4] per-IP interval ms, ARGV[5] per-IP burst,
--- ARGV[6] per-ticket interval ms, ARGV[7] per-ticket burst,
--- ARGV[8] the tickets' seqs and ARGV[9] their client IPs, each comma-joined, in request order.
--- Returns {wave state, outcomes, subjects}: outcomes has 4 integers per request: result
--- (0 ok, 1 rate limited by IP, 2 by ticket), ticket state (TICKET_STATE_CODE; -1 when rate
--- limited), ahead (-1 unknown), admitted_at ms (ok) or retry ms (rate limited); subjects
--- holds {request index (0-based), registrant hash} pairs for admitted tickets (the admission
--- token's subject).
+-- ARGV[3] the tickets' seqs and ARGV[4] their incarnation ids, each comma-joined.
+-- Returns {wave state (WAVE_STATE), admission cursor, outcomes, subjects}: outcomes has 3
+-- integers per request: ticket state (TICKET_STATE), order (the 0-based place in admission
+-- order; -1 unless waiting) and admitted_at ms (0 = never admitted); subjects holds {request index (0-based),
+-- registrant hash} pairs for admitted tickets (the admission token's subject).
+-- Writes only one thing: an admitted ticket's first answer claims its admission, turning the
+-- slot it held until the holder's poll deadline into a session of session_ttl.
 -- A missing wave returns {'unknown_wave'}.
 
 local now = clock(ARGV[1])
 local prefix = ARGV[2]
-local limits_on = ARGV[3] == '1'
-local ip_interval, ip_burst = tonumber(ARGV[4]), tonumber(ARGV[5])
-local ticket_interval, ticket_burst = tonumber(ARGV[6]), tonumber(ARGV[7])
-local seqs, ips = split_list(ARGV[8]), split_list(ARGV[9])
-if #ips ~= #seqs then return redis.error_reply('status: request lists differ in length') end
+local seqs, incs = split_list(ARGV[3]), split_list(ARGV[4])
+if #incs ~= #seqs then return redis.error_reply('status: request lists differ in length') end
 
 local cfg = load_cfg(KEYS[1])
 if not cfg then return {'unknown_wave'} end
@@ -26,30 +24,21 @@ open_if_due(KEYS[2], ctl, cfg, now)
 local state = wave_state(cfg, ctl, now)
 
 local outcomes, subjects = {}, {}
-local function emit(result, ticket_state, ahead, extra)
-  outcomes[#outcomes + 1] = result
-  outcomes[#outcomes + 1] = ticket_state
-  outcomes[#outcomes + 1] = ahead
-  outcomes[#outcomes + 1] = extra
-end
-
 for i, seq_text in ipairs(seqs) do
-  local seq, ip = tonumber(seq_text), ips[i]
-  local rule, retry = 0, 0
-  if limits_on then
-    retry, rule = gcra_pair(now, prefix .. 'rl:status_ip:' .. ip, ip_interval, ip_burst,
-      prefix .. 'rl:status_tk:' .. seq, ticket_interval, ticket_burst)
-  end
-  if rule ~= 0 then
-    emit(rule, -1, -1, retry)
-  else
-    local view = ticket_view(prefix, cfg, ctl, seq, now, state)
-    emit(0, TICKET_STATE_CODE[view[1]], view[2], view[3])
-    if view[1] == 'admitted' then
-      local record = redis.call('HGET', bucket_key(prefix, 'tk', seq), seq) or ''
-      subjects[#subjects + 1] = i - 1
-      subjects[#subjects + 1] = string.match(record, '^([^|]*)|') or ''
+  local seq = tonumber(seq_text)
+  local view = {'lost', -1, 0, nil}
+  if issued_here(ctl, incs[i], seq) then view = ticket_view(prefix, ctl, seq, now, state) end
+  if view[1] == 'admitted' then
+    if string.sub(view[4], 1, 1) == SEEN.admitted then
+      redis.call('HSET', bucket_key(prefix, 'seen', seq), seq, SEEN.claimed .. view[3])
+      redis.call('ZADD', KEYS[4], 'XX', view[3] + cfg.session_ttl_ms, seq)
     end
+    local record = redis.call('HGET', bucket_key(prefix, 'tk', seq), seq) or ''
+    subjects[#subjects + 1] = i - 1
+    subjects[#subjects + 1] = string.match(record, '^([^|]*)|') or ''
   end
+  outcomes[#outcomes + 1] = TICKET_STATE[view[1]]
+  outcomes[#outcomes + 1] = view[2]
+  outcomes[#outcomes + 1] = view[3]
 end
-return {state, outcomes, subjects}
+return {WAVE_STATE[state], ctl.cursor, outcomes, subjects}

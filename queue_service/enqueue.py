@@ -1,0 +1,201 @@
+"""Verified joins: an enqueue token, signed by the registration site (the origin) for a person
+who has logged in there, is the only way into a wave that asks for it. A leaked NIK is then
+worth nothing: the queue's identity of a registrant is the token's `sub`, the origin's account.
+
+The token is a standard JWT, so any language mints it:
+  header  {"alg": "EdDSA" | "ES256" | "RS256", "kid": "<key id>", "typ": "JWT"}
+  claims  {"sub": "<account id>", "aud": "<wave id>", "iat": <now>, "exp": <now + <= 600>,
+           "iss": "<the wave's enqueue_issuer, if it names one>"}
+signed with a private key whose public half the wave names (`enqueue_keys`, JWKs, or
+`enqueue_jwks_url`, the origin's JWKS). In Python, `mint_enqueue_token()` below does it.
+The origin hands the token to the logged-in person's browser (for example as
+`/w/<wave>?enqueue_token=<token>`); the waiting page joins with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import jwt
+import orjson
+
+from queue_service.clock import Clock, SystemClock
+from queue_service.errors import ServiceUnavailable, Unauthorized
+from queue_service.waves import WaveConfig
+
+ALGORITHMS = ("EdDSA", "ES256", "RS256")
+MAX_LIFETIME_S = 600
+LEEWAY_S = 5
+JWKS_REFRESH_S = 300.0
+JWKS_MIN_REFETCH_S = 30.0
+JWKS_TIMEOUT_S = 5.0
+MAX_TOKEN_LENGTH = 4096
+PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "k"})
+
+
+def check_public_jwk(jwk: Any) -> dict[str, Any]:
+    """A JWK as a wave may name it: a public key of a supported type, no private parts."""
+    if not isinstance(jwk, Mapping):
+        raise ValueError("each key must be a JWK object")
+    if PRIVATE_MEMBERS & set(jwk):
+        raise ValueError("a key holds private parts: give the public key only")
+    try:
+        jwt.PyJWK(dict(jwk))
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"not a usable public JWK ({exc})") from None
+    return dict(jwk)
+
+
+def mint_enqueue_token(
+    private_key: Any,
+    *,
+    wave: str,
+    account: str,
+    algorithm: str = "EdDSA",
+    kid: str | None = None,
+    issuer: str | None = None,
+    lifetime_s: int = 300,
+    now: float | None = None,
+) -> str:
+    """For origins: an enqueue token for `account`, a person logged in at the registration
+    site, to join `wave`. `private_key`: a `cryptography` private key (or PEM bytes)."""
+    if not 0 < lifetime_s <= MAX_LIFETIME_S:
+        raise ValueError(f"lifetime_s must be in (0, {MAX_LIFETIME_S}]")
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {
+        "sub": account,
+        "aud": wave,
+        "iat": issued,
+        "exp": issued + lifetime_s,
+    }
+    if issuer:
+        claims["iss"] = issuer
+    headers = {"kid": kid} if kid else None
+    return jwt.encode(claims, private_key, algorithm=algorithm, headers=headers)
+
+
+def _refused(reason: str) -> Unauthorized:
+    return Unauthorized(f"Enqueue token refused: {reason}.", code="invalid_enqueue_token")
+
+
+@dataclass
+class _KeySet:
+    keys: dict[str, dict[str, Any]]
+    """kid ('' for a key without one) -> JWK."""
+    fetched_at: float
+
+
+class EnqueueVerifier:
+    """Checks enqueue tokens against each wave's keys; JWKS documents are fetched on first use,
+    kept for JWKS_REFRESH_S, and fetched again early (at most every JWKS_MIN_REFETCH_S) when a
+    token names an unknown kid: that is how a key rotation at the origin reaches the queue."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
+        self._jwks: dict[str, _KeySet] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def account(self, token: object, config: WaveConfig) -> str:
+        """The `sub` of a valid enqueue token for this wave, or 401."""
+        if not isinstance(token, str) or not token.isascii() or len(token) > MAX_TOKEN_LENGTH:
+            raise _refused("it is not a JWT")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise _refused("it is not a JWT") from None
+        algorithm = header.get("alg")
+        if algorithm not in ALGORITHMS:
+            raise _refused(f"alg must be one of {', '.join(ALGORITHMS)}")
+        kid = header.get("kid")
+        jwk = await self._key(config, kid if isinstance(kid, str) else "")
+        try:
+            key = jwt.PyJWK(jwk, algorithm=algorithm).key
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=config.id,
+                issuer=config.enqueue_issuer or None,
+                # times are checked below against the injected clock
+                options={
+                    "require": ["sub", "aud", "iat", "exp"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
+            )
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise _refused(str(exc).rstrip(".")) from None
+        iat, exp = claims["iat"], claims["exp"]
+        if not isinstance(iat, int | float) or not isinstance(exp, int | float):
+            raise _refused("iat and exp must be numbers")
+        if exp - iat > MAX_LIFETIME_S:
+            raise _refused(f"it may live at most {MAX_LIFETIME_S} s")
+        now = self._clock.now()
+        if now >= exp + LEEWAY_S:
+            raise _refused("it has expired")
+        if iat > now + LEEWAY_S:
+            raise _refused("it is not valid yet")
+        account = claims["sub"]
+        if not isinstance(account, str) or not account:
+            raise _refused("sub must name the account")
+        return account
+
+    async def _key(self, config: WaveConfig, kid: str) -> dict[str, Any]:
+        static = {str(k.get("kid", "")): dict(k) for k in config.enqueue_keys}
+        if kid in static or (not kid and len(static) == 1):
+            return static.get(kid) or next(iter(static.values()))
+        if not config.enqueue_jwks_url:
+            raise _refused("it is signed by a key this wave does not know")
+        keys = await self._fetched(config.enqueue_jwks_url, kid)
+        if kid in keys or (not kid and len(keys) == 1):
+            return keys.get(kid) or next(iter(keys.values()))
+        raise _refused("it is signed by a key this wave does not know")
+
+    async def _fetched(self, url: str, kid: str) -> dict[str, dict[str, Any]]:
+        now = time.monotonic()
+        cached = self._jwks.get(url)
+        fresh = cached is not None and now - cached.fetched_at < JWKS_REFRESH_S
+        if cached is not None and (kid in cached.keys or not kid) and fresh:
+            return cached.keys
+        if cached is not None and now - cached.fetched_at < JWKS_MIN_REFETCH_S:
+            return cached.keys  # a forged kid must not make us hammer the origin
+        lock = self._locks.setdefault(url, asyncio.Lock())
+        async with lock:
+            cached = self._jwks.get(url)
+            if cached is not None and time.monotonic() - cached.fetched_at < JWKS_MIN_REFETCH_S:
+                return cached.keys
+            try:
+                keys = await _fetch_jwks(url)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                if cached is not None:
+                    return cached.keys
+                raise ServiceUnavailable(
+                    f"The registration site's keys could not be fetched ({type(exc).__name__}).",
+                    code="enqueue_keys_unavailable",
+                    retry_after_s=5,
+                ) from None
+            self._jwks[url] = _KeySet(keys, time.monotonic())
+            return keys
+
+
+async def _fetch_jwks(url: str) -> dict[str, dict[str, Any]]:
+    timeout = aiohttp.ClientTimeout(total=JWKS_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
+        response.raise_for_status()
+        document = orjson.loads(await response.read())
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError("not a JWKS document")
+    keys: dict[str, dict[str, Any]] = {}
+    for jwk in document["keys"]:
+        try:
+            checked = check_public_jwk(jwk)
+        except ValueError:
+            continue  # a JWKS may hold keys of other kinds; skip what we cannot use
+        keys[str(checked.get("kid", ""))] = checked
+    return keys
