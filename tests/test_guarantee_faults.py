@@ -22,8 +22,8 @@ BOUND_S = 3.0  # a request must be answered within this while Redis is down
 
 
 @pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path / "own-redis", appendonly=True)
+async def own_redis(tmp_path: Path, redis_executable: str) -> AsyncIterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path / "own-redis", appendonly=True, executable=redis_executable)
     server.start()
     yield server
     server.stop()
