@@ -74,6 +74,6 @@ def test_every_benchmark_runs_end_to_end_and_prints_a_result_table(tmp_path: Pat
         assert row["runs"] and all(math.isfinite(r) and r > 0 for r in row["runs"]), row
         assert row["met"] in (True, False, None), row
     targets = {row["benchmark"]: row for row in rows if row["met"] is not None}
-    assert len(targets) >= 9, targets  # every target DESIGN.md names is checked by a row
+    assert len(targets) >= 9, targets  # every target of loadtests/RESULTS.md has a row
     exit_code = 1 if any(row["met"] is False for row in rows) else 0
     assert returncode == exit_code

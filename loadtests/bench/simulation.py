@@ -1,4 +1,4 @@
-"""Benchmarks of the simulator (DESIGN.md "Performance"):
+"""Benchmarks of the simulator (targets as in loadtests/RESULTS.md):
 
 - `driver`: the live driver (`gelombang simulate --mode queued`) holds >= 10 thousand
   concurrent registrants from one core;
