@@ -76,9 +76,9 @@ class PortReady:
 class ChildProcess:
     """One command run as a child in its own process group; see the module docstring.
 
-    Output (stdout and stderr) goes to `log` (emptied at the first start, appended to when
-    the same child is started again, as after a crash test), unless `stdout` names a separate file
-    for standard output (for a command whose output is its result). `env` is the child's
+    Output (stdout and stderr) goes to `log`, emptied at the first start and appended to when
+    the same child is started again (as after a crash test), unless `stdout` names a separate
+    file for standard output (a command whose output is its result). `env` is the child's
     whole environment (None: this process's)."""
 
     def __init__(
