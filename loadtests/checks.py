@@ -51,7 +51,7 @@ class Sampler:
         self.waves: list[WaveSample] = []
         self.origins: list[OriginSample] = []
         self.errors: list[str] = []
-        self._greenlet: gevent.Greenlet | None = None
+        self._greenlet: gevent.Greenlet[[], None] | None = None
 
     def start(self) -> None:
         self.sample_once()
@@ -101,7 +101,6 @@ def _is_worker(environment: Any) -> bool:
     return isinstance(environment.runner, WorkerRunner)
 
 
-@events.test_start.add_listener
 def _start_sampling(environment: Any, **_kwargs: Any) -> None:
     global _sampler
     if _is_worker(environment):
@@ -111,13 +110,17 @@ def _start_sampling(environment: Any, **_kwargs: Any) -> None:
     _sampler.start()
 
 
-@events.test_stop.add_listener
+events.test_start.add_listener(_start_sampling)
+
+
 def _stop_sampling(environment: Any, **_kwargs: Any) -> None:
     if _sampler is not None and not _is_worker(environment):
         _sampler.stop()
 
 
-@events.quitting.add_listener
+events.test_stop.add_listener(_stop_sampling)
+
+
 def _verdict(environment: Any, **_kwargs: Any) -> None:
     if _is_worker(environment) or environment.process_exit_code == 2:
         return
@@ -148,3 +151,6 @@ def _verdict(environment: Any, **_kwargs: Any) -> None:
         Path(settings.verdict_file).write_text(json.dumps(payload, indent=2) + "\n")
     if not passed:
         environment.process_exit_code = VERDICT_FAILED_EXIT_CODE
+
+
+events.quitting.add_listener(_verdict)

@@ -14,7 +14,6 @@ from loadtests.targets import DEFAULT_HOST, DEFAULT_ORIGIN_URL, check_target
 from simulator.scenario import Scenario, load_scenario
 
 
-@events.init_command_line_parser.add_listener
 def add_options(parser: Any) -> None:
     group = parser  # locust's own parser: it knows env_var, is_secret, include_in_web_ui
     group.add_argument(
@@ -143,6 +142,9 @@ def add_options(parser: Any) -> None:
         action="store_true",
         help="stress shape: stop at the first broken step instead of climbing on",
     )
+
+
+events.init_command_line_parser.add_listener(add_options)
 
 
 @dataclass(frozen=True)

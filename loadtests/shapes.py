@@ -43,9 +43,7 @@ def _settings(shape: LoadTestShape) -> LoadSettings:
 
 
 class WaveOpeningShape(LoadTestShape):
-    def __init__(self) -> None:
-        super().__init__()
-        self._curve: list[float] | None = None
+    _curve: list[float] | None = None  # computed at the first tick
 
     def curve(self) -> list[float]:
         if self._curve is None:
@@ -56,7 +54,7 @@ class WaveOpeningShape(LoadTestShape):
 
     def tick(self) -> tuple[int, float] | None:
         settings = _settings(self)
-        run_time = self.get_run_time()
+        run_time: float = self.get_run_time()  # type: ignore[no-untyped-call]  # unannotated in locust
         if run_time >= settings.shape_duration_s:
             return None
         curve = self.curve()
@@ -80,14 +78,13 @@ class StepUpShape(LoadTestShape):
     works on a master) and recorded in `stepping.RECORDS`; the verdict prints them with the
     breaking point (`--step-max-fail-ratio`, `--step-max-p95-ms`)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._step = 0
-        self._started: _Snapshot | None = None
+    _step = 0
+    _started: _Snapshot | None = None
 
     def tick(self) -> tuple[int, float] | None:
         settings = _settings(self)
-        step = int(self.get_run_time() // settings.step_seconds) + 1
+        run_time: float = self.get_run_time()  # type: ignore[no-untyped-call]  # unannotated in locust
+        step = int(run_time // settings.step_seconds) + 1
         if step != self._step:
             if self._close_step(settings) and settings.stop_at_break:
                 return None

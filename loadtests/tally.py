@@ -43,11 +43,15 @@ class Tally:
 TALLY = Tally()
 
 
-@events.report_to_master.add_listener
 def _ship(client_id: str, data: dict[str, Any]) -> None:
     data[REPORT_KEY] = TALLY.take_unreported()
 
 
-@events.worker_report.add_listener
+events.report_to_master.add_listener(_ship)
+
+
 def _collect(client_id: str, data: dict[str, Any]) -> None:
     TALLY.merge(data.get(REPORT_KEY, {}))
+
+
+events.worker_report.add_listener(_collect)

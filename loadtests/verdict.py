@@ -4,8 +4,8 @@ the logic is testable anywhere; `checks.py` wires it to Locust's events.
 
 Checks:
 - requests_made: the run reached the queue at all.
-- queue_no_5xx: the queue service answered no 5xx (DESIGN: nothing a client sends gives a 500;
-  503 only when Redis is down, which a rehearsal must not see).
+- queue_no_5xx: the queue service answered no 5xx (README, guarantee 9: bad input gets a 4xx,
+  never a 500; 503 only when Redis is down, which a rehearsal must not see).
 - origin_within_capacity: the origin never had to shed load (no overload/timeout rejections,
   no 5xx) while Gelombang was in front of it; reports the sampled peak in flight vs capacity.
 - bots_rate_limited: at least `--check-bot-limited-min` of bot requests were refused with 429.

@@ -54,7 +54,6 @@ def wave_definition(settings: LoadSettings, now: float) -> dict[str, Any]:
     }
 
 
-@events.test_start.add_listener
 def prepare_wave(environment: Any, **_kwargs: Any) -> None:
     if isinstance(environment.runner, WorkerRunner):
         return
@@ -85,3 +84,6 @@ def prepare_wave(environment: Any, **_kwargs: Any) -> None:
         # Quit once the runner has finished starting (quitting from inside test_start does not
         # stop a run that is still being set up).
         gevent.spawn_later(0.1, environment.runner.quit)
+
+
+events.test_start.add_listener(prepare_wave)

@@ -20,11 +20,22 @@ from queue_service.settings import Settings
 from queue_service.tokens import KeyRing
 
 from support import ADMIN_TOKEN, T0
+from tools import require_tool
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False)
+def redis_executable() -> str:
+    """redis-server, which every Redis-backed test needs: missing, such a test fails."""
+    return require_tool("redis-server", package="redis-server")
+
+
+@pytest.fixture(scope="session")
+def redis_server(
+    tmp_path_factory: pytest.TempPathFactory, redis_executable: str
+) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(
+        tmp_path_factory.mktemp("redis"), appendonly=False, executable=redis_executable
+    )
     server.start()
     yield server
     server.stop()

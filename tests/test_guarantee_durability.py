@@ -38,8 +38,10 @@ async def join_until_stopped(
 
 async def test_killing_a_queue_process_and_redis_loses_no_acknowledged_join(
     tmp_path: Path,
+    redis_executable: str,
 ) -> None:
-    redis = EmbeddedRedis(tmp_path / "redis", appendonly=True).start()
+    redis = EmbeddedRedis(tmp_path / "redis", appendonly=True, executable=redis_executable)
+    redis.start()
     acked: dict[str, str] = {}
     try:
         with ServeProcess(redis.url, tmp_path) as a, ServeProcess(redis.url, tmp_path) as b:

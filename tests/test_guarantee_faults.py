@@ -23,8 +23,8 @@ JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path / "own-redis", appendonly=True)
+async def own_redis(tmp_path: Path, redis_executable: str) -> AsyncIterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path / "own-redis", appendonly=True, executable=redis_executable)
     server.start()
     yield server
     server.stop()

@@ -36,6 +36,7 @@ from loadtests.verdict import (
     wave_sample_from_metrics,
 )
 from queue_service.redis_server import EmbeddedRedis, free_port
+from queue_service.subprocesses import ChildProcess, stop_all
 from simulator.scenario import load_scenario
 
 from processes import OriginProcess, ServeProcess
@@ -101,13 +102,18 @@ def locust_command(stack: Stack, out: Path, wave: str, *args: str) -> list[str]:
 
 def run_locust(stack: Stack, out: Path, wave: str, *args: str, timeout_s: float = 60) -> LocustRun:
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GELOMBANG_ADMIN_TOKEN": ADMIN_TOKEN}
-    done = subprocess.run(
+    locust = locust_process(
+        out / "locust.log",
         [*locust_command(stack, out, wave, "--headless", "--csv", str(out / "run"),
                          "--json-file", str(out / "run")), *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s,
     )  # fmt: skip
-    return collect(out, done.returncode, done.stdout + done.stderr)
+    returncode = locust.run(timeout_s)
+    return collect(out, returncode, locust.log_text())
+
+
+def locust_process(log: Path, command: list[str]) -> ChildProcess:
+    env = {**os.environ, "GELOMBANG_ADMIN_TOKEN": ADMIN_TOKEN}
+    return ChildProcess("locust", command, log=log, env=env, cwd=REPO)
 
 
 def collect(out: Path, returncode: int, output: str) -> LocustRun:
@@ -206,14 +212,13 @@ def test_targets_are_loopback_unless_named() -> None:
 
 def test_wave_opening_shape_follows_the_scenario_curve(stack: Stack, tmp_path: Path) -> None:
     out = tmp_path
-    env = {**os.environ, "GELOMBANG_ADMIN_TOKEN": ADMIN_TOKEN}
     command = locust_command(stack, out, "lt-opening", "--headless", "--csv", str(out / "run"))
     command[command.index("loadtests/locustfile.py")] = "loadtests/wave_opening.py"
-    done = subprocess.run(
+    locust = locust_process(
+        out / "locust.log",
         [*command, "--peak-users", "12", "--shape-duration", "14", "--poll-cap-s", "1"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    )
+    assert locust.run(timeout_s=60) == 0, locust.log_tail(4000)
     history = (out / "run_stats_history.csv").read_text().splitlines()
     users = [int(r["User Count"]) for r in csv.DictReader(history) if r["Name"] == "Aggregated"]
     peak = users.index(max(users))
@@ -229,49 +234,29 @@ def test_distributed_master_and_two_workers_give_the_same_verdict(
     stack: Stack, tmp_path: Path
 ) -> None:
     master_port = free_port()
-    env = {**os.environ, "GELOMBANG_ADMIN_TOKEN": ADMIN_TOKEN}
-    master = subprocess.Popen(
-        [*locust_command(stack, tmp_path, "lt-distributed",
-                         "--master", "--master-bind-host", "127.0.0.1",
-                         "--master-bind-port", str(master_port),
-                         "--headless", "-u", "20", "-r", "10", "-t", f"{RUN_S}s",
-                         "--expect-workers", "2", "--expect-workers-max-wait", "30",
-                         "--csv", str(tmp_path / "run"), "--json-file", str(tmp_path / "run"),
-                         "--admit-rate", "2", "--admin-change-after", "5", "--poll-cap-s", "1",
-                         "--population-seed", "4242")],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    master = locust_process(
+        tmp_path / "master.log",
+        locust_command(stack, tmp_path, "lt-distributed",
+                       "--master", "--master-bind-host", "127.0.0.1",
+                       "--master-bind-port", str(master_port),
+                       "--headless", "-u", "20", "-r", "10", "-t", f"{RUN_S}s",
+                       "--expect-workers", "2", "--expect-workers-max-wait", "30",
+                       "--csv", str(tmp_path / "run"), "--json-file", str(tmp_path / "run"),
+                       "--admit-rate", "2", "--admin-change-after", "5", "--poll-cap-s", "1",
+                       "--population-seed", "4242"),
     )  # fmt: skip
-    workers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "locust",
-                "-f",
-                "loadtests/locustfile.py",
-                "--worker",
-                "--master-host",
-                "127.0.0.1",
-                "--master-port",
-                str(master_port),
-                "--loglevel",
-                "WARNING",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(2)
-    ]
+    worker_command = [sys.executable, "-m", "locust", "-f", "loadtests/locustfile.py",
+                      "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port),
+                      "--loglevel", "WARNING"]  # fmt: skip
+    workers = [locust_process(tmp_path / f"worker-{n}.log", worker_command) for n in range(2)]
     try:
-        output, _ = master.communicate(timeout=90)
+        master.spawn()
+        for worker in workers:
+            worker.spawn()
+        returncode = master.wait(timeout_s=90)
     finally:
-        for process in [master, *workers]:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-    run = collect(tmp_path, master.returncode, output)
+        stop_all([master, *workers])
+    run = collect(tmp_path, returncode, master.log_text())
     assert run.returncode == 0, run.output[-4000:]
     assert run.verdict["passed"] is True, run.verdict
     # Workers' own counts reached the master: the tally matches the aggregated CSV stats.

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import runpy
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,8 @@ from prometheus_client.metrics import MetricWrapperBase
 from queue_service import metrics as service_metrics
 from simulator.origin.metrics import OriginMetrics
 
+from tools import require_tool
+
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "dashboards"
 GRAFANA = DASHBOARDS / "grafana"
@@ -27,7 +28,6 @@ DASHBOARD_FILES = sorted((GRAFANA / "dashboards").glob("*.json"))
 RULE_FILES = sorted((DASHBOARDS / "rules").glob("*.yml")) + sorted(
     (DASHBOARDS / "alerts").glob("*.yml")
 )
-PROMTOOL = shutil.which("promtool")
 
 # Series Prometheus itself creates for every target or alert.
 PROMETHEUS_BUILTINS = {"up": {"job", "instance"}, "ALERTS": {"alertname", "alertstate"}}
@@ -132,7 +132,6 @@ def test_selector_parser_finds_metrics_and_labels() -> None:
     ]
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt prometheus)")
 def test_every_dashboard_expression_parses(tmp_path: Path) -> None:
     """Each dashboard query becomes a recording rule in a scratch file that promtool checks."""
     exprs = dashboard_expressions()
@@ -142,9 +141,11 @@ def test_every_dashboard_expression_parses(tmp_path: Path) -> None:
     ]
     scratch = tmp_path / "dashboard-exprs.yml"
     scratch.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
-    assert PROMTOOL is not None
     result = subprocess.run(
-        [PROMTOOL, "check", "rules", str(scratch)], capture_output=True, text=True, timeout=60
+        [require_tool("promtool", package="prometheus"), "check", "rules", str(scratch)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(rules)} rules found" in result.stdout

@@ -4,10 +4,8 @@ alert rules, and answers queries for the key series and a recording rule's resul
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +15,18 @@ import yaml
 from test_monitoring_dashboards import as_promql, dashboard_expressions
 
 from queue_service.redis_server import free_port
+from queue_service.subprocesses import ChildProcess, HttpReady, stop_all
 
 from processes import ServeProcess
+from tools import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 RULE_FILES = [ROOT / "dashboards" / "rules" / "*.yml", ROOT / "dashboards" / "alerts" / "*.yml"]
-PROMETHEUS = shutil.which("prometheus")
 WAVE = "mon1"
 JOINS = 40
 ADMIT_RATE = 2.0  # slow enough that people are still waiting while Prometheus scrapes
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed (apt prometheus)"),
-]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -57,11 +53,11 @@ origin_url = "http://127.0.0.1:9/daftar"
 
 
 @pytest.fixture
-def prometheus_for(tmp_path: Path) -> Iterator[Any]:
-    processes: list[subprocess.Popen[bytes]] = []
+def prometheus_for(tmp_path: Path) -> Iterator[Callable[[int], str]]:
+    executable = require_tool("prometheus", package="prometheus")
+    processes: list[ChildProcess] = []
 
     def start(queue_port: int) -> str:
-        assert PROMETHEUS is not None
         config = {
             "global": {
                 "scrape_interval": "1s",
@@ -79,30 +75,24 @@ def prometheus_for(tmp_path: Path) -> Iterator[Any]:
         config_path = tmp_path / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config))
         port = free_port()
-        log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 (closed with the process)
-        processes.append(
-            subprocess.Popen(
-                [
-                    PROMETHEUS,
-                    f"--config.file={config_path}",
-                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        base = f"http://127.0.0.1:{port}"
+        prometheus = ChildProcess(
+            "prometheus",
+            [
+                executable,
+                f"--config.file={config_path}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            log=tmp_path / "prometheus.log",
+            ready=HttpReady(f"{base}/-/ready"),
         )
-        log.close()
-        return f"http://127.0.0.1:{port}"
+        processes.append(prometheus)
+        prometheus.start()
+        return base
 
     yield start
-    for process in processes:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop_all(processes)
 
 
 async def query(session: aiohttp.ClientSession, base: str, promql: str) -> list[dict[str, Any]]:
@@ -130,7 +120,7 @@ async def wait_for_value(
 
 
 async def test_prometheus_scrapes_the_service_and_evaluates_our_rules(
-    queue_server: ServeProcess, prometheus_for: Any
+    queue_server: ServeProcess, prometheus_for: Callable[[int], str]
 ) -> None:
     base = prometheus_for(queue_server.port)
     queue = queue_server.url

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import runpy
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,15 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
+from tools import require_tool
+
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "dashboards"
 RULE_FILES = sorted((DASHBOARDS / "rules").glob("*.yml")) + sorted(
     (DASHBOARDS / "alerts").glob("*.yml")
 )
 RUNBOOK = ROOT / "docs" / "runbook.md"
-PROMTOOL = shutil.which("promtool")
-
-pytestmark = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt prometheus)")
 
 # Alerts the issue asks for, by what they watch; a rename must keep each one covered.
 REQUIRED_ALERTS = {
@@ -40,9 +38,9 @@ RECORD_NAME = re.compile(r"^[a-z_]+:[a-z0-9_]+:[a-z0-9_]+$")
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    assert PROMTOOL is not None
+    executable = require_tool("promtool", package="prometheus")
     return subprocess.run(
-        [PROMTOOL, *args], capture_output=True, text=True, timeout=60, check=False
+        [executable, *args], capture_output=True, text=True, timeout=60, check=False
     )
 
 

@@ -10,11 +10,15 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from jsonschema import Draft202012Validator
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
 
 from queue_service.app import create_app
 from queue_service.clock import ManualClock
@@ -38,102 +42,73 @@ def doc() -> Json:
     return json.loads(text)
 
 
-# -- a validator for the subset of JSON Schema the document uses ---------------------------
-
-# Keywords that assert nothing; any other keyword the validator does not know fails loudly,
-# so the document cannot silently rely on a check nobody runs.
-ANNOTATIONS = {"description", "title", "examples", "default", "format", "$comment"}
-PY_TYPES: dict[str, type] = {
-    "object": dict,
-    "array": list,
-    "string": str,
-    "boolean": bool,
-    "null": type(None),
-}
+@pytest.fixture(scope="module")
+def spec(doc: Json) -> Spec:
+    return Spec(doc)
 
 
-def lookup(doc: Json, ref: str) -> Json:
-    assert ref.startswith("#/"), f"only local references are used: {ref}"
-    node = doc
-    for part in ref[2:].split("/"):
-        node = node[part]
-    return node
+# -- the document as JSON Schema 2020-12 (what OpenAPI 3.1 schemas are), through jsonschema ----
+
+DOC_URI = "urn:gelombang:openapi.json"
+# Keywords that assert nothing. The document may use these and the 2020-12 keywords that
+# jsonschema implements; any other word would be ignored by every validator (JSON Schema
+# skips unknown keywords), so the document could silently rely on a check nobody runs.
+ANNOTATIONS = {"description", "title", "examples", "default", "format", "$comment", "deprecated"}
+KNOWN = set(Draft202012Validator.VALIDATORS) | ANNOTATIONS
+SUBSCHEMA_MAPS = {"properties", "patternProperties", "$defs", "dependentSchemas"}
+SUBSCHEMA_LISTS = {"allOf", "anyOf", "oneOf", "prefixItems"}
+SUBSCHEMAS = {"items", "additionalProperties", "not", "if", "then", "else", "contains"}
 
 
-def deref(doc: Json, node: Json) -> Json:
-    """A response, header or parameter object, or the one its `$ref` points at."""
-    while isinstance(node, dict) and "$ref" in node:
-        node = lookup(doc, node["$ref"])
-    return node
+def pointer(*parts: str) -> str:
+    """A URI fragment (JSON pointer) to the node at `parts` of the document."""
+    escaped = (part.replace("~", "~0").replace("/", "~1") for part in parts)
+    return "#" + "".join("/" + quote(part, safe="~") for part in escaped)
 
 
-def is_type(value: Json, name: str) -> bool:
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    if name == "number":
-        return is_number
-    if name == "integer":
-        return is_number and float(value).is_integer()
-    return isinstance(value, PY_TYPES[name])
+class Spec:
+    """The OpenAPI document as one JSON Schema resource: references are resolved and
+    responses validated by `referencing` and `jsonschema`."""
 
+    def __init__(self, doc: Json) -> None:
+        self.doc = doc
+        self.registry: Registry[Json] = Registry().with_resource(
+            DOC_URI, DRAFT202012.create_resource(doc)
+        )
+        self._resolver = self.registry.resolver(base_uri=DOC_URI)
 
-def check(doc: Json, schema: Json, value: Json, at: str = "$") -> list[str]:
-    """Every way `value` breaks `schema`, as readable strings (empty when it conforms)."""
-    errors = check(doc, lookup(doc, schema["$ref"]), value, at) if "$ref" in schema else []
-    types = schema.get("type")
-    if types is not None:
-        names = [types] if isinstance(types, str) else types
-        if not any(is_type(value, name) for name in names):
-            return [*errors, f"{at}: {value!r} is not {types}"]
-    numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    for key, rule in schema.items():
-        if key in ANNOTATIONS or key in ("$ref", "type"):
-            continue
-        if key == "enum" and value not in rule:
-            errors.append(f"{at}: {value!r} is not one of {rule}")
-        elif key == "required" and isinstance(value, dict):
-            errors += [f"{at}: {name!r} is missing" for name in rule if name not in value]
-        elif key == "properties" and isinstance(value, dict):
-            for name, sub in rule.items():
-                if name in value:
-                    errors += check(doc, sub, value[name], f"{at}.{name}")
-        elif key == "additionalProperties" and isinstance(value, dict):
-            for name in set(value) - set(schema.get("properties", {})):
-                if rule is False:
-                    errors.append(f"{at}: {name!r} is not declared")
-                elif isinstance(rule, dict):
-                    errors += check(doc, rule, value[name], f"{at}.{name}")
-        elif key == "items" and isinstance(value, list):
-            for index, item in enumerate(value):
-                errors += check(doc, rule, item, f"{at}[{index}]")
-        elif key == "minimum" and numeric and value < rule:
-            errors.append(f"{at}: {value} < {rule}")
-        elif key == "exclusiveMinimum" and numeric and value <= rule:
-            errors.append(f"{at}: {value} <= {rule}")
-        elif key == "maximum" and numeric and value > rule:
-            errors.append(f"{at}: {value} > {rule}")
-        elif key == "minLength" and isinstance(value, str) and len(value) < rule:
-            errors.append(f"{at}: {value!r} is shorter than {rule}")
-        elif key == "maxLength" and isinstance(value, str) and len(value) > rule:
-            errors.append(f"{at}: {value!r} is longer than {rule}")
-        elif key == "pattern" and isinstance(value, str) and not re.search(rule, value):
-            errors.append(f"{at}: {value!r} does not match {rule}")
-        elif key not in KNOWN:
-            raise AssertionError(f"{at}: the test's validator does not implement {key!r}")
-    return errors
+    def lookup(self, ref: str) -> Json:
+        """The node `ref` points at; raises referencing's Unresolvable if it dangles."""
+        return self._resolver.lookup(ref).contents
+
+    def follow(self, location: str) -> str:
+        """The location of the response, header or parameter object at `location`, or of the
+        one its `$ref` points at."""
+        while "$ref" in (node := self.lookup(location)):
+            location = node["$ref"]
+        return location
+
+    def errors(self, schema_location: str, value: Json) -> list[str]:
+        """Every way `value` breaks the schema at `schema_location`, readably."""
+        validator = Draft202012Validator(
+            {"$ref": DOC_URI + schema_location}, registry=self.registry
+        )
+        return [
+            f"{error.json_path}: {error.message}"
+            for error in sorted(validator.iter_errors(value), key=lambda e: list(e.path))
+        ]
 
 
 def unknown_keywords(schema: Json) -> set[str]:
-    unknown = set(schema) - KNOWN - ANNOTATIONS - {"$ref", "type"}
-    subs = [*schema.get("properties", {}).values(), schema.get("items")]
-    subs.append(schema.get("additionalProperties"))
+    if not isinstance(schema, dict):
+        return set()
+    unknown = set(schema) - KNOWN
+    subs = [schema.get(key) for key in SUBSCHEMAS]
+    subs += [sub for key in SUBSCHEMA_MAPS for sub in schema.get(key, {}).values()]
+    subs += [sub for key in SUBSCHEMA_LISTS for sub in schema.get(key, [])]
     for sub in subs:
-        if isinstance(sub, dict):
-            unknown |= unknown_keywords(sub)
+        unknown |= unknown_keywords(sub)
     return unknown
-
-
-KNOWN = {"enum", "required", "properties", "additionalProperties", "items", "minimum"}
-KNOWN |= {"exclusiveMinimum", "maximum", "minLength", "maxLength", "pattern"}
 
 
 # -- the document against the app -------------------------------------------------------------
@@ -179,18 +154,19 @@ def operation_for(doc: Json, method: str, path: str) -> tuple[str, Json]:
     raise AssertionError(f"{method} {path} matches no operation in the document")
 
 
-async def conform(doc: Json, response: aiohttp.ClientResponse) -> Json:
+async def conform(spec: Spec, response: aiohttp.ClientResponse) -> Json:
     """Check a live response against what the document declares for its route and status;
     return the body (parsed when JSON)."""
     method, status = response.method, response.status
-    template, operation = operation_for(doc, method, response.url.path)
+    template, operation = operation_for(spec.doc, method, response.url.path)
     declared = operation["responses"]
     assert str(status) in declared, f"{method} {template} answered {status}: not in the document"
-    spec = deref(doc, declared[str(status)])
-    for name, header in spec.get("headers", {}).items():
-        if deref(doc, header).get("required"):
+    at = spec.follow(pointer("paths", template, method.lower(), "responses", str(status)))
+    described = spec.lookup(at)
+    for name in described.get("headers", {}):
+        if spec.lookup(spec.follow(f"{at}/headers/{name}")).get("required"):
             assert name in response.headers, f"{method} {template} {status} lacks {name}"
-    content = spec.get("content")
+    content = described.get("content")
     if content is None:
         assert await response.read() == b"", f"{method} {template} {status} has a body"
         return None
@@ -198,13 +174,13 @@ async def conform(doc: Json, response: aiohttp.ClientResponse) -> Json:
     if response.content_type != "application/json":
         return await response.text()
     body = await response.json()
-    errors = check(doc, content["application/json"]["schema"], body)
+    errors = spec.errors(f"{at}/content/application~1json/schema", body)
     assert not errors, f"{method} {template} {status}: {errors} in {body}"
     return body
 
 
-async def error_code(doc: Json, response: aiohttp.ClientResponse) -> str:
-    body = await conform(doc, response)
+async def error_code(spec: Spec, response: aiohttp.ClientResponse) -> str:
+    body = await conform(spec, response)
     return str(body["error"]["code"])
 
 
@@ -217,7 +193,8 @@ def test_every_route_is_documented_and_nothing_else(
     assert documented_routes(doc) == routes
 
 
-def test_document_is_well_formed(doc: Json) -> None:
+def test_document_is_well_formed(spec: Spec) -> None:
+    doc = spec.doc
     assert doc["openapi"].startswith("3.1.")
     refs: list[str] = []
 
@@ -231,12 +208,17 @@ def test_document_is_well_formed(doc: Json) -> None:
                 walk(value)
 
     walk(doc)
+    assert refs
     for ref in refs:
-        lookup(doc, ref)  # raises KeyError for a dangling reference
+        spec.lookup(ref)  # raises Unresolvable for a dangling reference
     schemes = set(doc["components"]["securitySchemes"])
     operation_ids = []
     for path, item in doc["paths"].items():
-        declared = {deref(doc, p)["name"] for p in item.get("parameters", [])}
+        parameters = range(len(item.get("parameters", [])))
+        declared = {
+            spec.lookup(spec.follow(pointer("paths", path, "parameters", str(i))))["name"]
+            for i in parameters
+        }
         assert declared == set(re.findall(r"\{(\w+)\}", path)), path
         for method, operation in item.items():
             if method not in METHODS:
@@ -247,75 +229,76 @@ def test_document_is_well_formed(doc: Json) -> None:
                 assert set(requirement) <= schemes, f"{method} {path}: {requirement}"
     assert len(operation_ids) == len(set(operation_ids))
     for name, schema in doc["components"]["schemas"].items():
-        assert not unknown_keywords(schema), f"{name}: the validator would skip these"
+        Draft202012Validator.check_schema(schema)  # against the 2020-12 meta-schema
+        assert not unknown_keywords(schema), f"{name}: no validator checks these"
 
 
-async def test_document_is_served_by_the_app(doc: Json, client: Client) -> None:
+async def test_document_is_served_by_the_app(spec: Spec, client: Client) -> None:
     response = await client.get("/api/openapi.json")
     assert response.status == 200
-    assert await conform(doc, response) == doc
+    assert await conform(spec, response) == spec.doc
 
 
 async def test_real_answers_match_the_document(
-    doc: Json, client: Client, clock: ManualClock
+    spec: Spec, client: Client, clock: ManualClock
 ) -> None:
     base = "/api/v1/waves/w1"
     created = await conform(
-        doc, await client.put("/admin/v1/waves/w1", json=wave_body(admit_rate=1), headers=ADMIN)
+        spec, await client.put("/admin/v1/waves/w1", json=wave_body(admit_rate=1), headers=ADMIN)
     )
     assert created["state"] == "open"
     updated = await client.put("/admin/v1/waves/w1", json={"title": "Gelombang 70"}, headers=ADMIN)
-    assert updated.status == 200 and (await conform(doc, updated))["wave"]["title"]
+    assert updated.status == 200 and (await conform(spec, updated))["wave"]["title"]
 
     first = await client.post(f"{base}/join", json={"registrant": "akun-1"})
     assert first.status == 201
-    alice = await conform(doc, first)
+    alice = await conform(spec, first)
     again = await client.post(f"{base}/join", json={"registrant": "akun-1"})
-    assert again.status == 200 and (await conform(doc, again))["ticket"] == alice["ticket"]
-    bob = await conform(doc, await client.post(f"{base}/join", json={"registrant": "akun-2"}))
-    waiting = await conform(doc, await client.get(f"{base}/status?ticket={bob['ticket']}"))
+    assert again.status == 200 and (await conform(spec, again))["ticket"] == alice["ticket"]
+    bob = await conform(spec, await client.post(f"{base}/join", json={"registrant": "akun-2"}))
+    waiting = await conform(spec, await client.get(f"{base}/status?ticket={bob['ticket']}"))
     assert (waiting["state"], waiting["position"]) == ("waiting", 2)
 
     step = await admit(client, "w1")
     assert [a.seq for a in step.admitted] == [1]
     admitted = await conform(
-        doc, await client.get(f"{base}/status", headers={"X-Queue-Ticket": alice["ticket"]})
+        spec, await client.get(f"{base}/status", headers={"X-Queue-Ticket": alice["ticket"]})
     )
     assert admitted["state"] == "admitted" and "gelombang_token=" in admitted["redirect"]
     bearer = {"Authorization": f"Bearer {admitted['token']}"}
-    assert await conform(doc, await client.post(f"{base}/complete", headers=bearer)) is None
+    assert await conform(spec, await client.post(f"{base}/complete", headers=bearer)) is None
     bob_leaves = await client.post(f"{base}/leave", headers={"X-Queue-Ticket": bob["ticket"]})
-    assert bob_leaves.status == 204 and await conform(doc, bob_leaves) is None
+    assert bob_leaves.status == 204 and await conform(spec, bob_leaves) is None
 
-    info = await conform(doc, await client.get(base))
+    info = await conform(spec, await client.get(base))
     assert info["wave"] == "w1"
-    view = await conform(doc, await client.get("/admin/v1/waves/w1", headers=ADMIN))
+    view = await conform(spec, await client.get("/admin/v1/waves/w1", headers=ADMIN))
     assert view["counts"]["completed"] == 1 and view["counts"]["left"] == 1
-    listed = await conform(doc, await client.get("/admin/v1/waves", headers=ADMIN))
+    listed = await conform(spec, await client.get("/admin/v1/waves", headers=ADMIN))
     assert [v["wave"]["id"] for v in listed["waves"]] == ["w1"]
-    jwks = await conform(doc, await client.get("/.well-known/jwks.json"))
+    jwks = await conform(spec, await client.get("/.well-known/jwks.json"))
     assert len(jwks["keys"]) == 1
-    assert "<html" in (await conform(doc, await client.get("/w/w1"))).lower()
-    assert "gelombang_" in await conform(doc, await client.get("/metrics"))
-    assert await conform(doc, await client.get("/healthz")) == {"status": "ok"}
-    assert await conform(doc, await client.get("/readyz")) == {"status": "ready"}
+    assert "<html" in (await conform(spec, await client.get("/w/w1"))).lower()
+    assert "gelombang_" in await conform(spec, await client.get("/metrics"))
+    assert await conform(spec, await client.get("/healthz")) == {"status": "ok"}
+    assert await conform(spec, await client.get("/readyz")) == {"status": "ready"}
 
     for action, state in (("pause", "paused"), ("resume", "open"), ("close", "closed")):
         changed = await client.post(f"/admin/v1/waves/w1/{action}", headers=ADMIN)
-        assert (await conform(doc, changed))["state"] == state
+        assert (await conform(spec, changed))["state"] == state
     resume = await client.post("/admin/v1/waves/w1/resume", headers=ADMIN)
-    assert await error_code(doc, resume) == "wave_closed"
+    assert await error_code(spec, resume) == "wave_closed"
     late = await client.post(f"{base}/join", json={"registrant": "akun-3"})
-    assert await error_code(doc, late) == "wave_closed"
+    assert await error_code(spec, late) == "wave_closed"
     later = wave_body(opens_at=T0 + 600, closes_at=T0 + 3600)
     scheduled = await client.put("/admin/v1/waves/later", json=later, headers=ADMIN)
-    assert (await conform(doc, scheduled))["state"] == "scheduled"
+    assert (await conform(spec, scheduled))["state"] == "scheduled"
     early = await client.post("/api/v1/waves/later/join", json={"registrant": "akun-1"})
-    assert await error_code(doc, early) == "wave_not_open_yet"
+    assert await error_code(spec, early) == "wave_not_open_yet"
     assert early.headers["Retry-After"] == "600"
 
 
-async def test_refusals_match_the_document(doc: Json, client: Client) -> None:
+async def test_refusals_match_the_document(spec: Spec, client: Client) -> None:
     await client.put("/admin/v1/waves/w1", json=wave_body(), headers=ADMIN)
     base = "/api/v1/waves/w1"
     bearer_x, admin_x = {"Authorization": "Bearer x"}, {"Authorization": "x"}
@@ -343,7 +326,7 @@ async def test_refusals_match_the_document(doc: Json, client: Client) -> None:
     ]
     for expected, method, path, options in refusals:
         response = await client.request(method, path, **options)
-        assert await error_code(doc, response) == expected, f"{method} {path}"
+        assert await error_code(spec, response) == expected, f"{method} {path}"
 
     # Outside every documented route the error shape and its code enum still hold.
     for path, method, expected in (
@@ -353,11 +336,11 @@ async def test_refusals_match_the_document(doc: Json, client: Client) -> None:
         response = await client.request(method, path)
         body = await response.json()
         assert body["error"]["code"] == expected
-        assert not check(doc, {"$ref": "#/components/schemas/Error"}, body)
+        assert spec.errors(pointer("components", "schemas", "Error"), body) == []
 
 
 async def test_limits_and_disabled_admin_match_the_document(
-    doc: Json,
+    spec: Spec,
     aiohttp_client: Callable[..., Awaitable[Client]],
     make_settings: Callable[..., Settings],
     clock: ManualClock,
@@ -371,14 +354,14 @@ async def test_limits_and_disabled_admin_match_the_document(
     )
     client = await aiohttp_client(create_app(settings, clock=clock, keyring=keyring))
     base = "/api/v1/waves/w1"
-    joined = await conform(doc, await client.post(f"{base}/join", json={"registrant": "a"}))
+    joined = await conform(spec, await client.post(f"{base}/join", json={"registrant": "a"}))
     again = await client.post(f"{base}/join", json={"registrant": "a"})
-    assert await error_code(doc, again) == "rate_limited"
+    assert await error_code(spec, again) == "rate_limited"
     assert "join_per_registrant" in again.headers["RateLimit-Policy"]
     poll = {"X-Queue-Ticket": joined["ticket"]}
-    assert (await conform(doc, await client.get(f"{base}/status", headers=poll)))["position"] == 1
+    assert (await conform(spec, await client.get(f"{base}/status", headers=poll)))["position"] == 1
     limited = await client.get(f"{base}/status", headers=poll)
-    assert await error_code(doc, limited) == "rate_limited"
+    assert await error_code(spec, limited) == "rate_limited"
     assert int(limited.headers["Retry-After"]) >= 1
     disabled = await client.get("/admin/v1/waves", headers=ADMIN)
-    assert await error_code(doc, disabled) == "admin_disabled"
+    assert await error_code(spec, disabled) == "admin_disabled"

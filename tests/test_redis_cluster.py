@@ -5,7 +5,6 @@ end to end, and a guarantee (the quota) holds on a cluster node as it does on on
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -29,9 +28,11 @@ from queue_service.redis_client import InvalidRedisUrl, cluster_seeds, connect_r
 from queue_service.redis_server import free_port
 from queue_service.settings import Settings
 from queue_service.store import Store
+from queue_service.subprocesses import ChildProcess, PortReady, stop_all
 from queue_service.tokens import KeyRing
 
 from support import ADMIN, ADMIN_TOKEN, T0, admin_view, admit, join, join_ok, poll_ok, put_wave
+from tools import require_tool
 
 MASTERS = 3
 START_TIMEOUT_S = 15.0
@@ -87,8 +88,8 @@ def _distinct_free_ports(n: int) -> list[int]:
     return ports
 
 
-def _start_node(data_dir: Path, port: int, bus_port: int) -> subprocess.Popen[bytes]:
-    executable = shutil.which("redis-server") or "/usr/bin/redis-server"
+def _node(data_dir: Path, port: int, bus_port: int) -> ChildProcess:
+    executable = require_tool("redis-server", package="redis-server")
     args = [
         executable,
         "--cluster-enabled",
@@ -111,8 +112,13 @@ def _start_node(data_dir: Path, port: int, bus_port: int) -> subprocess.Popen[by
         "--logfile",
         str(data_dir / f"redis-{port}.log"),
     ]
-    return subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    return ChildProcess(
+        f"redis-server :{port}",
+        args,
+        log=data_dir / f"redis-{port}.out",
+        ready=PortReady(port),
+        ready_timeout_s=START_TIMEOUT_S,
+        stop_timeout_s=5.0,
     )
 
 
@@ -127,34 +133,27 @@ def _wait_until(check: Callable[[], bool], what: str, deadline: float) -> None:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     data_dir = tmp_path_factory.mktemp("redis-cluster")
     ports = _distinct_free_ports(2 * MASTERS)
     client_ports, bus_ports = ports[:MASTERS], ports[MASTERS:]
-    processes: list[subprocess.Popen[bytes]] = []
+    nodes = [
+        _node(data_dir, port, bus_port)
+        for port, bus_port in zip(client_ports, bus_ports, strict=True)
+    ]
     try:
-        for port, bus_port in zip(client_ports, bus_ports, strict=True):
-            processes.append(_start_node(data_dir, port, bus_port))
+        for node in nodes:
+            node.spawn()
+        for node in nodes:
+            node.wait_ready()
         local = LocalCluster(client_ports, data_dir)
         deadline = time.monotonic() + START_TIMEOUT_S
         for port in client_ports:
             _wait_until(lambda p=port: bool(local.node(p).ping()), f"node {port}", deadline)
         subprocess.run(
             [
-                shutil.which("redis-cli") or "/usr/bin/redis-cli",
+                require_tool("redis-cli", package="redis-tools"),
                 "--cluster",
                 "create",
                 *(f"127.0.0.1:{port}" for port in client_ports),
@@ -176,7 +175,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
             )
         yield local
     finally:
-        _stop(processes)
+        stop_all(nodes)
 
 
 @pytest.fixture

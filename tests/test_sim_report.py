@@ -1,5 +1,5 @@
 """The report: numbers computed correctly from known inputs, and the HTML page as a real
-browser renders it."""
+browser (headless Chromium, driven by Playwright) renders it."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from simulator.report import (
     write_report,
 )
 
-from browser import Browser
+from pages import launch_chromium, open_tab
 
 # ----------------------------------------------------------------------------- statistics
 
@@ -201,8 +201,9 @@ def test_report_files_are_written(tmp_path: Path) -> None:
 async def test_the_report_renders_in_a_real_browser(tmp_path: Path) -> None:
     runs = [_known_run("direct", 3, 45), _known_run("queued", 0, 15)]
     _, html_path = write_report(runs, tmp_path)
-    async with Browser.launch() as browser:
-        page = await browser.new_page(width=1200, height=900)
+    async with launch_chromium() as browser:
+        tab = await open_tab(browser, width=1200, height=900, mobile=False)
+        page = tab.page
         await page.goto(html_path.as_uri())
         headings = await page.evaluate(
             "[...document.querySelectorAll('h2')].map(h => h.textContent)"
@@ -243,7 +244,7 @@ async def test_the_report_renders_in_a_real_browser(tmp_path: Path) -> None:
         assert cells["wait p95 (s)"][1] == "95"
         # Nothing was fetched from anywhere: the page is one file.
         assert await page.evaluate("performance.getEntriesByType('resource').length") == 0
-        assert page.console_errors == []
+        assert tab.console_errors == [] and tab.network_errors == []
 
 
 def test_one_run_is_enough_for_a_report() -> None:

@@ -1,11 +1,13 @@
-"""The waiting-room page (`GET /w/{wave}`) in real headless Chromium against the real queue
-service and a real Redis: what a registrant on a small phone actually sees and does."""
+"""The waiting-room page (`GET /w/{wave}`) in real headless Chromium (driven by Playwright)
+against the real queue service and a real Redis: what a registrant on a small phone actually
+sees and does."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import re
+import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -16,13 +18,14 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from playwright.async_api import Browser
 
 from queue_service.app import create_app
 from queue_service.appkeys import KEYRING
 from queue_service.settings import Settings
 from queue_service.tokens import TokenVerifier
 
-from browser import Browser, Exchange, Page
+from pages import Exchange, Tab, launch_chromium, open_tab, wait_until
 
 # One Chromium for the whole module (each test opens its own tab on its own service, so no
 # cookies or storage are shared), hence one event loop for the module.
@@ -168,7 +171,7 @@ async def service(redis_url: str, state_dir: Path, origin: Origin) -> AsyncItera
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def shared_browser() -> AsyncIterator[Browser]:
-    async with Browser.launch() as launched:
+    async with launch_chromium() as launched:
         yield launched
 
 
@@ -176,26 +179,38 @@ async def shared_browser() -> AsyncIterator[Browser]:
 async def browser(shared_browser: Browser) -> AsyncIterator[Browser]:
     """The module's browser; the test's tabs are closed after it."""
     yield shared_browser
-    await shared_browser.close_pages()
+    for context in shared_browser.contexts:
+        await context.close()
 
 
-async def open_page(browser: Browser, url: str, locale: str) -> Page:
-    page = await browser.new_page(width=PHONE_WIDTH, height=PHONE_HEIGHT, locale=locale)
-    await page.goto(url)
+async def open_page(browser: Browser, url: str, locale: str) -> Tab:
+    page = await open_tab(browser, width=PHONE_WIDTH, height=PHONE_HEIGHT, locale=locale)
+    await page.page.goto(url)
     return page
 
 
-async def snapshot(page: Page) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(await page.evaluate(SNAPSHOT))
+async def snapshot(page: Tab) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(await page.page.evaluate(SNAPSHOT))
     return data
 
 
-def assert_no_page_errors(page: Page, expected: tuple[int, ...] = (401,)) -> None:
+async def wait_for(page: Tab, expression: str, *, timeout_s: float = 10.0) -> None:
+    await wait_until(page.page, expression, timeout_s=timeout_s)
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's header chunk."""
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and png[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", png[16:24])
+    return width, height
+
+
+def assert_no_page_errors(page: Tab, expected: tuple[int, ...] = (401,)) -> None:
     """No JS errors; the only failed requests are answers the page expects (by default the
     401 "no ticket yet" before its first join)."""
     assert page.console_errors == []
     allowed = tuple(f"status of {status} " for status in expected)
-    unexpected = [e for e in page.network_errors if not any(a in e.text for a in allowed)]
+    unexpected = [e for e in page.network_errors if not any(a in e for a in allowed)]
     assert unexpected == []
 
 
@@ -204,7 +219,7 @@ async def test_waiting_page_shows_position_and_eta_in_indonesian_then_english(
 ) -> None:
     await service.put_wave(admit_rate=0.05)  # 5 ahead → about 2 minutes: an ETA in minutes
     page = await open_page(browser, service.page_url(), "id-ID")
-    await page.wait_for(WAITING)
+    await wait_for(page, WAITING)
     shown = await snapshot(page)
     assert shown["lang"] == "id"
     assert shown["title"] == TITLE
@@ -215,18 +230,21 @@ async def test_waiting_page_shows_position_and_eta_in_indonesian_then_english(
     assert shown["updated"] != "—"
     assert f"Posisi Anda {OTHERS_AHEAD + 1}." in shown["live"]  # for screen readers
     assert shown["scrollWidth"] <= PHONE_WIDTH
+    # What the phone's screen shows, as pixels: the whole page is one phone wide.
+    assert png_size(await page.page.screenshot()) == (PHONE_WIDTH, PHONE_HEIGHT)
+    assert png_size(await page.page.screenshot(full_page=True))[0] == PHONE_WIDTH
 
-    await page.click("#lang")
+    await page.page.click("#lang")
     shown = await snapshot(page)
     assert shown["lang"] == "en"
     assert shown["badge"] == "Waiting"
     assert shown["position"] == str(OTHERS_AHEAD + 1)
     assert re.fullmatch(r"about \d+ minutes", shown["eta"]), shown["eta"]
-    assert await page.evaluate("document.body.innerText.includes('Your position')")
+    assert await page.page.evaluate("document.body.innerText.includes('Your position')")
     assert shown["scrollWidth"] <= PHONE_WIDTH
 
-    await page.reload()  # the choice of language is remembered
-    await page.wait_for(WAITING)
+    await page.page.reload()  # the choice of language is remembered
+    await wait_for(page, WAITING)
     assert (await snapshot(page))["badge"] == "Waiting"
     assert_no_page_errors(page)
 
@@ -246,7 +264,7 @@ async def test_page_is_small_self_contained_and_talks_only_to_its_own_service(
     assert b"__WAVE_ID_JSON__" not in html
 
     page = await open_page(browser, service.page_url(), "id-ID")
-    await page.wait_for(WAITING)
+    await wait_for(page, WAITING)
     urls = [e.url for e in page.exchanges if not e.url.startswith("data:")]
     assert urls and all(url.startswith(service.base + "/") for url in urls), urls
     assert_no_page_errors(page)
@@ -258,7 +276,7 @@ async def test_default_language_follows_the_browser_with_indonesian_as_fallback(
     expected = {"en-US": "en", "ms-MY": "id", "fr-FR": "id"}
     for locale, lang in expected.items():
         page = await open_page(browser, service.page_url(f"?registrant=lang-{locale}"), locale)
-        await page.wait_for(WAITING)
+        await wait_for(page, WAITING)
         assert (await snapshot(page))["lang"] == lang, locale
         assert_no_page_errors(page)
         await page.close()
@@ -268,18 +286,19 @@ async def test_reload_keeps_the_same_ticket_and_never_a_worse_place(
     service: Service, browser: Browser
 ) -> None:
     page = await open_page(browser, service.page_url(), "id-ID")
-    await page.wait_for(WAITING)
+    await wait_for(page, WAITING)
     before = await snapshot(page)
     status_url = f"{service.base}/api/v1/waves/{WAVE}/status"
-    ticket = [c["value"] for c in await page.cookies(status_url) if c["name"] == "gelombang_ticket"]
+    cookies = await page.context.cookies(status_url)
+    ticket = [c["value"] for c in cookies if c["name"] == "gelombang_ticket"]
     assert len(ticket) == 1
 
     for _ in range(2):
-        await page.reload()
-        await page.wait_for(WAITING)
+        await page.page.reload()
+        await wait_for(page, WAITING)
         after = await snapshot(page)
         assert int(after["position"]) <= int(before["position"])
-        again = await page.cookies(status_url)
+        again = await page.context.cookies(status_url)
         assert [c["value"] for c in again if c["name"] == "gelombang_ticket"] == ticket
     assert (await service.counts())["waiting"] == OTHERS_AHEAD + 1  # one place, not three
     assert_no_page_errors(page)
@@ -287,19 +306,19 @@ async def test_reload_keeps_the_same_ticket_and_never_a_worse_place(
 
 async def test_a_lost_cookie_does_not_lose_the_place(service: Service, browser: Browser) -> None:
     page = await open_page(browser, service.page_url(), "id-ID")
-    await page.wait_for(WAITING)
+    await wait_for(page, WAITING)
     position = (await snapshot(page))["position"]
     joins = [e for e in page.exchanges if e.url.endswith("/join")]
     assert [e.status for e in joins] == [201]
 
-    await page.clear_cookies()  # the open page still knows its ticket and sends it itself
+    await page.context.clear_cookies()  # the open page still knows its ticket and sends it itself
     polls = len(status_requests(page))
     await until(lambda: any(e.status for e in status_requests(page)[polls:]))
     assert status_requests(page)[polls].status == 200
 
-    await page.clear_cookies()
-    await page.reload()  # no cookie: the ticket kept on the phone proves the place
-    await page.wait_for(WAITING)
+    await page.context.clear_cookies()
+    await page.page.reload()  # no cookie: the ticket kept on the phone proves the place
+    await wait_for(page, WAITING)
     joins = [e for e in page.exchanges if e.url.endswith("/join")]
     assert [e.status for e in joins] == [201]  # no second join: the place was never lost
     assert (await snapshot(page))["position"] == position
@@ -311,17 +330,17 @@ async def test_lost_connection_shows_reconnecting_and_keeps_the_place(
     service: Service, browser: Browser
 ) -> None:
     page = await open_page(browser, service.page_url(), "en-US")
-    await page.wait_for(WAITING)
+    await wait_for(page, WAITING)
     position = (await snapshot(page))["position"]
 
-    await page.set_offline(True)
-    await page.wait_for("document.getElementById('net').textContent.includes('Reconnecting')")
+    await page.context.set_offline(True)
+    await wait_for(page, "document.getElementById('net').textContent.includes('Reconnecting')")
     offline = await snapshot(page)
     assert offline["state"] == "waiting"
     assert offline["position"] == position  # the place stays on screen
 
-    await page.set_offline(False)
-    await page.wait_for("document.getElementById('net').textContent === ''", timeout_s=15)
+    await page.context.set_offline(False)
+    await wait_for(page, "document.getElementById('net').textContent === ''", timeout_s=15)
     assert (await snapshot(page))["position"] == position
     assert (await service.counts())["waiting"] == OTHERS_AHEAD + 1
     assert page.console_errors == []
@@ -331,29 +350,37 @@ async def test_admission_shows_the_admitted_state_and_redirects_with_a_valid_tok
     service: Service, browser: Browser
 ) -> None:
     page = await open_page(browser, service.page_url(), "id-ID")
-    await page.wait_for(WAITING)
+    await wait_for(page, WAITING)
     start = (await snapshot(page))["progress"]
+    status_url = f"{service.base}/api/v1/waves/{WAVE}/status"
+    cookies = await page.context.cookies(status_url)
+    [ticket] = [c["value"] for c in cookies if c["name"] == "gelombang_ticket"]
+    ticket_seq = int(ticket.split(".")[0])
 
     await service.admit_everyone()
-    await page.wait_for(in_state("admitted"))
+    await wait_for(page, in_state("admitted"))
     shown = await snapshot(page)
     assert shown["badge"] == "Giliran Anda!"
     assert shown["progress"] == 100 >= start  # the bar only moves forward
     assert shown["scrollWidth"] <= PHONE_WIDTH
-    button = await page.evaluate(
+    button = await page.page.evaluate(
         "(() => { const a = document.getElementById('go'); const r = a.getBoundingClientRect();"
         " return {href: a.href, hidden: a.hidden, height: r.height}; })()"
     )
     assert not button["hidden"] and button["height"] >= 48  # a large tap target
     assert "gelombang_token=" in button["href"]
-    layout_shift = await page.evaluate(LAYOUT_SHIFT)
+    layout_shift = await page.page.evaluate(LAYOUT_SHIFT)
 
-    arrived = await page.wait_for_url(lambda url: url.startswith(service.origin.url), timeout_s=8)
-    assert "gelombang_token=" in arrived
+    await page.page.wait_for_url(lambda url: url.startswith(service.origin.url), timeout=8000)
+    assert "gelombang_token=" in page.page.url
     assert len(service.origin.tokens) == 1
+    token = service.origin.tokens[0]
+    assert button["href"].endswith(f"gelombang_token={token}")  # what the button offered
     verifier = TokenVerifier.from_keyring(service.app[KEYRING], issuer="gelombang")
-    claims = verifier.verify(service.origin.tokens[0], wave=WAVE)
-    assert claims is not None
+    claims = verifier.verify(token, wave=WAVE)  # raises unless signed by the service
+    assert claims.wave == WAVE
+    assert claims.ticket == ticket_seq  # this registrant's own place, not someone else's
+    assert claims.expires_at > time.time()
     assert layout_shift < 0.05
     assert_no_page_errors(page)
 
@@ -362,24 +389,24 @@ async def test_leave_gives_the_place_up_and_a_reload_does_not_rejoin(
     service: Service, browser: Browser
 ) -> None:
     page = await open_page(browser, service.page_url("?registrant=nik-3174051203900001"), "id-ID")
-    await page.wait_for(WAITING)
+    await wait_for(page, WAITING)
     assert (await service.counts())["waiting"] == OTHERS_AHEAD + 1
 
-    await page.click("#leave")
-    await page.wait_for("!document.getElementById('confirm').hidden")
+    await page.page.click("#leave")
+    await wait_for(page, "!document.getElementById('confirm').hidden")
     assert (await service.counts())["left"] == 0  # nothing happens before confirming
-    await page.click("#leave-yes")
-    await page.wait_for(in_state("left"))
+    await page.page.click("#leave-yes")
+    await wait_for(page, in_state("left"))
     after_leave = await service.counts()
     assert after_leave["left"] == 1
 
-    await page.reload()
-    await page.wait_for(in_state("left"))
-    await page.evaluate("new Promise(r => setTimeout(r, 1500))")  # a poll would have run
+    await page.page.reload()
+    await wait_for(page, in_state("left"))
+    await page.page.evaluate("new Promise(r => setTimeout(r, 1500))")  # a poll would have run
     assert await service.counts() == after_leave  # the reload did not quietly rejoin
 
-    await page.click("#retry")  # joining again puts the person at the back, behind the others
-    await page.wait_for(WAITING)
+    await page.page.click("#retry")  # joining again puts the person at the back, behind the others
+    await wait_for(page, WAITING)
     assert int((await snapshot(page))["position"]) > OTHERS_AHEAD
     assert_no_page_errors(page)
 
@@ -393,20 +420,20 @@ async def test_page_waits_for_the_opening_joins_the_prequeue_then_is_admitted(
     await service.put_wave(wave=later, opens_at=time.time() + 4, prequeue_s=2)
     page = await open_page(browser, service.page_url(wave=later), "id-ID")
 
-    await page.wait_for(in_state("notyet"))
+    await wait_for(page, in_state("notyet"))
     shown = await snapshot(page)
     assert shown["message"].startswith("Gelombang belum dibuka. Antrean dibuka ")
     assert shown["position"] == "—"
 
-    await page.wait_for(in_state("prequeue"), timeout_s=6)
+    await wait_for(page, in_state("prequeue"), timeout_s=6)
     shown = await snapshot(page)
     assert shown["message"].startswith(
         "Anda sudah masuk antrean awal; urutan diacak saat gelombang dibuka. Gelombang dibuka "
     )
     assert shown["scrollWidth"] <= PHONE_WIDTH
 
-    await page.wait_for(in_state("admitted"), timeout_s=10)
-    href = await page.evaluate("document.getElementById('go').href")
+    await wait_for(page, in_state("admitted"), timeout_s=10)
+    href = await page.page.evaluate("document.getElementById('go').href")
     assert href.startswith(service.origin.url) and "gelombang_token=" in href
     assert_no_page_errors(page, expected=(401, 409))  # 409: wave_not_open_yet
 
@@ -422,19 +449,19 @@ async def test_a_closed_or_full_wave_is_shown_and_polling_stops(
     service: Service, browser: Browser, ending: str
 ) -> None:
     page = await open_page(browser, service.page_url(), "en-US")
-    await page.wait_for(WAITING)
+    await wait_for(page, WAITING)
 
     if ending == "closed":
         await service.control("close")
     else:  # the people ahead use up the quota
         await service.put_wave(admit_rate=50, quota=OTHERS_AHEAD)
         await service.control("resume")
-    await page.wait_for(in_state(ending))
+    await wait_for(page, in_state(ending))
     shown = await snapshot(page)
     assert shown["message"] == ENDINGS[ending]
-    assert await page.evaluate("document.getElementById('leave').hidden")
+    assert await page.page.evaluate("document.getElementById('leave').hidden")
     polls = len(status_requests(page))
-    await page.evaluate("new Promise(r => setTimeout(r, 2500))")  # 2+ poll intervals
+    await page.page.evaluate("new Promise(r => setTimeout(r, 2500))")  # 2+ poll intervals
     assert len(status_requests(page)) == polls
     assert_no_page_errors(page)
 
@@ -446,13 +473,13 @@ async def test_rate_limited_page_honours_retry_after_and_keeps_the_place(
     limits = {"status_per_ticket": {"rate_per_s": 1 / 3, "burst": 2}}
     await service.put_wave(rate_limits=limits)
     page = await open_page(browser, service.page_url(), "en-US")
-    await page.wait_for(WAITING)
+    await wait_for(page, WAITING)
     position = (await snapshot(page))["position"]
 
-    await page.wait_for("document.getElementById('net').textContent.includes('busy')")
+    await wait_for(page, "document.getElementById('net').textContent.includes('busy')")
     shown = await snapshot(page)
     assert shown["state"] == "waiting" and shown["position"] == position
-    await page.wait_for("document.getElementById('net').textContent === ''", timeout_s=15)
+    await wait_for(page, "document.getElementById('net').textContent === ''", timeout_s=15)
 
     polls = status_requests(page)
     limited = [i for i, e in enumerate(polls) if e.status == 429]
@@ -472,5 +499,5 @@ async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
-def status_requests(page: Page) -> list[Exchange]:
+def status_requests(page: Tab) -> list[Exchange]:
     return [e for e in page.exchanges if e.url.endswith("/status") and e.method == "GET"]

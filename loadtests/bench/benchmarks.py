@@ -1,5 +1,5 @@
 """The benchmarks. Each takes the options and a work folder, starts what it needs (always
-stopped again) and returns result rows with their targets (DESIGN.md "Performance")."""
+stopped again) and returns result rows with their targets (listed in loadtests/RESULTS.md)."""
 
 from __future__ import annotations
 

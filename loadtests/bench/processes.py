@@ -1,55 +1,54 @@
 """The processes a benchmark needs, each started on loopback and always stopped: a private
-redis-server (no AOF), the queue service (`gelombang serve`) and the bare reference server."""
+redis-server (no AOF), the queue service (`gelombang serve`) and the bare reference server,
+on the one process harness (`queue_service.subprocesses`)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from queue_service.redis_server import EmbeddedRedis, free_port
-from queue_service.subprocesses import stop_process_group, wait_until_ready
+from queue_service.subprocesses import ChildProcess, HttpReady
 
 READY_TIMEOUT_S = 30.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass(frozen=True)
 class Server:
     url: str
-    pgid: int
-    """Process group: the server and any workers it started."""
+    process: ChildProcess
+
+    @property
+    def pgid(self) -> int:
+        """Process group: the server and any workers it started (taskset execs the server,
+        so this is also the server's pid)."""
+        return self.process.pid
 
     def cpu_seconds(self) -> float:
         """CPU time used so far by every live process of the group (user + system). Under a
         contended machine, CPU per request is steadier than requests per second."""
-        total = 0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rpartition(")")[2].split()
-            except OSError:
-                continue  # exited meanwhile
-            if int(fields[2]) == self.pgid:  # fields[0] is the state: pgrp is the 5th field
-                total += int(fields[11]) + int(fields[12])  # utime, stime
-        return total * _TICK_S
+        return group_cpu_seconds(self.pgid)
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    total = 0.0
+    for process in psutil.process_iter():
+        with suppress(psutil.Error, ProcessLookupError):  # exited meanwhile
+            if os.getpgid(process.pid) == pgid:
+                times = process.cpu_times()
+                total += times.user + times.system
+    return total
 
 
 def pinned(command: Sequence[str], cpus: str | None) -> list[str]:
     return ["taskset", "-c", cpus, *command] if cpus is not None else list(command)
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    try:
-        wait_until_ready(url, process, name=url, timeout_s=READY_TIMEOUT_S)
-    except RuntimeError as exc:
-        raise RuntimeError(f"{exc}; see {log_path}:\n{log_path.read_text()[-2000:]}") from None
 
 
 @contextmanager
@@ -79,22 +78,18 @@ def http_server(
     """`command(port)` on a free loopback port, pinned to `cpus`, its output in
     `<name>-<port>.log`; yields once `ready_path` answers, and stops its process group."""
     port = free_port()
-    log_path = work_dir / f"{name}-{port}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            pinned(command(port), cpus),
-            stdout=log,
-            stderr=log,
-            cwd=REPO_ROOT,
-            env=env,
-            start_new_session=True,
-        )
     base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base + ready_path, process, log_path)
-        yield Server(base, process.pid)
-    finally:
-        stop_process_group(process)
+    with ChildProcess(
+        name,
+        pinned(command(port), cpus),
+        log=work_dir / f"{name}-{port}.log",
+        ready=HttpReady(base + ready_path),
+        env=env,
+        cwd=REPO_ROOT,
+        ready_timeout_s=READY_TIMEOUT_S,
+        stop_timeout_s=15.0,
+    ) as process:
+        yield Server(base, process)
 
 
 def gelombang(*args: str) -> list[str]:

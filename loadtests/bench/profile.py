@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import collections
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -22,6 +21,7 @@ from loadtests.bench import seed
 from loadtests.bench.benchmarks import IDLE_RATE, JOIN_WAVE, STATUS_WAVE, _status_tickets
 from loadtests.bench.processes import queue_server, redis_server
 from loadtests.bench.wrk import run_wrk
+from queue_service.subprocesses import ChildProcess
 
 
 def summarise(collapsed: Path, top: int) -> str:
@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
                     command.append("--nolineno")
                 if args.native:
                     command.append("--native")
-                subprocess.run(command, check=True, capture_output=True, timeout=args.seconds + 60)
+                py_spy_run = ChildProcess("py-spy", command, log=work / "py-spy.log")
+                if py_spy_run.run(timeout_s=args.seconds + 60) != 0:
+                    raise RuntimeError(f"py-spy failed:\n{py_spy_run.log_tail()}")
                 load.join()
         print(summarise(out, args.top))
         print(f"\ncollapsed stacks: {out}")

@@ -1,12 +1,13 @@
-"""Benchmarks of the simulator (DESIGN.md "Performance"):
+"""Benchmarks of the simulator (targets as in loadtests/RESULTS.md):
 
 - `driver`: the live driver (`gelombang simulate --mode queued`) holds >= 10 thousand
   concurrent registrants from one core;
 - `model`: the offline model runs a 6-million-registrant wave in under 30 s.
 
 Each runs the real code in a child process pinned to one CPU with taskset; its CPU time and
-peak memory come from the kernel when it exits (`wait4`), so nothing after the last /proc
-sample is missed. `python -m loadtests.bench.simulation POPULATION` is the model's child.
+peak memory come from the kernel when it exits (`wait4`, in the process harness), so nothing
+after the last sample is missed. `python -m loadtests.bench.simulation POPULATION` is the
+model's child.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ import json
 import math
 import os
 import re
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -39,7 +38,7 @@ from loadtests.bench.processes import (
 )
 from loadtests.bench.report import Row
 from queue_service.store import Store
-from queue_service.subprocesses import stop_process_group
+from queue_service.subprocesses import ChildProcess
 from queue_service.waves import parse_wave
 
 DRIVER_TARGET = 10_000
@@ -91,22 +90,6 @@ def cpu_set(spec: str) -> set[int]:
     return cpus
 
 
-def _wait_with_usage(
-    process: subprocess.Popen[bytes], deadline: float
-) -> tuple[int, resource.struct_rusage]:
-    """Reap the child with wait4 (its exit status and resource usage), polling so that a child
-    that outlives `deadline` can be stopped."""
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            # Tell Popen it has been reaped, so it never waits for the pid again.
-            process.returncode = os.waitstatus_to_exitcode(status)
-            return process.returncode, usage
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{process.args!r} still running at its deadline")
-        time.sleep(0.1)
-
-
 def run_pinned(
     command: Sequence[str],
     *,
@@ -118,25 +101,21 @@ def run_pinned(
 ) -> ChildUsage:
     """Run `command` on `cpus` to the end; stopped (and an error raised) after `timeout_s`."""
     started = time.monotonic()
-    with open(stdout, "wb") as out, open(stderr, "wb") as err:
-        process = subprocess.Popen(
-            pinned(command, cpus),
-            stdout=out,
-            stderr=err,
-            cwd=REPO_ROOT,
-            env=env,
-            start_new_session=True,
-        )
-    try:
-        returncode, usage = _wait_with_usage(process, started + timeout_s)
-    except BaseException:
-        stop_process_group(process)
-        raise
+    child = ChildProcess(
+        Path(command[0]).name,
+        pinned(command, cpus),
+        log=stderr,
+        stdout=stdout,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    returncode = child.run(timeout_s)
+    assert child.usage is not None  # reaped by run()
     return ChildUsage(
         returncode=returncode,
         wall_s=time.monotonic() - started,
-        cpu_s=usage.ru_utime + usage.ru_stime,
-        peak_rss_mb=usage.ru_maxrss * 1024 / _MIB,  # ru_maxrss is in KiB on Linux
+        cpu_s=child.usage.ru_utime + child.usage.ru_stime,
+        peak_rss_mb=child.usage.ru_maxrss * 1024 / _MIB,  # ru_maxrss is in KiB on Linux
     )
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from queue_service.subprocesses import ChildProcess
 
 LUA_DIR = Path(__file__).parent / "lua"
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -80,9 +82,10 @@ def run_wrk(
     if cpus is not None:
         command = ["taskset", "-c", cpus, *command]
     env = {**os.environ, "BENCH_DELAY_MS": str(delay_ms)}
-    done = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=duration_s + 60, check=False
-    )
-    if done.returncode != 0:
-        raise WrkError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
-    return parse(done.stdout)
+    with tempfile.TemporaryDirectory(prefix="gelombang-wrk-") as folder:
+        report, errors = Path(folder) / "report.txt", Path(folder) / "errors.log"
+        wrk = ChildProcess("wrk", command, log=errors, stdout=report, env=env)
+        returncode = wrk.run(timeout_s=duration_s + 60)
+        if returncode != 0:
+            raise WrkError(f"wrk failed ({returncode}): {wrk.log_text().strip()}")
+        return parse(report.read_text())

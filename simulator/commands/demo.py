@@ -15,17 +15,17 @@ import argparse
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO, Any
+from typing import Any
 
 import aiohttp  # noqa: F401  (checked at import so a broken install fails before anything starts)
 
 from queue_service.redis_server import free_port
+from queue_service.subprocesses import ChildProcess, HttpReady, stop_all
 from simulator.scenario import Scenario
 
 READY_TIMEOUT_S = 30.0
@@ -66,7 +66,7 @@ class LocalStack:
         self.direct_port = free_port()
         self.protected_port = free_port()
         self._redis: Any = None
-        self._processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
+        self._processes: list[ChildProcess] = []
 
     @property
     def queue_url(self) -> str:
@@ -176,36 +176,23 @@ class LocalStack:
         )
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        log = (self.log_dir / f"{name}.log").open("wb")
-        process = subprocess.Popen(
+        # Its own process group: Ctrl-C reaches only us; we stop the children in order.
+        process = ChildProcess(
+            name,
             [sys.executable, "-m", "queue_service.cli", *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            log=self.log_dir / f"{name}.log",
             env=env,
-            start_new_session=True,  # Ctrl-C reaches only us; we stop the children in order
+            ready_timeout_s=READY_TIMEOUT_S,
         )
-        self._processes.append((name, process, log))
+        self._processes.append(process.spawn())
 
     def _wait_ready(self, url: str, name: str) -> None:
-        from queue_service.subprocesses import wait_until_ready
-
-        process = next(p for n, p, _ in self._processes if n == name)
-        try:
-            wait_until_ready(url, process, name=name, timeout_s=READY_TIMEOUT_S)
-        except RuntimeError as exc:
-            raise RuntimeError(f"{exc}; see {self.log_dir / name}.log") from None
+        process = next(p for p in self._processes if p.name == name)
+        process.ready = HttpReady(url)
+        process.wait_ready()
 
     def stop(self) -> None:
-        for _, process, _ in reversed(self._processes):
-            if process.poll() is None:
-                process.terminate()
-        for _, process, log in reversed(self._processes):
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            log.close()
+        stop_all(reversed(self._processes))
         self._processes.clear()
         if self._redis is not None:
             self._redis.stop()
