@@ -24,6 +24,7 @@ from queue_service.endpoint import (
     unmatched,
 )
 from queue_service.errors import ApiError
+from queue_service.logs import redacted_url
 from queue_service.loop_lag import monitor_event_loop_lag
 from queue_service.metrics_http import metrics_handler
 from queue_service.overload import OverloadGuard
@@ -31,7 +32,7 @@ from queue_service.proof_of_work import ChallengeCodec
 from queue_service.redis_client import connect_redis
 from queue_service.registry import WaveRegistry
 from queue_service.service import QueueService
-from queue_service.settings import Settings
+from queue_service.settings import Settings, StartupError
 from queue_service.store import Store
 from queue_service.tickets import TicketCodec, resolve_secret
 from queue_service.tokens import KeyRing, TokenIssuer, TokenVerifier
@@ -55,12 +56,14 @@ async def wait_for_redis(store: Store, url: str) -> None:
         try:
             await store.ping()
             info = await store.redis.info("server")
-            log.info("connected to Redis %s at %s", info.get("redis_version"), url)
+            log.info("connected to Redis %s at %s", info.get("redis_version"), redacted_url(url))
             return
         except (ApiError, OSError) as exc:
             log.warning("Redis not reachable (attempt %d/%d): %s", attempt, STARTUP_ATTEMPTS, exc)
             await asyncio.sleep(STARTUP_RETRY_S)
-    raise RuntimeError(f"Redis at {url} did not answer after {STARTUP_ATTEMPTS} attempts")
+    raise StartupError(
+        f"Redis at {redacted_url(url)} did not answer after {STARTUP_ATTEMPTS} attempts"
+    )
 
 
 async def load_config_waves(settings: Settings, store: Store) -> None:

@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from queue_service.settings import SettingsError, StartupError
+
 # name -> (module, help). Each module has `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("queue_service.commands.serve", "run the queue service"),
@@ -51,9 +53,14 @@ def _command_in(argv: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(_command_in(argv)).parse_args(argv)
+    command = _command_in(argv)
+    args = build_parser(command).parse_args(argv)
     try:
         return int(args._module.run(args) or 0)
+    except (SettingsError, StartupError) as exc:
+        # one line, naming the file, variable, flag or wave at fault; nothing left running
+        print(f"gelombang {command}: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

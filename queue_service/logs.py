@@ -15,6 +15,7 @@ import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
@@ -118,3 +119,13 @@ def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
         old.close()
     root.addHandler(handler)
     root.setLevel(numeric_level)
+
+
+def redacted_url(url: str) -> str:
+    """A URL fit for a log line: any password in it replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -85,15 +86,40 @@ class Settings:
 
 _SCALAR_FIELDS = {f.name: f for f in fields(Settings)} | {}
 _NOT_FROM_ENV = {"rate_limits", "waves"}
+INTEGERS = {"port", "workers", "max_body_bytes", "max_inflight", "backlog"}
+FLOATS = {"redis_timeout_s", "admission_interval_s", "max_lag_s", "keepalive_timeout_s"}
+EXPECTED = {
+    **{name: "a whole number" for name in INTEGERS},
+    **{name: "a number" for name in FLOATS},
+    "trusted_proxies": "comma-separated networks (CIDRs, e.g. 10.0.0.0/8)",
+}
+LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class StartupError(Exception):
+    """The service cannot start (its port is taken, Redis does not answer...): one line."""
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names where it came from (file and line,
+    environment variable or flag) in one line."""
 
 
 def _coerce(name: str, value: Any) -> Any:
     if value is None:
         return None
-    if name in {"port", "workers", "max_body_bytes", "max_inflight", "backlog"}:
+    if name in INTEGERS:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(name)
         return int(value)
-    if name in {"redis_timeout_s", "admission_interval_s", "max_lag_s", "keepalive_timeout_s"}:
-        return float(value)
+    if name in FLOATS:
+        if isinstance(value, bool):
+            raise ValueError(name)
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(name)
+        return number
     if name in {"state_dir", "config"}:
         return Path(value)
     if name == "signing_keys":
@@ -105,7 +131,7 @@ def _coerce(name: str, value: Any) -> Any:
         for item in named:
             user, sep, token = item.partition(":")
             if not sep or not user.strip() or len(token.strip()) < 16:
-                raise ValueError(
+                raise SettingsError(
                     "admin_tokens: each entry is name:token, with a token of 16+ characters"
                 )
         return named
@@ -118,11 +144,64 @@ def _coerce(name: str, value: Any) -> Any:
     return str(value)
 
 
+def _checked(name: str, value: Any, source: str) -> Any:
+    """`value` coerced for setting `name`, or SettingsError naming `source`."""
+    try:
+        coerced = _coerce(name, value)
+    except SettingsError as exc:
+        raise SettingsError(f"{source}: {exc}") from None
+    except (ValueError, TypeError):
+        expected = EXPECTED.get(name, "valid")
+        raise SettingsError(f"{source}: {name} must be {expected}, got {value!r}") from None
+    if name == "port" and not 1 <= coerced <= 65535:
+        raise SettingsError(f"{source}: port must be 1-65535, got {coerced}")
+    if name in INTEGERS | FLOATS and name != "port" and coerced <= 0:
+        raise SettingsError(f"{source}: {name} must be above 0, got {coerced}")
+    if name == "log_format" and coerced not in LOG_FORMATS:
+        raise SettingsError(f"{source}: log_format must be json or text, got {coerced!r}")
+    if name == "log_level" and coerced.upper() not in LOG_LEVELS:
+        raise SettingsError(f"{source}: log_level must be one of {', '.join(LOG_LEVELS)}")
+    return coerced
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    unknown = set(data) - {"service", "rate_limits", "waves"}
+    if unknown:
+        raise SettingsError(f"{path}: unknown sections {sorted(unknown)}")
+    return data
+
+
+def _check_waves(path: str, waves: Any) -> tuple[Mapping[str, Any], ...]:
+    """Every [[waves]] entry parsed now, so a bad wave stops start-up before anything runs."""
+    from queue_service.errors import ApiError
+    from queue_service.waves import parse_wave
+
+    if not isinstance(waves, list):
+        raise SettingsError(f"{path}: waves must be [[waves]] tables")
+    for number, definition in enumerate(waves, 1):
+        data = dict(definition) if isinstance(definition, Mapping) else {}
+        wave_id = str(data.pop("id", ""))
+        try:
+            parse_wave(wave_id, data)
+        except ApiError as exc:
+            name = f"wave {wave_id!r}" if wave_id else f"wave number {number} (no id)"
+            raise SettingsError(f"{path}: [[waves]] {name}: {exc.message}") from None
+    return tuple(waves)
+
+
 def load_settings(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """File < environment < overrides (the command-line flags that were given)."""
+    """File < environment < overrides (the command-line flags that were given). Raises
+    SettingsError, one line naming the file, variable or flag, for anything unusable."""
     environ = os.environ if environ is None else environ
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     values: dict[str, Any] = {}
@@ -130,31 +209,32 @@ def load_settings(
     config_path = overrides.get("config") or environ.get(ENV_PREFIX + "CONFIG")
     file_data: dict[str, Any] = {}
     if config_path:
-        with open(config_path, "rb") as fh:
-            file_data = tomllib.load(fh)
-        unknown = set(file_data) - {"service", "rate_limits", "waves"}
-        if unknown:
-            raise ValueError(f"unknown sections in {config_path}: {sorted(unknown)}")
-        for key, value in file_data.get("service", {}).items():
+        file_data = _read_config(str(config_path))
+        service = file_data.get("service", {})
+        if not isinstance(service, Mapping):
+            raise SettingsError(f"{config_path}: [service] must be a table")
+        for key, value in service.items():
             if key not in _SCALAR_FIELDS or key in _NOT_FROM_ENV:
-                raise ValueError(f"unknown setting [service].{key} in {config_path}")
-            values[key] = _coerce(key, value)
+                raise SettingsError(f"{config_path}: unknown setting [service].{key}")
+            values[key] = _checked(key, value, f"{config_path}: [service].{key}")
         values["config"] = Path(config_path)
 
     for name in _SCALAR_FIELDS:
-        env_value = environ.get(ENV_PREFIX + name.upper())
+        variable = ENV_PREFIX + name.upper()
+        env_value = environ.get(variable)
         if name not in _NOT_FROM_ENV and env_value not in (None, ""):
-            values[name] = _coerce(name, env_value)
+            values[name] = _checked(name, env_value, variable)
     for name, value in overrides.items():
-        values[name] = _coerce(name, value)
+        values[name] = _checked(name, value, f"--{name.replace('_', '-')}")
 
-    rules = RateLimitRules.from_mapping(file_data.get("rate_limits", {}))
+    try:
+        rules = RateLimitRules.from_mapping(file_data.get("rate_limits", {}))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise SettingsError(f"{config_path}: [rate_limits]: {exc}") from None
     switch = environ.get(ENV_PREFIX + "RATE_LIMITS")
     if switch is not None and switch.strip().lower() in {"off", "0", "false", "no"}:
         rules = replace(rules, enabled=False)
     values["rate_limits"] = rules
-    values["waves"] = tuple(file_data.get("waves", ()))
-    settings = Settings(**values)
-    if settings.workers < 1:
-        raise ValueError("workers must be at least 1")
-    return settings
+    if "waves" in file_data:
+        values["waves"] = _check_waves(str(config_path), file_data["waves"])
+    return Settings(**values)

@@ -10,10 +10,12 @@ import gc
 import logging
 import os
 import signal
+import socket
 import time
 from typing import Any
 
-from queue_service.settings import Settings
+from queue_service.logs import redacted_url
+from queue_service.settings import Settings, StartupError
 
 log = logging.getLogger("queue_service.serve")
 
@@ -56,12 +58,23 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(overrides)
 
 
+def check_can_listen(host: str, port: int) -> None:
+    """Bind the port once before anything is started, so a taken port or a bad address stops
+    the command at once, with one line, instead of after Redis and the workers are up."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from queue_service.app import load_keyring
     from queue_service.logs import configure_logging
     from queue_service.redis_server import EmbeddedRedis
 
-    settings = settings_from_args(args)
+    settings = settings_from_args(args)  # every setting and wave checked: SettingsError
+    check_can_listen(settings.host, settings.port)
     configure_logging(settings.log_format, settings.log_level)
     load_keyring(settings)  # create the development key once, before workers race to
     embedded = None
@@ -107,8 +120,8 @@ def serve_process(settings: Settings, *, reuse_port: bool = False) -> None:
         os.getpid(),
         settings.host,
         settings.port,
-        settings.redis_url,
-        "enabled" if settings.admin_token else "disabled",
+        redacted_url(settings.redis_url or ""),
+        "enabled" if settings.admin_tokens_by_name else "disabled",
     )
     app = create_app(settings)
     app.on_startup.append(tune_gc)  # after the cleanup contexts: Redis, scripts, waves loaded

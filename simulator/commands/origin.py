@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     import uvloop
     from aiohttp import web
 
+    from queue_service.commands.serve import check_can_listen
     from simulator.origin import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"gelombang origin: {exc}", file=sys.stderr)
         return 2
+    check_can_listen(args.host, args.port)  # a taken port: one line, nothing started
 
     async def build() -> web.Application:
         verifier = None
