@@ -32,7 +32,8 @@ def _authorize(request: web.Request) -> str:
         raise Forbidden(
             "The admin API is disabled: no admin token is configured.", code="admin_disabled"
         )
-    presented = (bearer_token(request) or "").encode()
+    token = bearer_token(request) or ""
+    presented = token.encode() if token.isascii() else b""  # our tokens are ASCII
     actor = None
     for name, token in tokens.items():
         if hmac.compare_digest(presented, token.encode()) and presented:
@@ -118,7 +119,9 @@ async def delete_wave(request: web.Request) -> web.Response:
     wave = validate_wave_id(request.match_info["wave"])
     view = await _view(request, wave)
     counts = view["counts"]
-    people = counts["waiting"] + counts["prequeue"] + counts["active"]
+    people = counts["active"]
+    if view["state"] not in ("closed", "full"):  # in a closed wave nobody waits any more
+        people += counts["waiting"] + counts["prequeue"]
     if people and request.query.get("force") != "true":
         raise Conflict(
             f"{people} people are waiting or registering in wave {wave}; close it first, or "

@@ -27,9 +27,6 @@ TICKET_COOKIE = "gelombang_ticket"
 TICKET_HEADER = "X-Queue-Ticket"
 TICKET_COOKIE_MAX_AGE_S = 7 * 24 * 3600
 NO_STORE = {"Cache-Control": "no-store"}
-BODY_TIMEOUT_S = 10.0
-"""A body that has not arrived whole after this long is refused (408): a client trickling a
-body byte by byte must not hold a connection and a handler for minutes."""
 JSON_TYPES = frozenset({"application/json"})
 
 
@@ -56,13 +53,13 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         # enforces the limit as it reads.
         raw = content.read_nowait()
     else:
+        limit_s = request.app[SETTINGS].body_timeout_s
         try:
-            async with asyncio.timeout(BODY_TIMEOUT_S):
+            async with asyncio.timeout(limit_s):
                 raw = await request.read()
         except TimeoutError:
             raise RequestTimeout(
-                f"The request body did not arrive within {BODY_TIMEOUT_S:.0f} s.",
-                code="request_timeout",
+                f"The request body did not arrive within {limit_s:g} s.", code="request_timeout"
             ) from None
     if not raw:
         raise BadRequest("The request needs a JSON object body.", code="invalid_json")

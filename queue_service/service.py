@@ -198,7 +198,9 @@ class QueueService:
         config = runtime.config
         identity, verified = await self._identity(runtime, body)
         if config.pow_bits:
-            raw_identity = body.get("enqueue_token") or body.get("registrant")
+            raw_identity = (
+                body["enqueue_token"] if "enqueue_token" in body else body.get("registrant")
+            )
             self.challenges.check(
                 wave, config.pow_bits, body.get("pow"), str(raw_identity), self.clock.now()
             )
@@ -231,8 +233,8 @@ class QueueService:
     async def _identity(self, runtime: WaveRuntime, body: dict[str, Any]) -> tuple[str, bool]:
         """(the identity to queue, whether it was verified by the registration site)."""
         config = runtime.config
-        token = body.get("enqueue_token")
-        if token is not None:
+        if "enqueue_token" in body:
+            token = body["enqueue_token"]
             if not (config.enqueue_keys or config.enqueue_jwks_url):
                 raise BadRequest(
                     "This wave takes no enqueue tokens; join with a registrant id.",

@@ -55,6 +55,9 @@ class Settings:
     backlog: int = 4096
     """Listen backlog: connections the kernel holds while the process accepts (a wave
     opening's burst of new connections must not overflow it)."""
+    body_timeout_s: float = 10.0
+    """A request body that has not arrived whole after this long is refused (408): a client
+    trickling a body must not hold a connection and a handler for minutes."""
     keepalive_timeout_s: float = 15.0
     """Idle keep-alive connections, and connections whose request headers have not arrived
     whole (slow headers), are closed after this long."""
@@ -87,7 +90,13 @@ class Settings:
 _SCALAR_FIELDS = {f.name: f for f in fields(Settings)} | {}
 _NOT_FROM_ENV = {"rate_limits", "waves"}
 INTEGERS = {"port", "workers", "max_body_bytes", "max_inflight", "backlog"}
-FLOATS = {"redis_timeout_s", "admission_interval_s", "max_lag_s", "keepalive_timeout_s"}
+FLOATS = {
+    "redis_timeout_s",
+    "admission_interval_s",
+    "max_lag_s",
+    "body_timeout_s",
+    "keepalive_timeout_s",
+}
 EXPECTED = {
     **{name: "a whole number" for name in INTEGERS},
     **{name: "a number" for name in FLOATS},

@@ -13,9 +13,11 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import jwt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jsonschema import Draft202012Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
@@ -23,13 +25,21 @@ from referencing.jsonschema import DRAFT202012
 from queue_service.app import create_app
 from queue_service.clock import ManualClock
 from queue_service.endpoint import CATCH_ALL
+from queue_service.proof_of_work import solve
 from queue_service.ratelimit import RateLimitRules, Rule
 from queue_service.settings import Settings
-from queue_service.tokens import KeyRing
+from queue_service.tokens import KeyRing, public_jwk
 
 from support import ADMIN, T0, admit, wave_body
 
 Json = Any
+JSON = {"Content-Type": "application/json"}
+
+
+def admitted_claims_jti(token: str) -> str:
+    return str(jwt.decode(token, options={"verify_signature": False})["jti"])
+
+
 Client = TestClient[web.Request, web.Application]
 # aiohttp keeps `{action:pause|resume|close}` only as a regex group; expand such groups back.
 CHOICE_GROUP = re.compile(r"\(\?P<(\w+)>([\w-]+(?:\|[\w-]+)+)\)")
@@ -270,6 +280,10 @@ async def test_real_answers_match_the_document(
     bob_leaves = await client.post(f"{base}/leave", headers={"X-Queue-Ticket": bob["ticket"]})
     assert bob_leaves.status == 204 and await conform(spec, bob_leaves) is None
 
+    revoked = await conform(spec, await client.get(f"{base}/revoked?after_ms=0"))
+    assert revoked["revoked"] == [admitted_claims_jti(admitted["token"])]
+    challenge = await conform(spec, await client.get(f"{base}/challenge"))
+    assert challenge == {"challenge": None, "bits": 0, "expires_in_s": 0}
     info = await conform(spec, await client.get(base))
     assert info["wave"] == "w1"
     view = await conform(spec, await client.get("/admin/v1/waves/w1", headers=ADMIN))
@@ -297,13 +311,44 @@ async def test_real_answers_match_the_document(
     assert await error_code(spec, early) == "wave_not_open_yet"
     assert early.headers["Retry-After"] == "600"
 
+    pow_wave = await client.put("/admin/v1/waves/pow", json=wave_body(pow_bits=4), headers=ADMIN)
+    await conform(spec, pow_wave)
+    issued = await conform(spec, await client.get("/api/v1/waves/pow/challenge"))
+    assert issued["bits"] == 4 and issued["challenge"]
+    unproven = await client.post("/api/v1/waves/pow/join", json={"registrant": "akun-9"})
+    assert await error_code(spec, unproven) == "proof_of_work_required"
+    in_use = await client.delete("/admin/v1/waves/w1", headers=ADMIN)
+    assert in_use.status == 204 and await conform(spec, in_use) is None  # closed: nobody waits
+    await client.post(
+        "/api/v1/waves/pow/join",
+        json={
+            "registrant": "akun-9",
+            "pow": {
+                "challenge": issued["challenge"],
+                "counter": solve(issued["challenge"], "akun-9", 4),
+            },
+        },
+    )
+    refused = await client.delete("/admin/v1/waves/pow", headers=ADMIN)
+    assert await error_code(spec, refused) == "wave_in_use"
+    forced = await client.delete("/admin/v1/waves/pow?force=true", headers=ADMIN)
+    assert forced.status == 204 and await conform(spec, forced) is None
+
 
 async def test_refusals_match_the_document(spec: Spec, client: Client) -> None:
-    await client.put("/admin/v1/waves/w1", json=wave_body(), headers=ADMIN)
+    site_key = public_jwk(Ed25519PrivateKey.generate().public_key())
+    await client.put("/admin/v1/waves/w1", json=wave_body(enqueue_keys=[site_key]), headers=ADMIN)
     base = "/api/v1/waves/w1"
+    held = await client.post(f"{base}/join", json={"registrant": "held"})
+    assert held.status == 201  # a place held elsewhere: joining bare again is refused
+    client.session.cookie_jar.clear()
     bearer_x, admin_x = {"Authorization": "Bearer x"}, {"Authorization": "x"}
     refusals: list[tuple[str, str, str, dict[str, Any]]] = [
-        ("invalid_json", "POST", f"{base}/join", {"data": b"{not json"}),
+        ("invalid_json", "POST", f"{base}/join", {"data": b"{not json", "headers": JSON}),
+        ("unsupported_media_type", "POST", f"{base}/join", {"data": b'{"registrant": "a"}'}),
+        ("already_queued", "POST", f"{base}/join", {"json": {"registrant": "held"}}),
+        ("invalid_enqueue_token", "POST", f"{base}/join", {"json": {"enqueue_token": "x"}}),
+        ("invalid_query", "GET", f"{base}/revoked", {"params": {"after_ms": "soon"}}),
         ("invalid_registrant", "POST", f"{base}/join", {"json": {"registrant": ""}}),
         ("invalid_registrant", "POST", f"{base}/join", {"json": {"registrant": "x" * 129}}),
         ("invalid_wave_id", "POST", "/api/v1/waves/Bad!/join", {"json": {"registrant": "a"}}),

@@ -5,6 +5,7 @@ one Redis; with no --redis-url, a private embedded redis-server is started and s
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import gc
 import logging
@@ -109,9 +110,9 @@ async def tune_gc(app: object) -> None:
 def serve_process(settings: Settings, *, reuse_port: bool = False) -> None:
     """Run one service process until SIGINT/SIGTERM."""
     import uvloop
-    from aiohttp import web
 
     from queue_service.app import create_app
+    from queue_service.http_server import serve_until_stopped
     from queue_service.logs import configure_logging
 
     configure_logging(settings.log_format, settings.log_level)
@@ -125,18 +126,24 @@ def serve_process(settings: Settings, *, reuse_port: bool = False) -> None:
     )
     app = create_app(settings)
     app.on_startup.append(tune_gc)  # after the cleanup contexts: Redis, scripts, waves loaded
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        reuse_port=reuse_port,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-        backlog=settings.backlog,
-        keepalive_timeout=settings.keepalive_timeout_s,
-        access_log=None,
-        print=None,
-        loop=uvloop.new_event_loop(),
-    )
+
+    def listening() -> None:
+        log.info("listening on http://%s:%d", settings.host, settings.port)
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve_until_stopped(
+                app,
+                host=settings.host,
+                port=settings.port,
+                backlog=settings.backlog,
+                reuse_port=reuse_port,
+                keepalive_timeout_s=settings.keepalive_timeout_s,
+                shutdown_timeout_s=SHUTDOWN_TIMEOUT_S,
+                on_listening=listening,
+            ))  # fmt: skip
+    except OSError as exc:  # the port was taken after the check in run()
+        raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
 
 
 def _worker_main(settings: Settings) -> None:

@@ -1,0 +1,124 @@
+"""No secret or personal id in any log line: the admin token, the service secret, the Redis
+password, tickets, admission tokens and raw registrant ids never reach the log, whatever
+errors a run goes through (malformed requests, forged tickets and tokens, Redis down)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from queue_service.redis_server import EmbeddedRedis
+
+from processes import ServeProcess
+from support import ORIGIN
+
+pytestmark = pytest.mark.slow
+
+ADMIN_TOKEN = "admin-token-9f8e7d6c5b4a39281706"
+SECRET = "service-secret-0a1b2c3d4e5f60718293"
+REDIS_PASSWORD = "redis-password-5c4b3a29181716151413"
+NIKS = [f"31710115089{i:05d}" for i in range(1, 6)]
+
+
+async def raw(port: int, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(65536), 10)
+    writer.close()
+    return answer
+
+
+async def test_a_run_through_every_error_path_logs_no_secret_and_no_id(tmp_path: Path) -> None:
+    redis = EmbeddedRedis(tmp_path / "redis", password=REDIS_PASSWORD).start()
+    env = {
+        "GELOMBANG_ADMIN_TOKEN": ADMIN_TOKEN,
+        "GELOMBANG_SECRET": SECRET,
+        "GELOMBANG_REDIS_TIMEOUT_S": "0.3",
+        "GELOMBANG_LOG_LEVEL": "DEBUG",
+    }
+    seen: list[str] = []
+    try:
+        serve = ServeProcess(redis.url, tmp_path / "state", env=env)
+        (tmp_path / "state").mkdir()
+        with serve:
+            admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            async with aiohttp.ClientSession(serve.url) as http:
+                now = time.time()
+                wave = {"opens_at": now - 5, "closes_at": now + 600, "admit_rate": 100,
+                        "origin_url": ORIGIN, "id_kind": "nik"}  # fmt: skip
+                async with http.put("/admin/v1/waves/w", json=wave, headers=admin) as r:
+                    assert r.status == 201
+                tickets = []
+                for nik in NIKS:
+                    async with http.post("/api/v1/waves/w/join", json={"registrant": nik}) as r:
+                        tickets.append((await r.json())["ticket"])
+                await asyncio.sleep(1.0)  # admitted by the loop
+                tokens = []
+                for ticket in tickets:
+                    async with http.get(f"/api/v1/waves/w/status?ticket={ticket}") as r:
+                        body = await r.json()
+                        if "token" in body:
+                            tokens.append(body["token"])
+                assert tokens, "nobody was admitted"
+                seen += tickets + tokens
+                # every kind of refusal, each carrying something secret or personal
+                for ticket in tickets:
+                    tampered = ticket[:-2] + "xx"
+                    async with http.get(f"/api/v1/waves/w/status?ticket={tampered}") as r:
+                        assert r.status == 401
+                    async with http.get(f"/api/v1/waves/nope/status?ticket={ticket}") as r:
+                        assert r.status == 404
+                for token in tokens:
+                    bearer = {"Authorization": f"Bearer {token[:-3]}abc"}
+                    async with http.post("/api/v1/waves/w/complete", headers=bearer) as r:
+                        assert r.status == 401
+                    bearer = {"Authorization": f"Bearer {token}"}
+                    async with http.post("/api/v1/waves/other/complete", headers=bearer) as r:
+                        assert r.status in (401, 404)
+                async with http.post(
+                    "/api/v1/waves/w/join", json={"registrant": NIKS[0] + "9"}
+                ) as r:
+                    assert r.status == 400  # not a NIK
+                async with http.post("/api/v1/waves/w/join", json={"registrant": NIKS[1]}) as r:
+                    assert r.status == 409  # held elsewhere
+                async with http.get(
+                    "/admin/v1/waves", headers={"Authorization": f"Bearer {ADMIN_TOKEN}x"}
+                ) as r:
+                    assert r.status == 401
+                for bad in (
+                    f"GET /api/v1/waves/w/status?ticket={tickets[0]} HTTP/1.1\r\nX-Bad\r\n\r\n",
+                    f"GET /x HTTP/1.1\r\nX-Queue-Ticket: {tickets[1]}\r\nX-A: \x7f\r\n\r\n",
+                    "POST /api/v1/waves/w/join HTTP/1.1\r\nContent-Length: 5\r\n"
+                    f'Transfer-Encoding: chunked\r\n\r\nzz\r\n{{"registrant": "{NIKS[2]}"}}\r\n',
+                    f"GARBAGE {NIKS[3]} {ADMIN_TOKEN}\r\n\r\n",
+                ):
+                    await raw(serve.port, bad.encode())
+                redis.kill()  # Redis down: every path that needs it fails and logs
+                for ticket in tickets:
+                    async with http.get(f"/api/v1/waves/w/status?ticket={ticket}") as r:
+                        assert r.status in (200, 503)
+                async with http.post("/api/v1/waves/w/join", json={"registrant": NIKS[4]}) as r:
+                    assert r.status == 503
+                async with http.get("/admin/v1/waves/w", headers=admin) as r:
+                    assert r.status == 503
+                await asyncio.sleep(1.5)  # the admission loop notices
+                redis.start()
+                await asyncio.sleep(1.0)
+            log = serve.log_text()
+    finally:
+        redis.stop()
+
+    assert "redis" in log.lower() and "failed" in log  # the errors were logged...
+    assert "malformed request" in log
+    secrets = {"admin token": ADMIN_TOKEN, "secret": SECRET, "redis password": REDIS_PASSWORD}
+    for name, value in secrets.items():
+        assert value not in log, f"the {name} is in the log"
+    for nik in NIKS:
+        assert nik not in log, "a registrant id is in the log"
+    for value in seen:
+        assert value not in log and value.split(".")[-1] not in log, "a ticket or token is logged"
