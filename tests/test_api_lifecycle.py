@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from queue_service.app import create_app
 from queue_service.clock import ManualClock
 from queue_service.pacing import MIN_POLL_MS, POLL_SHARE
+from queue_service.settings import Settings
+from queue_service.tokens import KeyRing
 
 from support import ADMIN, T0, admin_view, admit, join, join_ok, poll_ok, put_wave
 
@@ -148,3 +151,30 @@ async def test_a_join_body_sent_in_chunks_is_read_whole(client: TestClient) -> N
     assert response.status == 201, await response.text()
     again = await join_ok(client, "w", "chunked-1")
     assert again["ticket"] == (await response.json())["ticket"]
+
+
+async def test_the_ticket_cookie_is_secure_when_tls_ended_at_a_trusted_proxy(
+    aiohttp_client: Callable[..., Awaitable[TestClient]],
+    make_settings: Callable[..., Settings],
+    clock: ManualClock,
+    keyring: KeyRing,
+) -> None:
+    for trusted, proto, secure in (
+        (("127.0.0.1/32",), "https", True),  # TLS ended at our load balancer
+        (("127.0.0.1/32",), "http", False),
+        ((), "https", False),  # anyone can send the header: only a trusted proxy is believed
+    ):
+        app = create_app(
+            make_settings(trusted_proxies=trusted), clock=clock, keyring=keyring,
+            run_admission=False,
+        )  # fmt: skip
+        client = await aiohttp_client(app)
+        await put_wave(client, "w")
+        response = await client.post(
+            "/api/v1/waves/w/join",
+            json={"registrant": f"r-{proto}-{secure}"},
+            headers={"X-Forwarded-Proto": proto},
+        )
+        cookie = response.headers["Set-Cookie"]
+        assert ("; Secure" in cookie) is secure, (trusted, proto, cookie)
+        assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
