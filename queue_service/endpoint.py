@@ -84,13 +84,17 @@ def route_label(path: str) -> str:
 
 
 def shed_response() -> web.Response:
+    """503 + Retry-After, and the connection closed: a client hammering on a kept-alive
+    connection must come back through the listen queue, which the kernel bounds."""
     metrics.shed_requests.inc()
-    return error_response(
+    response = error_response(
         503,
         "overloaded",
         "The queue is very busy right now; your place is safe. Please retry shortly.",
         retry_after_s=SHED_RETRY_AFTER_S,
     )
+    response.force_close()
+    return response
 
 
 def endpoint(

@@ -1,9 +1,13 @@
-"""The HTTP server around the app: aiohttp's runner, with two things aiohttp does not do.
+"""The HTTP server around the app: aiohttp's runner, with what aiohttp does not do itself.
 
 - Requests that fail before any route sees them (a malformed request line, too many or too
   large headers, broken chunked encoding) are answered in the JSON error shape like every
   other error, and logged as one line without the offending bytes: those may carry a ticket
   or a token, and a client sending garbage must not be able to fill the log.
+- Open connections are bounded (`max_connections`): one more is answered at once with a
+  canned 503 + Retry-After and closed, before a byte of it is read. The event loop then only
+  ever reads a bounded number of sockets, so requests it takes are answered quickly however
+  many clients pile on (overload.py sheds requests on the connections it keeps).
 - The process runs until SIGTERM or SIGINT, then shuts down gracefully within a bound.
 """
 
@@ -15,10 +19,13 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from queue_service import metrics
 from queue_service.endpoint import HTTP_CODES, error_response
+from queue_service.overload import SHED_RETRY_AFTER_S
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +36,42 @@ MALFORMED_MESSAGES = {
 }
 
 
+def _canned_overload_response() -> bytes:
+    body = orjson.dumps(
+        {
+            "error": {
+                "code": "overloaded",
+                "message": "The queue is very busy right now; your place is safe. "
+                "Please retry shortly.",
+            }
+        }
+    )
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"Retry-After: {SHED_RETRY_AFTER_S}\r\nConnection: close\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+OVERLOADED = _canned_overload_response()
+
+
 class JsonErrorRequestHandler(RequestHandler):  # type: ignore[misc]
-    """aiohttp's connection handler, answering malformed requests in the JSON error shape."""
+    """aiohttp's connection handler, answering malformed requests in the JSON error shape and
+    refusing a connection beyond the server's limit."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        manager = self._manager
+        if isinstance(manager, JsonErrorServer) and len(manager.connections) >= manager.limit:
+            manager.refused += 1
+            metrics.shed_connections.inc()
+            assert isinstance(transport, asyncio.Transport)
+            transport.write(OVERLOADED)
+            transport.close()
+            self._manager = None  # never registered: nothing to clean up
+            return
+        super().connection_made(transport)
 
     def handle_error(
         self,
@@ -50,12 +91,21 @@ class JsonErrorRequestHandler(RequestHandler):  # type: ignore[misc]
 
 
 class JsonErrorServer(web.Server):  # type: ignore[misc]
+    def __init__(self, *args: Any, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limit = max_connections
+        self.refused = 0
+
     def __call__(self) -> RequestHandler:
         return JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
 class Runner(web.AppRunner):
-    """An AppRunner whose connections are JsonErrorRequestHandlers."""
+    """An AppRunner whose connections are JsonErrorRequestHandlers, at most max_connections."""
+
+    def __init__(self, app: web.Application, *, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._max_connections = max_connections
 
     async def _make_server(self) -> web.Server:
         loop = asyncio.get_running_loop()
@@ -68,6 +118,7 @@ class Runner(web.AppRunner):
             app._handle,  # type: ignore[arg-type]  # what aiohttp itself passes here
             request_factory=app._make_request,
             loop=loop,
+            max_connections=self._max_connections,
             **self._kwargs,
         )
 
@@ -78,6 +129,7 @@ async def serve_until_stopped(
     host: str,
     port: int,
     backlog: int,
+    max_connections: int,
     reuse_port: bool,
     keepalive_timeout_s: float,
     shutdown_timeout_s: float,
@@ -86,6 +138,7 @@ async def serve_until_stopped(
     """Serve `app` until SIGTERM or SIGINT; always clean up what was started."""
     runner = Runner(
         app,
+        max_connections=max_connections,
         access_log=None,
         keepalive_timeout=keepalive_timeout_s,
         shutdown_timeout=shutdown_timeout_s,

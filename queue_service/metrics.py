@@ -180,6 +180,11 @@ shed_requests = Counter(
     "Requests refused with a fast 503 because the process was overloaded (overload.py).",
     registry=REGISTRY,
 )
+shed_connections = Counter(
+    "gelombang_shed_connections",
+    "Connections answered with a canned 503 and closed: the process had max_connections open.",
+    registry=REGISTRY,
+)
 admin_actions = Counter(
     "gelombang_admin_actions",
     "Admin API changes, by action.",

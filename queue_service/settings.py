@@ -50,6 +50,8 @@ class Settings:
     max_body_bytes: int = 4096
     max_inflight: int = 1024
     """Requests in flight per process beyond which new ones get a fast 503 (overload.py)."""
+    max_connections: int = 2000
+    """Open connections per process beyond which a new one gets a canned 503 and is closed."""
     max_lag_s: float = 0.25
     """Event-loop lag beyond which new requests get a fast 503: the process is out of CPU."""
     backlog: int = 4096
@@ -89,7 +91,7 @@ class Settings:
 
 _SCALAR_FIELDS = {f.name: f for f in fields(Settings)} | {}
 _NOT_FROM_ENV = {"rate_limits", "waves"}
-INTEGERS = {"port", "workers", "max_body_bytes", "max_inflight", "backlog"}
+INTEGERS = {"port", "workers", "max_body_bytes", "max_inflight", "max_connections", "backlog"}
 FLOATS = {
     "redis_timeout_s",
     "admission_interval_s",

@@ -137,6 +137,7 @@ def serve_process(settings: Settings, *, reuse_port: bool = False) -> None:
                 host=settings.host,
                 port=settings.port,
                 backlog=settings.backlog,
+                max_connections=settings.max_connections,
                 reuse_port=reuse_port,
                 keepalive_timeout_s=settings.keepalive_timeout_s,
                 shutdown_timeout_s=SHUTDOWN_TIMEOUT_S,
