@@ -39,8 +39,8 @@ from simulator import behaviour
 from simulator.flow import STEPS, FlowContext, StepResult, pick_photo, run_step
 from simulator.records import RegistrantOutcome, RunMeta, RunRecord, TimeSeries
 from simulator.registrants import Registrant
-from simulator.report import kendall_tau_b
 from simulator.scenario import Scenario
+from simulator.stats import kendall_tau_b
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,8 @@ class LiveRun:
                 outcome.gave_up_t, outcome.gave_up_reason = end, "run_ended"
         self.stats.wall_s = end
         self._print_progress(final=True)
+        queued = self.config.mode == "queued"
+        wave = self.scenario.wave
         meta = RunMeta(
             mode=self.config.mode,
             scenario=self.scenario.name,
@@ -220,8 +222,11 @@ class LiveRun:
             duration_s=self.duration_s,
             opens_at_s=self.scenario.clock.opens_at_s,
             prequeue_s=self.scenario.wave.prequeue_s,
-            admit_rate=self.scenario.wave.admit_rate if self.config.mode == "queued" else None,
-            max_active=self.scenario.wave.max_active if self.config.mode == "queued" else None,
+            admit_rate=wave.admit_rate if queued else None,
+            admit_burst=wave.burst if queued else None,
+            max_active=wave.max_active if queued else None,
+            session_ttl_s=wave.session_ttl_s if queued else None,
+            abandon_after_s=wave.abandon_after_s if queued else None,
             origin_capacity=self.origin_capacity,
             quota=self.scenario.wave.quota or None,
             started_at=dt.datetime.fromtimestamp(started_wall, dt.UTC).isoformat(),
