@@ -240,6 +240,7 @@ class LiveRun:
         )
         self.outcomes.sort(key=lambda o: o.index)
         record = RunRecord.build(meta, self.series, self.outcomes)
+        record.totals.peak_live_registrants = self.stats.peak_live_registrants
         # The last line comes from the closed record, the numbers the summary shows.
         if self.config.progress is not None:
             print(final_progress_line(record, end), file=self.config.progress, flush=True)

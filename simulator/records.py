@@ -175,6 +175,7 @@ class RunTotals:
     requests: int = 0
     peak_origin_inflight: int = 0
     peak_queue_length: int = 0
+    peak_live_registrants: int | None = None  # most the live driver held at once (None: model)
 
     @classmethod
     def from_run(cls, series: TimeSeries, outcomes: list[RegistrantOutcome]) -> RunTotals:

@@ -225,6 +225,7 @@ def summarise(record: RunRecord) -> dict[str, Any]:
         "origin_timeouts": totals.origin_timeouts,
         "rate_limited": totals.rate_limited,
         "requests": totals.requests,
+        "peak_live_registrants": totals.peak_live_registrants,
         "peak_origin_inflight": peak,
         "origin_capacity": capacity,
         "peak_over_capacity": _round(peak / capacity) if capacity else None,

@@ -129,6 +129,11 @@ FIGURES: tuple[FigureGroup, ...] = (
         "every HTTP request the crowd made, status polls included",
     ),
     _one(
+        "peak live registrants",
+        "peak_live_registrants",
+        "most registrants the simulator held at once, each trying or waiting",
+    ),
+    _one(
         "fairness: Kendall tau-b, join vs admission (post-opening)",
         "fairness.tau_b",
         "join order vs admission order after opening; 1 = first come, first served (ties: < 1)",

@@ -193,6 +193,7 @@ def test_the_last_progress_line_tells_the_summarys_numbers(live_runs: LiveRuns) 
             summary["peak_origin_inflight"],
             summary["origin_capacity"],
         )
+        assert summary["peak_live_registrants"] == result.stats.peak_live_registrants > 0
         still_trying += summary["still_trying_at_end"]
     # Registrants cut off by the end of the run are told apart from those who gave up.
     assert still_trying > 0

@@ -215,6 +215,7 @@ def test_summary_splits_giving_up_as_the_figures_do_and_keeps_the_settings() -> 
     assert summary["gave_up_other"] == 1
     assert summary["still_trying_at_end"] == 2
     assert summary["requests"] == 26
+    assert summary["peak_live_registrants"] is None  # set by the live driver only
     assert summary["run"] == "without Gelombang"
     queued = summarise(known_run("queued", 0, 15))
     assert queued["run"] == "through Gelombang"

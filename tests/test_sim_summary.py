@@ -208,6 +208,21 @@ def test_terminal_lines_fit_a_terminal_but_the_verdict_stays_whole() -> None:
     assert all(len(line) < TEXT_WIDTH for line in lines[1:]), max(lines[1:], key=len)
 
 
+def test_the_benchmark_reads_the_counts_it_needs_from_the_terminal_summary() -> None:
+    from loadtests.bench.simulation import read_summary
+
+    record = known_run("queued", 0, 15)
+    record.totals.peak_live_registrants = 12_345
+    record.totals.rate_limited, record.totals.requests = 1_234, 56_789
+    rows = read_summary(render_text([summarise(record)]))
+    assert {label: rows[label] for label in ("arrived", "requests sent", "429 rate limited")} == {
+        "arrived": "110",
+        "requests sent": "56,789",
+        "429 rate limited": "1,234",
+    }
+    assert rows["peak live registrants"] == "12,345"
+
+
 def test_one_run_summarises_alone() -> None:
     summary: dict[str, Any] = summarise(known_run("queued", 0, 15))
     text = render_text([summary])
