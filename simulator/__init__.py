@@ -9,6 +9,10 @@ Shared modules (imported by the live driver, the sample origin and the Locust sc
 - `simulator.arrivals`: non-homogeneous Poisson arrival times, generated lazily by thinning.
 - `simulator.records`: the run record both the live driver and the offline model produce.
 - `simulator.model`: the offline discrete-event model of the admission policy.
+- `simulator.stats`: the statistics of a run (percentiles, Kendall tau-b, fairness, summary).
+- `simulator.charts`: the SVG chart kit of the report.
+- `simulator.summary`: the figures' labels and meanings, the settings and the verdict, shared
+  by the terminal summary and the report page.
 - `simulator.report`: `report.json` and one self-contained HTML page from one or two runs.
 """
 

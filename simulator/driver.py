@@ -37,10 +37,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from simulator import behaviour
 from simulator.flow import STEPS, FlowContext, StepResult, pick_photo, run_step
-from simulator.records import RegistrantOutcome, RunMeta, RunRecord, TimeSeries
+from simulator.records import (
+    MODE_TITLES,
+    RegistrantOutcome,
+    RunMeta,
+    RunRecord,
+    RunTotals,
+    TimeSeries,
+)
 from simulator.registrants import Registrant
-from simulator.report import kendall_tau_b
 from simulator.scenario import Scenario
+from simulator.stats import kendall_tau_b
 
 log = logging.getLogger(__name__)
 
@@ -186,10 +193,8 @@ class LiveRun:
         self._t0_wall = started_wall
         if self.config.mode == "queued" and self.config.admin_token:
             await self._configure_wave(started_wall)
-        background = [
-            asyncio.create_task(self._sample_loop()),
-            asyncio.create_task(self._progress_loop()),
-        ]
+        progress = asyncio.create_task(self._progress_loop())
+        background = [asyncio.create_task(self._sample_loop()), progress]
         try:
             async with asyncio.timeout(self.duration_s):
                 await self._spawn_arrivals()
@@ -198,6 +203,8 @@ class LiveRun:
         except TimeoutError:
             pass
         finally:
+            # No progress line while registrants are being stopped: the next one is the last.
+            progress.cancel()
             for task in self._tasks:
                 task.cancel()
             if self._tasks:
@@ -210,7 +217,8 @@ class LiveRun:
             if outcome.completed_t is None and outcome.gave_up_t is None:
                 outcome.gave_up_t, outcome.gave_up_reason = end, "run_ended"
         self.stats.wall_s = end
-        self._print_progress(final=True)
+        queued = self.config.mode == "queued"
+        wave = self.scenario.wave
         meta = RunMeta(
             mode=self.config.mode,
             scenario=self.scenario.name,
@@ -220,15 +228,23 @@ class LiveRun:
             duration_s=self.duration_s,
             opens_at_s=self.scenario.clock.opens_at_s,
             prequeue_s=self.scenario.wave.prequeue_s,
-            admit_rate=self.scenario.wave.admit_rate if self.config.mode == "queued" else None,
-            max_active=self.scenario.wave.max_active if self.config.mode == "queued" else None,
+            admit_rate=wave.admit_rate if queued else None,
+            admit_burst=wave.burst if queued else None,
+            max_active=wave.max_active if queued else None,
+            session_ttl_s=wave.session_ttl_s if queued else None,
+            abandon_after_s=wave.abandon_after_s if queued else None,
             origin_capacity=self.origin_capacity,
             quota=self.scenario.wave.quota or None,
             started_at=dt.datetime.fromtimestamp(started_wall, dt.UTC).isoformat(),
             notes=[f"live run: {len(self.outcomes)} registrants, {end:.1f} s"],
         )
         self.outcomes.sort(key=lambda o: o.index)
-        return LiveResult(RunRecord.build(meta, self.series, self.outcomes), self.stats)
+        record = RunRecord.build(meta, self.series, self.outcomes)
+        record.totals.peak_live_registrants = self.stats.peak_live_registrants
+        # The last line comes from the closed record, the numbers the summary shows.
+        if self.config.progress is not None:
+            print(final_progress_line(record, end), file=self.config.progress, flush=True)
+        return LiveResult(record, self.stats)
 
     async def _configure_wave(self, started_wall: float) -> None:
         """Open the wave `opens_at_s` after t = 0, so the run sees the whole opening."""
@@ -606,22 +622,64 @@ class LiveRun:
             await asyncio.sleep(1.0)
             self._print_progress()
 
-    def _print_progress(self, final: bool = False) -> None:
+    def _print_progress(self) -> None:
         out = self.config.progress
         if out is None:
             return
-        s = self.series
-        done = sum(o.completed_t is not None for o in self.outcomes)
-        gave_up = sum(o.gave_up_t is not None for o in self.outcomes)
-        capacity = self.origin_capacity if self.origin_capacity is not None else "?"
-        line = (
-            f"[{self.config.mode:6s} {self.now():5.1f}s] arrived {len(self.outcomes)}"
-            f"  waiting {self._waiting}  admitted {sum(s.admissions)}  done {done}"
-            f"  gave up {gave_up} | origin {self._origin_inflight}/{capacity} in flight"
-            f"  5xx {sum(s.origin_errors)}  timeouts {sum(s.origin_timeouts)}"
-            f"  429 {sum(s.rate_limited)}"
+        line = progress_line(
+            self.config.mode,
+            self.now(),
+            RunTotals.from_run(self.series, self.outcomes),
+            waiting=self._waiting,
+            origin_inflight=self._origin_inflight,
+            origin_capacity=self.origin_capacity,
         )
-        print(line + (" (end)" if final else ""), file=out, flush=True)
+        print(line, file=out, flush=True)
+
+
+def _progress_counts(totals: RunTotals) -> str:
+    """Arrived, admitted, completed, gave up and still trying: the summary's figures (every
+    arrival is in exactly one of completed, gave up and still trying)."""
+    gave_up = sum(n for reason, n in totals.gave_up.items() if reason != "run_ended")
+    still_trying = totals.arrived - totals.completed - gave_up
+    return (
+        f"arrived {totals.arrived:,}  admitted {totals.admitted:,}"
+        f"  completed {totals.completed:,}  gave up {gave_up:,}  still trying {still_trying:,}"
+    )
+
+
+def _progress_errors(totals: RunTotals) -> str:
+    return (
+        f"5xx {totals.origin_errors:,}  timeouts {totals.origin_timeouts:,}"
+        f"  429 {totals.rate_limited:,}"
+    )
+
+
+def progress_line(
+    mode: str,
+    t: float,
+    totals: RunTotals,
+    *,
+    waiting: int,
+    origin_inflight: int,
+    origin_capacity: int | None,
+) -> str:
+    """One line per second while a run goes on: counts so far, and the origin right now."""
+    capacity = "?" if origin_capacity is None else f"{origin_capacity}"
+    return (
+        f"[{MODE_TITLES[mode]} {t:5.1f}s] {_progress_counts(totals)}  waiting {waiting:,}"
+        f" | origin {origin_inflight}/{capacity} in flight  {_progress_errors(totals)}"
+    )
+
+
+def final_progress_line(record: RunRecord, t: float) -> str:
+    """The last line, from the closed record: the same numbers the summary shows."""
+    capacity = record.meta.origin_capacity
+    return (
+        f"[{MODE_TITLES[record.meta.mode]} {t:5.1f}s] end: {_progress_counts(record.totals)}"
+        f" | origin peak {record.totals.peak_origin_inflight}/{capacity or '?'} in flight"
+        f"  {_progress_errors(record.totals)}"
+    )
 
 
 def _error_code(body: dict[str, Any]) -> str | None:

@@ -30,6 +30,8 @@ from typing import Any
 import orjson
 
 MODES = ("direct", "queued")
+# What people read: every human-facing label names a run by its title, never by its mode.
+MODE_TITLES = {"direct": "without Gelombang", "queued": "through Gelombang"}
 GIVE_UP_REASONS = ("balked", "reneged", "errors", "abandoned", "rejected", "run_ended")
 
 
@@ -142,7 +144,10 @@ class RunMeta:
     opens_at_s: float  # when the wave opened, seconds since the start of the run
     prequeue_s: float  # pre-queue window before opening
     admit_rate: float | None = None  # admissions/s (queued); None in direct mode
+    admit_burst: float | None = None  # admissions the bucket may release at once (queued)
     max_active: int | None = None  # concurrent admitted sessions allowed (0 = no limit)
+    session_ttl_s: float | None = None  # an admitted session not completed is freed after this
+    abandon_after_s: float | None = None  # a ticket not polled this long is skipped (queued)
     origin_capacity: int | None = None  # origin concurrent-request capacity
     quota: int | None = None  # registrations the wave accepts
     sample_every: int = 1  # registrants[] holds every k-th registrant (1 = all)
@@ -170,6 +175,7 @@ class RunTotals:
     requests: int = 0
     peak_origin_inflight: int = 0
     peak_queue_length: int = 0
+    peak_live_registrants: int | None = None  # most the live driver held at once (None: model)
 
     @classmethod
     def from_run(cls, series: TimeSeries, outcomes: list[RegistrantOutcome]) -> RunTotals:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import io
 import itertools
 import re
 import socket
@@ -22,6 +23,7 @@ import pytest
 from simulator.commands.demo import LocalStack
 from simulator.driver import DriverConfig, LiveResult, NotLoopback, admission_order, run_live
 from simulator.scenario import Scenario, scenario_from_dict
+from simulator.stats import summarise
 
 LAPTOP = Path(__file__).resolve().parent.parent / "simulator" / "scenarios" / "laptop.toml"
 CAPACITY = 12
@@ -62,16 +64,21 @@ def short_wave() -> Scenario:
     return scenario_from_dict(data, "test")
 
 
+LiveRuns = tuple[dict[str, LiveResult], dict[str, str]]  # results, progress printed, by mode
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LiveResult]]:
+def live_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRuns]:
     scenario = short_wave()
     root = tmp_path_factory.mktemp("live")
     results: dict[str, LiveResult] = {}
+    progress: dict[str, str] = {}
     with LocalStack(scenario, root / "state", root / "logs") as stack:
         for mode, origin_url, seconds in (
             ("direct", stack.direct_origin_url, DIRECT_S),
             ("queued", stack.protected_origin_url, QUEUED_S),
         ):
+            printed = io.StringIO()
             config = DriverConfig(
                 mode=mode,
                 origin_url=origin_url,
@@ -79,10 +86,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LiveRes
                 max_registrants=600,
                 max_seconds=seconds,
                 admin_token=stack.admin_token,
-                progress=None,
+                progress=printed,
             )
             results[mode] = asyncio.run(run_live(scenario, config))
-        yield results
+            progress[mode] = printed.getvalue()
+        yield results, progress
+
+
+@pytest.fixture(scope="module")
+def runs(live_runs: LiveRuns) -> dict[str, LiveResult]:
+    return live_runs[0]
 
 
 def test_without_a_waiting_room_the_origin_is_driven_past_capacity(
@@ -144,6 +157,46 @@ def test_post_opening_admission_order_matches_join_order(runs: dict[str, LiveRes
     joined = [a.joined_t for a in later]
     inversions = sum(1 for x, y in itertools.pairwise(joined) if y < x - 0.5)
     assert inversions == 0
+
+
+def test_the_last_progress_line_tells_the_summarys_numbers(live_runs: LiveRuns) -> None:
+    results, progress = live_runs
+    still_trying = 0
+    for mode, result in results.items():
+        lines = progress[mode].splitlines()
+        assert len(lines) >= 5, progress[mode]
+        title = {"direct": "without Gelombang", "queued": "through Gelombang"}[mode]
+        assert all(line.startswith(f"[{title} ") for line in lines)
+        assert [line for line in lines if "] end: " in line] == [lines[-1]]
+        shown = {
+            name: int(value.replace(",", ""))
+            for name, value in re.findall(
+                r"(arrived|admitted|completed|gave up|still trying|5xx|timeouts|429) ([\d,]+)",
+                lines[-1],
+            )
+        }
+        peak, capacity = re.findall(r"origin peak (\d+)/(\d+) in flight", lines[-1])[0]
+        summary = summarise(result.record)
+        assert shown == {
+            "arrived": summary["arrived"],
+            "admitted": summary["admitted"],
+            "completed": summary["completed"],
+            "gave up": summary["gave_up_errors"]
+            + summary["gave_up_balked_reneged"]
+            + summary["gave_up_other"],
+            "still trying": summary["still_trying_at_end"],
+            "5xx": summary["origin_errors"],
+            "timeouts": summary["origin_timeouts"],
+            "429": summary["rate_limited"],
+        }, lines[-1]
+        assert (int(peak), int(capacity)) == (
+            summary["peak_origin_inflight"],
+            summary["origin_capacity"],
+        )
+        assert summary["peak_live_registrants"] == result.stats.peak_live_registrants > 0
+        still_trying += summary["still_trying_at_end"]
+    # Registrants cut off by the end of the run are told apart from those who gave up.
+    assert still_trying > 0
 
 
 def test_non_loopback_targets_are_refused() -> None:

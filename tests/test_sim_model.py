@@ -12,8 +12,8 @@ import pytest
 from simulator.commands import plan
 from simulator.model import run_model
 from simulator.records import RunRecord
-from simulator.report import fairness, kendall_tau_b
 from simulator.scenario import Scenario, load_scenario
+from simulator.stats import fairness, kendall_tau_b
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -19,6 +24,8 @@ from simulator.flow import STEPS, FlowContext, oversized_photo, photo_pool, run_
 from simulator.origin import OriginConfig, create_app
 from simulator.origin.state import ORIGIN
 from simulator.registrants import Population
+
+from processes import GelombangProcess
 
 WAVE = "gelombang-test"
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
@@ -294,3 +301,95 @@ async def test_wrong_otp_attempts_are_limited(origin_client: ClientFactory) -> N
     assert statuses == [400] * 5 + [429]
     response = await client.post(f"{path}/verify", json={"code": sent["simulated_sms_code"]})
     assert response.status == 429  # still locked for this code; a new code is needed
+
+
+async def _send_part_and_hang_up(
+    port: int, path: str, content_type: str, body: bytes, *, wait_s: float, reset: bool
+) -> None:
+    """Announce twice the body it sends, send the first half, wait, hang up: a registrant
+    who closed the tab mid-upload (FIN) or whose phone dropped off the network (RST)."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {2 * len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    await asyncio.sleep(wait_s)
+    if reset:  # linger 0: close sends RST instead of FIN
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
+async def test_a_client_disconnecting_mid_request_is_one_info_line_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "origin.log"
+    # The real `gelombang origin` process: aiohttp's test server cancels handlers on
+    # disconnect, `web.run_app` (what the demo runs) does not.
+    with GelombangProcess(
+        ["origin", "--unprotected", "--seed", "1"], log, ready_path="/healthz"
+    ) as origin:
+        async with aiohttp.ClientSession() as session:
+            created = await session.post(origin.url + "/api/v1/accounts", json=account_body(1))
+            account = (await created.json())["account_id"]
+            boundary = "gelombang-test"
+            ktp_form = (
+                (
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="photo"; '
+                    'filename="ktp.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+                ).encode()
+                + b"\xff\xd8\xff"
+                + b"\0" * 4096
+            )
+            requests = [
+                ("/api/v1/accounts", "application/json", b'{"email": "orang@contoh.id", '),
+                (f"/api/v1/accounts/{account}/ktp", f"multipart/form-data; boundary={boundary}",
+                 ktp_form),
+            ]  # fmt: skip
+            # Gone before the handler reads, and while it reads; by FIN and by RST.
+            for wait_s, reset in ((0.0, False), (0.0, True), (0.2, False), (0.2, True)):
+                for path, content_type, body in requests:
+                    await _send_part_and_hang_up(
+                        origin.port, path, content_type, body, wait_s=wait_s, reset=reset
+                    )
+            for _ in range(100):  # up to 5 s for the origin to notice the last one
+                if origin.log_text().count("client disconnected") == 8:
+                    break
+                await asyncio.sleep(0.05)
+            metrics = await (await session.get(origin.url + "/metrics")).text()
+    lines = origin.log_text().splitlines()
+    disconnects = [line for line in lines if "client disconnected" in line]
+    assert len(disconnects) == 8, lines
+    for line, (path, _, _) in zip(disconnects, requests * 4, strict=True):
+        assert line.endswith(
+            f" INFO simulator.origin.errors client disconnected before the answer: POST {path}"
+        ), line
+    assert [line for line in lines if line not in disconnects and "INFO" not in line] == []
+    assert "Traceback" not in origin.log_text()
+    # Counted as the client's doing (4xx, nginx's 499), never as an origin error (5xx).
+    for step in ("account", "ktp"):
+        for status_class, expected in (("4xx", 4), ("5xx", 0)):
+            series = f'{{status_class="{status_class}",step="{step}"}}'
+            assert metric_value(metrics, "gelombang_origin_requests_total" + series) == expected
+
+
+async def test_a_json_body_arriving_in_pieces_is_read_whole(origin_client: ClientFactory) -> None:
+    client = await origin_client(create_app(OriginConfig(seed=4)))
+    assert client.port is not None
+    body = orjson.dumps(account_body(2))
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(
+        b"POST /api/v1/accounts HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:10]
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)  # a slow phone: the rest comes in a later packet
+    writer.write(body[10:])
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), timeout=3)
+    writer.close()
+    assert status_line.split()[1] == b"201"

@@ -219,7 +219,8 @@ def create_prequeue_wave(redis_url: str, origin_url: str, plan: DriverPlan) -> N
 
 def read_summary(text: str) -> dict[str, str]:
     """`gelombang simulate`'s summary table: a label, then each mode's value right-aligned
-    (at least two spaces apart; labels and values have single spaces only)."""
+    (at least two spaces apart; labels and values have single spaces only); counts carry
+    thousands separators."""
     rows: dict[str, str] = {}
     for line in text.splitlines():
         parts = re.split(r"\s{2,}", line.strip(), maxsplit=1)
@@ -230,7 +231,7 @@ def read_summary(text: str) -> dict[str, str]:
 
 def _count(summary: dict[str, str], label: str) -> int:
     try:
-        return int(summary[label])
+        return int(summary[label].replace(",", ""))
     except (KeyError, ValueError):
         raise RuntimeError(f"no {label!r} in the simulator's summary: {summary}") from None
 
@@ -257,10 +258,10 @@ def _simulate_command(
 
 def _driver_row(plan: DriverPlan, summary: dict[str, str], usage: ChildUsage, log: Path) -> Row:
     peak = _count(summary, "peak live registrants")
-    arrived = _count(summary, "registrants")
+    arrived = _count(summary, "arrived")
     requests = _count(summary, "requests sent")
     gave_up_errors = _count(summary, "gave up: errors")
-    rate_limited = _count(summary, "rate limited (429)")
+    rate_limited = _count(summary, "429 rate limited")
     # The driver logs a traceback when a registrant's task fails on a bug.
     exceptions = log.read_text(errors="replace").count("Traceback")
     return Row(

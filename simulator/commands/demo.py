@@ -204,7 +204,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simulator.commands.simulate import summary_table, write_outputs
+    from simulator.commands.simulate import summary_text, write_outputs
     from simulator.scenario import ScenarioError, load_scenario
 
     try:
@@ -228,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     say("all processes stopped")
     print()
-    print(summary_table(results, extra=fairness_rows(results)))
+    print(summary_text(results))
     print()
     write_outputs(out, results)
     say(f"report in {out}/")
@@ -255,8 +255,8 @@ def _run_both(
             f"capacity {scenario.origin.capacity} concurrent requests"
         )
         plans = [
-            ("direct", stack.direct_origin_url, "1/2 straight at the origin, no waiting room"),
-            ("queued", stack.protected_origin_url, "2/2 through Gelombang"),
+            ("direct", stack.direct_origin_url, "1/2 without Gelombang: straight at the origin"),
+            ("queued", stack.protected_origin_url, "2/2 through Gelombang: the waiting room"),
         ]
         for mode, origin_url, title in plans:
             say(f"run {title}")
@@ -280,20 +280,3 @@ def _printer() -> Any:
         print(f"[demo {time.monotonic() - started:5.1f}s] {message}", file=sys.stderr, flush=True)
 
     return say
-
-
-def fairness_rows(results: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """Join order against admission order after opening (queued run only)."""
-    from simulator.report import fairness
-
-    rows: dict[str, dict[str, str]] = {}
-    for mode, result in results.items():
-        tau, share = "-", "-"
-        if mode == "queued":
-            numbers = fairness(result.record)
-            if numbers["tau_b"] is not None:
-                tau = f"{numbers['tau_b']:.3f}"
-            if numbers["overtaken_pair_share"] is not None:
-                share = f"{100 * numbers['overtaken_pair_share']:.2f} %"
-        rows[mode] = {"fairness: Kendall tau-b": tau, "fairness: overtaken pairs": share}
-    return rows

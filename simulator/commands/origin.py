@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from queue_service.commands.serve import check_can_listen
     from simulator.origin import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         config = origin_config(args)
     except ValueError as exc:

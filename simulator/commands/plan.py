@@ -101,7 +101,7 @@ def clears_after(record: RunRecord, rate: float, clear_wait_s: float) -> tuple[f
 
 
 def _percentile(values: list[float], q: float) -> float | None:
-    from simulator.report import percentile
+    from simulator.stats import percentile
 
     return percentile(values, q)
 

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from simulator.records import MODES
+
 if TYPE_CHECKING:
     from simulator.driver import LiveResult
 
@@ -26,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mode",
         choices=["direct", "queued", "both"],
         default="both",
-        help="straight at the origin, through the queue, or both one after the other",
+        help="direct: without Gelombang, straight at the origin; queued: through Gelombang; "
+        "both: one after the other",
     )
     parser.add_argument("--origin-url", required=True, help="the origin (loopback only)")
     parser.add_argument("--queue-url", help="the queue service (loopback only; queued mode)")
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         results[config.mode] = uvloop.run(run_live(scenario, config))
     if args.out:
         write_outputs(args.out, results)
-    print(summary_table(results))
+    print(summary_text(results))
     return 0
 
 
@@ -95,61 +98,15 @@ def write_outputs(out: Path, results: dict[str, LiveResult]) -> None:
     except ImportError:
         print("(simulator.report is not available: run records only)", file=sys.stderr)
         return
-    records = [results[m].record for m in ("direct", "queued") if m in results]
+    records = [results[m].record for m in MODES if m in results]
     paths = report.write_report(records, out)
     for path in paths:
         print(f"wrote {path}", file=sys.stderr)
 
 
-def _other_give_ups(gave_up: dict[str, int]) -> int:
-    named = ("errors", "balked", "reneged", "run_ended")
-    return sum(v for k, v in gave_up.items() if k not in named)
+def summary_text(results: dict[str, LiveResult]) -> str:
+    """The terminal summary of the runs, in report order: the page's verdict and figures."""
+    from simulator.stats import summarise
+    from simulator.summary import render_text
 
-
-def summary_rows(result: LiveResult) -> dict[str, str]:
-    from simulator.report import percentile
-
-    record, stats = result.record, result.stats
-    totals = record.totals
-    waits = [o.wait_s for o in record.registrants if o.wait_s is not None]
-    capacity = record.meta.origin_capacity
-
-    def fmt(value: float | None) -> str:
-        return "-" if value is None else f"{value:.1f} s"
-
-    return {
-        "registrants": f"{totals.arrived}",
-        "registrations completed": f"{totals.completed}",
-        "origin 5xx errors": f"{totals.origin_errors}",
-        "origin timeouts": f"{totals.origin_timeouts}",
-        "origin peak in flight": f"{totals.peak_origin_inflight} / {capacity or '?'}",
-        "wait p50": fmt(percentile(waits, 0.5)),
-        "wait p95": fmt(percentile(waits, 0.95)),
-        "wait p99": fmt(percentile(waits, 0.99)),
-        "gave up: errors": f"{totals.gave_up.get('errors', 0)}",
-        "gave up: balked, reneged": (
-            f"{totals.gave_up.get('balked', 0) + totals.gave_up.get('reneged', 0)}"
-        ),
-        "gave up: other": f"{_other_give_ups(totals.gave_up)}",
-        "still trying at the end": f"{totals.gave_up.get('run_ended', 0)}",
-        "rate limited (429)": f"{totals.rate_limited}",
-        "requests sent": f"{totals.requests}",
-        "peak live registrants": f"{stats.peak_live_registrants}",
-    }
-
-
-def summary_table(
-    results: dict[str, LiveResult], extra: dict[str, dict[str, str]] | None = None
-) -> str:
-    columns = {mode: summary_rows(result) for mode, result in results.items()}
-    for mode, rows in (extra or {}).items():
-        columns.setdefault(mode, {}).update(rows)
-    titles = {"direct": "without Gelombang", "queued": "through Gelombang"}
-    labels = list(dict.fromkeys(label for rows in columns.values() for label in rows))
-    width = max(len(label) for label in labels) + 2
-    widths = {mode: max(len(titles.get(mode, mode)), 12) + 2 for mode in columns}
-    lines = ["".ljust(width) + "".join(titles.get(m, m).rjust(widths[m]) for m in columns)]
-    for label in labels:
-        cells = "".join(columns[m].get(label, "").rjust(widths[m]) for m in columns)
-        lines.append(label.ljust(width) + cells)
-    return "\n".join(lines)
+    return render_text([summarise(results[m].record) for m in MODES if m in results])

@@ -30,10 +30,13 @@ def _json(status: int, body: dict[str, Any]) -> web.Response:
 async def _read_json(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
         raise InvalidSubmission("body_too_large", "The request body is too large.", 413)
-    raw = await request.content.read(MAX_JSON_BYTES + 1)
-    if len(raw) > MAX_JSON_BYTES:
-        raise InvalidSubmission("body_too_large", "The request body is too large.", 413)
-    body = orjson.loads(raw or b"{}")
+    # `read(n)` returns what has arrived so far, not n bytes: read to the end of the body.
+    raw = bytearray()
+    while chunk := await request.content.read(MAX_JSON_BYTES + 1 - len(raw)):
+        raw += chunk
+        if len(raw) > MAX_JSON_BYTES:
+            raise InvalidSubmission("body_too_large", "The request body is too large.", 413)
+    body = orjson.loads(bytes(raw) or b"{}")
     if not isinstance(body, dict):
         raise InvalidSubmission("invalid_json", "The body must be a JSON object.")
     return body
