@@ -84,17 +84,15 @@ def route_label(path: str) -> str:
 
 
 def shed_response() -> web.Response:
-    """503 + Retry-After, and the connection closed: a client hammering on a kept-alive
-    connection must come back through the listen queue, which the kernel bounds."""
+    """503 + Retry-After. The connection stays open: open connections are bounded anyway
+    (http_server.py), and a polite client that reconnected would wait in the listen queue."""
     metrics.shed_requests.inc()
-    response = error_response(
+    return error_response(
         503,
         "overloaded",
         "The queue is very busy right now; your place is safe. Please retry shortly.",
         retry_after_s=SHED_RETRY_AFTER_S,
     )
-    response.force_close()
-    return response
 
 
 def endpoint(
@@ -110,8 +108,11 @@ def endpoint(
     observed under `route`. One coroutine around the handler, no more: this runs on every
     status poll."""
 
+    inflight = 0  # this route's requests in flight
+
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        if sheddable and not guard.admits():
+        nonlocal inflight
+        if sheddable and not guard.admits(inflight):
             guard.shed += 1
             return shed_response()  # before anything else is done or read
         incoming = request.headers.get("X-Request-Id")
@@ -121,6 +122,7 @@ def endpoint(
         status = 500
         response: web.StreamResponse
         guard.inflight += 1
+        inflight += 1
         try:
             try:
                 length = request.content_length
@@ -157,6 +159,7 @@ def endpoint(
             return response
         finally:
             guard.inflight -= 1
+            inflight -= 1
             method = request.method if request.method in METHOD_LABELS else "other"
             _duration_series(route, method, f"{status // 100}xx").observe(
                 time.perf_counter() - started

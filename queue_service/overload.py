@@ -3,8 +3,10 @@ queueing work until every answer is late (a slow collapse that takes the healthy
 with it).
 
 Two signals, both per process:
-- requests in flight (inside a handler: reading a body, waiting for a Redis batch) above
-  `max_inflight`: the process is waiting on something slower than its arrivals;
+- requests of one route in flight (inside its handler: reading a body, waiting for a Redis
+  batch) above `max_inflight`: the process is waiting on something slower than their arrivals.
+  Counted per route, so a flood of joins waiting on Redis never sheds the status polls of
+  people already in line, which are answered without waiting;
 - event-loop lag above `max_lag_s`: the process is out of CPU, every request waits its turn.
 A shed request costs microseconds: it is refused before its body is read and before any
 handler runs. `/readyz` reports saturation (503 "saturated") before shedding starts, so a load
@@ -26,13 +28,14 @@ class OverloadGuard:
     max_inflight: int
     max_lag_s: float
     inflight: int = 0
+    """Requests in flight, every route together (readiness)."""
     lag_s: float = 0.0
     """The latest event-loop lag the monitor measured (loop_lag.py)."""
     shed: int = 0
 
-    def admits(self) -> bool:
-        """Whether a new request may start now."""
-        return self.inflight < self.max_inflight and self.lag_s < self.max_lag_s
+    def admits(self, route_inflight: int) -> bool:
+        """Whether a new request of a route with `route_inflight` in flight may start now."""
+        return route_inflight < self.max_inflight and self.lag_s < self.max_lag_s
 
     @property
     def saturated(self) -> bool:

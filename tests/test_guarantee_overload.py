@@ -1,0 +1,142 @@
+"""Guarantee 12: beyond a bounded number of requests in flight (and of open connections), a
+process answers a fast 503 + Retry-After instead of collapsing slowly: the requests it takes
+stay fast, /readyz says it is saturated, and its memory stays bounded. Loopback only,
+bounded in time; the flood is wrk, the measurements a separate client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import aiohttp
+import psutil
+import pytest
+
+from loadtests.bench.wrk import LUA_DIR
+
+from processes import ServeProcess
+from support import ADMIN, ORIGIN
+from tools import require_tool
+
+pytestmark = pytest.mark.slow
+
+MAX_CONNECTIONS = 300
+MAX_INFLIGHT = 128
+FLOOD_CONNECTIONS = 1500  # five times what the process keeps open
+FLOOD_S = 8
+ACCEPTED_P99_S = 0.25
+MAX_RSS_BYTES = 300 * 2**20
+
+
+async def probe(
+    http: aiohttp.ClientSession, url: str, ticket: str, until: float
+) -> dict[str, object]:
+    """A polite client on its own keep-alive connection, opened before the flood: a status
+    poll and a join every 50 ms; the latency of every answer the process took (2xx), and every
+    refusal. (A client connecting during the flood waits in the kernel's listen queue first.)"""
+    latencies: list[float] = []
+    refusals: list[tuple[int, str | None, str]] = []
+    readiness: list[str] = []
+    n = 0
+    while time.monotonic() < until:
+        n += 1
+        for method, path, kwargs in (
+            ("GET", "/api/v1/waves/w/status", {"headers": {"X-Queue-Ticket": ticket}}),
+            ("POST", "/api/v1/waves/w/join", {"json": {"registrant": f"probe-{n}"}}),
+        ):
+            started = time.monotonic()
+            try:
+                async with http.request(method, url + path, **kwargs) as response:
+                    body = await response.read()
+                    if response.status < 300:
+                        latencies.append(time.monotonic() - started)
+                    else:
+                        code = json.loads(body)["error"]["code"]
+                        refusals.append(
+                            (response.status, response.headers.get("Retry-After"), code)
+                        )
+            except (aiohttp.ClientError, TimeoutError):
+                refusals.append((0, None, "connection"))
+        async with http.get(url + "/readyz") as response:
+            readiness.append((await response.json()).get("status", "error"))
+        await asyncio.sleep(0.05)
+    return {"latencies": sorted(latencies), "refusals": refusals, "readiness": readiness}
+
+
+async def extra_connections(url: str, count: int) -> list[tuple[int, str | None, str]]:
+    """`count` new clients while the process is full: each is refused fast, in the JSON shape."""
+
+    async def one() -> tuple[int, str | None, str]:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            try:
+                async with http.get(url + "/api/v1/waves/w") as response:
+                    body = await response.json()
+                    code = body.get("error", {}).get("code", "") if response.status >= 300 else ""
+                    return response.status, response.headers.get("Retry-After"), code
+            except (aiohttp.ClientError, TimeoutError):
+                return 0, None, "connection"
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def test_a_flood_is_shed_fast_while_accepted_requests_stay_fast(tmp_path: Path) -> None:
+    wrk = require_tool("wrk", package="wrk")
+    env = {
+        "GELOMBANG_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+        "GELOMBANG_MAX_INFLIGHT": str(MAX_INFLIGHT),
+    }
+    polite = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=1), timeout=aiohttp.ClientTimeout(total=10)
+    )
+    with ServeProcess("", tmp_path / "state", env=env) as serve:
+        async with aiohttp.ClientSession(serve.url) as http:
+            now = time.time()
+            wave = {"opens_at": now - 5, "closes_at": now + 600, "admit_rate": 0.01,
+                    "origin_url": ORIGIN}  # fmt: skip
+            async with http.put("/admin/v1/waves/w", json=wave, headers=ADMIN) as r:
+                assert r.status == 201
+        async with polite.post(serve.url + "/api/v1/waves/w/join", json={"registrant": "p"}) as r:
+            ticket = (await r.json())["ticket"]  # and the polite client's connection is open
+        await asyncio.sleep(1.2)  # the admission loop has a copy of the wave
+        path = "/api/v1/waves/w/join"
+        flood = await asyncio.create_subprocess_exec(
+            wrk, "-t2", f"-c{FLOOD_CONNECTIONS}", f"-d{FLOOD_S}s", "--timeout", "10s",
+            "-s", str(LUA_DIR / "join.lua"), serve.url + path, "--", path, "flood",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            await asyncio.sleep(1.5)  # the flood is at full strength
+            until = time.monotonic() + FLOOD_S - 3
+            measured = asyncio.create_task(probe(polite, serve.url, ticket, until))
+            refused_at_the_door = await extra_connections(serve.url, 100)
+            result = await measured
+            rss = psutil.Process(serve.pid).memory_info().rss
+            raw, _ = await asyncio.wait_for(flood.communicate(), FLOOD_S + 30)
+            out = raw.decode()
+        finally:
+            await polite.close()
+            if flood.returncode is None:
+                flood.kill()
+                await flood.wait()
+        async with aiohttp.ClientSession() as http, http.get(serve.url + "/metrics") as r:
+            exposition = await r.text()
+
+    latencies = result["latencies"]
+    assert isinstance(latencies, list) and len(latencies) >= 15, result
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    assert p99 < ACCEPTED_P99_S, f"accepted requests' p99 {p99 * 1000:.0f} ms"
+    # the flood was refused, fast and as documented: 503 overloaded with Retry-After
+    assert "Non-2xx or 3xx responses" in out, out
+    shed = [line for line in exposition.splitlines() if line.startswith("gelombang_shed_")]
+    assert any(float(line.split()[-1]) > 0 for line in shed), shed
+    # a newcomer is served or refused at once in the JSON shape, never left hanging
+    for status, retry, code in refused_at_the_door:
+        assert status == 200 or (status == 503 and retry and code == "overloaded"), status
+    assert any(line.startswith("gelombang_shed_connections_total") and float(line.split()[-1]) > 0
+               for line in shed), shed  # fmt: skip
+    for status, retry, code in result["refusals"]:  # type: ignore[attr-defined]
+        assert status == 503 and retry and code == "overloaded", (status, code)
+    assert "saturated" in result["readiness"], result["readiness"]  # type: ignore[operator]
+    assert rss < MAX_RSS_BYTES, rss
