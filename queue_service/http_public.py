@@ -21,6 +21,8 @@ from queue_service.errors import (
 )
 from queue_service.net import client_ip, forwarded_https
 from queue_service.overload import SHED_RETRY_AFTER_S
+from queue_service.waiting_page import etag, language
+from queue_service.waiting_page import render as render_page
 from queue_service.waves import validate_wave_id
 
 TICKET_COOKIE = "gelombang_ticket"
@@ -105,12 +107,16 @@ async def join(request: web.Request) -> web.Response:
     wave = _wave(request)
     body = await read_json_object(request)
     result = await request.app[SERVICE].join(wave, body, _ip(request), presented_ticket(request))
-    headers = {**NO_STORE, "Set-Cookie": _ticket_cookie(wave, result.ticket, _secure(request))}
-    return json_response(
+    response = json_response(
         {**result.view, "ticket": result.ticket},
         status=201 if result.created else 200,
-        headers=headers,
+        headers=NO_STORE,
     )
+    secure = _secure(request)
+    # one for the API, one for the waiting page (its server-side render reads it)
+    for path in (f"/api/v1/waves/{wave}", f"/w/{wave}"):
+        response.headers.add("Set-Cookie", _ticket_cookie(path, result.ticket, secure))
+    return response
 
 
 def _secure(request: web.Request) -> bool:
@@ -118,13 +124,13 @@ def _secure(request: web.Request) -> bool:
     return request.secure or forwarded_https(request, request.app[SETTINGS].trusted_networks)
 
 
-def _ticket_cookie(wave: str, ticket: str, secure: bool) -> str:
+def _ticket_cookie(path: str, ticket: str, secure: bool) -> str:
     """The Set-Cookie value `response.set_cookie(...)` would write, built directly: the
     http.cookies machinery was ~5% of a join's CPU in the profile. Safe without quoting:
     tickets are digits, '.' and url-safe base64, wave ids are [a-z0-9_-]."""
     cookie = (
         f"{TICKET_COOKIE}={ticket}; HttpOnly; Max-Age={TICKET_COOKIE_MAX_AGE_S}; "
-        f"Path=/api/v1/waves/{wave}; SameSite=Lax"
+        f"Path={path}; SameSite=Lax"
     )
     return cookie + "; Secure" if secure else cookie
 
@@ -139,7 +145,8 @@ async def leave(request: web.Request) -> web.Response:
     wave = _wave(request)
     await request.app[SERVICE].leave(wave, _ticket(request))
     response = web.Response(status=204)
-    response.del_cookie(TICKET_COOKIE, path=f"/api/v1/waves/{wave}")
+    for path in (f"/api/v1/waves/{wave}", f"/w/{wave}"):
+        response.del_cookie(TICKET_COOKIE, path=path)
     return response
 
 
@@ -193,21 +200,34 @@ def _static_text(name: str) -> str:
     return (resources.files("queue_service") / "static" / name).read_text(encoding="utf-8")
 
 
+PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Vary": "Accept-Language, Cookie",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
+    "style-src 'unsafe-inline'; img-src 'self' data:; worker-src blob:; "
+    "frame-ancestors 'none'",
+}
+
+
 async def waiting_page(request: web.Request) -> web.Response:
+    """The page, rendered with the state of the ticket in its cookie (waiting_page.py);
+    unchanged since the last visit: 304."""
     wave = _wave(request)
-    await request.app[SERVICE].registry.get(wave)  # unknown wave: 404
-    html = _static_text("waiting.html").replace("__WAVE_ID_JSON__", orjson.dumps(wave).decode())
-    response = web.Response(
-        text=html,
-        content_type="text/html",
-        charset="utf-8",
-        headers={
-            "Cache-Control": "no-cache",
-            "X-Frame-Options": "DENY",
-            "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
-            "style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
-        },
-    )
+    service = request.app[SERVICE]
+    info = await service.info(wave)  # unknown wave: 404
+    view = None
+    ticket = request.cookies.get(TICKET_COOKIE)
+    if ticket:
+        try:
+            view = await service.status(wave, ticket, _ip(request))  # counts as a poll
+        except ApiError:
+            view = None  # the script will join or wait as it does without the server's answer
+    body = render_page(wave, info, view, language(request.headers.get("Accept-Language", "")))
+    headers = {**PAGE_HEADERS, "ETag": etag(body)}
+    if request.headers.get("If-None-Match") == headers["ETag"]:
+        return web.Response(status=304, headers=headers)
+    response = web.Response(text=body, content_type="text/html", charset="utf-8", headers=headers)
     response.enable_compression()  # 22 KB -> 8 KB: it matters on 2G
     return response
 

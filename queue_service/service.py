@@ -375,8 +375,9 @@ class QueueService:
         admitted_ms: int,
         subject: str,
         *,
-        paused: bool = False,
+        paused: bool | None = None,
     ) -> TicketView:
+        """`paused`: the wave's state as the answer's script saw it (None: the process's copy)."""
         now = self.clock.now()
         if state == TicketState.WAITING:
             view = waiting_view(runtime, max(0, ahead), now, paused=paused)

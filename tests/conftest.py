@@ -86,6 +86,7 @@ def make_settings(redis_url: str, state_dir: Path) -> Callable[..., Settings]:
             "log_format": "text",
             "rate_limits": RateLimitRules(enabled=False),
             "redis_timeout_s": 5.0,  # a loaded CI machine is slow; the fault tests set their own
+            "max_lag_s": 30.0,  # nor may its lag make the app shed (the overload test's subject)
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

@@ -145,11 +145,16 @@ async def open_tab(
     height: int = 915,
     mobile: bool = True,
     locale: str | None = None,
+    javascript: bool = True,
 ) -> Tab:
     """A fresh tab with a phone-sized viewport by default. `locale` (e.g. "id-ID") sets
-    navigator.language, Accept-Language and Intl formatting."""
+    navigator.language, Accept-Language and Intl formatting; `javascript=False` is a phone
+    with scripts off."""
     context = await browser.new_context(
-        viewport={"width": width, "height": height}, is_mobile=mobile, locale=locale
+        viewport={"width": width, "height": height},
+        is_mobile=mobile,
+        locale=locale,
+        java_script_enabled=javascript,
     )
     context.set_default_timeout(TIMEOUT_MS)
     tab = Tab(await context.new_page())

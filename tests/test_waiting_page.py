@@ -69,6 +69,8 @@ def in_state(state: str) -> str:
 
 
 WAITING = in_state("waiting")
+# The fixture's wave is paused, so people wait in line and nobody is admitted until a test says.
+IN_LINE = in_state("paused")
 
 
 @dataclass
@@ -154,7 +156,11 @@ async def origin() -> AsyncIterator[Origin]:
 async def service(redis_url: str, state_dir: Path, origin: Origin) -> AsyncIterator[Service]:
     """The real queue service in-process, with a paused wave that has people ahead, so the
     page's registrant waits until the test admits everyone."""
-    settings = Settings(redis_url=redis_url, admin_token=ADMIN_TOKEN, state_dir=state_dir)
+    # the service shares its event loop with the test and the browser driver: a loaded
+    # machine's lag must not make it shed the page's requests (tests/test_guarantee_overload.py)
+    settings = Settings(
+        redis_url=redis_url, admin_token=ADMIN_TOKEN, state_dir=state_dir, max_lag_s=30.0
+    )
     app = create_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=5.0)
     await runner.setup()
@@ -217,18 +223,26 @@ def assert_no_page_errors(page: Tab, expected: tuple[int, ...] = (401,)) -> None
 async def test_waiting_page_shows_position_and_eta_in_indonesian_then_english(
     service: Service, browser: Browser
 ) -> None:
-    await service.put_wave(admit_rate=0.05)  # 5 ahead → about 2 minutes: an ETA in minutes
     page = await open_page(browser, service.page_url(), "id-ID")
-    await wait_for(page, WAITING)
+    await wait_for(page, IN_LINE)
     shown = await snapshot(page)
     assert shown["lang"] == "id"
     assert shown["title"] == TITLE
-    assert shown["badge"] == "Menunggu"
+    assert shown["badge"] == "Dijeda"  # paused: the place is kept, no ETA counts down
     assert shown["position"] == str(OTHERS_AHEAD + 1)
     assert shown["ahead"] == str(OTHERS_AHEAD)
-    assert re.fullmatch(r"± \d+ menit", shown["eta"]), shown["eta"]
+    assert shown["eta"] == "dijeda" and "dijeda sementara" in shown["message"]
+
+    await service.put_wave(admit_rate=0.05)  # 5 ahead -> about 2 minutes: an ETA in minutes
+    await service.control("resume")
+    await wait_for(page, WAITING, timeout_s=20)
+    shown = await snapshot(page)
+    assert shown["badge"] == "Menunggu"
+    position = int(shown["position"])
+    assert position <= OTHERS_AHEAD + 1 and shown["ahead"] == str(position - 1)
+    assert re.fullmatch(r"± \d+ menit", shown["eta"]), shown["eta"]  # counts down locally
     assert shown["updated"] != "—"
-    assert f"Posisi Anda {OTHERS_AHEAD + 1}." in shown["live"]  # for screen readers
+    assert f"Posisi Anda {position}." in shown["live"]  # for screen readers
     assert shown["scrollWidth"] <= PHONE_WIDTH
     # What the phone's screen shows, as pixels: the whole page is one phone wide.
     assert png_size(await page.page.screenshot()) == (PHONE_WIDTH, PHONE_HEIGHT)
@@ -238,8 +252,8 @@ async def test_waiting_page_shows_position_and_eta_in_indonesian_then_english(
     shown = await snapshot(page)
     assert shown["lang"] == "en"
     assert shown["badge"] == "Waiting"
-    assert shown["position"] == str(OTHERS_AHEAD + 1)
-    assert re.fullmatch(r"about \d+ minutes", shown["eta"]), shown["eta"]
+    assert shown["position"] == str(position)
+    assert re.fullmatch(r"about (1 minute|\d+ minutes)", shown["eta"]), shown["eta"]
     assert await page.page.evaluate("document.body.innerText.includes('Your position')")
     assert shown["scrollWidth"] <= PHONE_WIDTH
 
@@ -249,7 +263,8 @@ async def test_waiting_page_shows_position_and_eta_in_indonesian_then_english(
     assert_no_page_errors(page)
 
 
-PAGE_BUDGET_BYTES = 24_000  # one round trip or two on 2G; gzip brings it to about 8 KB
+PAGE_BUDGET_BYTES = 32_000  # both languages' texts inlined, no other request needed
+WIRE_BUDGET_BYTES = 12_000  # gzip: a few round trips on 2G
 
 
 async def test_page_is_small_self_contained_and_talks_only_to_its_own_service(
@@ -260,11 +275,17 @@ async def test_page_is_small_self_contained_and_talks_only_to_its_own_service(
         assert resp.content_type == "text/html"
         html = await resp.read()
     assert len(html) < PAGE_BUDGET_BYTES
+    async with (
+        aiohttp.ClientSession(auto_decompress=False) as raw,
+        raw.get(service.page_url(), headers={"Accept-Encoding": "gzip"}) as resp,
+    ):
+        assert resp.headers["Content-Encoding"] == "gzip"
+        assert len(await resp.read()) < WIRE_BUDGET_BYTES
     assert f"const WAVE = {json.dumps(WAVE)};".encode() in html  # the wave id substituted
     assert b"__WAVE_ID_JSON__" not in html
 
     page = await open_page(browser, service.page_url(), "id-ID")
-    await wait_for(page, WAITING)
+    await wait_for(page, IN_LINE)
     urls = [e.url for e in page.exchanges if not e.url.startswith("data:")]
     assert urls and all(url.startswith(service.base + "/") for url in urls), urls
     assert_no_page_errors(page)
@@ -276,7 +297,7 @@ async def test_default_language_follows_the_browser_with_indonesian_as_fallback(
     expected = {"en-US": "en", "ms-MY": "id", "fr-FR": "id"}
     for locale, lang in expected.items():
         page = await open_page(browser, service.page_url(f"?registrant=lang-{locale}"), locale)
-        await wait_for(page, WAITING)
+        await wait_for(page, IN_LINE)
         assert (await snapshot(page))["lang"] == lang, locale
         assert_no_page_errors(page)
         await page.close()
@@ -286,7 +307,7 @@ async def test_reload_keeps_the_same_ticket_and_never_a_worse_place(
     service: Service, browser: Browser
 ) -> None:
     page = await open_page(browser, service.page_url(), "id-ID")
-    await wait_for(page, WAITING)
+    await wait_for(page, IN_LINE)
     before = await snapshot(page)
     status_url = f"{service.base}/api/v1/waves/{WAVE}/status"
     cookies = await page.context.cookies(status_url)
@@ -295,7 +316,7 @@ async def test_reload_keeps_the_same_ticket_and_never_a_worse_place(
 
     for _ in range(2):
         await page.page.reload()
-        await wait_for(page, WAITING)
+        await wait_for(page, IN_LINE)
         after = await snapshot(page)
         assert int(after["position"]) <= int(before["position"])
         again = await page.context.cookies(status_url)
@@ -306,7 +327,7 @@ async def test_reload_keeps_the_same_ticket_and_never_a_worse_place(
 
 async def test_a_lost_cookie_does_not_lose_the_place(service: Service, browser: Browser) -> None:
     page = await open_page(browser, service.page_url(), "id-ID")
-    await wait_for(page, WAITING)
+    await wait_for(page, IN_LINE)
     position = (await snapshot(page))["position"]
     joins = [e for e in page.exchanges if e.url.endswith("/join")]
     assert [e.status for e in joins] == [201]
@@ -318,7 +339,7 @@ async def test_a_lost_cookie_does_not_lose_the_place(service: Service, browser: 
 
     await page.context.clear_cookies()
     await page.page.reload()  # no cookie: the ticket kept on the phone proves the place
-    await wait_for(page, WAITING)
+    await wait_for(page, IN_LINE)
     joins = [e for e in page.exchanges if e.url.endswith("/join")]
     assert [e.status for e in joins] == [201]  # no second join: the place was never lost
     assert (await snapshot(page))["position"] == position
@@ -330,13 +351,13 @@ async def test_lost_connection_shows_reconnecting_and_keeps_the_place(
     service: Service, browser: Browser
 ) -> None:
     page = await open_page(browser, service.page_url(), "en-US")
-    await wait_for(page, WAITING)
+    await wait_for(page, IN_LINE)
     position = (await snapshot(page))["position"]
 
     await page.context.set_offline(True)
     await wait_for(page, "document.getElementById('net').textContent.includes('Reconnecting')")
     offline = await snapshot(page)
-    assert offline["state"] == "waiting"
+    assert offline["state"] == "paused"
     assert offline["position"] == position  # the place stays on screen
 
     await page.context.set_offline(False)
@@ -350,7 +371,7 @@ async def test_admission_shows_the_admitted_state_and_redirects_with_a_valid_tok
     service: Service, browser: Browser
 ) -> None:
     page = await open_page(browser, service.page_url(), "id-ID")
-    await wait_for(page, WAITING)
+    await wait_for(page, IN_LINE)
     start = (await snapshot(page))["progress"]
     status_url = f"{service.base}/api/v1/waves/{WAVE}/status"
     cookies = await page.context.cookies(status_url)
@@ -389,7 +410,7 @@ async def test_leave_gives_the_place_up_and_a_reload_does_not_rejoin(
     service: Service, browser: Browser
 ) -> None:
     page = await open_page(browser, service.page_url("?registrant=nik-3174051203900001"), "id-ID")
-    await wait_for(page, WAITING)
+    await wait_for(page, IN_LINE)
     assert (await service.counts())["waiting"] == OTHERS_AHEAD + 1
 
     await page.page.click("#leave")
@@ -406,7 +427,7 @@ async def test_leave_gives_the_place_up_and_a_reload_does_not_rejoin(
     assert await service.counts() == after_leave  # the reload did not quietly rejoin
 
     await page.page.click("#retry")  # joining again puts the person at the back, behind the others
-    await wait_for(page, WAITING)
+    await wait_for(page, IN_LINE)
     assert int((await snapshot(page))["position"]) > OTHERS_AHEAD
     assert_no_page_errors(page)
 
@@ -449,7 +470,7 @@ async def test_a_closed_or_full_wave_is_shown_and_polling_stops(
     service: Service, browser: Browser, ending: str
 ) -> None:
     page = await open_page(browser, service.page_url(), "en-US")
-    await wait_for(page, WAITING)
+    await wait_for(page, IN_LINE)
 
     if ending == "closed":
         await service.control("close")
@@ -473,12 +494,12 @@ async def test_rate_limited_page_honours_retry_after_and_keeps_the_place(
     limits = {"status_per_ticket": {"rate_per_s": 1 / 3, "burst": 2}}
     await service.put_wave(rate_limits=limits)
     page = await open_page(browser, service.page_url(), "en-US")
-    await wait_for(page, WAITING)
+    await wait_for(page, IN_LINE)
     position = (await snapshot(page))["position"]
 
     await wait_for(page, "document.getElementById('net').textContent.includes('busy')")
     shown = await snapshot(page)
-    assert shown["state"] == "waiting" and shown["position"] == position
+    assert shown["state"] == "paused" and shown["position"] == position
     await wait_for(page, "document.getElementById('net').textContent === ''", timeout_s=15)
 
     polls = status_requests(page)
@@ -501,3 +522,215 @@ async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
 
 def status_requests(page: Tab) -> list[Exchange]:
     return [e for e in page.exchanges if e.url.endswith("/status") and e.method == "GET"]
+
+
+# -- every state told truthfully ------------------------------------------------------------
+
+
+async def join_as(service: Service, registrant: str, wave: str = WAVE) -> dict[str, Any]:
+    async with service.http.post(
+        f"{service.base}/api/v1/waves/{wave}/join", json={"registrant": registrant}
+    ) as resp:
+        assert resp.status in (200, 201), await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+async def poll_as(service: Service, ticket: str, wave: str = WAVE) -> dict[str, Any]:
+    async with service.http.get(
+        f"{service.base}/api/v1/waves/{wave}/status", headers={"X-Queue-Ticket": ticket}
+    ) as resp:
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+async def test_a_completed_registration_is_a_final_screen_without_a_rejoin_button(
+    service: Service, browser: Browser
+) -> None:
+    page = await open_page(browser, service.page_url("?registrant=done-1"), "id-ID")
+    await wait_for(page, IN_LINE)
+    ticket = await page.page.evaluate(f"localStorage.getItem('gelombang.{WAVE}.ticket')")
+    # admitted, the registration finished elsewhere (the origin completed the session)
+    await service.admit_everyone()
+    token = None
+    for _ in range(100):
+        token = (await poll_as(service, ticket)).get("token")
+        if token:
+            break
+        await asyncio.sleep(0.1)
+    assert token
+    async with service.http.post(
+        f"{service.base}/api/v1/waves/{WAVE}/complete",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as resp:
+        assert resp.status == 204
+    page = await open_page(browser, service.page_url("?registrant=done-1"), "id-ID")
+    await page.page.evaluate(
+        f"localStorage.setItem('gelombang.{WAVE}.ticket', {json.dumps(ticket)})"
+    )
+    await page.page.reload()
+    await wait_for(page, in_state("completed"))
+    shown = await snapshot(page)
+    assert shown["badge"] == "Selesai" and "sudah selesai" in shown["message"]
+    hidden = "['retry','leave','go'].every(id => document.getElementById(id).hidden)"
+    assert await page.page.evaluate(hidden), "a final screen offers no way to queue again"
+    await page.page.evaluate("new Promise(r => setTimeout(r, 1500))")
+    polls = len(status_requests(page))
+    await page.page.evaluate("new Promise(r => setTimeout(r, 1500))")
+    assert len(status_requests(page)) == polls  # and it stopped polling
+    assert_no_page_errors(page, expected=(401, 409))  # 409: already_completed on the first load
+
+
+async def test_an_expired_place_offers_a_working_join_at_the_back(
+    service: Service, browser: Browser
+) -> None:
+    page = await open_page(browser, service.page_url("?registrant=lapsed-1"), "en-US")
+    await wait_for(page, IN_LINE)
+    ticket = await page.page.evaluate(f"localStorage.getItem('gelombang.{WAVE}.ticket')")
+    async with service.http.post(
+        f"{service.base}/api/v1/waves/{WAVE}/leave", headers={"X-Queue-Ticket": ticket}
+    ) as resp:  # the place lapses (here: given up from another tab)
+        assert resp.status == 204
+    await service.join_others(0)
+    await wait_for(page, in_state("expired"), timeout_s=15)
+    shown = await snapshot(page)
+    assert "at the back" in shown["message"]
+    await page.page.click("#retry")
+    await wait_for(page, IN_LINE)
+    # a new place at the back: behind the others and behind its own old, given-up ticket
+    # (a position counts tickets ahead that left until admission passes them: an upper bound)
+    assert int((await snapshot(page))["position"]) == OTHERS_AHEAD + 2
+    assert_no_page_errors(page)
+
+
+async def test_the_page_says_honestly_when_the_close_comes_before_the_holders_turn(
+    service: Service, browser: Browser
+) -> None:
+    await service.put_wave(closes_at=time.time() + 120, admit_rate=0.01)
+    await service.control("resume")
+    page = await open_page(browser, service.page_url(), "en-US")
+    await wait_for(page, in_state("closing"))
+    shown = await snapshot(page)
+    assert shown["badge"] == "Closing soon"
+    assert shown["message"].startswith("By the current estimate this wave closes (")
+    assert "You keep your place" in shown["message"] and shown["position"] != "—"
+    assert_no_page_errors(page)
+
+
+async def test_a_place_held_in_another_browser_is_not_handed_over(
+    service: Service, browser: Browser
+) -> None:
+    first = await open_page(browser, service.page_url("?registrant=3174051203900001"), "en-US")
+    await wait_for(first, IN_LINE)
+    second = await open_page(browser, service.page_url("?registrant=3174051203900001"), "en-US")
+    await wait_for(second, in_state("elsewhere"))
+    assert "another browser or on another device" in (await snapshot(second))["message"]
+    assert (
+        await second.page.evaluate(f"localStorage.getItem('gelombang.{WAVE}.ticket')") is None
+    )  # nothing of the first browser's place reached the second
+    assert_no_page_errors(second, expected=(409,))
+
+
+async def test_without_javascript_the_page_shows_the_real_state_and_refreshes_itself(
+    service: Service, browser: Browser
+) -> None:
+    joined = await join_as(service, "no-js-1")
+    tab = await open_tab(browser, width=PHONE_WIDTH, height=PHONE_HEIGHT, locale="id-ID",
+                         javascript=False)  # fmt: skip
+    await tab.context.add_cookies(
+        [{"name": "gelombang_ticket", "value": joined["ticket"], "url": service.page_url()}]
+    )
+    await tab.page.goto(service.page_url())
+    notice = tab.page.locator(".nojs")
+    assert await notice.is_visible()
+    box = await notice.bounding_box()
+    assert box is not None and box["y"] + box["height"] < PHONE_HEIGHT / 3  # at the top
+    assert "Aktifkan JavaScript" in await notice.text_content()
+    assert await tab.page.text_content("#state") == "Dijeda"
+    assert await tab.page.text_content("#position") == str(OTHERS_AHEAD + 1)
+    async with service.http.get(
+        service.page_url(), cookies={"gelombang_ticket": joined["ticket"]}
+    ) as resp:
+        html = await resp.text()
+        tag = resp.headers["ETag"]
+    view = await poll_as(service, joined["ticket"])
+    seconds = max(5, view["poll_after_ms"] // 1000)
+    assert f'<meta http-equiv="refresh" content="{seconds}">' in html
+    # unchanged since the last visit: nothing is sent again
+    async with service.http.get(
+        service.page_url(),
+        cookies={"gelombang_ticket": joined["ticket"]},
+        headers={"If-None-Match": tag},
+    ) as resp:
+        assert resp.status == 304 and await resp.read() == b""
+    await tab.close()
+
+
+async def test_the_servers_render_and_the_script_say_the_same(
+    service: Service, browser: Browser
+) -> None:
+    """The first paint (the server's texts, eta_text in Python) and the script's own render
+    of the same answer agree, in both languages: one table of texts, one way of writing a
+    wait."""
+    await service.put_wave(admit_rate=0.002)  # a wait of about an hour
+    await service.control("resume")
+    joined = await join_as(service, "same-1")
+    for locale, lang in (("id-ID", "id"), ("en-US", "en")):
+        page = await open_page(browser, service.page_url(), locale)
+        await page.context.add_cookies(
+            [{"name": "gelombang_ticket", "value": joined["ticket"], "url": service.page_url()}]
+        )
+        await page.page.evaluate(
+            f"localStorage.setItem('gelombang.{WAVE}.ticket', {json.dumps(joined['ticket'])})"
+        )
+        response = await page.page.goto(service.page_url())
+        assert response is not None
+        html = await response.text()
+        server_eta = re.search(r'<dd id="eta">([^<]*)</dd>', html)
+        server_badge = re.search(r'data-state="waiting">([^<]*)</p>', html)
+        assert server_eta and server_badge, html[:2000]
+        await wait_for(page, WAITING)
+        shown = await snapshot(page)
+        assert shown["lang"] == lang
+        assert shown["eta"] == server_eta.group(1), (lang, shown["eta"], server_eta.group(1))
+        assert shown["badge"] == server_badge.group(1)
+        await page.close()
+
+
+async def test_a_wave_asking_for_proof_of_work_is_joined_by_the_page_itself(
+    service: Service, browser: Browser
+) -> None:
+    await service.put_wave(pow_bits=12)
+    page = await open_page(browser, service.page_url("?registrant=pow-1"), "id-ID")
+    await wait_for(page, IN_LINE, timeout_s=30)
+    joins = [e for e in page.exchanges if e.url.endswith("/join")]
+    assert [e.status for e in joins] == [201]
+    challenges = [e for e in page.exchanges if e.url.endswith("/challenge")]
+    assert challenges and challenges[0].status == 200
+    async with service.http.post(
+        f"{service.base}/api/v1/waves/{WAVE}/join", json={"registrant": "pow-bot"}
+    ) as resp:
+        assert resp.status == 403  # a scripted join without the work gets no place
+    assert_no_page_errors(page)
+
+
+async def test_a_verified_join_comes_with_the_sites_enqueue_token_and_hides_it(
+    service: Service, browser: Browser
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from queue_service.enqueue import mint_enqueue_token
+    from queue_service.tokens import public_jwk
+
+    site_key = Ed25519PrivateKey.generate()
+    jwk = public_jwk(site_key.public_key())
+    await service.put_wave(verified_joins=True, enqueue_keys=[jwk])
+    bare = await open_page(browser, service.page_url(), "en-US")
+    await wait_for(bare, in_state("verify"))
+    assert "signed in at the registration site" in (await snapshot(bare))["message"]
+
+    token = mint_enqueue_token(site_key, wave=WAVE, account="acct-1", kid=jwk["kid"])
+    page = await open_page(browser, service.page_url(f"?enqueue_token={token}"), "en-US")
+    await wait_for(page, IN_LINE)
+    assert "enqueue_token" not in page.page.url  # kept out of the address bar and history
+    assert_no_page_errors(page)
