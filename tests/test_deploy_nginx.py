@@ -19,12 +19,11 @@ import itertools
 import os
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 import pytest
@@ -33,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from queue_service.keys import WaveKeys
 from queue_service.redis_server import free_port
-from queue_service.subprocesses import stop_process_group, wait_until_ready
+from queue_service.subprocesses import ChildProcess, HttpReady
 from queue_service.tickets import TicketCodec
 
 from processes import ServeProcess, listening_sockets
@@ -104,7 +103,7 @@ def render_nginx_conf(
     )
 
 
-class NginxProcess:
+class NginxProcess(ChildProcess):
     """Debian's nginx in the foreground (`daemon off`), in its own process group and prefix
     directory, on a free loopback port, running the rendered deploy/nginx.conf."""
 
@@ -112,9 +111,8 @@ class NginxProcess:
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.directory = directory
-        self.conf = directory / "nginx.conf"
-        self.conf.write_text(
+        conf = directory / "nginx.conf"
+        conf.write_text(
             render_nginx_conf(
                 NGINX_CONF.read_text(),
                 listen_port=self.port,
@@ -122,26 +120,14 @@ class NginxProcess:
                 prefix=directory,
             )
         )
-        self.log = directory / "nginx.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Self:
-        command = [nginx_binary(), "-p", f"{self.directory}/", "-c", str(self.conf),
-                   "-e", "stderr", "-g", "daemon off;"]  # fmt: skip
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        try:
-            wait_until_ready(self.url + "/lb-health", self.process, name="nginx", timeout_s=10)
-        except RuntimeError as exc:
-            self.stop()
-            raise RuntimeError(f"{exc}:\n{self.log.read_text(errors='replace')}") from None
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process_group(self.process, timeout_s=10)
+        super().__init__(
+            "nginx",
+            [nginx_binary(), "-p", f"{directory}/", "-c", str(conf), "-e", "stderr",
+             "-g", "daemon off;"],
+            log=directory / "nginx.log",
+            ready=HttpReady(self.url + "/lb-health"),
+            ready_timeout_s=10,
+        )  # fmt: skip
 
 
 @dataclass
@@ -191,8 +177,7 @@ def balanced(redis_url: str, tmp_path: Path) -> Iterator[StartBalanced]:
         process.stop()
     elapsed = time.monotonic() - begun
     for process in started:
-        assert process.process is not None
-        assert not process_group_alive(process.process.pid), f"{process} left processes"
+        assert not process_group_alive(process.pid), f"{process.name} left processes"
         assert listening_sockets(process.port) == 0, f"port {process.port} still listens"
     assert elapsed < STOP_WITHIN_S, f"stopping took {elapsed:.1f} s"
 

@@ -7,6 +7,7 @@ import base64
 import json
 from collections.abc import Callable
 
+import aiohttp
 import jwt
 import pytest
 from aiohttp import web
@@ -14,7 +15,12 @@ from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from queue_service.clock import ManualClock
-from queue_service.origin_guard import ADMISSION, admission_middleware
+from queue_service.origin_guard import (
+    ADMISSION,
+    RevocationFeed,
+    TokenBindings,
+    admission_middleware,
+)
 from queue_service.tokens import (
     InvalidAdmissionToken,
     KeyRing,
@@ -156,3 +162,86 @@ async def test_the_queues_own_token_passes_the_origin_middleware_and_jwks(
             "/daftar", headers={"Authorization": f"Bearer {make(keyring)}"}
         )
         assert refused.status == 401, kind
+
+
+async def admitted_token(client: TestClient, wave: str, registrant: str) -> str:
+    ticket = (await join_ok(client, wave, registrant))["ticket"]
+    await admit(client, wave)
+    token: str = (await poll_ok(client, wave, ticket))["token"]
+    return token
+
+
+async def origin_with_guard(
+    client: TestClient,
+    aiohttp_client: Callable[..., object],
+    clock: ManualClock,
+    **guard: object,
+) -> TestClient:
+    jwks = await (await client.get("/.well-known/jwks.json")).json()
+
+    async def protected(request: web.Request) -> web.Response:
+        return web.json_response({"jti": request[ADMISSION].token_id})
+
+    middleware = admission_middleware(
+        TokenVerifier.from_jwks(jwks, clock=clock),
+        wave="w",
+        **guard,  # type: ignore[arg-type]
+    )
+    origin = web.Application(middlewares=[middleware])
+    origin.router.add_get("/daftar", protected)
+    return await aiohttp_client(origin)  # type: ignore[operator, no-any-return]
+
+
+async def test_the_origin_guard_refuses_the_token_of_a_session_that_ended(
+    client: TestClient, aiohttp_client: Callable[..., object], clock: ManualClock
+) -> None:
+    await put_wave(client, "w", admit_rate=1000)
+    token = await admitted_token(client, "w", "a")
+    feed = RevocationFeed(str(client.make_url("")), wave="w")
+    origin = await origin_with_guard(client, aiohttp_client, clock, revocations=feed)
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert (await origin.get("/daftar", headers=bearer)).status == 200
+    response = await client.post("/api/v1/waves/w/complete", headers=bearer)
+    assert response.status == 204  # the registration is done: the session ends at the queue
+    async with aiohttp.ClientSession() as session:
+        await feed.refresh(session)  # what the feed's task does every couple of seconds
+    refused = await origin.get("/daftar", headers=bearer)
+    assert refused.status == 401
+    assert (await refused.json())["error"]["code"] == "session_ended"
+    other = await admitted_token(client, "w", "b")  # somebody else's session is untouched
+    assert (await origin.get("/daftar", headers={"Authorization": f"Bearer {other}"})).status == 200
+
+
+async def test_a_one_time_token_works_from_the_first_browser_only(
+    client: TestClient,
+    aiohttp_client: Callable[..., object],
+    clock: ManualClock,
+    keyring: KeyRing,
+) -> None:
+    await put_wave(client, "w", admit_rate=1000, one_time_tokens=True)
+    token = await admitted_token(client, "w", "a")
+    assert TokenVerifier.from_keyring(keyring, clock=clock).verify(token, wave="w").one_time
+    first = await origin_with_guard(client, aiohttp_client, clock, bindings=TokenBindings())
+    arrived = await first.get(f"/daftar?gelombang_token={token}")  # the queue's redirect
+    assert arrived.status == 200 and "gelombang_binding" in arrived.cookies
+    assert (await first.get("/daftar")).status == 200  # the same browser, its cookies
+    # the link shared, or the token copied: another client is refused
+    url = str(first.make_url("/daftar"))
+    async with aiohttp.ClientSession() as second:
+        for kwargs in (
+            {"params": {"gelombang_token": token}},
+            {"headers": {"Authorization": f"Bearer {token}"}},
+        ):
+            async with second.get(url, **kwargs) as refused:  # type: ignore[arg-type]
+                assert refused.status == 401
+                assert (await refused.json())["error"]["code"] == "token_already_used"
+    # an API client keeps its binding in the header it was given
+    api = await admitted_token(client, "w", "api")
+    bearer = {"Authorization": f"Bearer {api}"}
+    answer = await first.session.get(first.make_url("/daftar"), headers=bearer)
+    binding = answer.headers["X-Gelombang-Binding"]
+    first.session.cookie_jar.clear()
+    again = await first.session.get(
+        first.make_url("/daftar"), headers={**bearer, "X-Gelombang-Binding": binding}
+    )
+    assert again.status == 200
