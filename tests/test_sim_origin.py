@@ -9,7 +9,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import orjson
@@ -26,6 +26,7 @@ from simulator.origin.state import ORIGIN
 from simulator.registrants import Population
 
 from processes import GelombangProcess
+from support import put_wave
 
 WAVE = "gelombang-test"
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
@@ -393,3 +394,37 @@ async def test_a_json_body_arriving_in_pieces_is_read_whole(origin_client: Clien
     status_line = await asyncio.wait_for(reader.readline(), timeout=3)
     writer.close()
     assert status_line.split()[1] == b"201"
+
+
+async def test_signing_in_hands_out_an_enqueue_token_the_queue_accepts(
+    client: object, clock: Any, aiohttp_client: Callable[..., Awaitable[TestClient]]
+) -> None:
+    """A verified join end to end: the person signs in at the origin, gets an enqueue token
+    for the wave, and joins the queue with it; a bare id gets nowhere."""
+    from simulator.origin.sign_in import EnqueueSigner
+
+    queue = cast(TestClient, client)
+    clock.set(time.time())  # the origin signs on the real clock
+    signer = EnqueueSigner(Ed25519PrivateKey.generate(), WAVE, str(queue.make_url("")))
+    origin = await aiohttp_client(create_app(OriginConfig(wave=WAVE), signer=signer))
+    jwks_url = str(origin.make_url("/.well-known/enqueue-jwks.json"))
+    now = time.time()
+    await put_wave(queue, WAVE, opens_at=now - 10, closes_at=now + 600, verified_joins=True,
+                   enqueue_jwks_url=jwks_url)  # fmt: skip
+
+    signed_in = await origin.post(
+        "/api/v1/sign-in", json={"email": "ani@example.com", "phone": "+6281234567890"}
+    )
+    assert signed_in.status == 200
+    body = await signed_in.json()
+    assert body["queue_url"].startswith(f"{queue.make_url(f'/w/{WAVE}')}?enqueue_token=")
+    assert "ani@example.com" not in body["enqueue_token"]  # the account is opaque
+    joined = await queue.post(
+        f"/api/v1/waves/{WAVE}/join", json={"enqueue_token": body["enqueue_token"]}
+    )
+    assert joined.status == 201, await joined.text()
+    bare = await queue.post(f"/api/v1/waves/{WAVE}/join", json={"registrant": "3171011508900001"})
+    assert bare.status == 401
+    assert (await bare.json())["error"]["code"] == "enqueue_token_required"
+    bad = await origin.post("/api/v1/sign-in", json={"email": "nope", "phone": "+62"})
+    assert bad.status == 400

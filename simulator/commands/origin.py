@@ -15,6 +15,8 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from queue_service.origin_guard import JwksVerifier
     from simulator.origin import OriginConfig
 
@@ -64,6 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="no admission check (the run without a waiting room)",
     )
     parser.add_argument(
+        "--enqueue-key",
+        help="Ed25519 PEM that signs enqueue tokens at sign-in (verified joins); created if "
+        "missing. The wave names the origin's /.well-known/enqueue-jwks.json",
+    )
+    parser.add_argument(
         "--jwks-wait",
         type=float,
         default=30.0,
@@ -76,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from queue_service.commands.serve import check_can_listen
+    from queue_service.origin_guard import RevocationFeed
     from simulator.origin import create_app
+    from simulator.origin.sign_in import EnqueueSigner
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
@@ -87,9 +96,14 @@ def run(args: argparse.Namespace) -> int:
     check_can_listen(args.host, args.port)  # a taken port: one line, nothing started
 
     async def build() -> web.Application:
-        verifier = None
+        verifier = revocations = signer = None
         if args.jwks_url:
             verifier = await _fetch_jwks(args.jwks_url, args.jwks_wait)
+            queue_url = args.jwks_url.removesuffix("/.well-known/jwks.json")
+            if args.wave:
+                revocations = RevocationFeed(queue_url, wave=args.wave)
+                await revocations.start()
+                signer = EnqueueSigner(_enqueue_key(args.enqueue_key), args.wave, queue_url)
         log.info(
             "origin on http://%s:%d capacity=%d backlog=%d %s",
             args.host,
@@ -98,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             config.backlog,
             f"protected by {args.jwks_url} (wave {args.wave})" if verifier else "UNPROTECTED",
         )
-        return create_app(config, verifier=verifier)
+        return create_app(config, verifier=verifier, revocations=revocations, signer=signer)
 
     web.run_app(
         build(),
@@ -164,3 +178,24 @@ async def _fetch_jwks(url: str, wait_s: float) -> JwksVerifier:
                 raise SystemExit(message) from None
             log.info("waiting for the JWKS at %s (%s)", url, exc)
             await asyncio.sleep(0.5)
+
+
+def _enqueue_key(path: str | None) -> Ed25519PrivateKey:
+    """The enqueue-token signing key: the given PEM (created when missing), else a new one
+    for this run."""
+    from pathlib import Path
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from queue_service.tokens import write_private_key
+
+    if path is None:
+        return Ed25519PrivateKey.generate()
+    pem = Path(path)
+    if not pem.exists():
+        write_private_key(Ed25519PrivateKey.generate(), pem)
+    key = serialization.load_pem_private_key(pem.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SystemExit(f"gelombang origin: {pem} is not an Ed25519 private key")
+    return key

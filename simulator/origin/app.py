@@ -9,15 +9,23 @@ from typing import cast
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from queue_service.origin_guard import JwksVerifier, admission_middleware
+from queue_service.origin_guard import (
+    JwksVerifier,
+    RevocationFeed,
+    TokenBindings,
+    admission_middleware,
+)
 from queue_service.tokens import TokenVerifier
-from simulator.origin import handlers
+from simulator.origin import handlers, sign_in
 from simulator.origin.config import OriginConfig
 from simulator.origin.errors import errors_and_metrics
 from simulator.origin.handlers import FORM_OVERHEAD_BYTES
+from simulator.origin.sign_in import SIGNER, EnqueueSigner
 from simulator.origin.state import ORIGIN, Origin
 
-UNPROTECTED_PATHS = frozenset({"/healthz", "/metrics"})
+UNPROTECTED_PATHS = frozenset(
+    {"/healthz", "/metrics", "/api/v1/sign-in", "/.well-known/enqueue-jwks.json"}
+)
 
 
 def _is_protected(request: web.Request) -> bool:
@@ -28,13 +36,24 @@ def create_app(
     config: OriginConfig,
     *,
     verifier: TokenVerifier | JwksVerifier | None = None,
+    revocations: RevocationFeed | None = None,
+    signer: EnqueueSigner | None = None,
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
-    """The registration origin. With a `verifier`, every route but health and metrics needs
-    an admission token for `config.wave`; without one it is open (the no-waiting-room run)."""
+    """The registration origin. With a `verifier`, every route but health, metrics and
+    sign-in needs an admission token for `config.wave` (refused once its session ended, with
+    `revocations`; bound to its first browser when the wave asks for one-time tokens); without
+    one it is open (the no-waiting-room run). With a `signer`, signing in hands out enqueue
+    tokens for verified joins (sign_in.py)."""
     middlewares: list[Middleware] = [errors_and_metrics]
     if verifier is not None:
-        guard = admission_middleware(verifier, wave=config.wave, is_protected=_is_protected)
+        guard = admission_middleware(
+            verifier,
+            wave=config.wave,
+            is_protected=_is_protected,
+            revocations=revocations,
+            bindings=TokenBindings(),
+        )
         middlewares.append(cast(Middleware, guard))
     app = web.Application(
         middlewares=middlewares,
@@ -49,6 +68,17 @@ def create_app(
     app.router.add_post(f"{account}/otp/send", handlers.send_otp, name="otp_send")
     app.router.add_post(f"{account}/otp/verify", handlers.verify_otp, name="otp_verify")
     app.router.add_post(f"{account}/join", handlers.join_wave, name="join")
+    if revocations is not None:
+        feed = revocations
+
+        async def stop_feed(app: web.Application) -> None:
+            await feed.stop()
+
+        app.on_cleanup.append(stop_feed)
+    if signer is not None:
+        app[SIGNER] = signer
+        app.router.add_post("/api/v1/sign-in", sign_in.sign_in, name="sign_in")
+        app.router.add_get("/.well-known/enqueue-jwks.json", sign_in.enqueue_jwks)
     app.router.add_get("/healthz", handlers.healthz, name="healthz")
     app.router.add_get("/metrics", handlers.metrics, name="metrics")
     return app
