@@ -25,8 +25,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown, and each command's docstring kept as written (examples stay readable)."""
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each command's docstring and epilog kept as written (examples stay readable). Defaults
+    are written in each option's own help, where they mean something."""
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -41,6 +42,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if command is None or command == name:
             module = importlib.import_module(module_name)
             command_parser.description = (module.__doc__ or help_text).strip()
+            command_parser.epilog = getattr(module, "EPILOG", None)
             module.add_arguments(command_parser)
             command_parser.set_defaults(_module=module)
     return parser

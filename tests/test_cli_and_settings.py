@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -83,25 +84,54 @@ def test_config_waves_load_at_start_and_the_wave_cli_manages_them(
     config.write_text(CONFIG.replace('admin_token = "from-file"\n', ""))
     with ServeProcess(redis_url, tmp_path, config=config) as server:
         env = {"GELOMBANG_URL": server.url, "GELOMBANG_ADMIN_TOKEN": ADMIN_TOKEN}
-        shown = gelombang("wave", "show", "gelombang-1", env=env)
+        shown = gelombang("wave", "show", "gelombang-1", "--json", env=env)
         assert shown.returncode == 0, shown.stderr
         view = json.loads(shown.stdout)
         assert view["state"] == "scheduled"
         assert view["wave"]["admit_rate"] == 41.5 and view["wave"]["quota"] == 600000
-        changed = gelombang("wave", "put", "gelombang-1", "--set", "admit_rate=80", env=env)
+        changed = gelombang(
+            "wave", "put", "gelombang-1", "--set", "admit_rate=80", "--json", env=env
+        )
         assert changed.returncode == 0, changed.stderr
         assert json.loads(changed.stdout)["wave"]["admit_rate"] == 80
         paused = gelombang("wave", "pause", "gelombang-1", env=env)
-        assert paused.returncode == 0
-        listed = json.loads(gelombang("wave", "list", env=env).stdout)
+        assert paused.returncode == 0 and "gelombang-1  scheduled" in paused.stdout
+        listed = json.loads(gelombang("wave", "list", "--json", env=env).stdout)
         assert [w["wave"]["id"] for w in listed["waves"]] == ["gelombang-1"]
+        # for people: one line per wave, times where the operator is
+        lines = gelombang("wave", "list", "--tz", "Asia/Jakarta", env=env).stdout.splitlines()
+        assert lines[0].split() == [
+            "WAVE", "STATE", "WAITING", "ACTIVE/MAX", "RATE/S", "ADMITTED/QUOTA", "OPENS", "CLOSES"
+        ]  # fmt: skip
+        assert lines[1].split() == [
+            "gelombang-1", "scheduled", "0", "0/22,500", "80", "0/600,000",
+            "2030-01-01", "12:00", "WIB", "2030-01-04", "12:00", "WIB",
+        ]  # fmt: skip
         refused = gelombang("wave", "list", env={**env, "GELOMBANG_ADMIN_TOKEN": "wrong"})
         assert refused.returncode == 1 and "401" in refused.stderr
+        assert "invalid_admin_token" in refused.stderr and len(refused.stderr.splitlines()) == 1
     # a restart does not revert the change made live through the admin API
     with ServeProcess(redis_url, tmp_path, config=config) as server:
         env = {"GELOMBANG_URL": server.url, "GELOMBANG_ADMIN_TOKEN": ADMIN_TOKEN}
-        view = json.loads(gelombang("wave", "show", "gelombang-1", env=env).stdout)
+        view = json.loads(gelombang("wave", "show", "gelombang-1", "--json", env=env).stdout)
         assert view["wave"]["admit_rate"] == 80
+        # deleting a wave: refused while anyone waits, unless forced
+        opened = gelombang("wave", "put", "gelombang-1", "--set", f"opens_at={int(time.time())}",
+                           env=env)  # fmt: skip
+        assert opened.returncode == 0, opened.stderr
+        join = urllib.request.Request(
+            f"{server.url}/api/v1/waves/gelombang-1/join",
+            data=json.dumps({"registrant": "someone"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(join, timeout=10) as response:
+            assert response.status == 201
+        kept = gelombang("wave", "delete", "gelombang-1", env=env)
+        assert kept.returncode == 1 and "wave_in_use" in kept.stderr
+        gone = gelombang("wave", "delete", "gelombang-1", "--force", env=env)
+        assert gone.returncode == 0 and gone.stdout.strip() == "deleted wave gelombang-1"
+        missing = gelombang("wave", "show", "gelombang-1", env=env)
+        assert missing.returncode == 1 and "404" in missing.stderr
 
 
 def test_keygen_and_configured_signing_keys_with_rotation(redis_url: str, tmp_path: Path) -> None:
@@ -139,3 +169,21 @@ def test_serve_without_redis_url_starts_and_stops_an_embedded_redis(tmp_path: Pa
     else:
         pytest.fail("the embedded redis-server outlived the service")
     assert (tmp_path / "redis" / "appendonlydir").exists()  # AOF on
+
+
+def test_help_names_every_setting_and_has_no_noise() -> None:
+    from dataclasses import fields
+
+    from queue_service.cli import COMMANDS
+    from queue_service.settings import Settings
+
+    serve_help = gelombang("serve", "--help").stdout
+    flat = " ".join(serve_help.split())
+    for field in fields(Settings):
+        name = field.name.upper()
+        if field.name == "waves":
+            continue  # the config file's [[waves]], named by --config
+        assert f"GELOMBANG_{name}" in flat or f"_{name}" in flat, field.name
+    for command in COMMANDS:
+        text = gelombang(command, "--help").stdout
+        assert "(default: None)" not in text and "default: []" not in text, command

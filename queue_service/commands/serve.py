@@ -26,6 +26,32 @@ MAX_RESTARTS_PER_WINDOW = 10
 GC_YOUNG_THRESHOLD = 10_000
 
 
+ENVIRONMENT = {
+    "admin_token": "bearer token of the admin API (operator 'admin'); none: admin API off",
+    "admin_tokens": "named operator tokens, name:token,...: the audit log says who acted",
+    "secret": "key of ticket MACs and registrant hashes, the same on every replica",
+    "signing_keys": "Ed25519 PEM files, comma-separated: the first signs admission tokens",
+    "issuer": "iss of admission tokens (gelombang)",
+    "trusted_proxies": "CIDRs whose X-Forwarded-For (and -Proto) is believed",
+    "rate_limits": "off: no rate limits (benchmarks); the rules are the config file's",
+    "max_body_bytes": "larger request bodies are refused before they are read (4096)",
+    "body_timeout_s": "a request body must arrive whole within this (10)",
+    "keepalive_timeout_s": "idle connections, and slow request headers, cut after this (15)",
+    "max_inflight": "requests of one route in flight before a fast 503 (1024)",
+    "max_connections": "open connections per process before a fast 503 (2000)",
+    "max_lag_s": "event-loop lag before a fast 503 (0.25)",
+    "backlog": "listen backlog (4096)",
+    "redis_timeout_s": "bound on one Redis round trip before a 503 (1.0)",
+    "admission_interval_s": "how often each process runs each wave's admission step (0.05)",
+}
+EPILOG = (
+    "environment (flags, where there is one, win):\n"
+    + "\n".join(f"  GELOMBANG_{name.upper():24} {text}" for name, text in ENVIRONMENT.items())
+    + "\n  GELOMBANG_HOST, _PORT, _WORKERS, _REDIS_URL, _CONFIG, _STATE_DIR, _LOG_FORMAT,"
+    " _LOG_LEVEL   the flags above"
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (env GELOMBANG_HOST; 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (env GELOMBANG_PORT; 8080)")
