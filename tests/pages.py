@@ -29,19 +29,10 @@ from playwright.async_api import (
     async_playwright,
 )
 
+from loadtests.chromium import CHROMIUM_FLAGS
+
 from tools import require_tool
 
-# Headless, and nothing of Chromium's own traffic: the machine's network is closed, and
-# without these Chromium keeps opening connections that are refused.
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS = 15_000
 # Chromium logs a failed or refused request like this; it is an HTTP answer, not a page error.
 NETWORK_ERROR_PREFIX = "Failed to load resource:"
