@@ -23,6 +23,7 @@ from queue_service import metrics
 from queue_service.logs import configure_logging, new_request_id, request_id_var
 from queue_service.loop_lag import monitor_event_loop_lag
 from queue_service.metrics_http import metrics_handler, prepare_multiprocess_dir, scrape_registry
+from queue_service.overload import OverloadGuard
 from queue_service.ratelimit import RateLimitRules
 from queue_service.store import SCRIPTS
 
@@ -146,9 +147,12 @@ async def test_event_loop_lag_monitor_sees_a_blocked_loop() -> None:
         return count or 0.0, total or 0.0
 
     before_count, before_sum = observed()
-    task = asyncio.create_task(monitor_event_loop_lag(interval_s=0.02))
+    guard = OverloadGuard(max_inflight=10, max_lag_s=0.25)
+    task = asyncio.create_task(monitor_event_loop_lag(guard, interval_s=0.02))
     await asyncio.sleep(0.05)
     time.sleep(0.3)  # block the loop, as a CPU-bound handler would  # noqa: ASYNC251
+    await asyncio.sleep(0.005)  # the monitor's overdue timer runs first
+    assert guard.lag_s >= 0.25 and not guard.admits(0)  # new requests would be shed now
     await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -156,6 +160,7 @@ async def test_event_loop_lag_monitor_sees_a_blocked_loop() -> None:
     after_count, after_sum = observed()
     assert after_count - before_count >= 2
     assert after_sum - before_sum >= 0.25
+    assert guard.lag_s < 0.25 and guard.admits(0)  # and recovered
 
 
 async def test_single_process_metrics_endpoint_serves_prometheus_text(
