@@ -29,6 +29,16 @@ def redis_executable() -> str:
     return require_tool("redis-server", package="redis-server")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="run the soak test (tests/test_soak.py) for this long; off by default",
+    )
+
+
 @pytest.fixture(scope="session")
 def redis_server(
     tmp_path_factory: pytest.TempPathFactory, redis_executable: str
