@@ -21,7 +21,7 @@ from queue_service.pacing import PaceEstimate, PacePrior
 from queue_service.ratelimit import RateLimitRules
 from queue_service.ratelimit_local import LocalGcra
 from queue_service.store import AdmitStep, Store, WaveCounts
-from queue_service.waves import WaveConfig, validate_wave_id
+from queue_service.waves import WaveConfig, iso_utc, validate_wave_id
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,12 @@ class WaveRuntime:
     """Pre-queue seq -> its 0-based place in admission order (fixed once the wave opened)."""
     pace_s: float = field(init=False)
     """Seconds of wait per ticket ahead; recomputed when counts arrive, not on every poll."""
+    closes_at_iso: str = field(init=False)
+    """The close as every waiting holder is told it, formatted once."""
 
     def __post_init__(self) -> None:
         self.pace_s = self.pace.seconds_per_place
+        self.closes_at_iso = iso_utc(self.config.closes_at)
 
     @property
     def incarnation(self) -> str:

@@ -21,7 +21,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from queue_service import pacing
 from queue_service.protocol import TicketState
 from queue_service.registry import WaveRuntime
-from queue_service.waves import iso_utc
 
 _draws = random.Random()
 
@@ -68,7 +67,7 @@ def waiting_view(
         "ahead": ahead,
         "eta_s": eta,
         "poll_after_ms": pacing.poll_after_ms(eta),
-        "closes_at": iso_utc(config.closes_at),
+        "closes_at": runtime.closes_at_iso,
     }
     if paused is None:
         paused = counts is not None and counts.state == "paused"
@@ -95,7 +94,7 @@ def prequeue_view(runtime: WaveRuntime, now: float) -> TicketView:
         "ahead": None,
         "eta_s": max(0, int(until_open)),
         "poll_after_ms": pacing.prequeue_poll_after_ms(until_open, size, _draws.random()),
-        "closes_at": iso_utc(config.closes_at),
+        "closes_at": runtime.closes_at_iso,
     }
 
 
