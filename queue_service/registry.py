@@ -89,7 +89,15 @@ class WaveRuntime:
         if step.left and step.left_from == self.left_read:
             self.left.update(step.left)
             self.left_read += len(step.left)
-        self.pace.observe(at, counts.admitted, counts.abandoned + counts.left, counts.waiting)
+        self.pace.observe(
+            at,
+            counts.admitted,
+            counts.abandoned + counts.left,
+            counts.waiting,
+            counts.active,
+            counts.completed + counts.expired,
+            counts.state == "open",
+        )
         self.pace_s = self.pace.seconds_per_place
 
     def remember_rank(self, seq: int, order: int) -> None:
