@@ -300,7 +300,13 @@ class WaveModel:
         if t < self.pre_start:
             t = self.pre_start  # told to come back when the pre-queue opens
         r = self.rnd()
-        kind = BOT if r < self.bot_share else MANUAL if self.rnd() < self.mix.manual_refresh_share else AUTO
+        kind = (
+            BOT
+            if r < self.bot_share
+            else MANUAL
+            if self.rnd() < self.mix.manual_refresh_share
+            else AUTO
+        )
         patience = self.draws.lognormal(self.mix.patience_median_s, self.mix.patience_sigma)
         o = rec.outcomes.get(index)
         if o is not None:
@@ -485,7 +491,7 @@ class WaveModel:
 
     def admit_one(self, t: float) -> None:
         """The cursor moves past skipped tickets to the next live one and admits it."""
-        lim, tk, line, rec = self.limits, self.tickets, self.line, self.record
+        lim, tk, line = self.limits, self.tickets, self.line
         self.tokens = min(lim.burst, self.tokens + (t - self.tokens_at) * lim.admit_rate)
         self.tokens_at = t
         while self.head < len(line):
@@ -612,8 +618,8 @@ class WaveModel:
         """What every process does each admission interval: count, learn the pace."""
         waiting = len(self.line) - self.head if self.opened else 0
         admitting = self.opened and not self.full and t < self.closes
-        self.pace.observe(t, self.admitted, self.abandoned + self.departures.left, waiting, self.active,
-                          self.ended, admitting)  # fmt: skip
+        skipped = self.line_base + self.head - self.admitted  # passed by the cursor, not admitted
+        self.pace.observe(t, self.admitted, skipped, waiting, self.active, self.ended, admitting)
         self.seconds_per_place = self.pace.seconds_per_place
         rec = self.record
         k = rec.bin(t)
@@ -645,7 +651,7 @@ class WaveModel:
     def run(self, times: Iterator[float], progress: ProgressFn | None) -> None:
         """Events in time order: ticks of the admission loop, arrivals, timers, admissions."""
         heap, agenda = self.agenda.heap, self.agenda
-        handlers = {
+        handlers: dict[int, Callable[[float, int, int], None]] = {
             SLOT_FREED: self.on_slot_freed,
             FLOW_ENDED: self.on_flow_ended,
             NOTICED: self.on_noticed,
@@ -760,7 +766,9 @@ class WaveModel:
         scenario, lim, rec, wave = self.scenario, self.limits, self.record, self.scenario.wave
         series = rec.series
         for k in range(len(series)):
-            series.admit_rate_target[k] = lim.admit_rate if self.opens <= k * rec.step < self.closes else 0.0
+            series.admit_rate_target[k] = (
+                lim.admit_rate if self.opens <= k * rec.step < self.closes else 0.0
+            )
             series.origin_capacity[k] = scenario.origin.capacity
         meta = RunMeta(
             mode="queued",

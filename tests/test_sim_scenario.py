@@ -43,7 +43,9 @@ def test_prakerja_reproduces_wave_1_as_reported() -> None:
     opens = s.clock.opens_at_s
     whole_wave = process.expected_count(-1e9, 1e9)
     first_21_h = process.expected_count(-1e9, opens + 21 * 3600)
-    peak_minute = max(process.expected_count(opens + 60 * k, opens + 60 * (k + 1)) for k in range(180))
+    peak_minute = max(
+        process.expected_count(opens + 60 * k, opens + 60 * (k + 1)) for k in range(180)
+    )
     assert whole_wave == pytest.approx(WAVE_1_REGISTERED, rel=0.10)
     assert first_21_h == pytest.approx(WAVE_1_REGISTERED_AFTER_21_H, rel=0.10)
     assert peak_minute == pytest.approx(WAVE_1_PEAK_MINUTE, rel=0.10)
