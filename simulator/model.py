@@ -221,6 +221,7 @@ class Recorder:
         self.current: dict[int, int] = {}  # sampled registrant -> their latest ticket
         self.gave_up: dict[str, int] = {}
         self.peak_polls = [0.0] * self.bins
+        self.joins = [0] * self.bins  # join requests, refused ones and returns included
 
     def bin(self, t: float) -> int:
         k = int(t // self.step)
@@ -323,6 +324,7 @@ class WaveModel:
     def join(self, t: float, index: int, kind: int, patience: float, old: int) -> None:
         """POST join, answered as join.lua answers it, then the person's first decision."""
         tk = self.tickets
+        self.record.joins[self.record.bin(t)] += 1
         if t >= self.closes or self.full:
             self.give_up(index, -1, t, REJECTED)  # 409 wave_closed / wave_full
             return
@@ -721,6 +723,7 @@ class WaveModel:
                 self.arrived += n
                 rec.series.arrivals[rec.bin(lo)] += n
                 rec.series.gave_up[rec.bin(lo)] += n
+                rec.joins[rec.bin(lo)] += n
                 self.refused_in_bulk += n
                 first = -(-index // rec.every) * rec.every
                 picked = range(first, index + n, rec.every)
@@ -749,6 +752,18 @@ class WaveModel:
                 self.give_up(tk.owner[ticket], ticket, min(end, self.closes), fate)
         for ticket in self.prequeue_block:
             self.give_up(tk.owner[ticket], ticket, end, RUN_ENDED)
+
+    def peak_joins_per_s(self) -> float:
+        """The busiest bin's joins per second, or the arrival process's own peak rate when
+        bins are longer than a second (the opening's first second is steeper than its minute)."""
+        rec = self.record
+        busiest = max(rec.joins, default=0) / rec.step
+        if rec.step <= 1.0:
+            return busiest
+        process = self.scenario.arrival_process()
+        process.n = float(self.population)
+        instant = max(process.rate(self.opens + k) for k in range(0, 600, 5))
+        return max(busiest, instant)
 
     def gave_up_totals(self) -> dict[str, int]:
         """People by their last word (a reneger who came back and registered is not one)."""
@@ -801,6 +816,8 @@ class WaveModel:
             peak_queue_length=max(series.queue_length, default=0),
             queue_admitted=self.admitted,
             lapsed=self.lapsed,
+            peak_status_polls_per_s=max(rec.peak_polls, default=0.0),
+            peak_joins_per_s=self.peak_joins_per_s(),
         )
         outcomes = sorted(rec.outcomes.values(), key=lambda o: o.index)
         return RunRecord(meta, series, outcomes, totals)

@@ -177,6 +177,12 @@ class RunTotals:
     queue_admitted: int | None = None
     """Admissions the queue decided (its `admitted` counter), taken up or not; None when the
     run could not read it. `admitted` counts the people who took theirs up."""
+    peak_status_polls_per_s: float | None = None
+    """model: status requests per second at the busiest moment (pacing.total_poll_rate for
+    polite holders, manual refreshers and bots on their own schedule, every tab)."""
+    peak_joins_per_s: float | None = None
+    """model: join requests per second in the busiest bin (first attempts, refused ones and
+    returns)."""
     lapsed: int | None = None
     """Admissions never taken up: the holder had gone (a ghost ticket), the slot lapsed at the
     holder's poll deadline."""
