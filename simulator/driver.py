@@ -132,6 +132,9 @@ class DriverStats:
     peak_live_registrants: int = 0
     admissions: list[Admission] = field(default_factory=list)
     wall_s: float = 0.0
+    step_seconds: dict[str, list[float]] = field(default_factory=dict)
+    """Origin steps answered: [count, total seconds] each, as the registrants timed them (the
+    origin's real speed on this machine, for a model of the same run)."""
     give_up_details: Counter[str] = field(default_factory=Counter)
     """Why registrants stopped, finer than the record's reasons (e.g. `rejected: origin 409
     nik_taken at ktp`)."""
@@ -418,6 +421,10 @@ class LiveRun:
             )
         finally:
             self._client_inflight -= 1
+        if result.ok:
+            timed = self.stats.step_seconds.setdefault(step.name, [0.0, 0.0])
+            timed[0] += 1
+            timed[1] += result.elapsed_s
         if result.failure == "timeout" or result.status == 504:
             outcome.errors += 1
             self.series.add("origin_timeouts", self.now())

@@ -46,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="population and arrival seed (scenario's)")
     parser.add_argument("--wave", help="the queue's wave to drive (default: the scenario's)")
     parser.add_argument(
+        "--no-completions-ok",
+        action="store_true",
+        help="exit 0 even if nobody completed (a run that only holds people waiting)",
+    )
+    parser.add_argument(
         "--admin-token",
         default=os.environ.get("GELOMBANG_ADMIN_TOKEN"),
         help="queue admin token to configure the wave (env GELOMBANG_ADMIN_TOKEN)",
@@ -95,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         write_outputs(args.out, results)
     print(summary_table(results))
-    return nothing_completed(results)
+    return 0 if args.no_completions_ok else nothing_completed(results)
 
 
 async def preflight(scenario: Scenario, config: DriverConfig) -> bool:
