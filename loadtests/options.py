@@ -93,6 +93,11 @@ def add_options(parser: Any) -> None:
         help="verdict: allowed relative gap between achieved and configured admit_rate",
     )
     group.add_argument(
+        "--check-allow-skip",
+        default="",
+        help="verdict: checks (comma-separated) that may go unmeasured without failing it",
+    )
+    group.add_argument(
         "--check-sample-s",
         type=float,
         default=1.0,
@@ -164,6 +169,7 @@ class LoadSettings:
     poll_cap_s: float
     check_bot_limited_min: float
     check_admission_tolerance: float
+    check_allow_skip: frozenset[str]
     check_sample_s: float
     verdict_file: str
     peak_users: int
@@ -200,6 +206,9 @@ def settings_from(options: Any, host: str | None) -> LoadSettings:
         poll_cap_s=options.poll_cap_s,
         check_bot_limited_min=options.check_bot_limited_min,
         check_admission_tolerance=options.check_admission_tolerance,
+        check_allow_skip=frozenset(
+            name.strip() for name in str(options.check_allow_skip or "").split(",") if name.strip()
+        ),
         check_sample_s=options.check_sample_s,
         verdict_file=options.verdict_file or "",
         peak_users=options.peak_users,

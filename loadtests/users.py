@@ -151,7 +151,7 @@ class RegistrantUser(QueueUser):
         if ticket_answer is None:
             return
         ticket, first = ticket_answer
-        if behaviour.balks(self.rng, first.get("eta_s"), params):
+        if behaviour.balks(self.rng, registrant, first.get("state"), first.get("eta_s"), params):
             self.walk_away(ticket, params)
             return
         token = self.wait_for_admission(registrant, ticket, first, params)

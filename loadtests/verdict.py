@@ -13,6 +13,10 @@ Checks:
   waited, within `--check-admission-tolerance` of the configured rate (changes made by the admin
   user included, since the rate is sampled).
 - refresh_keeps_place: no status answer ever showed a worse position than an earlier one.
+
+A check that could not be measured (too few bot requests, no backlog long enough, no samples)
+is SKIP, and fails the verdict unless it was skipped on purpose (`--check-allow-skip NAME`):
+a gate that passes on what it never measured gates nothing.
 """
 
 from __future__ import annotations
@@ -221,8 +225,9 @@ def evaluate(
     *,
     bot_limited_min: float,
     admission_tolerance: float,
+    allow_skipped: frozenset[str] = frozenset(),
 ) -> list[CheckResult]:
-    return [
+    results = [
         check_requests_made(counts),
         check_queue_no_5xx(counts),
         check_origin_within_capacity(origins, counts.get(counters.ORIGIN_5XX, 0)),
@@ -230,13 +235,26 @@ def evaluate(
         check_admission_rate(waves, admission_tolerance),
         check_refresh_keeps_place(counts),
     ]
+    return [judge_skipped(r, allow_skipped) for r in results]
+
+
+def judge_skipped(result: CheckResult, allowed: frozenset[str]) -> CheckResult:
+    """An unmeasured check passes only when it was allowed to be skipped."""
+    if not result.skipped or result.name in allowed:
+        return result
+    return CheckResult(
+        result.name,
+        False,
+        f"not measured: {result.detail} (--check-allow-skip {result.name} if on purpose)",
+        skipped=True,
+    )
 
 
 def render(results: list[CheckResult]) -> str:
     lines = ["Gelombang verdict:"]
     for r in results:
-        mark = "SKIP" if r.skipped else ("PASS" if r.passed else "FAIL")
-        lines.append(f"  {mark:<4}  {r.name:<24} {r.detail}")
+        mark = ("SKIP" if r.passed else "SKIP!") if r.skipped else ("PASS" if r.passed else "FAIL")
+        lines.append(f"  {mark:<5} {r.name:<24} {r.detail}")
     passed = all(r.passed for r in results)
     lines.append(f"  => {'PASSED' if passed else 'FAILED'}")
     return "\n".join(lines)

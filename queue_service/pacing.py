@@ -15,7 +15,7 @@ twentieth of their expected wait (at least every second near the front, at most 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MIN_POLL_MS = 1_000
 MAX_POLL_MS = 15 * 60 * 1_000
@@ -30,8 +30,11 @@ PREQUEUE_POLL_BUDGET_PER_S = 5_000.0
 about this many polls per second."""
 PREQUEUE_MAX_SPREAD_S = 60.0
 EWMA_HALF_LIFE_S = 20.0
+"""Memory of the measured pace: what happened 20 s ago counts half as much as now."""
 EVIDENCE_HALF_LIFE_S = 10.0
 """How fast measured throughput takes over from the configuration's prior."""
+MIN_ENDED_FOR_HOLD = 20
+"""Sessions that must have ended before their measured length replaces expected_session_s."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,50 +45,114 @@ class PacePrior:
     max_active: int
     expected_session_s: float
 
-    @property
-    def admissions_per_s(self) -> float:
+    def admissions_per_s(self, hold_s: float | None = None) -> float:
         """Admissions per second the configuration allows with a standing backlog: the
-        token bucket's rate, or fewer when max_active binds (sessions must end first)."""
+        token bucket's rate, or fewer when max_active binds (a slot is reused only after its
+        session ends, `hold_s` on average: expected_session_s until measured)."""
         rate = self.admit_rate
-        if self.max_active > 0 and self.expected_session_s > 0:
-            rate = min(rate, self.max_active / self.expected_session_s)
+        hold = self.expected_session_s if hold_s is None else hold_s
+        if self.max_active > 0 and hold > 0:
+            rate = min(rate, self.max_active / hold)
         return max(rate, 1e-6)
+
+
+@dataclass(slots=True)
+class _Decaying:
+    """A sum that halves every EWMA_HALF_LIFE_S: ratios of two of them are EWMAs without the
+    start-up bias of one that starts at 0."""
+
+    value: float = 0.0
+
+    def add(self, amount: float, decay: float) -> None:
+        self.value = self.value * decay + amount
 
 
 @dataclass(slots=True)
 class PaceEstimate:
     """Admissions per second and the share of tickets skipped (abandoned or left), learned
-    from consecutive admission-loop counts while people are waiting, blended with the prior
-    until there is enough evidence."""
+    from consecutive admission-loop counts, blended with the configuration's prior until there
+    is enough evidence.
+
+    - Throughput is measured only while admission could run (the wave open, not paused, not
+      full) and a backlog waited: an empty line or a paused wave says nothing about capacity.
+    - The prior is the configuration's `PacePrior`, with the mean slot hold learnt from the
+      sessions that ended (Little's law: active slots / slots freed per second) once
+      MIN_ENDED_FOR_HOLD have, so a wrong expected_session_s is corrected within seconds
+      of the first sessions ending, and a changed admit_rate counts at once.
+    - Every average is a ratio of decaying sums (counts over time), so none starts at 0.
+    """
 
     prior: PacePrior
-    measured_per_s: float = 0.0
-    skip_fraction: float = 0.0
     evidence_s: float = 0.0
-    _last: tuple[float, int, int, int] | None = None
-    """(at, admitted, skipped, waiting) of the previous observation."""
+    """Seconds of backlog observed while admitting (not decayed)."""
+    _admitted: _Decaying = field(default_factory=_Decaying)
+    _backlog_s: _Decaying = field(default_factory=_Decaying)
+    _skipped: _Decaying = field(default_factory=_Decaying)
+    _reached: _Decaying = field(default_factory=_Decaying)
+    _active_s: _Decaying = field(default_factory=_Decaying)
+    """Slot-seconds in use, for the hold time."""
+    _ended: _Decaying = field(default_factory=_Decaying)
+    _ended_total: int = 0
+    _last: tuple[float, int, int, int, int, int] | None = None
+    """(at, admitted, skipped, waiting, active, ended) of the previous observation."""
 
-    def observe(self, at: float, admitted: int, skipped: int, waiting: int) -> None:
-        last, self._last = self._last, (at, admitted, skipped, waiting)
+    def observe(
+        self,
+        at: float,
+        admitted: int,
+        skipped: int,
+        waiting: int,
+        active: int = 0,
+        ended: int = 0,
+        admitting: bool = True,
+    ) -> None:
+        """One admission-loop count: cumulative admitted, skipped (abandoned + left) and ended
+        (completed + expired) tickets, tickets waiting and slots active now, and whether
+        admission could run (the wave open)."""
+        last, self._last = self._last, (at, admitted, skipped, waiting, active, ended)
         if last is None or at <= last[0]:
             return
         dt = at - last[0]
+        decay = math.pow(0.5, dt / EWMA_HALF_LIFE_S)
         new_admitted = max(0, admitted - last[1])
         new_skipped = max(0, skipped - last[2])
-        if last[3] > 0 or new_admitted:  # an empty queue says nothing about capacity
-            weight = 1.0 - math.pow(0.5, dt / EWMA_HALF_LIFE_S)
-            self.measured_per_s += weight * (new_admitted / dt - self.measured_per_s)
+        new_ended = max(0, ended - last[5])
+        self._active_s.add(0.5 * (active + last[4]) * dt, decay)
+        self._ended.add(new_ended, decay)
+        self._ended_total += new_ended
+        if not admitting:
+            return
+        if last[3] > 0:  # a backlog waited: what was admitted is what admission could do
+            self._admitted.add(new_admitted, decay)
+            self._backlog_s.add(dt, decay)
             self.evidence_s += dt
         if new_admitted + new_skipped:
-            weight = 1.0 - math.pow(0.5, dt / EWMA_HALF_LIFE_S)
-            share = new_skipped / (new_admitted + new_skipped)
-            self.skip_fraction += weight * (share - self.skip_fraction)
+            self._skipped.add(new_skipped, decay)
+            self._reached.add(new_admitted + new_skipped, decay)
+
+    @property
+    def hold_s(self) -> float | None:
+        """Mean time a slot stays taken, measured; None until enough sessions ended."""
+        if self._ended_total < MIN_ENDED_FOR_HOLD or self._ended.value <= 0:
+            return None
+        return self._active_s.value / self._ended.value
+
+    @property
+    def measured_per_s(self) -> float:
+        return self._admitted.value / self._backlog_s.value if self._backlog_s.value else 0.0
+
+    @property
+    def skip_fraction(self) -> float:
+        return self._skipped.value / self._reached.value if self._reached.value else 0.0
+
+    @property
+    def prior_per_s(self) -> float:
+        return self.prior.admissions_per_s(self.hold_s)
 
     @property
     def admissions_per_s(self) -> float:
         trust = 1.0 - math.pow(0.5, self.evidence_s / EVIDENCE_HALF_LIFE_S)
-        prior = self.prior.admissions_per_s
-        return max(1e-6, trust * self.measured_per_s + (1 - trust) * prior)
+        return max(1e-6, trust * self.measured_per_s + (1 - trust) * self.prior_per_s)
 
     @property
     def seconds_per_place(self) -> float:

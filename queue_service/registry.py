@@ -92,7 +92,17 @@ class WaveRuntime:
         if step.left and step.left_from == self.left_read:
             self.left.update(step.left)
             self.left_read += len(step.left)
-        self.pace.observe(at, counts.admitted, counts.abandoned + counts.left, counts.waiting)
+        # skipped = tickets the cursor passed without admitting them: the share of the line
+        # that will not need a place, counted where admission is (a leave far back is not)
+        self.pace.observe(
+            at,
+            counts.admitted,
+            max(0, counts.cursor - counts.admitted),
+            counts.waiting,
+            counts.active,
+            counts.completed + counts.expired,
+            counts.state == "open",
+        )
         self.pace_s = self.pace.seconds_per_place
 
     def remember_rank(self, seq: int, order: int) -> None:

@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 # Weight of each local hour for the long tail [E]: 0.2 in 01-05, 1.0 in 08-12, 0.8 in 12-18,
-# 1.3 in 19-23 (WAVE-FACTS.md); the hours in between interpolated by hand.
+# 1.3 in 19-23 [E]; the hours in between interpolated by hand.
 PRAKERJA_DIURNAL: tuple[float, ...] = (
     0.6, 0.2, 0.2, 0.2, 0.2, 0.4, 0.6, 0.8,  # 00-07
     1.0, 1.0, 1.0, 1.0, 0.8, 0.8, 0.8, 0.8,  # 08-15

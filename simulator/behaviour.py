@@ -15,10 +15,14 @@ Interface (every function takes `rng: random.Random` first where it draws):
   U(1, 5) s and 50% lognormal (median 30 s, sigma 1), never shorter than a Retry-After the
   waiting page honours. Scripted clients never give up and use full jitter
   U(0, min(cap, base * 2^k)) ignoring Retry-After.
-- `balks(rng, eta_s, params)`: leaves on seeing the ETA, P = 1 - exp(-W / 6 h).
-- `reneges(r, waited_s)`: patience exhausted (patience is a registrant trait).
+- `balks(rng, r, state, eta_s, params)`: a person told a waiting ETA W leaves at once with
+  P = 1 - exp(-W / 6 h); nobody balks at the pre-queue's countdown, bots never balk.
+- `reneges(r, waited_s)`: patience exhausted (patience is a registrant trait; bots have none
+  to lose). `patience_from(joined_t, opens_at_s)`: when the patience clock starts (the latest
+  join, and for the pre-queue the opening: people there were told to wait for it).
 - `abandons_silently(rng, params)`: a leaver closes the tab without calling `leave`.
-- `returns_later_s(rng, params)`: after giving up, comes back after this many seconds, or None.
+- `returns_later_s(rng, params)`: after reneging, comes back after this many seconds (bringing
+  the old ticket, so a place still held is handed back), or None. Balkers do not come back.
 - `drops_out_in_flow(rng, params)`: abandons the registration flow after admission.
 - `open_tabs(r)`: tabs/devices this registrant polls from.
 
@@ -166,16 +170,28 @@ def balk_probability(eta_s: float, params: BehaviourParams = DEFAULT_PARAMS) -> 
     return 1.0 - math.exp(-max(0.0, eta_s) / params.balk_scale_s)
 
 
+BALKING_STATES = frozenset({"waiting", "closing"})
+"""Answers that show a wait to balk at (the pre-queue's ETA is the time to the opening)."""
+
+
 def balks(
-    rng: random.Random, eta_s: float | None, params: BehaviourParams = DEFAULT_PARAMS
+    rng: random.Random,
+    r: Traits,
+    state: str | None,
+    eta_s: float | None,
+    params: BehaviourParams = DEFAULT_PARAMS,
 ) -> bool:
-    if eta_s is None:
+    if r.is_bot or eta_s is None or state not in BALKING_STATES:
         return False
     return rng.random() < balk_probability(eta_s, params)
 
 
 def reneges(r: Traits, waited_s: float) -> bool:
-    return waited_s >= r.patience_s
+    return not r.is_bot and waited_s >= r.patience_s
+
+
+def patience_from(joined_t: float, opens_at_s: float) -> float:
+    return max(joined_t, opens_at_s)
 
 
 def abandons_silently(rng: random.Random, params: BehaviourParams = DEFAULT_PARAMS) -> bool:

@@ -18,9 +18,11 @@ Times in the record are seconds since the start of the run (t = 0).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
 import datetime as dt
 import ipaddress
+import itertools
 import logging
 import random
 import sys
@@ -35,7 +37,7 @@ import jwt
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from simulator import behaviour
+from simulator import behaviour, sessions
 from simulator.flow import STEPS, FlowContext, StepResult, pick_photo, run_step
 from simulator.records import (
     MODE_TITLES,
@@ -52,8 +54,17 @@ from simulator.stats import kendall_tau_b
 log = logging.getLogger(__name__)
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+SYNTHETIC_NETWORK = ipaddress.IPv4Network("100.64.0.0/10")
+"""Shared address space (RFC 6598, carrier-grade NAT): each synthetic registrant claims one
+of these in X-Forwarded-For, never a routable address. Nothing is ever sent to them."""
 QUEUE_TIMEOUT_S = 10.0
 SAMPLE_EVERY_S = 0.2
+
+
+def synthetic_address(index: int) -> str:
+    """Registrant `index`'s own client address, the same in every run."""
+    offset = (index * 2_654_435_761) % (SYNTHETIC_NETWORK.num_addresses - 2) + 1
+    return str(SYNTHETIC_NETWORK.network_address + offset)
 
 
 class NotLoopback(ValueError):
@@ -90,6 +101,7 @@ class DriverConfig:
     admin_token: str | None = None  # queued: (re)configure the wave to open relative to t = 0
     connection_limit: int = 2000  # open connections at once, shared by every registrant
     progress: TextIO | None = sys.stderr
+    wave: str | None = None  # None: the scenario's wave id
 
     def __post_init__(self) -> None:
         if self.mode not in ("direct", "queued"):
@@ -127,6 +139,9 @@ class DriverStats:
     peak_live_registrants: int = 0
     admissions: list[Admission] = field(default_factory=list)
     wall_s: float = 0.0
+    step_seconds: dict[str, list[float]] = field(default_factory=dict)
+    """Origin steps answered: [count, total seconds] each, as the registrants timed them (the
+    origin's real speed on this machine, for a model of the same run)."""
     give_up_details: Counter[str] = field(default_factory=Counter)
     """Why registrants stopped, finer than the record's reasons (e.g. `rejected: origin 409
     nik_taken at ktp`)."""
@@ -155,7 +170,7 @@ class LiveRun:
         self.seed = scenario.seed if config.seed is None else config.seed
         self.population = scenario.population(self.seed)
         self.params = scenario.behaviour
-        self.wave = scenario.wave.id
+        self.wave = config.wave or scenario.wave.id
         self.origin_url = require_loopback(config.origin_url, "--origin-url")
         self.queue_url = (
             require_loopback(config.queue_url, "--queue-url") if config.queue_url else None
@@ -171,6 +186,12 @@ class LiveRun:
         self._waiting = 0
         self._active = 0
         self._queue_waiting: int | None = None
+        self._queue_counts: list[tuple[float, dict[str, int]]] = []
+        """(t, the queue's counters) from the admin API, when the run has a token."""
+        self._cursor: list[tuple[float, int]] = []
+        """(t, the admission cursor) as status answers showed it (seq - 1 - ahead of a ticket
+        joined after opening), only when it moved: when admission reached each ticket."""
+        self._seqs: dict[int, int] = {}  # registrant -> the seq of its (latest) post-opening ticket
         self._origin_inflight = 0
         self._client_inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -216,6 +237,8 @@ class LiveRun:
         for outcome in self.outcomes:
             if outcome.completed_t is None and outcome.gave_up_t is None:
                 outcome.gave_up_t, outcome.gave_up_reason = end, "run_ended"
+        self._fill_reached()
+        queue_side = self._queue_series()
         self.stats.wall_s = end
         queued = self.config.mode == "queued"
         wave = self.scenario.wave
@@ -240,11 +263,44 @@ class LiveRun:
         )
         self.outcomes.sort(key=lambda o: o.index)
         record = RunRecord.build(meta, self.series, self.outcomes)
+        if queue_side is not None:
+            record.totals.queue_admitted = queue_side
+            record.totals.lapsed = max(0, queue_side - record.totals.admitted)
+            meta.notes.append("admissions, active and queue_length are the queue's own counters")
         record.totals.peak_live_registrants = self.stats.peak_live_registrants
         # The last line comes from the closed record, the numbers the summary shows.
         if self.config.progress is not None:
             print(final_progress_line(record, end), file=self.config.progress, flush=True)
         return LiveResult(record, self.stats)
+
+    def _fill_reached(self) -> None:
+        """When admission reached each post-opening ticket, from the cursor the status
+        answers showed (admitted, or skipped because its holder had gone)."""
+        times = [t for t, _ in self._cursor]
+        cursors = [c for _, c in self._cursor]
+        for outcome in self.outcomes:
+            seq = self._seqs.get(outcome.index)
+            if seq is None:
+                continue
+            k = bisect.bisect_left(cursors, seq)  # the first answer with the cursor past it
+            if k < len(times):
+                outcome.reached_t = max(times[k], outcome.joined_t or 0.0)
+
+    def _queue_series(self) -> int | None:
+        """Admissions per second, taken slots and waiting tickets from the queue's own
+        counters (one definition with the model); returns the queue's admissions in the run,
+        or None without an admin token (the series then hold what the registrants saw)."""
+        samples = self._queue_counts
+        if len(samples) < 2:
+            return None
+        series = self.series
+        series.admissions = [0] * len(series)
+        for (_, a), (t, b) in itertools.pairwise(samples):
+            series.add("admissions", t, b["admitted"] - a["admitted"])
+        for t, counts in samples:
+            series.set("active", t, counts["active"])
+            series.set("queue_length", t, counts["waiting"] + counts["prequeue"])
+        return samples[-1][1]["admitted"] - samples[0][1]["admitted"]
 
     async def _configure_wave(self, started_wall: float) -> None:
         """Open the wave `opens_at_s` after t = 0, so the run sees the whole opening."""
@@ -260,6 +316,7 @@ class LiveRun:
             "quota": wave.quota,
             "prequeue_s": wave.prequeue_s,
             "abandon_after_s": wave.abandon_after_s,
+            "expected_session_s": wave.expected_session_s,
             "origin_url": self.origin_url + "/",
         }
         if wave.admit_burst > 0:
@@ -328,9 +385,12 @@ class LiveRun:
         drop_at = (
             rng.randrange(len(STEPS)) if behaviour.drops_out_in_flow(rng, self.params) else None
         )
+        # the person's own time on the forms, between requests (simulator.sessions)
+        think_s = sessions.think_time_s(rng, self.scenario.origin) / len(STEPS)
         for position, step in enumerate(STEPS):
             if position == drop_at:
                 raise GiveUp("abandoned")
+            await asyncio.sleep(think_s)
             attempt = 0
             while True:
                 result = await self._origin_request(step, ctx, token, outcome)
@@ -376,6 +436,10 @@ class LiveRun:
             )
         finally:
             self._client_inflight -= 1
+        if result.ok:
+            timed = self.stats.step_seconds.setdefault(step.name, [0.0, 0.0])
+            timed[0] += 1
+            timed[1] += result.elapsed_s
         if result.failure == "timeout" or result.status == 504:
             outcome.errors += 1
             self.series.add("origin_timeouts", self.now())
@@ -426,30 +490,22 @@ class LiveRun:
 
     async def _queued(self, r: Registrant, outcome: RegistrantOutcome, rng: random.Random) -> None:
         base = f"/api/v1/waves/{self.wave}"
-        joined = await self._join(r, outcome, rng, base)
-        ticket = str(joined["ticket"])
-        ticket_headers = {"X-Queue-Ticket": ticket}
-        self._waiting += 1
-        try:
-            if behaviour.balks(rng, joined.get("eta_s"), self.params):
-                await self._leave(rng, base, ticket_headers, outcome)
-                raise GiveUp("balked")
-            view = joined
-            failures = 0
-            while view.get("state") != "admitted":
-                if view.get("state") in ("expired", "closed"):
-                    state = view.get("state")
-                    reason = "rejected" if state == "closed" else "abandoned"
-                    raise GiveUp(reason, f"{reason}: queue said {state}")
-                delay = behaviour.poll_delay_s(rng, r, view.get("poll_after_ms"), self.params)
-                await asyncio.sleep(delay)
-                assert outcome.joined_t is not None
-                if behaviour.reneges(r, self.now() - outcome.joined_t):
-                    await self._leave(rng, base, ticket_headers, outcome)
-                    raise GiveUp("reneged")
-                view, failures = await self._poll(r, rng, base, ticket_headers, outcome, failures)
-        finally:
-            self._waiting -= 1
+        # the registrant's own address, believed by a queue that trusts this proxy
+        headers = {"X-Forwarded-For": synthetic_address(r.index)}
+        may_return = True
+        while True:
+            try:
+                view = await self._wait(r, outcome, rng, base, headers)
+                break
+            except GiveUp as stop:
+                back = behaviour.returns_later_s(rng, self.params) if may_return else None
+                if stop.reason != "reneged" or back is None:
+                    raise
+            # comes back later, once, with the old ticket: a place still held is handed back
+            self._give_up(outcome, "reneged")
+            may_return = False
+            await asyncio.sleep(back)
+            outcome.gave_up_t = outcome.gave_up_reason = None
         token = str(view["token"])
         self._record_admission(outcome, token)
         self._active += 1
@@ -463,19 +519,63 @@ class LiveRun:
             self._active -= 1
         await self._complete(base, token, outcome)
 
+    async def _wait(
+        self,
+        r: Registrant,
+        outcome: RegistrantOutcome,
+        rng: random.Random,
+        base: str,
+        headers: dict[str, str],
+    ) -> dict[str, Any]:
+        """Join (again), then wait: balk, renege, or the view that carries the token."""
+        view = await self._join(r, outcome, rng, base, headers)
+        headers["X-Queue-Ticket"] = str(view["ticket"])
+        self._waiting += 1
+        try:
+            if behaviour.balks(rng, r, view.get("state"), view.get("eta_s"), self.params):
+                await self._leave(rng, base, headers, outcome)
+                raise GiveUp("balked")
+            patience_from = behaviour.patience_from(self.now(), self.scenario.clock.opens_at_s)
+            failures = 0
+            while view.get("state") != "admitted":
+                if view.get("state") in ("expired", "closed"):
+                    state = view.get("state")
+                    reason = "rejected" if state == "closed" else "abandoned"
+                    raise GiveUp(reason, f"{reason}: queue said {state}")
+                delay = behaviour.poll_delay_s(rng, r, view.get("poll_after_ms"), self.params)
+                await asyncio.sleep(delay)
+                if behaviour.reneges(r, self.now() - patience_from):
+                    await self._leave(rng, base, headers, outcome)
+                    raise GiveUp("reneged")
+                view, failures = await self._poll(r, rng, base, headers, outcome, failures)
+        finally:
+            self._waiting -= 1
+        return view
+
     async def _join(
-        self, r: Registrant, outcome: RegistrantOutcome, rng: random.Random, base: str
+        self,
+        r: Registrant,
+        outcome: RegistrantOutcome,
+        rng: random.Random,
+        base: str,
+        headers: dict[str, str],
     ) -> dict[str, Any]:
         attempt = 0
         while True:
             status, body, retry_after = await self._queue_call(
-                "POST", f"{base}/join", outcome, body={"registrant": r.registrant_id}
-            )
+                "POST", f"{base}/join", outcome, body={"registrant": r.registrant_id},
+                headers=headers,
+            )  # fmt: skip
             if status in (200, 201) and "ticket" in body:
-                outcome.joined_t = self.now()
-                outcome.prequeue = body.get("state") == "prequeue"
-                outcome.position_at_join = body.get("position")
-                outcome.eta_at_join_s = body.get("eta_s")
+                if body["ticket"] != headers.get("X-Queue-Ticket"):  # a new place
+                    outcome.joined_t = self.now()
+                    outcome.prequeue = body.get("state") == "prequeue"
+                    outcome.position_at_join = body.get("position")
+                    outcome.eta_at_join_s = body.get("eta_s")
+                    outcome.reached_t = None
+                    self._seqs.pop(outcome.index, None)
+                    if body.get("state") in ("waiting", "closing", "paused"):
+                        self._seqs[outcome.index] = int(str(body["ticket"]).split(".")[0])
                 return body
             if status == 409 and _error_code(body) == "wave_not_open_yet":
                 await asyncio.sleep(retry_after or 1.0)
@@ -510,6 +610,7 @@ class LiveRun:
                 return body, 0
         for status, body, _ in answers:
             if status == 200:
+                self._saw_cursor(outcome.index, body.get("ahead"))
                 return body, 0
         status, body, retry_after = answers[0]
         if status == 401 or status == 404:
@@ -525,6 +626,14 @@ class LiveRun:
             raise GiveUp("errors")
         await asyncio.sleep(delay)
         return {"state": "waiting", "poll_after_ms": None}, failures
+
+    def _saw_cursor(self, index: int, ahead: Any) -> None:
+        seq = self._seqs.get(index)
+        if seq is None or not isinstance(ahead, int):
+            return
+        cursor = seq - 1 - ahead
+        if not self._cursor or cursor > self._cursor[-1][1]:
+            self._cursor.append((self.now(), cursor))
 
     async def _leave(
         self, rng: random.Random, base: str, headers: dict[str, str], outcome: RegistrantOutcome
@@ -558,7 +667,7 @@ class LiveRun:
             # `iat` is truncated to the second: take the middle of that second.
             signed = issued_at + 0.5 - self._t0_wall
             admitted = min(noticed, max(outcome.joined_t, signed))
-        outcome.admitted_t = admitted
+        outcome.admitted_t, outcome.noticed_t = admitted, noticed
         self.series.add("admissions", admitted)
         self.stats.admissions.append(
             Admission(
@@ -607,6 +716,9 @@ class LiveRun:
             self.origin_capacity = int(values["gelombang_origin_capacity"])
 
     async def _sample_queue(self) -> None:
+        if self.config.admin_token:
+            await self._sample_queue_counts()
+            return
         try:
             async with self.session.get(
                 f"{self.queue_url}/api/v1/waves/{self.wave}", timeout=aiohttp.ClientTimeout(2)
@@ -616,6 +728,22 @@ class LiveRun:
             return
         if isinstance(body, dict) and isinstance(body.get("waiting"), int):
             self._queue_waiting = body["waiting"]
+
+    async def _sample_queue_counts(self) -> None:
+        """The wave's counters through the admin API (reads only: lua/read_counts.lua)."""
+        try:
+            async with self.session.get(
+                f"{self.queue_url}/admin/v1/waves/{self.wave}",
+                headers={"Authorization": f"Bearer {self.config.admin_token}"},
+                timeout=aiohttp.ClientTimeout(2),
+            ) as response:
+                body = orjson.loads(await response.read()) if response.status == 200 else {}
+        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError):
+            return
+        counts = body.get("counts") if isinstance(body, dict) else None
+        if isinstance(counts, dict):
+            self._queue_counts.append((self.now(), {k: int(v) for k, v in counts.items()}))
+            self._queue_waiting = int(counts.get("waiting", 0)) + int(counts.get("prequeue", 0))
 
     async def _progress_loop(self) -> None:
         while True:

@@ -1,73 +1,829 @@
-"""The offline wave model: the queue's admission policy as a discrete-event simulation.
+"""The offline wave model: the queue service's admission policy and the live driver's
+registrants, as a discrete-event simulation on virtual time.
 
-It runs the same policy as the queue service, on virtual time, fast enough for millions of
-registrants (a 6-million-registrant wave in well under 30 s on one core):
+One policy, two clocks: the model does what `queue_service/lua/admit.lua` and
+`lua/status.lua` do, with the service's own estimator and pacing functions imported from
+`queue_service.pacing` (the ETA, the poll interval, the poll deadline), and its registrants
+make the live driver's decisions (`simulator.behaviour`, `simulator.sessions`):
 
-- arrivals from the scenario's non-homogeneous Poisson process (`simulator.arrivals`);
-- arrivals in `[opens_at - prequeue_s, opens_at)` join the pre-queue; at opening the pre-queue
-  is shuffled uniformly at random and goes before every later arrival; later arrivals are FIFO;
-- a new arrival after opening sees its ETA (tickets ahead x seconds per place, computed as the
-  service does: admit_rate, or the achieved rate when max_active holds admissions back, less
-  the share of skipped tickets) and may balk (`behaviour.balks`); the pre-queue shows no ETA;
-- admission: a token bucket at `admit_rate` with `admit_burst`, only while fewer than
-  `max_active` admitted sessions are active, until `quota` admissions, between opening and close;
-- a waiting registrant whose patience runs out reneges: either says so (`leave`: the ticket is
-  skipped from then on) or silently stops polling (the ticket is skipped `abandon_after_s` after
-  the last poll; if admission reaches it before that, the token is spent and the slot is taken
-  by nobody until `session_ttl_s` frees it). Skipped tickets cost no admission token. Renegers
-  may come back later, after their old ticket is gone, and join again at the back
-  (`behaviour.returns_later_s`);
-- an admitted registrant occupies a `max_active` slot for its session time (new or returning
-  flow, lognormal), or until `session_ttl_s` if it drops out of the flow or runs over.
+- arrivals from the scenario's Poisson process; before the pre-queue opens people are told to
+  come back then; arrivals in the pre-queue window are shuffled at opening and go first;
+- every join is answered as the service answers it: a new ticket at the back (or, for someone
+  coming back with their old ticket, that place while it still holds), its ETA = tickets ahead
+  x `PaceEstimate.seconds_per_place`; humans balk on it (`behaviour.balks`);
+- a person whose patience runs out leaves at their next poll: saying so (the ticket is skipped
+  from then on) or silently (it stays live until the poll deadline they were last given:
+  `pacing.poll_deadline_ms`, poll time + told interval x 1.1 + the wave's grace);
+- admission: a token bucket at `admit_rate` with `admit_burst`, while fewer than `max_active`
+  slots are taken, until `quota`, between opening and close. The cursor skips tickets whose
+  deadline passed (no token, no slot). A live ticket reached is admitted and holds a slot
+  until its holder's deadline: present holders notice at their next poll (a second away near
+  the front; manual refreshers and bots on their own schedule) and claim it, the slot then
+  lasts `session_ttl_s` from admission or until the flow ends and `complete` is called. A
+  ticket whose holder has gone (a ghost) costs a token and a slot until its deadline lapses;
+- the flow: think time + the origin's service time (`simulator.sessions`); some drop out
+  (the slot waits for the TTL), some are refused at the KTP step (under age);
+- renegers may come back later with their old ticket (`behaviour.returns_later_s`).
 
-Registrant traits are drawn from the scenario's distributions with the model's own RNG (the
-model does not build full `Registrant` objects: it needs patience and bot-ness only).
+Every reported quantity means what it means in a live run (`simulator.driver`): `admissions`
+are the queue's decisions, `queue_length` its waiting + pre-queue tickets, `active` its taken
+slots, `origin_inflight` requests at the origin (sessions in flow x the share of a session a
+request is in flight), waits run from the latest join to the queue's admission.
 
 Interface: `run_model(scenario, *, seed=None, admit_rate=None, max_active=None, quota=None,
-population=None, sample_every=None, step_s=None, progress=None) -> RunRecord` (mode
-"queued", source "model"). Memory stays bounded: per-registrant outcomes are kept for every
-`sample_every`-th registrant only; the waiting line is kept in compact arrays.
+population=None, sample_every=None, step_s=None, progress=None) -> RunRecord` (mode "queued",
+source "model"). Per-registrant outcomes are kept for every `sample_every`-th registrant.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-import random
 from array import array
-from collections.abc import Callable
-from statistics import NormalDist
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-from simulator.arrivals import ArrivalProcess
+from queue_service import pacing
+from queue_service.pacing import PaceEstimate, PacePrior
+from simulator import sessions
+from simulator.model_draws import Draws
 from simulator.records import RegistrantOutcome, RunMeta, RunRecord, RunTotals, TimeSeries
 from simulator.scenario import Scenario
 
 ProgressFn = Callable[[float, int], None]  # (virtual time reached, arrivals so far)
 
-_INF = math.inf
+INF = math.inf
+UNLIMITED = 2**62
 
-# Standard normal quantiles at 8,192 evenly spaced probabilities: one table look-up per
-# lognormal draw instead of `random.gauss` (pure Python, the model's hot spot). The
-# discretisation error is far below anything a wave parameter is known to.
-_NORMAL_TABLE = tuple(NormalDist().inv_cdf((k + 0.5) / 8192) for k in range(8192))
-
-
-def _poisson(rng: random.Random, mean: float) -> int:
-    """A Poisson draw: Knuth's method for small means, the normal approximation above 50."""
-    if mean <= 0:
-        return 0
-    if mean > 50:
-        return max(0, round(rng.gauss(mean, math.sqrt(mean))))
-    limit, k, product = math.exp(-mean), 0, rng.random()
-    while product > limit:
-        k += 1
-        product *= rng.random()
-    return k
+# Events, handled in this order at the same instant.
+SLOT_FREED, FLOW_ENDED, NOTICED, CAME_BACK = range(4)
+# How a slot was freed.
+REGISTERED, ENDED, LAPSED = range(3)
+# Ticket states.
+WAITING, ADMITTED, CLAIMED, DROPPED, PASSED = range(5)
+# Kinds of holder: how they poll.
+AUTO, MANUAL, BOT = range(3)
+# What finally happened to a person (their last word counts).
+NONE, REGISTERED_FATE, BALKED, RENEGED, ABANDONED, REJECTED, RUN_ENDED = range(7)
+FATE_NAMES = {BALKED: "balked", RENEGED: "reneged", ABANDONED: "abandoned",
+              REJECTED: "rejected", RUN_ENDED: "run_ended"}  # fmt: skip
 
 
 def default_sample_every(population: int) -> int:
     """Record at most ~50,000 registrants' outcomes."""
     return max(1, math.ceil(population / 50_000))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The wave settings a run uses (the scenario's, or the planner's trial)."""
+
+    admit_rate: float
+    burst: float
+    max_active: int
+    quota: int
+
+    @classmethod
+    def of(
+        cls,
+        scenario: Scenario,
+        admit_rate: float | None,
+        max_active: int | None,
+        quota: int | None,
+    ) -> Limits:
+        wave = scenario.wave
+        rate = wave.admit_rate if admit_rate is None else admit_rate
+        if rate <= 0:
+            raise ValueError("admit_rate must be > 0")
+        # A rate given here keeps the scenario's burst in proportion (plan scales both).
+        burst = wave.burst if admit_rate is None else max(1.0, wave.burst * rate / wave.admit_rate)
+        active = wave.max_active if max_active is None else max_active
+        limit_quota = wave.quota if quota is None else quota
+        return cls(rate, burst, active if active > 0 else UNLIMITED,
+                   limit_quota if limit_quota > 0 else UNLIMITED)  # fmt: skip
+
+
+class Tickets:
+    """Every ticket issued, in compact parallel arrays indexed by its number (seq - 1)."""
+
+    def __init__(self) -> None:
+        self.owner = array("q")  # registrant index
+        self.kind = bytearray()  # AUTO, MANUAL or BOT
+        self.state = bytearray()
+        self.prequeue = bytearray()
+        self.silent = bytearray()  # its holder went without `leave`
+        self.balked = bytearray()  # its holder left at once, on seeing the ETA
+        self.may_return = bytearray()  # its holder has not come back yet (people do once)
+        self.superseded = bytearray()  # its holder came back and took a new ticket
+        self.position = array("q")  # place in admission order (-1 while in the pre-queue)
+        self.patience = array("d")
+        self.skip_at = array("d")  # the cursor skips it from then on (INF while polled)
+        self.gone_at = array("d")  # its holder stopped polling (INF while present)
+        self.admitted_at = array("d")
+        self.slot_until = array("d")  # when its slot is freed (the event that counts)
+
+    def __len__(self) -> int:
+        return len(self.owner)
+
+    def issue(self, owner: int, kind: int, patience: float, prequeue: bool) -> int:
+        self.owner.append(owner)
+        self.kind.append(kind)
+        self.state.append(WAITING)
+        self.prequeue.append(prequeue)
+        self.silent.append(0)
+        self.balked.append(0)
+        self.may_return.append(1)
+        self.superseded.append(0)
+        self.position.append(-1)
+        self.patience.append(patience)
+        self.skip_at.append(INF)
+        self.gone_at.append(INF)
+        self.admitted_at.append(INF)
+        self.slot_until.append(INF)
+        return len(self.owner) - 1
+
+
+class Agenda:
+    """Future events: a heap for the current tick, a bucket per later tick (a calendar queue),
+    so that millions of patience timers do not make every heap operation slow."""
+
+    def __init__(self, tick_s: float) -> None:
+        self.tick_s = tick_s
+        self.heap: list[tuple[float, int, int, int]] = []  # (t, event, ticket, detail)
+        self.later: dict[int, list[tuple[float, int, int, int]]] = {}
+        self.loaded_until = 0.0  # events before this time are in the heap
+
+    def push(self, event: tuple[float, int, int, int]) -> None:
+        if event[0] < self.loaded_until:
+            heapq.heappush(self.heap, event)
+            return
+        bucket = int(event[0] // self.tick_s)
+        items = self.later.get(bucket)
+        if items is None:
+            self.later[bucket] = [event]
+        else:
+            items.append(event)
+
+    def load(self, bucket: int) -> None:
+        """Called at the start of tick `bucket`: its events join the heap."""
+        self.loaded_until = (bucket + 1) * self.tick_s
+        items = self.later.pop(bucket, None)
+        if items:
+            heap = self.heap
+            for event in items:
+                heapq.heappush(heap, event)
+
+
+class Departures:
+    """People who will stop polling, by tick: the present-holder counts (for the polling
+    load) and the queue's `left` counter follow them as the ticks pass."""
+
+    def __init__(self, tick_s: float) -> None:
+        self.tick_s = tick_s
+        self.applied = -1  # ticks up to this one are counted in
+        self.by_tick: dict[int, list[int]] = {}  # tick -> [auto, manual, bot, leaves]
+        self.present = [0, 0, 0]
+        self.left = 0
+
+    def add(self, t: float, kind: int, leaves: bool, sign: int = 1) -> None:
+        tick = int(t // self.tick_s)
+        if tick <= self.applied:
+            self.present[kind] -= sign
+            self.left += sign * leaves
+            return
+        row = self.by_tick.get(tick)
+        if row is None:
+            row = self.by_tick[tick] = [0, 0, 0, 0]
+        row[kind] += sign
+        row[3] += sign * leaves
+
+    def cancel(self, t: float, kind: int, leaves: bool) -> None:
+        self.add(t, kind, leaves, -1)
+
+    def apply(self, tick: int) -> None:
+        self.applied = tick
+        row = self.by_tick.pop(tick, None)
+        if row is not None:
+            for kind in (AUTO, MANUAL, BOT):
+                self.present[kind] -= row[kind]
+            self.left += row[3]
+
+
+class Recorder:
+    """Per-bin series with the live driver's definitions, totals, and sampled outcomes."""
+
+    def __init__(self, duration: float, step: float, every: int) -> None:
+        self.series = TimeSeries.empty(duration, step)
+        self.step = step
+        self.bins = len(self.series)
+        self.every = every
+        self.outcomes: dict[int, RegistrantOutcome] = {}
+        self.current: dict[int, int] = {}  # sampled registrant -> their latest ticket
+        self.gave_up: dict[str, int] = {}
+        self.peak_polls = [0.0] * self.bins
+        self.joins = [0] * self.bins  # join requests, refused ones and returns included
+
+    def bin(self, t: float) -> int:
+        k = int(t // self.step)
+        return k if k < self.bins else self.bins - 1
+
+    def give_up(self, index: int, t: float, reason: str) -> None:
+        self.series.gave_up[self.bin(t)] += 1
+        o = self.outcomes.get(index)
+        if o is not None and o.completed_t is None:
+            o.gave_up_t, o.gave_up_reason = t, reason
+
+
+class WaveModel:
+    """One run: state, and one handler per event."""
+
+    def __init__(self, scenario: Scenario, limits: Limits, seed: int, population: int,
+                 every: int, step: float) -> None:  # fmt: skip
+        self.scenario, self.limits = scenario, limits
+        wave, clock, origin = scenario.wave, scenario.clock, scenario.origin
+        self.mix, self.beh, self.origin = scenario.population_mix, scenario.behaviour, origin
+        self.draws = Draws(seed)
+        self.rnd = self.draws.random
+        self.duration = clock.duration_s
+        self.opens, self.closes = clock.opens_at_s, min(clock.closes_at_s, clock.duration_s)
+        self.pre_start = self.opens - wave.prequeue_s
+        self.ttl, self.grace = wave.session_ttl_s, wave.abandon_after_s
+        self.population = population
+        self.record = Recorder(self.duration, step, every)
+        self.tick_s = 1.0 if step <= 1.0 else 10.0
+        self.flow_service = sessions.flow_service_s(origin)
+        self.inflight_share = sessions.requests_in_flight_share(origin)
+        self.bot_share = self.mix.bot_share + self.mix.joki_share
+        self.pace = PaceEstimate(PacePrior(limits.admit_rate, limits.max_active
+                                           if limits.max_active < UNLIMITED else 0,
+                                           wave.session_estimate_s))  # fmt: skip
+        self.seconds_per_place = self.pace.seconds_per_place
+
+        self.tickets = Tickets()
+        self.line = array("q")  # tickets in admission order from `line_base` on
+        self.line_base = 0
+        self.head = 0  # the cursor, as an index into `line`
+        self.prequeue_block: list[int] = []
+        self.opened = False
+        self.agenda = Agenda(self.tick_s)
+        self.tokens, self.tokens_at = limits.burst, self.opens
+        self.active = self.inflow = 0
+        # the queue's counters (WaveCounts), and the people's
+        self.admitted = self.abandoned = self.ended = self.lapsed = 0
+        self.registered = self.arrived = self.joins = self.prequeue_joins = self.taken_up = 0
+        self.full = False
+        self.prequeue_spread_s = 1.0
+        self.departures = Departures(self.tick_s)
+        self.present = self.departures.present  # present holders by kind, not yet reached
+        self.fate = bytearray(population + population // 10 + 100)
+        self.refused_in_bulk = 0
+        self.individually = 0  # registrants handled one by one (the rest refused in bulk)
+
+    def give_up(self, index: int, ticket: int, t: float, fate: int) -> None:
+        """A person stops (for now): their fate, unless a newer ticket of theirs decides it."""
+        if ticket >= 0 and self.tickets.superseded[ticket]:
+            return
+        fates = self.fate
+        if index >= len(fates):
+            fates.extend(bytes(index + 1 - len(fates) + 1024))
+        if fates[index] != REGISTERED_FATE:
+            fates[index] = fate
+        self.record.give_up(index, t, FATE_NAMES[fate])
+
+    # ------------------------------------------------------------------ arrivals and joins
+
+    def on_arrival(self, t: float, index: int) -> None:
+        self.arrived += 1
+        rec = self.record
+        rec.series.arrivals[rec.bin(t)] += 1
+        if index % rec.every == 0:
+            rec.outcomes[index] = RegistrantOutcome(index=index, is_bot=False, arrival_t=t)
+        if t < self.pre_start:
+            t = self.pre_start  # told to come back when the pre-queue opens
+        r = self.rnd()
+        kind = (
+            BOT
+            if r < self.bot_share
+            else MANUAL
+            if self.rnd() < self.mix.manual_refresh_share
+            else AUTO
+        )
+        patience = self.draws.lognormal(self.mix.patience_median_s, self.mix.patience_sigma)
+        o = rec.outcomes.get(index)
+        if o is not None:
+            o.is_bot = kind == BOT
+        self.join(t, index, kind, patience, -1)
+
+    def on_came_back(self, t: float, old: int, _: int = 0) -> None:
+        tk = self.tickets  # a return is not a first attempt: no arrival counted
+        if tk.gone_at[old] == INF:
+            return  # admission reached them before they went: nobody left, nobody returns
+        tk.may_return[old] = 0
+        self.join(t, tk.owner[old], tk.kind[old], tk.patience[old], old)
+
+    def join(self, t: float, index: int, kind: int, patience: float, old: int) -> None:
+        """POST join, answered as join.lua answers it, then the person's first decision."""
+        tk = self.tickets
+        self.record.joins[self.record.bin(t)] += 1
+        if t >= self.closes or self.full:
+            self.give_up(index, -1, t, REJECTED)  # 409 wave_closed / wave_full
+            return
+        ticket = self._held_place(t, old) if old >= 0 else -1
+        if ticket >= 0 and tk.state[ticket] == ADMITTED:
+            self._cancel_leaving(ticket)
+            self._record_join(t, index, ticket, None)
+            self.on_noticed(t, ticket)  # the answer carries the token: claimed now
+            return
+        if ticket < 0:
+            if old >= 0:
+                tk.superseded[old] = 1
+            in_pre = t < self.opens
+            ticket = tk.issue(index, kind, patience, in_pre)
+            if old >= 0:
+                tk.may_return[ticket] = 0
+            if in_pre:
+                self.prequeue_joins += 1
+                self.prequeue_block.append(ticket)
+            else:
+                tk.position[ticket] = self.line_base + len(self.line)
+                self.line.append(ticket)
+        else:
+            self._cancel_leaving(ticket)  # present again, at the same place
+        self.joins += 1
+        self.present[kind] += 1
+        eta = None
+        if self.opened:
+            eta = pacing.eta_s(self._ahead(ticket), self.seconds_per_place)
+        self._record_join(t, index, ticket, eta)
+        if kind == BOT:
+            return  # scripts neither balk nor lose patience (behaviour.balks, reneges)
+        if eta is not None and self.rnd() < 1.0 - math.exp(-eta / self.beh.balk_scale_s):
+            self._plan_leaving(ticket, t, t, pacing.poll_after_ms(eta) / 1000)
+            tk.balked[ticket] = 1
+            self.give_up(index, ticket, t, BALKED)
+            return
+        self._plan_patience(t, ticket, patience, eta)
+
+    def _held_place(self, t: float, old: int) -> int:
+        """The old ticket, if the join with it as proof hands its place back."""
+        tk = self.tickets
+        state = tk.state[old]
+        if state == WAITING and (tk.silent[old] or tk.gone_at[old] == INF):
+            return old  # not reached yet, and no `leave` marked it: the place holds
+        if state == ADMITTED and tk.slot_until[old] > t:
+            return old
+        return -1
+
+    def _record_join(self, t: float, index: int, ticket: int, eta: float | None) -> None:
+        rec = self.record
+        o = rec.outcomes.get(index)
+        if o is None:
+            return
+        o.gave_up_t = o.gave_up_reason = None
+        if rec.current.get(index) == ticket:
+            return  # the same place handed back: it was taken at the first join
+        rec.current[index] = ticket
+        o.joined_t, o.prequeue = t, not self.opened
+        o.position_at_join = None if eta is None else self._ahead(ticket) + 1
+        o.eta_at_join_s = eta
+        o.reached_t = None
+
+    def _ahead(self, ticket: int) -> int:
+        return self.tickets.position[ticket] - self.line_base - self.head
+
+    # ------------------------------------------------------------------ leaving
+
+    def _plan_patience(self, t: float, ticket: int, patience: float, eta: float | None) -> None:
+        """Decided at join, as the person's traits decide it: when patience runs out (counted
+        from the latest join, or the opening: behaviour.patience_from) they leave at their next
+        poll. The poll interval then is the one the service tells at that place, predicted by
+        the ETA itself (the wait left then); if admission reaches them first, none of it
+        happens (`_cancel_leaving`)."""
+        start = t if t > self.opens else self.opens
+        out = start + patience
+        if out >= self.duration:
+            return
+        left_then = (eta if eta is not None else 0.0) - (out - start)
+        told = pacing.poll_after_ms(max(0.0, left_then)) / 1000
+        gap = self._poll_gap(self.tickets.kind[ticket], told)
+        gone = out + self.rnd() * gap
+        self._plan_leaving(ticket, gone, gone - gap, told)
+        if self.tickets.may_return[ticket] and self.rnd() < self.beh.return_later_p:
+            back = gone + self.draws.lognormal(self.beh.return_median_s, self.beh.return_sigma)
+            if back < self.closes:
+                self.agenda.push((back, CAME_BACK, ticket, 0))
+
+    def _plan_leaving(self, ticket: int, gone: float, last_poll: float, told_s: float) -> None:
+        """Leave (POST leave: skipped from then on) or go silently (live until the deadline
+        of the last poll: `pacing.poll_deadline_ms`)."""
+        tk = self.tickets
+        tk.gone_at[ticket] = gone
+        silent = self.rnd() < self.beh.silent_abandon_share
+        tk.silent[ticket] = silent
+        if silent:
+            deadline = last_poll + told_s * pacing.DEADLINE_SLACK + self.grace
+            tk.skip_at[ticket] = max(gone, deadline)
+        else:
+            tk.skip_at[ticket] = gone
+        self.departures.add(gone, tk.kind[ticket], not silent)
+
+    def _cancel_leaving(self, ticket: int) -> None:
+        tk = self.tickets
+        if tk.gone_at[ticket] < INF:
+            self.departures.cancel(tk.gone_at[ticket], tk.kind[ticket], not tk.silent[ticket])
+        tk.gone_at[ticket] = tk.skip_at[ticket] = INF
+
+    def _eta(self, ticket: int) -> float:
+        if self.tickets.position[ticket] < 0:
+            return 0.0  # pre-queue: no place yet
+        return pacing.eta_s(max(0, self._ahead(ticket)), self.seconds_per_place)
+
+    def _poll_gap(self, kind: int, told_s: float) -> float:
+        beh = self.beh
+        if kind == BOT:
+            return self.draws.uniform(beh.bot_poll_min_s, beh.bot_poll_max_s)
+        if kind == MANUAL:
+            return self.draws.uniform(beh.manual_refresh_min_s, beh.manual_refresh_max_s)
+        return told_s * self.draws.uniform(1.0 - beh.poll_jitter, 1.0 + beh.poll_jitter)
+
+    def _notice_delay(self, kind: int) -> float:
+        """From admission to the holder's next poll, which brings the token. Near the front
+        the told interval is the shortest, MIN_POLL_MS."""
+        beh, d = self.beh, self.draws
+        if kind == BOT:
+            return d.residual(beh.bot_poll_min_s, beh.bot_poll_max_s)
+        if kind == MANUAL:
+            return d.residual(beh.manual_refresh_min_s, beh.manual_refresh_max_s)
+        told = pacing.MIN_POLL_MS / 1000
+        return d.residual(told * (1.0 - beh.poll_jitter), told * (1.0 + beh.poll_jitter))
+
+    # ------------------------------------------------------------------ admission
+
+    def open_wave(self) -> None:
+        """The pre-queue block, shuffled, goes first (lua/_lib.lua open_if_due)."""
+        self.opened = True
+        block = self.prequeue_block
+        self.draws.rng.shuffle(block)
+        spread = min(pacing.PREQUEUE_MAX_SPREAD_S,
+                     max(1.0, len(block) / pacing.PREQUEUE_POLL_BUDGET_PER_S))  # fmt: skip
+        self.prequeue_spread_s = spread
+        for ticket in block:
+            self.tickets.position[ticket] = self.line_base + len(self.line)
+            self.line.append(ticket)
+        block.clear()
+
+    def _first_poll_after_opening(self) -> float:
+        """Pre-queue holders were told to come back at a random point of a window just after
+        the opening (`pacing.prequeue_poll_after_ms`)."""
+        told = 1.0 + self.rnd() * self.prequeue_spread_s
+        jitter = self.beh.poll_jitter
+        return self.opens + told * self.draws.uniform(1.0 - jitter, 1.0 + jitter)
+
+    def next_admission_at(self, now: float) -> float:
+        """The earliest time the next admission step can admit anyone."""
+        lim = self.limits
+        if not self.opened:
+            return self.opens
+        if self.full or self.head >= len(self.line) or self.active >= lim.max_active:
+            return INF
+        t = now
+        if self.tokens < 1.0:
+            t = max(t, self.tokens_at + (1.0 - self.tokens) / lim.admit_rate)
+        return t if t < self.closes else INF
+
+    def admit_one(self, t: float) -> None:
+        """The cursor moves past skipped tickets to the next live one and admits it."""
+        lim, tk, line = self.limits, self.tickets, self.line
+        self.tokens = min(lim.burst, self.tokens + (t - self.tokens_at) * lim.admit_rate)
+        self.tokens_at = t
+        while self.head < len(line):
+            ticket = line[self.head]
+            self.head += 1
+            self._reached(t, ticket)
+            if tk.skip_at[ticket] <= t:
+                tk.state[ticket] = PASSED
+                self.abandoned += tk.silent[ticket]  # a missed deadline (leaves count at once)
+                if not tk.balked[ticket]:
+                    self.give_up(tk.owner[ticket], ticket, tk.gone_at[ticket], RENEGED)
+                continue
+            self._admit(t, ticket)
+            break
+        if self.head > 1_000_000 and self.head * 2 > len(line):
+            # Drop the consumed prefix so memory follows the live line, not the wave.
+            del line[: self.head]
+            self.line_base += self.head
+            self.head = 0
+
+    def _admit(self, t: float, ticket: int) -> None:
+        lim, tk, rec = self.limits, self.tickets, self.record
+        self.tokens -= 1.0
+        self.admitted += 1
+        self.active += 1
+        k = rec.bin(t)
+        rec.series.admissions[k] += 1
+        tk.state[ticket] = ADMITTED
+        tk.admitted_at[ticket] = t
+        if tk.gone_at[ticket] <= t:  # a ghost: the slot waits for the holder's deadline
+            self._schedule_free(ticket, min(tk.skip_at[ticket], t + self.ttl), LAPSED)
+            if not tk.balked[ticket]:
+                self.give_up(tk.owner[ticket], ticket, tk.gone_at[ticket], RENEGED)
+        else:
+            self._cancel_leaving(ticket)  # they notice at their next poll, long before
+            self.present[tk.kind[ticket]] -= 1
+            notice = t + self._notice_delay(tk.kind[ticket])
+            if tk.prequeue[ticket] and tk.kind[ticket] == AUTO:
+                notice = max(notice, self._first_poll_after_opening())
+            tk.slot_until[ticket] = INF
+            self.agenda.push((notice, NOTICED, ticket, 0))
+        if self.admitted >= lim.quota:
+            self.full = True
+
+    def _reached(self, t: float, ticket: int) -> None:
+        rec = self.record
+        index = self.tickets.owner[ticket]
+        if index % rec.every == 0 and rec.current.get(index) == ticket:
+            rec.outcomes[index].reached_t = t
+
+    def _schedule_free(self, ticket: int, at: float, how: int) -> None:
+        self.tickets.slot_until[ticket] = at
+        self.agenda.push((at, SLOT_FREED, ticket, how))
+
+    # ------------------------------------------------------------------ sessions
+
+    def on_noticed(self, t: float, ticket: int, _: int = 0) -> None:
+        """The holder's poll finds the admission: claimed (status.lua), then the flow."""
+        tk, rec = self.tickets, self.record
+        if tk.state[ticket] != ADMITTED:
+            return
+        admitted_at = tk.admitted_at[ticket]
+        tk.state[ticket] = CLAIMED
+        self.taken_up += 1
+        index = tk.owner[ticket]
+        o = rec.outcomes.get(index)
+        if o is not None and rec.current.get(index) == ticket:
+            o.admitted_t, o.noticed_t = admitted_at, t
+        self.inflow += 1
+        self._peak_inflow(t)
+        session = sessions.think_time_s(self.draws.rng, self.origin) + self.flow_service
+        expires = admitted_at + self.ttl
+        if self.rnd() < self.beh.in_flow_dropout:
+            self.agenda.push((t + self.rnd() * session, FLOW_ENDED, ticket, 0))
+            self._schedule_free(ticket, expires, LAPSED)
+            self.give_up(index, ticket, t, ABANDONED)
+        elif self.rnd() < self.mix.underage_share:
+            self._schedule_free(ticket, min(expires, t + 0.4 * session), ENDED)
+            self.give_up(index, ticket, t, REJECTED)  # the KTP step refuses the age
+        elif t + session <= expires:
+            self._schedule_free(ticket, t + session, REGISTERED)
+        else:
+            self._schedule_free(ticket, expires, LAPSED)  # ran over: the token expired
+            self.give_up(index, ticket, expires, REJECTED)
+
+    def on_slot_freed(self, t: float, ticket: int, how: int) -> None:
+        tk, rec = self.tickets, self.record
+        if tk.slot_until[ticket] != t:
+            return  # superseded (a ghost's admission claimed after all)
+        tk.slot_until[ticket] = -INF
+        self.active -= 1
+        self.ended += 1  # the queue counts it completed (complete) or expired (lapsed)
+        state = tk.state[ticket]
+        if state == CLAIMED:
+            self.inflow -= 1
+        elif state == ADMITTED:
+            self.lapsed += 1  # never taken up
+        tk.state[ticket] = PASSED
+        if how == REGISTERED:
+            self.registered += 1
+            self.fate[tk.owner[ticket]] = REGISTERED_FATE
+            rec.series.completions[rec.bin(t)] += 1
+            index = tk.owner[ticket]
+            o = rec.outcomes.get(index)
+            if o is not None and rec.current.get(index) == ticket:
+                o.completed_t = t
+
+    def on_flow_ended(self, t: float, ticket: int, _: int = 0) -> None:
+        """A drop-out closed the tab mid-flow: the origin sees no more of it; the slot waits."""
+        if self.tickets.state[ticket] == CLAIMED:
+            self.tickets.state[ticket] = DROPPED
+            self.inflow -= 1
+
+    def _peak_inflow(self, t: float) -> None:
+        k = self.record.bin(t)
+        inflight = round(self.inflow * self.inflight_share)
+        series = self.record.series
+        if inflight > series.origin_inflight[k]:
+            series.origin_inflight[k] = inflight
+
+    # ------------------------------------------------------------------ the admission loop
+
+    def on_tick(self, t: float) -> None:
+        """What every process does each admission interval: count, learn the pace."""
+        waiting = len(self.line) - self.head if self.opened else 0
+        admitting = self.opened and not self.full and t < self.closes
+        skipped = self.line_base + self.head - self.admitted  # passed by the cursor, not admitted
+        self.pace.observe(t, self.admitted, skipped, waiting, self.active, self.ended, admitting)
+        self.seconds_per_place = self.pace.seconds_per_place
+        rec = self.record
+        k = rec.bin(t)
+        series = rec.series
+        series.queue_length[k] = waiting + len(self.prequeue_block)
+        series.active[k] = self.active
+        polls = self.status_polls_per_s(waiting)
+        if polls > rec.peak_polls[k]:
+            rec.peak_polls[k] = polls
+
+    def status_polls_per_s(self, waiting: int) -> float:
+        """Status requests per second the present holders send: polite pollers as
+        `pacing.total_poll_rate` sums them, manual refreshers and bots on their own schedule,
+        each from every tab it keeps open."""
+        beh, mix = self.beh, self.mix
+        auto, manual, bots = self.present
+        tabs = 1.0 + mix.multi_tab_share * 1.5  # 2 or 3 tabs for that share
+        polite = 0.0
+        if waiting > 0 and auto > 0:
+            total = pacing.total_poll_rate(waiting, self.pace.admissions_per_s,
+                                           self.pace.skip_fraction)  # fmt: skip
+            polite = total * min(1.0, auto / waiting)
+        by_hand = manual * 2.0 / (beh.manual_refresh_min_s + beh.manual_refresh_max_s)
+        scripted = bots * 2.0 / (beh.bot_poll_min_s + beh.bot_poll_max_s)
+        return (polite + by_hand) * tabs + scripted
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self, times: Iterator[float], progress: ProgressFn | None) -> None:
+        """Events in time order: ticks of the admission loop, arrivals, timers, admissions."""
+        heap, agenda = self.agenda.heap, self.agenda
+        handlers: dict[int, Callable[[float, int, int], None]] = {
+            SLOT_FREED: self.on_slot_freed,
+            FLOW_ENDED: self.on_flow_ended,
+            NOTICED: self.on_noticed,
+            CAME_BACK: self.on_came_back,
+        }
+        next_arrival = next(times, INF)
+        index = tick = 0
+        next_tick = next_report = now = 0.0
+        end = self.duration
+        while True:
+            t_event = heap[0][0] if heap else INF
+            t_admit = self.next_admission_at(now)
+            t = min(next_arrival, t_event, t_admit, next_tick)
+            if t > end:
+                break
+            now = t
+            if t == next_tick:
+                agenda.load(tick)
+                self.departures.apply(tick)
+                self.on_tick(t)
+                tick += 1
+                next_tick = tick * self.tick_s
+                if progress is not None and t >= next_report:
+                    progress(t, self.arrived)
+                    next_report = t + max(self.tick_s, end / 200.0)
+            elif t == t_event:
+                _, kind, ticket, detail = heapq.heappop(heap)
+                handlers[kind](t, ticket, detail)
+            elif t == t_admit:
+                if not self.opened:
+                    self.open_wave()
+                    continue
+                # admit while nothing else comes first (the admission loop's step)
+                bound = next_arrival if next_arrival < next_tick else next_tick
+                while True:
+                    self.admit_one(t)
+                    now = t
+                    t = self.next_admission_at(t)
+                    if t > bound or (heap and t > heap[0][0]):
+                        break
+            elif self.full:
+                index = self.refuse_rest(t, index)
+                next_arrival = INF
+            else:
+                self.on_arrival(t, index)
+                index += 1
+                self.individually = index
+                next_arrival = next(times, INF)
+        if not self.opened:
+            self.open_wave()
+        self.settle_the_rest(end)
+        if progress is not None:
+            progress(end, self.arrived)
+
+    def refuse_rest(self, t_from: float, first_index: int) -> int:
+        """With the wave full every later first attempt is refused (409 wave_full) and changes
+        nothing else: Poisson counts per bin instead of one by one; sampled registrants get an
+        outcome at a uniform time inside their bin."""
+        rec, process = self.record, self.scenario.arrival_process()
+        process.n = float(self.population)
+        index, step = first_index, rec.step
+        k = int(t_from // step)
+        while k * step < self.closes:
+            lo, hi = max(t_from, k * step), min((k + 1) * step, self.closes)
+            n = self.draws.poisson(process.expected_count(lo, hi))
+            if n:
+                self.arrived += n
+                rec.series.arrivals[rec.bin(lo)] += n
+                rec.series.gave_up[rec.bin(lo)] += n
+                rec.joins[rec.bin(lo)] += n
+                self.refused_in_bulk += n
+                first = -(-index // rec.every) * rec.every
+                picked = range(first, index + n, rec.every)
+                for i, u in zip(picked, sorted(self.rnd() for _ in picked), strict=True):
+                    at = lo + u * (hi - lo)
+                    rec.outcomes[i] = RegistrantOutcome(
+                        index=i, is_bot=self.rnd() < self.bot_share, arrival_t=at,
+                        gave_up_t=at, gave_up_reason="rejected",
+                    )  # fmt: skip
+                index += n
+            k += 1
+        return index
+
+    def settle_the_rest(self, end: float) -> None:
+        """Whoever still holds a place at the end: gone, told the wave closed, or waiting."""
+        tk = self.tickets
+        fate = REJECTED if self.closes < end or self.full else RUN_ENDED
+        for i in range(self.head, len(self.line)):
+            ticket = self.line[i]
+            if tk.state[ticket] != WAITING:
+                continue
+            if tk.gone_at[ticket] < end:
+                if not tk.balked[ticket]:
+                    self.give_up(tk.owner[ticket], ticket, tk.gone_at[ticket], RENEGED)
+            else:
+                self.give_up(tk.owner[ticket], ticket, min(end, self.closes), fate)
+        for ticket in self.prequeue_block:
+            self.give_up(tk.owner[ticket], ticket, end, RUN_ENDED)
+
+    def peak_joins_per_s(self) -> float:
+        """The busiest bin's joins per second, or the arrival process's own peak rate when
+        bins are longer than a second (the opening's first second is steeper than its minute)."""
+        rec = self.record
+        busiest = max(rec.joins, default=0) / rec.step
+        if rec.step <= 1.0:
+            return busiest
+        process = self.scenario.arrival_process()
+        process.n = float(self.population)
+        instant = max(process.rate(self.opens + k) for k in range(0, 600, 5))
+        return max(busiest, instant)
+
+    def gave_up_totals(self) -> dict[str, int]:
+        """People by their last word (a reneger who came back and registered is not one)."""
+        counts = [0] * len(FATE_NAMES) * 2
+        fates = self.fate
+        for index in range(min(self.individually, len(fates))):
+            counts[fates[index]] += 1
+        counts[RUN_ENDED] += counts[NONE]  # still in the flow at the end
+        totals = {name: counts[code] for code, name in FATE_NAMES.items() if counts[code]}
+        if self.refused_in_bulk:
+            totals["rejected"] = totals.get("rejected", 0) + self.refused_in_bulk
+        return totals
+
+    def result(self) -> RunRecord:
+        scenario, lim, rec, wave = self.scenario, self.limits, self.record, self.scenario.wave
+        series = rec.series
+        for k in range(len(series)):
+            series.admit_rate_target[k] = (
+                lim.admit_rate if self.opens <= k * rec.step < self.closes else 0.0
+            )
+            series.origin_capacity[k] = scenario.origin.capacity
+        meta = RunMeta(
+            mode="queued",
+            scenario=scenario.name,
+            seed=0,
+            source="model",
+            population=self.population,
+            duration_s=self.duration,
+            opens_at_s=self.opens,
+            prequeue_s=wave.prequeue_s,
+            admit_rate=lim.admit_rate,
+            admit_burst=wave.burst,
+            max_active=0 if lim.max_active == UNLIMITED else lim.max_active,
+            session_ttl_s=wave.session_ttl_s,
+            abandon_after_s=wave.abandon_after_s,
+            origin_capacity=scenario.origin.capacity,
+            quota=0 if lim.quota == UNLIMITED else lim.quota,
+            sample_every=rec.every,
+            notes=[
+                "model: origin_inflight is requests at the origin (sessions in flow x the "
+                f"{self.inflight_share:.0%} of a session a request is in flight)",
+            ],
+        )
+        totals = RunTotals(
+            arrived=self.arrived,
+            joined=self.joins,
+            prequeue=self.prequeue_joins,
+            admitted=self.taken_up,
+            completed=self.registered,
+            gave_up=self.gave_up_totals(),
+            requests=int(self.registered * scenario.origin.requests_per_session),
+            peak_origin_inflight=max(series.origin_inflight, default=0),
+            peak_queue_length=max(series.queue_length, default=0),
+            queue_admitted=self.admitted,
+            lapsed=self.lapsed,
+            peak_status_polls_per_s=max(rec.peak_polls, default=0.0),
+            peak_joins_per_s=self.peak_joins_per_s(),
+        )
+        outcomes = sorted(rec.outcomes.values(), key=lambda o: o.index)
+        return RunRecord(meta, series, outcomes, totals)
 
 
 def run_model(
@@ -83,443 +839,15 @@ def run_model(
     progress: ProgressFn | None = None,
 ) -> RunRecord:
     seed = scenario.seed if seed is None else seed
-    wave, clock, beh, origin = scenario.wave, scenario.clock, scenario.behaviour, scenario.origin
-    rate = wave.admit_rate if admit_rate is None else admit_rate
-    if rate <= 0:
-        raise ValueError("admit_rate must be > 0")
-    # A rate given here keeps the scenario's burst in proportion (plan scales both together).
-    burst = wave.burst if admit_rate is None else max(1.0, wave.burst * rate / wave.admit_rate)
-    limit_active = wave.max_active if max_active is None else max_active
-    limit_active = limit_active if limit_active > 0 else 2**62
-    limit_quota = wave.quota if quota is None else quota
-    limit_quota = limit_quota if limit_quota > 0 else 2**62
+    limits = Limits.of(scenario, admit_rate, max_active, quota)
     size = scenario.population_size if population is None else population
     every = sample_every or default_sample_every(size)
-    duration = clock.duration_s
+    duration = scenario.clock.duration_s
     step = step_s or (1.0 if duration <= 2 * 3600 else 60.0)
-
-    opens, closes = clock.opens_at_s, min(clock.closes_at_s, duration)
-    pre_start = opens - wave.prequeue_s
-    ttl, abandon_after = wave.session_ttl_s, wave.abandon_after_s
-    mix = scenario.population_mix
-    bot_share = mix.bot_share + mix.joki_share
-    pat_median, pat_sigma = mix.patience_median_s, mix.patience_sigma
-    silent_share, dropout = beh.silent_abandon_share, beh.in_flow_dropout
-    ret_p, ret_median, ret_sigma = beh.return_later_p, beh.return_median_s, beh.return_sigma
-    new_share = origin.new_account_share
-    new_med, ret_med_s, s_sigma = (
-        origin.session_new_median_s,
-        origin.session_returning_median_s,
-        origin.session_sigma,
-    )
-
-    rng = random.Random(seed * 7919 + 17)
-    rnd, exp = rng.random, math.exp
-    normal = _NORMAL_TABLE
-    balk_scale = beh.balk_scale_s
-
-    series = TimeSeries.empty(duration, step)
-    nbins = len(series)
-    # Local bins with one extra slot: every event time is <= duration, so `int(t // step)` is
-    # at most nbins; the extra slot is folded into the last bin at the end.
-    s_arrivals, s_adm, s_comp, s_gave_up, s_peak, queue_diff, s_skip = (
-        [0] * (nbins + 1) for _ in range(7)
-    )
-    s_active = [-1] * (nbins + 1)  # -1: no event in the bin, the gauge keeps its last value
-    for k in range(nbins):
-        t_bin = k * step
-        series.admit_rate_target[k] = rate if opens <= t_bin < closes else 0.0
-        series.origin_capacity[k] = origin.capacity
-
-    # The waiting line, FIFO, in compact arrays; `head` is the next ticket to consider.
-    q_join = array("d")
-    q_skip = array("d")  # the ticket is skipped at no cost from this time on
-    q_gone = array("d")  # the person stopped waiting (reneged) at this time
-    q_index = array("q")
-    head = 0
-    prequeue: list[tuple[float, float, float, int]] = []
-    # Renegers coming back, bucketed by time bin (a calendar queue: O(1) per return).
-    # Bins up to `returns_loaded` have been moved into the small heap `due`, from which
-    # returns are joined in exact time order before any later arrival.
-    returns: list[list[tuple[float, int]] | None] = [None] * (nbins + 1)
-    returns_loaded = -1
-    due: list[tuple[float, int]] = []
-    # Registrants admitted in person: a return planned when they joined is dropped.
-    served = bytearray(1024)
-    sessions: list[tuple[float, int, int]] = []  # (slot freed at, completed 0/1, index)
-    outcomes: dict[int, RegistrantOutcome] = {}
-
-    tokens, last_t, now = burst, opens, opens
-    active = admitted = completed = arrived = joined = pre_joined = 0
-    peak_active = peak_queue = 0
-    gave_up: dict[str, int] = {}
-    opened = False
-    next_try = -_INF  # advance() has nothing to do before this time (the main loop skips it)
-
-    def give_up(index: int, t: float, reason: str, ticket_join: float | None = None) -> None:
-        gave_up[reason] = gave_up.get(reason, 0) + 1
-        s_gave_up[int(t // step)] += 1
-        o = outcomes.get(index)
-        # An old ticket of someone who has joined again since does not overwrite the outcome.
-        if o is not None and (ticket_join is None or o.joined_t == ticket_join):
-            o.gave_up_t, o.gave_up_reason = t, reason
-
-    def free_slots(until: float) -> None:
-        nonlocal active, completed
-        while sessions and sessions[0][0] <= until:
-            t_free, done, index = heapq.heappop(sessions)
-            active -= 1
-            s_active[int(t_free // step)] = active
-            if done:
-                completed += 1
-                s_comp[int(t_free // step)] += 1
-                o = outcomes.get(index)
-                if o is not None:
-                    o.completed_t = t_free
-
-    def open_wave() -> None:
-        nonlocal opened
-        opened = True
-        rng.shuffle(prequeue)  # uniformly random order inside the pre-queue block
-        for j, s, g, i in prequeue:
-            q_join.append(j)
-            q_skip.append(s)
-            q_gone.append(g)
-            q_index.append(i)
-        prequeue.clear()
-
-    def advance(until: float) -> None:
-        """Admit from the head of the line up to time `until`."""
-        nonlocal head, tokens, last_t, now, active, admitted, peak_active, next_try
-        until = min(until, closes)
-        next_try = -_INF
-        while True:
-            if admitted >= limit_quota:
-                next_try = _INF
-                break
-            if head >= len(q_join):
-                break
-            # Earliest time the next admission may happen (never before the head joined).
-            t = max(now, q_join[head])
-            if tokens < 1.0:
-                t = max(t, last_t + (1.0 - tokens) / rate)
-            if active >= limit_active:
-                if not sessions:
-                    break
-                t = max(t, sessions[0][0])
-            if t > until:
-                next_try = t
-                break
-            now = t
-            tokens = min(burst, tokens + (now - last_t) * rate)
-            last_t = now
-            free_slots(now)
-            if active >= limit_active:
-                continue
-            # Skip tickets that are gone, at no cost.
-            while head < len(q_join) and q_skip[head] <= now:
-                index = q_index[head]
-                queue_diff[int(q_skip[head] // step)] -= 1
-                s_skip[int(now // step)] += 1
-                give_up(index, q_gone[head], "reneged", q_join[head])
-                head += 1
-            if head >= len(q_join):
-                break
-            if q_join[head] > now:
-                continue  # the new head joined after `now`: its admission time comes next round
-            index, gone_t, ticket_join = q_index[head], q_gone[head], q_join[head]
-            queue_diff[int(now // step)] -= 1
-            head += 1
-            tokens -= 1.0
-            admitted += 1
-            active += 1
-            s_adm[int(now // step)] += 1
-            s_active[int(now // step)] = active
-            k = int(now // step)
-            if active > s_peak[k]:
-                s_peak[k] = active
-            if active > peak_active:
-                peak_active = active
-            if gone_t <= now:
-                # A silent abandoner's ticket, admitted before it was skipped: the token is
-                # spent, nobody comes, the slot waits for the TTL.
-                give_up(index, gone_t, "reneged", ticket_join)
-                heapq.heappush(sessions, (now + ttl, 0, index))
-                continue
-            if index >= len(served):
-                served.extend(bytes(max(index + 1 - len(served), len(served))))
-            served[index] = 1
-            o = outcomes.get(index)
-            if o is not None:
-                o.admitted_t = now
-            if rnd() < dropout:
-                # Drops out of the registration flow: the slot waits for the TTL.
-                heapq.heappush(sessions, (now + ttl, 0, index))
-            else:
-                median = new_med if rnd() < new_share else ret_med_s
-                session = median * exp(s_sigma * normal[int(rnd() * 8192)])
-                if session <= ttl:
-                    heapq.heappush(sessions, (now + session, 1, index))
-                else:
-                    heapq.heappush(sessions, (now + ttl, 0, index))
-            if head > 1_000_000 and head * 2 > len(q_join):
-                # Drop the consumed prefix so memory follows the live line, not the wave.
-                del q_join[:head], q_skip[:head], q_gone[:head], q_index[:head]
-                head = 0
-
-    eta_window = max(1, round(60.0 / step))
-    eta_cache = [-1, 1.0 / rate]  # [bin, seconds per place]
-
-    def seconds_per_place(k: int) -> float:
-        """Expected seconds of wait per ticket ahead, like the service's `seconds_per_place`:
-        the admission rate, or the admissions actually achieved over the last minute when
-        max_active holds them back, discounted by the share of tickets skipped."""
-        if eta_cache[0] == k:
-            return eta_cache[1]
-        lo = max(0, k - eta_window)
-        done, skipped = sum(s_adm[lo:k]), sum(s_skip[lo:k])
-        effective = rate
-        if limit_active < 2**62 and active >= 0.95 * limit_active and done > 0 and k > lo:
-            effective = min(rate, done / ((k - lo) * step))
-        skip_share = skipped / (done + skipped) if done + skipped else 0.0
-        eta_cache[:] = [k, (1.0 - skip_share) / effective]
-        return eta_cache[1]
-
-    def join(index: int, t: float, first: bool) -> None:
-        # The hot path of the model: one call per attempt, so locals over helpers here.
-        nonlocal arrived, joined, pre_joined, peak_queue
-        k = int(t // step)
-        s_arrivals[k] += 1
-        o = None
-        if first:
-            arrived += 1
-            if index % every == 0:
-                o = outcomes[index] = RegistrantOutcome(index=index, is_bot=False, arrival_t=t)
-        else:
-            o = outcomes.get(index)
-        if t >= closes:
-            give_up(index, t, "run_ended")
-            return
-        if admitted >= limit_quota:
-            # 409 wave_full: counted in bulk, it is most of a popular wave's arrivals.
-            gave_up["rejected"] = gave_up.get("rejected", 0) + 1
-            s_gave_up[k] += 1
-            if o is not None:
-                o.gave_up_t, o.gave_up_reason = t, "rejected"
-            return
-        in_pre = t < opens
-        waiting = len(prequeue) if in_pre else len(q_join) - head + len(prequeue)
-        is_bot = rnd() < bot_share
-        # The service shows no position or ETA in the pre-queue (the order is drawn at
-        # opening); after opening, ETA = tickets ahead x seconds per place, as it computes it.
-        if in_pre:
-            eta = 0.0
-        else:
-            eta = waiting * (eta_cache[1] if eta_cache[0] == k else seconds_per_place(k))
-        if o is not None:
-            o.is_bot = is_bot
-            if not in_pre:
-                o.position_at_join, o.eta_at_join_s = waiting + 1, eta
-        if not is_bot and rnd() < 1.0 - exp(-eta / balk_scale):  # behaviour.balk_probability
-            gave_up["balked"] = gave_up.get("balked", 0) + 1
-            s_gave_up[k] += 1
-            if o is not None:
-                o.gave_up_t, o.gave_up_reason = t, "balked"
-            return
-        joined += 1
-        if o is not None:
-            o.joined_t, o.prequeue = t, in_pre
-            o.gave_up_t = o.gave_up_reason = None
-        if is_bot:
-            gone = skip = _INF
-        else:
-            # Patience counts from joining (or from opening for the pre-queue).
-            gone = (t if t > opens else opens) + pat_median * exp(
-                pat_sigma * normal[int(rnd() * 8192)]
-            )
-            skip = gone + abandon_after if rnd() < silent_share else gone
-            if rnd() < ret_p:
-                # Coming back after the old ticket is gone: a new place at the back.
-                back = skip + ret_median * exp(ret_sigma * normal[int(rnd() * 8192)])
-                if back < closes:
-                    k_back = int(back // step)
-                    if k_back <= returns_loaded:
-                        heapq.heappush(due, (back, index))
-                    elif (bucket := returns[k_back]) is None:
-                        returns[k_back] = [(back, index)]
-                    else:
-                        bucket.append((back, index))
-        queue_diff[k] += 1
-        if in_pre:
-            pre_joined += 1
-            prequeue.append((t, skip, gone, index))
-        else:
-            q_join.append(t)
-            q_skip.append(skip)
-            q_gone.append(gone)
-            q_index.append(index)
-        if waiting + 1 > peak_queue:
-            peak_queue = waiting + 1
-
-    def refuse_rest(process: ArrivalProcess, t_from: float, first_index: int) -> int:
-        """Poisson counts of the arrivals after `t_from`, per bin, all refused; sampled
-        registrants get an outcome with a time spread uniformly inside their bin."""
-        nonlocal arrived
-        index = first_index
-        k = int(t_from // step)
-        while k * step < closes:
-            lo, hi = max(t_from, k * step), min((k + 1) * step, closes)
-            n = _poisson(rng, process.expected_count(lo, hi))
-            if n:
-                arrived += n
-                s_arrivals[k] += n
-                s_gave_up[k] += n
-                gave_up["rejected"] = gave_up.get("rejected", 0) + n
-                first = -(-index // every) * every  # first sampled index >= index
-                picked = range(first, index + n, every)
-                for i, u in zip(picked, sorted(rnd() for _ in picked), strict=True):
-                    t = lo + u * (hi - lo)
-                    outcomes[i] = RegistrantOutcome(
-                        index=i,
-                        is_bot=rnd() < bot_share,
-                        arrival_t=t,
-                        gave_up_t=t,
-                        gave_up_reason="rejected",
-                    )
-                index += n
-            if progress is not None and lo >= next_report:
-                progress(lo, index)
-            k += 1
-        return index
-
-    def refuse_returns() -> None:
-        """With the wave full, everyone still to come back is refused: count them per bin."""
-        pending = [item for bucket in returns if bucket for item in bucket] + due
-        returns[:] = [None] * len(returns)
-        due.clear()
-        for t_back, i_back in pending:
-            if i_back < len(served) and served[i_back]:
-                continue
-            k = int(t_back // step)
-            s_arrivals[k] += 1
-            s_gave_up[k] += 1
-            gave_up["rejected"] = gave_up.get("rejected", 0) + 1
-            o = outcomes.get(i_back)
-            if o is not None:
-                o.gave_up_t, o.gave_up_reason = t_back, "rejected"
-
+    model = WaveModel(scenario, limits, seed, size, every, step)
     process = scenario.arrival_process()
-    if population is not None:
-        process.n = float(population)
-    next_report = 0.0
-    index = 0
-
-    def release_returns(until: float) -> None:
-        """Join everyone coming back at or before `until`, in time order."""
-        nonlocal returns_loaded
-        last_bin = min(nbins, int(until // step))
-        while returns_loaded < last_bin:
-            returns_loaded += 1
-            bucket = returns[returns_loaded]
-            if bucket is not None:
-                returns[returns_loaded] = None
-                for item in bucket:
-                    heapq.heappush(due, item)
-        while due and due[0][0] <= until:
-            t_back, i_back = heapq.heappop(due)
-            if i_back < len(served) and served[i_back]:
-                continue  # admitted before patience ran out: no reason to come back
-            if not opened and t_back >= opens:
-                open_wave()
-            if opened:
-                advance(t_back)
-            join(i_back, t_back, first=False)
-
-    for t in process.times(seed):
-        if t < pre_start:
-            t = pre_start  # told to come back when the pre-queue opens
-        if (due and due[0][0] <= t) or t >= (returns_loaded + 1) * step:
-            release_returns(t)
-        if not opened and t >= opens:
-            open_wave()
-        if opened and t >= next_try:
-            advance(t)
-        join(index, t, first=True)
-        index += 1
-        if progress is not None and t >= next_report:
-            progress(t, index)
-            next_report = t + max(step, duration / 200.0)
-        if admitted >= limit_quota:
-            # The wave is full: every later first attempt is refused (409 wave_full) and
-            # changes nothing else, so draw the remaining arrivals per bin instead of one by one.
-            index = refuse_rest(process, t, index)
-            refuse_returns()
-            break
-    release_returns(duration)
-    if not opened:
-        open_wave()
-    advance(duration)
-    free_slots(duration)
-    # Whoever is still in line at the end: skipped if gone before then, else still waiting.
-    for k in range(head, len(q_join)):
-        skip_t = q_skip[k]
-        if skip_t < duration:
-            queue_diff[int(skip_t // step)] -= 1
-            give_up(q_index[k], q_gone[k], "reneged", q_join[k])
-        else:
-            give_up(q_index[k], duration, "run_ended", q_join[k])
-    if progress is not None:
-        progress(duration, index)
-
-    # Fold the extra slot into the last bin, then fill the series.
-    for local in (s_arrivals, s_adm, s_comp, s_gave_up, queue_diff):
-        local[nbins - 1] += local[nbins]
-    s_peak[nbins - 1] = max(s_peak[nbins - 1], s_peak[nbins])
-    if s_active[nbins] >= 0:
-        s_active[nbins - 1] = s_active[nbins]
-    series.arrivals, series.admissions = s_arrivals[:nbins], s_adm[:nbins]
-    series.completions, series.gave_up = s_comp[:nbins], s_gave_up[:nbins]
-    series.origin_inflight = s_peak[:nbins]
-    level = last = 0
-    for k in range(nbins):
-        level += queue_diff[k]
-        series.queue_length[k] = level
-        # Gauges hold their last value through bins without events.
-        if s_active[k] >= 0:
-            last = s_active[k]
-        series.active[k] = last
-
-    meta = RunMeta(
-        mode="queued",
-        scenario=scenario.name,
-        seed=seed,
-        source="model",
-        population=size,
-        duration_s=duration,
-        opens_at_s=opens,
-        prequeue_s=wave.prequeue_s,
-        admit_rate=rate,
-        admit_burst=burst,
-        max_active=0 if limit_active == 2**62 else limit_active,
-        session_ttl_s=wave.session_ttl_s,
-        abandon_after_s=wave.abandon_after_s,
-        origin_capacity=origin.capacity,
-        quota=0 if limit_quota == 2**62 else limit_quota,
-        sample_every=every,
-        notes=[
-            "origin concurrency in the model is admitted sessions in progress (active), "
-            "compared with origin.capacity in sessions",
-        ],
-    )
-    totals = RunTotals(
-        arrived=arrived,
-        joined=joined,
-        prequeue=pre_joined,
-        admitted=admitted,
-        completed=completed,
-        gave_up=gave_up,
-        requests=int(completed * origin.requests_per_session),
-        peak_origin_inflight=peak_active,
-        peak_queue_length=max(series.queue_length, default=0),
-    )
-    return RunRecord(meta, series, sorted(outcomes.values(), key=lambda o: o.index), totals)
+    process.n = float(size)
+    model.run(process.times(seed), progress)
+    record = model.result()
+    record.meta.seed = seed
+    return record

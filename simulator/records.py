@@ -47,6 +47,10 @@ class RegistrantOutcome:
     position_at_join: int | None = None  # `position` in the join response
     eta_at_join_s: float | None = None  # `eta_s` in the join response
     admitted_t: float | None = None  # admitted (queued) / first origin request served (direct)
+    noticed_t: float | None = None  # queued: the poll that brought the admission token
+    reached_t: float | None = None
+    """queued: when admission reached this registrant's (latest) ticket, admitted or skipped
+    because its holder had gone: the wait the ETA at join promised, known for everyone."""
     completed_t: float | None = None  # registration flow finished at the origin
     gave_up_t: float | None = None  # stopped trying (see `gave_up_reason`)
     gave_up_reason: str | None = None  # one of GIVE_UP_REASONS
@@ -176,6 +180,18 @@ class RunTotals:
     peak_origin_inflight: int = 0
     peak_queue_length: int = 0
     peak_live_registrants: int | None = None  # most the live driver held at once (None: model)
+    queue_admitted: int | None = None
+    """Admissions the queue decided (its `admitted` counter), taken up or not; None when the
+    run could not read it. `admitted` counts the people who took theirs up."""
+    peak_status_polls_per_s: float | None = None
+    """model: status requests per second at the busiest moment (pacing.total_poll_rate for
+    polite holders, manual refreshers and bots on their own schedule, every tab)."""
+    peak_joins_per_s: float | None = None
+    """model: join requests per second in the busiest bin (first attempts, refused ones and
+    returns)."""
+    lapsed: int | None = None
+    """Admissions never taken up: the holder had gone (a ghost ticket), the slot lapsed at the
+    holder's poll deadline."""
 
     @classmethod
     def from_run(cls, series: TimeSeries, outcomes: list[RegistrantOutcome]) -> RunTotals:

@@ -66,7 +66,13 @@ class WaveParams:
     max_active: int = 22_500  # admitted sessions not yet completed (0 = no limit)
     session_ttl_s: float = 3600.0  # an admitted session not completed frees its slot after this
     prequeue_s: float = 3600.0  # arrivals this long before opening are shuffled at opening
-    abandon_after_s: float = 300.0  # a waiting ticket not seen for this long is skipped
+    abandon_after_s: float = 300.0  # grace after a missed poll deadline, then skipped
+    expected_session_s: float = 0.0  # the ETA prior's slot hold when max_active binds; 0 = TTL/2
+
+    @property
+    def session_estimate_s(self) -> float:
+        """What the service assumes (waves.WaveConfig.session_estimate_s)."""
+        return self.expected_session_s or self.session_ttl_s / 2
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -76,7 +82,7 @@ class WaveParams:
         for name in ("quota", "max_active"):
             if getattr(self, name) < 0:
                 raise ValueError(f"wave.{name} must be >= 0")
-        for name in ("admit_burst", "prequeue_s"):
+        for name in ("admit_burst", "prequeue_s", "expected_session_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"wave.{name} must be >= 0")
         for name in ("session_ttl_s", "abandon_after_s"):

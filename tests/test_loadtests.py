@@ -33,6 +33,7 @@ from loadtests.verdict import (
     check_bots_rate_limited,
     check_origin_within_capacity,
     evaluate,
+    render,
     wave_sample_from_metrics,
 )
 from queue_service.redis_server import EmbeddedRedis, free_port
@@ -216,8 +217,10 @@ def test_wave_opening_shape_follows_the_scenario_curve(stack: Stack, tmp_path: P
     command[command.index("loadtests/locustfile.py")] = "loadtests/wave_opening.py"
     locust = locust_process(
         out / "locust.log",
-        [*command, "--peak-users", "12", "--shape-duration", "14", "--poll-cap-s", "1"],
-    )
+        [*command, "--peak-users", "12", "--shape-duration", "14", "--poll-cap-s", "1",
+         # this run checks the shape: 14 s is too short to measure bots and admissions
+         "--check-allow-skip", "bots_rate_limited,admission_rate"],
+    )  # fmt: skip
     assert locust.run(timeout_s=60) == 0, locust.log_tail(4000)
     history = (out / "run_stats_history.csv").read_text().splitlines()
     users = [int(r["User Count"]) for r in csv.DictReader(history) if r["Name"] == "Aggregated"]
@@ -305,8 +308,24 @@ def test_origin_and_bot_checks_fail_when_they_should() -> None:
         calm,
         bot_limited_min=0.5,
         admission_tolerance=0.2,
+        allow_skipped=frozenset({"bots_rate_limited", "admission_rate"}),
     )
     assert [r.name for r in results if not r.passed] == ["queue_no_5xx"]
+
+
+def test_a_check_that_could_not_be_measured_fails_the_gate_unless_skipped_on_purpose() -> None:
+    counts = {counters.QUEUE_REQUESTS: 10}
+    calm = [OriginSample(0, 3, 50, 0, 0, 0), OriginSample(5, 10, 50, 0, 0, 0)]
+    results = evaluate(counts, [], calm, bot_limited_min=0.5, admission_tolerance=0.2)
+    unmeasured = {r.name: r for r in results if r.skipped}
+    assert set(unmeasured) == {"bots_rate_limited", "admission_rate"}
+    assert all(not r.passed and "not measured" in r.detail for r in unmeasured.values())
+    assert "=> FAILED" in render(results) and "SKIP!" in render(results)
+    allowed = evaluate(
+        counts, [], calm, bot_limited_min=0.5, admission_tolerance=0.2,
+        allow_skipped=frozenset({"bots_rate_limited", "admission_rate"}),
+    )  # fmt: skip
+    assert all(r.passed for r in allowed) and "=> PASSED" in render(allowed)
 
 
 def test_wave_opening_curve_builds_up_spikes_at_opening_and_decays() -> None:

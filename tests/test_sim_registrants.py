@@ -202,9 +202,26 @@ def test_balking_follows_the_eta() -> None:
     assert behaviour.balk_probability(0) == 0.0
     assert behaviour.balk_probability(6 * 3600) == pytest.approx(1 - 2.718281828**-1)
     rng = random.Random(5)
-    share = sum(behaviour.balks(rng, 3 * 3600.0) for _ in range(20_000)) / 20_000
+    people = Population(2, 3000)
+    human = next(r for r in people if not r.is_bot)
+    bot = next(r for r in people if r.is_bot)
+    share = sum(behaviour.balks(rng, human, "waiting", 3 * 3600.0) for _ in range(20_000)) / 20_000
     assert share == pytest.approx(1 - 2.718281828**-0.5, abs=0.015)
-    assert not behaviour.balks(rng, None)
+    assert not behaviour.balks(rng, human, "waiting", None)
+    # the pre-queue's countdown is not a wait to balk at, and scripts never balk
+    assert not any(behaviour.balks(rng, human, "prequeue", 1e9) for _ in range(100))
+    assert not any(behaviour.balks(rng, bot, "waiting", 1e9) for _ in range(100))
+
+
+def test_bots_never_renege_and_patience_starts_at_the_opening() -> None:
+    people = Population(2, 3000)
+    bot = next(r for r in people if r.is_bot)
+    human = next(r for r in people if not r.is_bot)
+    assert not behaviour.reneges(bot, 1e12)
+    assert behaviour.reneges(human, human.patience_s)
+    assert not behaviour.reneges(human, human.patience_s * 0.99)
+    assert behaviour.patience_from(5.0, 10.0) == 10.0
+    assert behaviour.patience_from(15.0, 10.0) == 15.0
 
 
 def test_behaviour_params_are_validated() -> None:

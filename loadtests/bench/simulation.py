@@ -253,6 +253,7 @@ def _simulate_command(
         str(plan.registrants),
         "--max-seconds",
         str(plan.run_s),
+        "--no-completions-ok",  # everyone waits in the pre-queue by design
     ]
 
 

@@ -20,7 +20,7 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,21 +68,21 @@ class Trial:
     wait_p95_s: float | None
     peak_active: int  # origin concurrency: admitted sessions in progress (full size)
     max_active: int  # the limit in force (full size; 0 = none)
+    record: RunRecord | None = field(default=None, compare=False, repr=False)
+    """The model run behind it (scaled down, or full size)."""
 
 
 def mean_session_s(scenario: Scenario) -> float:
-    o = scenario.origin
-    spread = math.exp(o.session_sigma**2 / 2.0)  # lognormal mean / median
-    return spread * (
-        o.new_account_share * o.session_new_median_s
-        + (1.0 - o.new_account_share) * o.session_returning_median_s
-    )
+    from simulator import sessions
+
+    return sessions.mean_session_s(scenario.origin)
 
 
 def clears_after(record: RunRecord, rate: float, clear_wait_s: float) -> tuple[float | None, bool]:
     """Seconds after opening when the line first gets short again after its peak."""
     series, meta = record.series, record.meta
-    quota_filled = bool(meta.quota) and record.totals.admitted >= (meta.quota or 0)
+    admitted = record.totals.queue_admitted or record.totals.admitted
+    quota_filled = bool(meta.quota) and admitted >= (meta.quota or 0)
     quota_t = None
     if quota_filled:
         last = max((k for k, n in enumerate(series.admissions) if n), default=None)
@@ -140,8 +140,9 @@ def run_trial(
         completed=round(record.totals.completed / scale),
         peak_queue=round(record.totals.peak_queue_length / scale),
         wait_p95_s=_percentile(waits, 0.95),
-        peak_active=round(record.totals.peak_origin_inflight / scale),
+        peak_active=round(max(record.series.active, default=0) / scale),
         max_active=max_active,
+        record=record,
     )
 
 
@@ -164,7 +165,11 @@ def _minutes(seconds: float | None) -> str:
 
 
 def format_table(trials: list[Trial], scenario: Scenario, capacity: int) -> str:
+    from simulator import sessions
+    from simulator.flow import STEPS
+
     per_session = scenario.origin.requests_per_session / mean_session_s(scenario)
+    per_request_s = sessions.flow_service_s(scenario.origin) / len(STEPS)
     header = (
         "admit_rate/s",
         "per min",
@@ -172,8 +177,9 @@ def format_table(trials: list[Trial], scenario: Scenario, capacity: int) -> str:
         "peak queue",
         "wait p95",
         "origin sessions",
-        "of capacity",
         "origin req/s",
+        "req in flight",
+        "of capacity",
     )
     rows = [header]
     for t in sorted(trials, key=lambda t: t.admit_rate):
@@ -185,8 +191,9 @@ def format_table(trials: list[Trial], scenario: Scenario, capacity: int) -> str:
                 f"{t.peak_queue:,}",
                 _minutes(t.wait_p95_s),
                 f"{t.peak_active:,}",
-                f"{100.0 * t.peak_active / capacity:.0f}%",
                 f"{t.peak_active * per_session:,.0f}",
+                f"{t.peak_active * per_session * per_request_s:,.0f}",
+                f"{100.0 * t.peak_active * per_session * per_request_s / capacity:.0f}%",
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -321,7 +328,6 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(format_table(trials, scenario, capacity))
     print()
-    per_session = scenario.origin.requests_per_session / mean_s
     if final is None:
         print(
             f"No admit_rate up to {guess * 4.0:,.1f}/s clears the wave in {args.hours:g} h. "
@@ -330,14 +336,23 @@ def run(args: argparse.Namespace) -> int:
             "capacity or allow more hours."
         )
         return 1
+    quota_note = ""
+    if final.quota_filled:
+        quota_note = (
+            f" The quota ({scenario.wave.quota:,}) is what limits this wave: any rate that "
+            "fills it in time does, and a slower one spreads the places over more hours."
+        )
     print(
         f"admit_rate {final.admit_rate:,.1f}/s ({final.admit_rate * 60:,.0f}/min) clears the wave "
-        f"in {_hours(final.clears_after_s)} (full-size check). Origin concurrency peaks at "
-        f"{final.peak_active:,} admitted sessions ({100.0 * final.peak_active / capacity:.0f}% of "
-        f"capacity {capacity:,}), about {final.peak_active * per_session:,.0f} origin requests/s."
+        f"in {_hours(final.clears_after_s)} (full-size check).{quota_note}"
     )
     if final.admit_rate > ceiling:
         print(f"Note: above {ceiling:,.1f}/s, max_active ({max_active:,}) limits, not admit_rate.")
+    if final.record is not None:
+        from simulator import sizing
+
+        print()
+        print(sizing.render(sizing.size(scenario, final.record, final.admit_rate, max_active)))
     if args.report is not None:
         from simulator.model import run_model
         from simulator.report import write_report

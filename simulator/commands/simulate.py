@@ -4,8 +4,12 @@
         --origin-url http://127.0.0.1:8090 --queue-url http://127.0.0.1:8080 --out reports/run1
 
 Targets must be loopback. Every run is bounded by --max-registrants and --max-seconds. In queued
-mode with an admin token (--admin-token or GELOMBANG_ADMIN_TOKEN) the wave is (re)configured
-from the scenario to open `clock.opens_at_s` after the run starts; without one it must exist.
+mode with an admin token (--admin-token or GELOMBANG_ADMIN_TOKEN) the wave (--wave, default the
+scenario's) is (re)configured from the scenario to open `clock.opens_at_s` after the run starts;
+without one it must exist. Before a queued run `simulator.preflight` checks that the wave exists,
+that the origin protects that wave and that the queue believes each registrant's own address
+(X-Forwarded-For; else per-address limits refuse the crowd): an error stops the command (exit
+2), a warning is printed. Exit 1 when a run completed no registration at all, with the reasons.
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from simulator.records import MODES
 
 if TYPE_CHECKING:
-    from simulator.driver import LiveResult
+    from simulator.driver import DriverConfig, LiveResult
+    from simulator.scenario import Scenario
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-seconds", type=float, default=120.0, help="hard stop of each run (wall seconds)"
     )
     parser.add_argument("--seed", type=int, help="population and arrival seed (scenario's)")
+    parser.add_argument("--wave", help="the queue's wave to drive (default: the scenario's)")
+    parser.add_argument(
+        "--no-completions-ok",
+        action="store_true",
+        help="exit 0 even if nobody completed (a run that only holds people waiting)",
+    )
     parser.add_argument(
         "--admin-token",
         default=os.environ.get("GELOMBANG_ADMIN_TOKEN"),
@@ -73,19 +85,70 @@ def run(args: argparse.Namespace) -> int:
                 admin_token=args.admin_token,
                 connection_limit=args.connections,
                 progress=None if args.quiet else sys.stderr,
+                wave=args.wave,
             )
             for mode in modes
         ]
     except (ScenarioError, NotLoopback, ValueError) as exc:
         print(f"gelombang simulate: {exc}", file=sys.stderr)
         return 2
+    queued = next((c for c in configs if c.mode == "queued"), None)
+    if queued is not None:
+        ok = uvloop.run(preflight(scenario, queued))
+        if not ok:
+            return 2
     results: dict[str, LiveResult] = {}
     for config in configs:
         results[config.mode] = uvloop.run(run_live(scenario, config))
     if args.out:
         write_outputs(args.out, results)
     print(summary_text(results))
-    return 0
+    return 0 if args.no_completions_ok else nothing_completed(results)
+
+
+async def preflight(scenario: Scenario, config: DriverConfig) -> bool:
+    """Print what would make the run meaningless; False when it should not start."""
+    import aiohttp
+
+    from simulator import preflight as checks
+    from simulator.driver import LiveRun
+
+    assert config.queue_url is not None
+    wave = config.wave or scenario.wave.id
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        if config.admin_token:
+            # (re)create the wave an hour ahead: probe joins then make no ticket; the run
+            # configures it again to open relative to its own start
+            run = LiveRun(scenario, config, session)
+            try:
+                await run._configure_wave(time.time() + 3600)
+            except RuntimeError as exc:
+                print(f"gelombang simulate: {exc}", file=sys.stderr)
+                return False
+        result = await checks.check(session, config.queue_url, config.origin_url, wave)
+    for warning in result.warnings:
+        print(f"gelombang simulate: warning: {warning}", file=sys.stderr)
+    for error in result.errors:
+        print(f"gelombang simulate: {error}", file=sys.stderr)
+    return not result.errors
+
+
+def nothing_completed(results: dict[str, LiveResult]) -> int:
+    """1, saying why, when a run completed no registration at all."""
+    status = 0
+    for mode, result in results.items():
+        if result.record.totals.completed:
+            continue
+        reasons = ", ".join(
+            f"{count} {detail}" for detail, count in result.stats.give_up_details.most_common(4)
+        )
+        print(
+            f"gelombang simulate: the {mode} run completed no registration "
+            f"({result.record.totals.arrived} arrived; {reasons or 'none gave up: none admitted'})",
+            file=sys.stderr,
+        )
+        status = 1
+    return status
 
 
 def write_outputs(out: Path, results: dict[str, LiveResult]) -> None:

@@ -60,6 +60,7 @@ def create_app(
         client_max_size=config.max_upload_bytes + FORM_OVERHEAD_BYTES,
     )
     app[ORIGIN] = Origin.build(config, clock)
+    app[ORIGIN].metrics.protects((config.wave or "*") if verifier is not None else None)
     app.router.add_get("/", handlers.landing, name="landing")
     app.router.add_post("/api/v1/accounts", handlers.create_account, name="account")
     account = "/api/v1/accounts/{account_id}"

@@ -52,6 +52,13 @@ class OriginMetrics:
             "Registrations that reached the end of the flow (joined the wave).",
             registry=self.registry,
         )
+        self.protection = Gauge(
+            "gelombang_origin_protection",
+            '1 with the wave whose admission tokens the origin requires; 0 (wave "") when '
+            "it admits anyone (the no-waiting-room run).",
+            ["wave"],
+            registry=self.registry,
+        )
         # Pre-initialise every labelled series so dashboards and rates see zeros, not gaps.
         for step in STEPS:
             self.duration.labels(step=step)
@@ -59,6 +66,9 @@ class OriginMetrics:
                 self.requests.labels(step=step, status_class=status_class)
         for reason in REJECT_REASONS:
             self.rejected.labels(reason=reason)
+
+    def protects(self, wave: str | None) -> None:
+        self.protection.labels(wave=wave or "").set(1 if wave is not None else 0)
 
     def observe(self, step: str, status: int, seconds: float) -> None:
         status_class = f"{min(max(status // 100, 2), 5)}xx"

@@ -1,0 +1,37 @@
+"""What one queue process and Redis were measured to do, as `loadtests/RESULTS.md` reports it
+("Final figures"): the planner sizes the waiting room with these numbers, and
+tests/test_sim_plan.py keeps them equal to that file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Measured:
+    status_per_process_s: float
+    """Status polls per second one process answers at saturation (100 000 waiting)."""
+    join_per_process_s: float
+    """Joins per second one process takes at saturation (unique registrants)."""
+    half_saturation_status_s: float
+    """The status load at which p99 was measured (`p99_ms`): the planner keeps each
+    process at or below this share of saturation."""
+    p99_ms: float
+    redis_bytes_per_ticket: float
+    """Redis memory per waiting ticket at 10 M waiting."""
+    requests_per_script_call: float
+    """Joins per join-script call (the coalescer's batch) under load."""
+
+    @property
+    def headroom(self) -> float:
+        return self.half_saturation_status_s / self.status_per_process_s
+
+
+RESULTS = Measured(
+    status_per_process_s=24_693,
+    join_per_process_s=19_884,
+    half_saturation_status_s=11_240,
+    p99_ms=5.3,
+    redis_bytes_per_ticket=103,
+    requests_per_script_call=31.5,
+)

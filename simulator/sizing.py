@@ -1,0 +1,136 @@
+"""What a planned wave asks of the whole system, from one full-size model run: the queue tier
+(status polls and joins per second, processes at the measured per-process throughput), Redis
+(commands per second, memory), the origin in its own units, the people who will never get a
+place, and the `gelombang wave put` command that applies the plan.
+
+Load figures come from the service's own functions and measured numbers: polling from
+`pacing.total_poll_rate` inside the model, per-process throughput and Redis bytes per ticket
+from `simulator.measured` (loadtests/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from simulator import sessions
+from simulator.flow import STEPS
+from simulator.measured import RESULTS, Measured
+from simulator.records import RunRecord
+from simulator.scenario import Scenario
+
+REDIS_COMMANDS_PER_JOIN = 8
+"""lua/join.lua: rate-limit reads and writes, the registrant lookup, seq, deadline, record."""
+ADMISSION_STEPS_PER_S = 20
+"""Every process runs the admission step for every live wave each 50 ms."""
+SPARE_PROCESSES = 1
+"""One process may fail (or be restarted) at the peak without the rest saturating."""
+
+
+@dataclass(frozen=True)
+class Sizing:
+    status_polls_per_s: float
+    joins_per_s: float
+    processes: int
+    redis_commands_per_s: float
+    redis_memory_bytes: float
+    peak_sessions: int
+    origin_requests_per_s: float
+    origin_requests_in_flight: float
+    origin_capacity: int
+    arrived: int
+    got_a_place: int
+    refused: int
+    gave_up: int
+    mean_slot_hold_s: float
+    command: str
+
+
+def mean_slot_hold_s(record: RunRecord) -> float:
+    """Slot-seconds taken per admission while the wave ran (ghosts' lapsing slots included):
+    the `expected_session_s` the service's ETA prior needs."""
+    admitted = record.totals.queue_admitted or record.totals.admitted
+    if not admitted:
+        return 0.0
+    return sum(record.series.active) * record.series.step_s / admitted
+
+
+def size(
+    scenario: Scenario, record: RunRecord, admit_rate: float, max_active: int,
+    measured: Measured = RESULTS,
+) -> Sizing:  # fmt: skip
+    totals, origin, wave = record.totals, scenario.origin, scenario.wave
+    polls = totals.peak_status_polls_per_s or 0.0
+    joins = totals.peak_joins_per_s or 0.0
+    load = polls / measured.status_per_process_s + joins / measured.join_per_process_s
+    processes = max(1, math.ceil(load / measured.headroom)) + SPARE_PROCESSES
+    redis_commands = (
+        polls  # one poll deadline written per poll (seen_buffer, lua/seen.lua)
+        + joins * REDIS_COMMANDS_PER_JOIN
+        + processes * ADMISSION_STEPS_PER_S
+    )
+    tickets = totals.joined + totals.prequeue
+    peak_sessions = max(record.series.active, default=0)
+    mean_session = sessions.mean_session_s(origin)
+    requests_per_s = peak_sessions * origin.requests_per_session / mean_session
+    per_request_s = sessions.flow_service_s(origin) / len(STEPS)
+    got = totals.admitted
+    refused = totals.gave_up.get("rejected", 0)
+    hold = mean_slot_hold_s(record)
+    settings = {
+        "admit_rate": f"{admit_rate:.3g}",
+        "max_active": str(max_active),
+        "quota": str(wave.quota),
+        "session_ttl_s": f"{wave.session_ttl_s:g}",
+        "abandon_after_s": f"{wave.abandon_after_s:g}",
+        "prequeue_s": f"{wave.prequeue_s:g}",
+        "expected_session_s": f"{hold:.1f}",
+    }
+    command = f"gelombang wave put {wave.id} " + " ".join(
+        f"--set {name}={value}" for name, value in settings.items()
+    )
+    return Sizing(
+        status_polls_per_s=polls,
+        joins_per_s=joins,
+        processes=processes,
+        redis_commands_per_s=redis_commands,
+        redis_memory_bytes=tickets * measured.redis_bytes_per_ticket,
+        peak_sessions=peak_sessions,
+        origin_requests_per_s=requests_per_s,
+        origin_requests_in_flight=requests_per_s * per_request_s,
+        origin_capacity=origin.capacity,
+        arrived=totals.arrived,
+        got_a_place=got,
+        refused=refused,
+        gave_up=totals.arrived - got - refused,
+        mean_slot_hold_s=hold,
+        command=command,
+    )
+
+
+def render(s: Sizing, measured: Measured = RESULTS) -> str:
+    share = 100.0 * s.origin_requests_in_flight / s.origin_capacity if s.origin_capacity else 0.0
+    never = s.arrived - s.got_a_place
+    lines = [
+        "What the wave asks of the system (full-size model run):",
+        f"  queue tier   peak {s.status_polls_per_s:,.0f} status polls/s and "
+        f"{s.joins_per_s:,.0f} joins/s -> {s.processes} processes "
+        f"(at {measured.headroom:.0%} of the measured {measured.status_per_process_s:,.0f} "
+        f"polls/s and {measured.join_per_process_s:,.0f} joins/s per process, where p99 was "
+        f"{measured.p99_ms:g} ms; {SPARE_PROCESSES} spare)",
+        f"  Redis        about {s.redis_commands_per_s:,.0f} commands/s; "
+        f"{s.redis_memory_bytes / 2**30:,.2f} GiB for the wave's tickets "
+        f"({measured.redis_bytes_per_ticket:g} B each)",
+        f"  origin       peak {s.peak_sessions:,} sessions in progress, "
+        f"{s.origin_requests_per_s:,.0f} requests/s, {s.origin_requests_in_flight:,.0f} "
+        f"requests in flight ({share:.0f}% of capacity {s.origin_capacity:,})",
+        f"  people       {s.arrived:,} arrived; {s.got_a_place:,} got a place; "
+        f"{never:,} never will ({s.refused:,} refused or told the wave closed/full, "
+        f"{s.gave_up:,} gave up waiting or left)",
+        f"  ETA prior    a slot is held {s.mean_slot_hold_s:,.1f} s on average (ghost tickets "
+        "included): expected_session_s",
+        "",
+        "Apply it:",
+        f"  {s.command}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""The README's "Run a wave yourself" tour, end to end on loopback: `gelombang serve` (embedded
+Redis, per-address limits on, loopback trusted as the proxy), `gelombang origin --wave demo`,
+`gelombang wave put demo ...`, then `gelombang simulate --wave demo`: registrations complete.
+And what the simulator says when the set-up cannot work: an origin guarding another wave
+(exit 2, before any traffic), a queue that does not believe the registrants' addresses (a
+warning, and exit 1 when nobody completed, with the reasons)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from processes import ChildProcess, ServeProcess
+from support import ADMIN_TOKEN
+
+REPO = Path(__file__).resolve().parents[1]
+TOUR_SECONDS = 25.0
+
+pytestmark = pytest.mark.timeout(150)
+
+
+def tour_commands() -> list[str]:
+    """The tour's shell lines, as the README writes them (continuations joined)."""
+    text = (REPO / "README.md").read_text("utf-8")
+    section = text[text.index("### 2. Run a wave yourself") : text.index("### 3. Watch it")]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
+    return [line.strip() for line in "\n".join(blocks).replace("\\\n", " ").splitlines()]
+
+
+def gelombang(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "queue_service.cli", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        env={**os.environ, "GELOMBANG_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})},
+    )  # fmt: skip
+
+
+def origin_for(queue_url: str, wave: str, log: Path) -> ChildProcess:
+    return ChildProcess(
+        ["origin", "--wave", wave, "--jwks-url", f"{queue_url}/.well-known/jwks.json"],
+        log, ready_path="/healthz",
+    )  # fmt: skip
+
+
+def test_the_readme_tour_uses_these_commands() -> None:
+    lines = " ".join(tour_commands())
+    assert "GELOMBANG_TRUSTED_PROXIES=127.0.0.1/32 .venv/bin/gelombang serve --port 8080" in lines
+    assert ".venv/bin/gelombang origin --port 9000 --wave demo" in lines
+    assert "wave put demo" in lines and "origin_url=http://127.0.0.1:9000/" in lines
+    assert ".venv/bin/gelombang simulate --scenario laptop --wave demo --mode queued" in re.sub(
+        r"\s+", " ", lines
+    )
+
+
+def test_the_tour_completes_registrations(tmp_path: Path) -> None:
+    serve = ServeProcess(
+        "",
+        tmp_path,
+        env={"GELOMBANG_RATE_LIMITS": "on", "GELOMBANG_TRUSTED_PROXIES": "127.0.0.1/32"},
+    )
+    with serve, origin_for(serve.url, "demo", tmp_path / "origin.log") as origin:
+        now = int(time.time())
+        put = gelombang(
+            "wave", "--url", serve.url, "put", "demo",
+            "--set", f"opens_at={now - 60}", "--set", f"closes_at={now + 3600}",
+            "--set", "admit_rate=5", "--set", "max_active=50",
+            "--set", f"origin_url={origin.url}/",
+        )  # fmt: skip
+        assert put.returncode == 0, put.stderr
+        run = gelombang(
+            "simulate", "--scenario", "laptop", "--wave", "demo", "--mode", "queued",
+            "--queue-url", serve.url, "--origin-url", origin.url,
+            "--max-seconds", str(TOUR_SECONDS), "--quiet",
+        )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "warning" not in run.stderr, run.stderr
+    completed = int(re.search(r"registrations completed\s+(\d+)", run.stdout).group(1))  # type: ignore[union-attr]
+    assert completed >= 50, run.stdout
+
+
+def test_a_set_up_that_cannot_work_is_named(tmp_path: Path) -> None:
+    # no trusted proxy: every registrant looks like 127.0.0.1 to the per-address limits
+    serve = ServeProcess("", tmp_path, env={"GELOMBANG_RATE_LIMITS": "on"})
+    with serve, origin_for(serve.url, "other", tmp_path / "origin.log") as origin:
+        args = ("simulate", "--scenario", "laptop", "--wave", "demo", "--mode", "queued",
+                "--queue-url", serve.url, "--origin-url", origin.url, "--quiet")  # fmt: skip
+        wrong_wave = gelombang(*args, "--max-seconds", "5")
+        assert wrong_wave.returncode == 2
+        assert "protects wave 'other', not 'demo'" in wrong_wave.stderr
+        with origin_for(serve.url, "demo", tmp_path / "origin-demo.log") as right:
+            crowd = gelombang(
+                *args[:-3], "--origin-url", right.url, "--quiet", "--max-seconds", "4",
+                "--max-registrants", "30",
+            )  # fmt: skip
+    assert "does not believe the registrants' own addresses" in crowd.stderr, crowd.stderr
+    # 4 s end before the laptop wave opens (10 s): nothing completed, and it says why
+    assert crowd.returncode == 1, crowd.stderr
+    assert "completed no registration" in crowd.stderr
