@@ -151,8 +151,12 @@ class PaceEstimate:
 
     @property
     def admissions_per_s(self) -> float:
+        """The blend of measured and prior, never above admit_rate: the token bucket lets a
+        burst through at opening or on resume, but no more than admit_rate for long, so a
+        burst measured over a few seconds must not promise a short wait."""
         trust = 1.0 - math.pow(0.5, self.evidence_s / EVIDENCE_HALF_LIFE_S)
-        return max(1e-6, trust * self.measured_per_s + (1 - trust) * self.prior_per_s)
+        blended = trust * self.measured_per_s + (1 - trust) * self.prior_per_s
+        return max(1e-6, min(blended, self.prior.admit_rate))
 
     @property
     def seconds_per_place(self) -> float:

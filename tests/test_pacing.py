@@ -74,3 +74,16 @@ def test_the_slot_hold_is_learnt_from_sessions_ending() -> None:
     feed(pace, 3.0, 20.0, active=40, hold_s=2.0)
     assert pace.hold_s == pytest.approx(2.0, rel=0.05)
     assert pace.prior_per_s == pytest.approx(20.0, rel=0.05)
+
+
+def test_a_burst_at_opening_or_on_resume_never_promises_more_than_admit_rate() -> None:
+    """The bucket lets admit_burst through at once; measured over a few seconds that looks
+    like a high rate, but the line will move at admit_rate, and the ETA says so."""
+    pace = PaceEstimate(PacePrior(0.01, 0, 0))
+    pace.observe(0.0, 0, 0, 6)
+    pace.observe(0.05, 1, 0, 5)  # the one token of the burst, spent at once
+    for k in range(2, 100):
+        pace.observe(k * 0.05, 1, 0, 5)
+    assert pace.measured_per_s > 0.1  # what a naive estimate would promise
+    assert pace.admissions_per_s <= 0.01
+    assert pacing.eta_s(4, pace.seconds_per_place) >= 400

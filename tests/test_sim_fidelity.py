@@ -43,7 +43,7 @@ from simulator.model import run_model
 from simulator.records import RunRecord
 from simulator.scenario import Scenario, load_scenario
 
-from processes import ChildProcess, ServeProcess
+from processes import GelombangProcess, ServeProcess
 from support import ADMIN_TOKEN
 
 SCENARIO = Path(__file__).resolve().parent / "scenarios" / "fidelity.toml"
@@ -83,7 +83,7 @@ def live(scenario: Scenario, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             env={"GELOMBANG_RATE_LIMITS": "on", "GELOMBANG_TRUSTED_PROXIES": "127.0.0.1/32"},
         )
         with serve:
-            origin = ChildProcess(
+            origin = GelombangProcess(
                 ["origin", "--scenario", str(SCENARIO), "--wave", scenario.wave.id,
                  "--jwks-url", serve.url + "/.well-known/jwks.json"],
                 root / "origin.log",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from processes import ChildProcess, ServeProcess
+from processes import GelombangProcess, ServeProcess
 from support import ADMIN_TOKEN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,8 +43,8 @@ def gelombang(
     )  # fmt: skip
 
 
-def origin_for(queue_url: str, wave: str, log: Path) -> ChildProcess:
-    return ChildProcess(
+def origin_for(queue_url: str, wave: str, log: Path) -> GelombangProcess:
+    return GelombangProcess(
         ["origin", "--wave", wave, "--jwks-url", f"{queue_url}/.well-known/jwks.json"],
         log, ready_path="/healthz",
     )  # fmt: skip

@@ -233,7 +233,7 @@ async def test_waiting_page_shows_position_and_eta_in_indonesian_then_english(
     assert shown["ahead"] == str(OTHERS_AHEAD)
     assert shown["eta"] == "dijeda" and "dijeda sementara" in shown["message"]
 
-    await service.put_wave(admit_rate=0.05)  # 5 ahead -> about 2 minutes: an ETA in minutes
+    await service.put_wave(admit_rate=0.01)  # 5 ahead -> about 8 minutes: an ETA in minutes
     await service.control("resume")
     await wait_for(page, WAITING, timeout_s=20)
     shown = await snapshot(page)
