@@ -51,6 +51,11 @@ def wave_definition(settings: LoadSettings, now: float) -> dict[str, Any]:
         "abandon_after_s": wave.abandon_after_s,
         "origin_url": settings.origin_url + "/",
         "rate_limits": rate_limits,
+        # a verified wave (the Prakerja scenario): registrants sign in at the origin first
+        "verified_joins": wave.verified_joins,
+        "enqueue_jwks_url": (
+            settings.origin_url + "/.well-known/enqueue-jwks.json" if wave.verified_joins else ""
+        ),
     }
 
 

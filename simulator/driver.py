@@ -319,6 +319,9 @@ class LiveRun:
             "expected_session_s": wave.expected_session_s,
             "origin_url": self.origin_url + "/",
         }
+        if wave.verified_joins:  # the origin signs registrants in and vouches for them
+            body["verified_joins"] = True
+            body["enqueue_jwks_url"] = self.origin_url + "/.well-known/enqueue-jwks.json"
         if wave.admit_burst > 0:
             body["admit_burst"] = wave.admit_burst
         async with self.session.put(
@@ -552,6 +555,25 @@ class LiveRun:
             self._waiting -= 1
         return view
 
+    async def _identity(self, r: Registrant, outcome: RegistrantOutcome) -> dict[str, Any]:
+        """Who joins: the registrant id, or, in a wave with verified joins, an enqueue token
+        from signing in at the origin (a fresh one for every join: they live minutes)."""
+        if not self.scenario.wave.verified_joins:
+            return {"registrant": r.registrant_id}
+        outcome.requests += 1
+        try:
+            async with self.session.post(
+                self.origin_url + "/api/v1/sign-in",
+                json={"email": r.email, "phone": r.phone, "wave": self.wave},
+                timeout=aiohttp.ClientTimeout(self.origin_timeout_s),
+            ) as response:
+                body = orjson.loads(await response.read())
+        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError):
+            raise GiveUp("errors", "errors: sign-in at the origin failed") from None
+        if not isinstance(body, dict) or "enqueue_token" not in body:
+            raise GiveUp("rejected", f"rejected: sign-in {body}")
+        return {"enqueue_token": body["enqueue_token"]}
+
     async def _join(
         self,
         r: Registrant,
@@ -562,10 +584,10 @@ class LiveRun:
     ) -> dict[str, Any]:
         attempt = 0
         while True:
+            identity = await self._identity(r, outcome)
             status, body, retry_after = await self._queue_call(
-                "POST", f"{base}/join", outcome, body={"registrant": r.registrant_id},
-                headers=headers,
-            )  # fmt: skip
+                "POST", f"{base}/join", outcome, body=identity, headers=headers
+            )
             if status in (200, 201) and "ticket" in body:
                 if body["ticket"] != headers.get("X-Queue-Ticket"):  # a new place
                     outcome.joined_t = self.now()

@@ -68,6 +68,7 @@ class WaveParams:
     prequeue_s: float = 3600.0  # arrivals this long before opening are shuffled at opening
     abandon_after_s: float = 300.0  # grace after a missed poll deadline, then skipped
     expected_session_s: float = 0.0  # the ETA prior's slot hold when max_active binds; 0 = TTL/2
+    verified_joins: bool = False  # registrants sign in at the origin and join with its token
 
     @property
     def session_estimate_s(self) -> float:

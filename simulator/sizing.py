@@ -86,6 +86,9 @@ def size(
         "prequeue_s": f"{wave.prequeue_s:g}",
         "expected_session_s": f"{hold:.1f}",
     }
+    if wave.verified_joins:  # the registration site's key set: the SRE names the real one
+        settings["verified_joins"] = "true"
+        settings["enqueue_jwks_url"] = "https://REGISTRATION-SITE/.well-known/enqueue-jwks.json"
     command = f"gelombang wave put {wave.id} " + " ".join(
         f"--set {name}={value}" for name, value in settings.items()
     )

@@ -393,3 +393,26 @@ def test_retry_after_is_read_from_the_fast_clients_headers() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert done.stdout.split() == ["3.0", "2.0", "None"]
+
+
+def test_registrants_of_a_verified_wave_sign_in_at_the_origin_first(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The Prakerja scenario's verified joins in a rehearsal: each Locust registrant signs in
+    at the origin, joins with the enqueue token it was given, and registers."""
+    laptop = (REPO / "simulator" / "scenarios" / "laptop.toml").read_text()
+    scenario = tmp_path / "verified.toml"
+    scenario.write_text(laptop.replace("[wave]\n", "[wave]\nverified_joins = true\n", 1))
+    run = run_locust(
+        stack, tmp_path, "lt-verified",
+        "-u", "10", "-r", "10", "-t", "10s", "--scenario", str(scenario),
+        "--admit-rate", "5", "--poll-cap-s", "1",
+        "--check-allow-skip", "bots_rate_limited,admission_rate,origin_within_capacity",
+    )  # fmt: skip
+    assert run.returncode == 0, run.output[-4000:]
+    assert int(run.row("origin sign-in")["Request Count"]) > 0
+    assert run.row("origin sign-in")["Failure Count"] == "0"
+    join = run.row("/api/v1/waves/[wave]/join")
+    assert int(join["Request Count"]) > 0 and join["Failure Count"] == "0"
+    counts = run.verdict["counts"]
+    assert isinstance(counts, dict) and counts[counters.REGISTRATIONS_COMPLETED] > 0

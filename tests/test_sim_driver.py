@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import io
 import itertools
 import re
@@ -14,6 +15,8 @@ import socket
 import subprocess
 import sys
 import tomllib
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -235,3 +238,36 @@ def test_demo_command_runs_both_ways_writes_the_report_and_stops_everything(
     for port in set(ports):
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_registrants_of_a_verified_wave_sign_in_at_the_origin_and_get_through(
+    tmp_path: Path,
+) -> None:
+    """Verified joins end to end, as the Prakerja scenario runs them: every registrant signs
+    in at the origin, joins with the enqueue token it was given, is admitted and registers;
+    the wave takes no bare ids."""
+    base = short_wave()
+    scenario = dataclasses.replace(base, wave=dataclasses.replace(base.wave, verified_joins=True))
+    with LocalStack(scenario, tmp_path / "state", tmp_path / "logs") as stack:
+        config = DriverConfig(
+            mode="queued",
+            origin_url=stack.protected_origin_url,
+            queue_url=stack.queue_url,
+            max_registrants=120,
+            max_seconds=15.0,
+            admin_token=stack.admin_token,
+            progress=None,
+        )
+        result = asyncio.run(run_live(scenario, config))
+        bare = urllib.request.Request(
+            f"{stack.queue_url}/api/v1/waves/{scenario.wave.id}/join",
+            data=b'{"registrant": "3171011508900001"}',
+            headers={"Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(bare, timeout=10)
+        refused.value.close()  # the error holds the open response
+    assert refused.value.code == 401
+    totals = result.record.totals
+    assert totals.completed > 50, (totals, result.stats.give_up_details)
+    assert not [d for d in result.stats.give_up_details if "sign-in" in d or "join 4" in d]

@@ -43,8 +43,12 @@ async def _measure(
     redis_url: str, tickets: list[str], burst: int, rounds: int, profiler: cProfile.Profile | None
 ) -> dict[str, float]:
     settings = load_settings(
-        {"redis_url": redis_url, "secret": seed.BENCH_SECRET, "state_dir": tempfile.mkdtemp(),
-         "max_lag_s": 30},  # a CPU-cost benchmark: bursts must not be shed  # fmt: skip
+        {  # max_lag_s: a CPU-cost benchmark, its bursts must not be shed
+            "redis_url": redis_url,
+            "secret": seed.BENCH_SECRET,
+            "state_dir": tempfile.mkdtemp(),
+            "max_lag_s": 30,
+        },
         environ={"GELOMBANG_RATE_LIMITS": "off"},
     )
     # admission loop on (at an idle rate): status polls are answered from its copy of the wave,

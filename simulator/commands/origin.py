@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
             if args.wave:
                 revocations = RevocationFeed(queue_url, wave=args.wave)
                 await revocations.start()
-                signer = EnqueueSigner(_enqueue_key(args.enqueue_key), args.wave, queue_url)
+            signer = EnqueueSigner(_enqueue_key(args.enqueue_key), args.wave, queue_url)
         log.info(
             "origin on http://%s:%d capacity=%d backlog=%d %s",
             args.host,

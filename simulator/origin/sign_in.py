@@ -2,7 +2,7 @@
 enqueue token for the wave (a verified join, queue_service/enqueue.py), so the queue knows the
 person by their account rather than by a NIK anyone could type.
 
-    POST /api/v1/sign-in  {"email": ..., "phone": ...}
+    POST /api/v1/sign-in  {"email": ..., "phone": ...[, "wave": ...]}
       -> {"account": <opaque account key>, "enqueue_token": <JWT>, "queue_url": <page link>}
     GET /.well-known/enqueue-jwks.json   the public key the wave is configured with
 
@@ -33,7 +33,9 @@ EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[A-Za-z]{2,24}$")
 @dataclass(frozen=True)
 class EnqueueSigner:
     key: Ed25519PrivateKey
-    wave: str
+    wave: str | None
+    """The wave the tokens are for; None: the wave the sign-in names (an origin serving
+    several rehearsal waves)."""
     queue_url: str
     """Where the waiting page is (`<queue_url>/w/<wave>`)."""
 
@@ -65,15 +67,18 @@ async def sign_in(request: web.Request) -> web.Response:
         raise InvalidSubmission("invalid_email", "The e-mail address is not valid.")
     if not isinstance(phone, str) or not phone.startswith("+62"):
         raise InvalidSubmission("invalid_phone", "The phone number must look like +628….")
+    wave = signer.wave or (body.get("wave") if isinstance(body, dict) else None)
+    if not isinstance(wave, str) or not wave:
+        raise InvalidSubmission("invalid_wave", "Name the wave to sign in for.")
     account = account_key(email, phone)
     token = mint_enqueue_token(
         signer.key,
-        wave=signer.wave,
+        wave=wave,
         account=account,
         kid=signer.kid,
         lifetime_s=ENQUEUE_TOKEN_LIFETIME_S,
     )
-    link = f"{signer.queue_url.rstrip('/')}/w/{signer.wave}?enqueue_token={quote(token)}"
+    link = f"{signer.queue_url.rstrip('/')}/w/{wave}?enqueue_token={quote(token)}"
     payload = {"account": account, "enqueue_token": token, "queue_url": link}
     return web.Response(body=orjson.dumps(payload), content_type="application/json")
 
