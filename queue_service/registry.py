@@ -83,6 +83,12 @@ class WaveRuntime:
             counts.incarnation != previous.incarnation or counts.left_total < self.left_read
         ):
             # Redis came back with other data: what this process learnt may not hold
+            if counts.incarnation != previous.incarnation:
+                log.warning(
+                    "wave %s: incarnation changed (Redis came back with older data); tickets "
+                    "from the lost writes are refused as ticket_lost",
+                    self.config.id,
+                )
             self.left.clear()
             self.ranks.clear()
             self.left_read = 0

@@ -26,6 +26,7 @@ EXPECTED_ROWS = {
     "admission": ["admission, 2 processes"],
     "driver": ["driver: peak concurrent registrants"],
     "model": ["offline model, prakerja, 20,000 registrants"],
+    "overload": ["overload: status, 300 connections"],
 }
 TINY = [
     "--duration=1",
@@ -39,6 +40,7 @@ TINY = [
     "--admission-workers=2",
     "--driver-registrants=300",
     "--model-population=20000",
+    "--flood-connections=300",
 ]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]

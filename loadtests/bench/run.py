@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--model-population", type=int, default=6_000_000, help="for `model` (6000000)"
     )
+    parser.add_argument(
+        "--flood-connections", type=int, default=6_000, help="for `overload` (6000)"
+    )
     parser.add_argument("--server-cpu", default="0", help="CPU for the server (0)")
     parser.add_argument(
         "--client-cpu", default="1", help="CPU for wrk (and Redis), the driver, the model (1)"
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         client_cpu=args.client_cpu,
         driver_registrants=args.driver_registrants,
         model_population=args.model_population,
+        flood_connections=args.flood_connections,
     )
     work = Path(tempfile.mkdtemp(prefix="gelombang-bench-"))
     rows: list[Row] = []

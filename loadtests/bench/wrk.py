@@ -32,6 +32,8 @@ class WrkResult:
     p99_ms: float
     errors: int
     """Non-2xx answers plus socket errors: a run with errors does not count as a result."""
+    non_2xx: int = 0
+    socket_errors: int = 0
 
 
 def parse(output: str) -> WrkResult:
@@ -40,16 +42,17 @@ def parse(output: str) -> WrkResult:
     if rate is None or total is None:
         raise WrkError(f"unexpected wrk output:\n{output}")
     percentiles = {p: float(v) * _UNITS[u] for p, v, u in _PERCENTILE.findall(output)}
-    errors = sum(int(n) for n in _NON_2XX.findall(output))
+    non_2xx = sum(int(n) for n in _NON_2XX.findall(output))
     sockets = _SOCKET_ERRORS.search(output)
-    if sockets:
-        errors += sum(int(n) for n in sockets.groups())
+    socket_errors = sum(int(n) for n in sockets.groups()) if sockets else 0
     return WrkResult(
         requests_per_s=float(rate.group(1)),
         requests=int(total.group(1)),
         p50_ms=percentiles.get("50", float("nan")),
         p99_ms=percentiles.get("99", float("nan")),
-        errors=errors,
+        errors=non_2xx + socket_errors,
+        non_2xx=non_2xx,
+        socket_errors=socket_errors,
     )
 
 
@@ -63,6 +66,7 @@ def run_wrk(
     script_args: Sequence[str] = (),
     cpus: str | None = None,
     delay_ms: int = 0,
+    timeout_s: float = 5.0,
 ) -> WrkResult:
     """One wrk run; `cpus` pins it with taskset (e.g. "1"), apart from the server's core."""
     command = [
@@ -72,7 +76,7 @@ def run_wrk(
         f"-d{max(1, round(duration_s))}s",
         "--latency",
         "--timeout",
-        "5s",
+        f"{max(1, round(timeout_s))}s",
     ]
     if script:
         command += ["-s", str(LUA_DIR / script)]
