@@ -21,6 +21,12 @@ class Measured:
     """Redis memory per waiting ticket at 10 M waiting."""
     requests_per_script_call: float
     """Joins per join-script call (the coalescer's batch) under load."""
+    redis_us_per_join: float
+    """Redis CPU per join, in 32-join script calls (`loadtests.bench ceiling`)."""
+    redis_us_per_deadline: float
+    """Redis CPU per poll deadline written by a seen-buffer flush of 500."""
+    redis_us_per_admission_step: float
+    """Redis CPU per admission step of a wave with a standing line."""
 
     @property
     def headroom(self) -> float:
@@ -34,4 +40,7 @@ RESULTS = Measured(
     p99_ms=10.4,
     redis_bytes_per_ticket=103,
     requests_per_script_call=31.6,
+    redis_us_per_join=53.0,
+    redis_us_per_deadline=5.5,
+    redis_us_per_admission_step=164,
 )

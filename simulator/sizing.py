@@ -19,8 +19,6 @@ from simulator.measured import RESULTS, Measured
 from simulator.records import RunRecord
 from simulator.scenario import Scenario
 
-REDIS_COMMANDS_PER_JOIN = 8
-"""lua/join.lua: rate-limit reads and writes, the registrant lookup, seq, deadline, record."""
 ADMISSION_STEPS_PER_S = 20
 """Every process runs the admission step for every live wave each 50 ms."""
 SPARE_PROCESSES = 1
@@ -32,7 +30,9 @@ class Sizing:
     status_polls_per_s: float
     joins_per_s: float
     processes: int
-    redis_commands_per_s: float
+    redis_core_share: float
+    """Share of one Redis core the wave's master spends at the peak (a wave lives on one)."""
+    redis_share_by_work: dict[str, float]
     redis_memory_bytes: float
     peak_sessions: int
     origin_requests_per_s: float
@@ -64,11 +64,12 @@ def size(
     joins = totals.peak_joins_per_s or 0.0
     load = polls / measured.status_per_process_s + joins / measured.join_per_process_s
     processes = max(1, math.ceil(load / measured.headroom)) + SPARE_PROCESSES
-    redis_commands = (
-        polls  # one poll deadline written per poll (seen_buffer, lua/seen.lua)
-        + joins * REDIS_COMMANDS_PER_JOIN
-        + processes * ADMISSION_STEPS_PER_S
-    )
+    redis_us = {  # Redis CPU per second, from the measured cost of each script call
+        "joins": joins * measured.redis_us_per_join,
+        # one poll deadline written per poll (seen_buffer, lua/seen.lua)
+        "poll deadlines": polls * measured.redis_us_per_deadline,
+        "admission": processes * ADMISSION_STEPS_PER_S * measured.redis_us_per_admission_step,
+    }
     tickets = totals.joined + totals.prequeue
     peak_sessions = max(record.series.active, default=0)
     mean_session = sessions.mean_session_s(origin)
@@ -96,7 +97,8 @@ def size(
         status_polls_per_s=polls,
         joins_per_s=joins,
         processes=processes,
-        redis_commands_per_s=redis_commands,
+        redis_core_share=sum(redis_us.values()) / 1e6,
+        redis_share_by_work={work: us / 1e6 for work, us in redis_us.items()},
         redis_memory_bytes=tickets * measured.redis_bytes_per_ticket,
         peak_sessions=peak_sessions,
         origin_requests_per_s=requests_per_s,
@@ -111,6 +113,10 @@ def size(
     )
 
 
+def _shares(by_work: dict[str, float]) -> str:
+    return ", ".join(f"{work} {share:.0%}" for work, share in by_work.items())
+
+
 def render(s: Sizing, measured: Measured = RESULTS) -> str:
     share = 100.0 * s.origin_requests_in_flight / s.origin_capacity if s.origin_capacity else 0.0
     never = s.arrived - s.got_a_place
@@ -121,7 +127,8 @@ def render(s: Sizing, measured: Measured = RESULTS) -> str:
         f"(at {measured.headroom:.0%} of the measured {measured.status_per_process_s:,.0f} "
         f"polls/s and {measured.join_per_process_s:,.0f} joins/s per process, where p99 was "
         f"{measured.p99_ms:g} ms; {SPARE_PROCESSES} spare)",
-        f"  Redis        about {s.redis_commands_per_s:,.0f} commands/s; "
+        f"  Redis        {s.redis_core_share:.0%} of one core on the wave's master at the "
+        f"peak ({_shares(s.redis_share_by_work)}; measured cost per call); "
         f"{s.redis_memory_bytes / 2**30:,.2f} GiB for the wave's tickets "
         f"({measured.redis_bytes_per_ticket:g} B each)",
         f"  origin       peak {s.peak_sessions:,} sessions in progress, "

@@ -27,6 +27,13 @@ EXPECTED_ROWS = {
     "driver": ["driver: peak concurrent registrants"],
     "model": ["offline model, prakerja, 20,000 registrants"],
     "overload": ["overload: status, 300 connections"],
+    "ceiling": [
+        "Redis ceiling: join, 32 per call",
+        "Redis ceiling: status (Redis path), 32 per call",
+        "Redis ceiling: seen flush, 500 per call",
+        "Redis ceiling: admission step, 1 per call",
+    ],
+    "cluster": ["cluster: joins over 3 waves on 3 masters"],
 }
 TINY = [
     "--duration=1",
@@ -48,6 +55,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 def test_every_benchmark_runs_end_to_end_and_prints_a_result_table(tmp_path: Path) -> None:
     require_tool("wrk", package="wrk")
+    require_tool("redis-cli", package="redis-tools")  # the cluster benchmark
     out = tmp_path / "rows.json"
     bench = ChildProcess(
         "bench",

@@ -5,18 +5,15 @@ end to end, and a guarantee (the quota) holds on a cluster node as it does on on
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis, RedisCluster
 
+from loadtests.bench.cluster import LocalCluster, local_cluster
 from queue_service import metrics
 from queue_service.app import create_app
 from queue_service.appkeys import STORE
@@ -28,14 +25,12 @@ from queue_service.redis_client import InvalidRedisUrl, cluster_seeds, connect_r
 from queue_service.redis_server import free_port
 from queue_service.settings import Settings
 from queue_service.store import Store
-from queue_service.subprocesses import ChildProcess, PortReady, stop_all
 from queue_service.tokens import KeyRing
 
 from support import ADMIN, ADMIN_TOKEN, T0, admin_view, admit, join, join_ok, poll_ok, put_wave
 from tools import require_tool
 
 MASTERS = 3
-START_TIMEOUT_S = 15.0
 # Candidate wave ids; the test keeps the first one whose slot each master owns.
 CANDIDATE_WAVES = [f"cpns-{region}" for region in ("aceh", "bali", "jambi", "maluku", "papua")] + [
     f"kip-{n}" for n in range(20)
@@ -44,138 +39,12 @@ CANDIDATE_WAVES = [f"cpns-{region}" for region in ("aceh", "bali", "jambi", "mal
 pytestmark = pytest.mark.timeout(60)
 
 
-@dataclass
-class LocalCluster:
-    ports: list[int]
-    data_dir: Path
-
-    @property
-    def url(self) -> str:
-        # two seeds, as a deployment would list them, so start-up survives one node being down
-        return f"redis+cluster://127.0.0.1:{self.ports[0]},127.0.0.1:{self.ports[1]}"
-
-    def node(self, port: int) -> redis.Redis:
-        return redis.Redis(port=port, host="127.0.0.1", socket_timeout=5)
-
-    def owner(self, key: str) -> tuple[int, int]:
-        """(the slot of `key` as Redis computes it, the port of the master that owns it)."""
-        with self.node(self.ports[0]) as client:
-            slot = int(client.execute_command("CLUSTER KEYSLOT", key))
-            nodes = client.execute_command("CLUSTER NODES")
-        for address, node in nodes.items():
-            if "master" in node["flags"] and any(
-                int(lo) <= slot <= int(hi) for lo, hi in _ranges(node["slots"])
-            ):
-                return slot, int(address.split("@")[0].rsplit(":", 1)[1])
-        raise AssertionError(f"no master owns slot {slot}: {nodes}")
-
-    def keys_in_slot(self, port: int, slot: int) -> list[str]:
-        with self.node(port) as client:
-            keys = client.execute_command("CLUSTER GETKEYSINSLOT", slot, 1000)
-        return [k.decode() if isinstance(k, bytes) else str(k) for k in keys]
-
-
-def _ranges(slots: list[list[str]]) -> list[tuple[str, str]]:
-    return [(r[0], r[-1]) for r in slots]
-
-
-def _distinct_free_ports(n: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < n:
-        port = free_port()
-        if port not in ports and port not in range(6379, 6382):
-            ports.append(port)
-    return ports
-
-
-def _node(data_dir: Path, port: int, bus_port: int) -> ChildProcess:
-    executable = require_tool("redis-server", package="redis-server")
-    args = [
-        executable,
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        str(data_dir / f"nodes-{port}.conf"),
-        "--port",
-        str(port),
-        # the bus port defaults to port + 10000, which may be taken or above 65535
-        "--cluster-port",
-        str(bus_port),
-        "--bind",
-        "127.0.0.1",
-        "--appendonly",
-        "no",
-        "--save",
-        "",
-        "--dir",
-        str(data_dir),
-        "--logfile",
-        str(data_dir / f"redis-{port}.log"),
-    ]
-    return ChildProcess(
-        f"redis-server :{port}",
-        args,
-        log=data_dir / f"redis-{port}.out",
-        ready=PortReady(port),
-        ready_timeout_s=START_TIMEOUT_S,
-        stop_timeout_s=5.0,
-    )
-
-
-def _wait_until(check: Callable[[], bool], what: str, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except redis.RedisError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    data_dir = tmp_path_factory.mktemp("redis-cluster")
-    ports = _distinct_free_ports(2 * MASTERS)
-    client_ports, bus_ports = ports[:MASTERS], ports[MASTERS:]
-    nodes = [
-        _node(data_dir, port, bus_port)
-        for port, bus_port in zip(client_ports, bus_ports, strict=True)
-    ]
-    try:
-        for node in nodes:
-            node.spawn()
-        for node in nodes:
-            node.wait_ready()
-        local = LocalCluster(client_ports, data_dir)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        for port in client_ports:
-            _wait_until(lambda p=port: bool(local.node(p).ping()), f"node {port}", deadline)
-        subprocess.run(
-            [
-                require_tool("redis-cli", package="redis-tools"),
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{port}" for port in client_ports),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=START_TIMEOUT_S,
-        )
-        for port in client_ports:
-            _wait_until(
-                lambda p=port: (
-                    local.node(p).execute_command("CLUSTER INFO")["cluster_state"] == "ok"
-                ),
-                f"cluster_state:ok on node {port}",
-                deadline,
-            )
-        yield local
-    finally:
-        stop_all(nodes)
+    require_tool("redis-server", package="redis-server")
+    require_tool("redis-cli", package="redis-tools")
+    with local_cluster(tmp_path_factory.mktemp("redis-cluster"), MASTERS) as running:
+        yield running
 
 
 @pytest.fixture
@@ -206,12 +75,7 @@ def _redis_errors() -> float:
 
 
 def _one_wave_per_master(cluster: LocalCluster) -> dict[int, str]:
-    chosen: dict[int, str] = {}
-    for wave in CANDIDATE_WAVES:
-        _, port = cluster.owner(WaveKeys(wave).cfg)
-        chosen.setdefault(port, wave)
-    assert len(chosen) == MASTERS, f"candidates cover only masters {sorted(chosen)}"
-    return chosen
+    return cluster.one_wave_per_master(CANDIDATE_WAVES)
 
 
 async def _wave_end_to_end(client: TestClient, wave: str) -> None:

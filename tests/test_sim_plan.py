@@ -38,6 +38,9 @@ def test_the_planners_measured_figures_are_those_of_results_md() -> None:
     assert RESULTS.half_saturation_status_s == number(r"\*\* at ([\d,]+) req/s \(saturation")
     assert RESULTS.redis_bytes_per_ticket == number(r"\(([\d]+) B per ticket")
     assert RESULTS.requests_per_script_call == number(r"CPU/req; ([\d.]+) per script call")
+    assert RESULTS.redis_us_per_join == number(r"\*\*([\d.]+) µs\*\* per join")
+    assert RESULTS.redis_us_per_deadline == number(r"\*\*([\d.]+) µs\*\* per poll deadline")
+    assert RESULTS.redis_us_per_admission_step == number(r"\*\*([\d.]+) µs\*\* per admission step")
 
 
 def test_the_polling_load_is_the_services_own_sum() -> None:
@@ -67,6 +70,12 @@ def test_sizing_follows_from_the_run_and_the_measured_figures() -> None:
         s.joins_per_s / RESULTS.join_per_process_s
     )
     assert (s.processes - sizing.SPARE_PROCESSES) * RESULTS.headroom >= load
+    redis_us = (
+        s.joins_per_s * RESULTS.redis_us_per_join
+        + s.status_polls_per_s * RESULTS.redis_us_per_deadline
+        + s.processes * sizing.ADMISSION_STEPS_PER_S * RESULTS.redis_us_per_admission_step
+    )
+    assert s.redis_core_share == pytest.approx(redis_us / 1e6)
     assert s.joins_per_s == pytest.approx(max(record.series.arrivals), rel=0.6)
     assert s.got_a_place == record.totals.admitted
     assert s.arrived - s.got_a_place >= s.refused

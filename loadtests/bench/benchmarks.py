@@ -3,6 +3,7 @@ stopped again) and returns result rows with their targets (listed in loadtests/R
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import time
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import redis
 
-from loadtests.bench import seed, simulation
+from loadtests.bench import redis_ceiling, seed, simulation
+from loadtests.bench.cluster import local_cluster
 from loadtests.bench.flood import PeakMemory, PoliteClient
 from loadtests.bench.processes import Server, hello_server, queue_server, redis_server
 from loadtests.bench.report import Row
@@ -439,6 +441,83 @@ def overload(o: Options, work: Path) -> list[Row]:
     ]
 
 
+def ceiling(o: Options, work: Path) -> list[Row]:
+    """(k) One wave's ceiling on one Redis master: Redis CPU per script call of each kind,
+    driven through `Store` from this process (pinned to the server's CPU, Redis to the other),
+    with `o.tickets` waiting. One Redis core takes 1 / (CPU per call) calls a second."""
+    with redis_server(work, {int(o.client_cpu)}) as rs:
+        last = seed.seed_wave(rs.url, STATUS_WAVE, admit_rate=17, count=o.tickets)
+        seed.seed_wave(rs.url, JOIN_WAVE, admit_rate=IDLE_RATE, count=0)
+        affinity = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {int(o.server_cpu)})
+        try:
+            runs = [
+                redis_ceiling.run(rs.url, JOIN_WAVE, STATUS_WAVE, last, o.duration_s)
+                for _ in range(o.runs)
+            ]
+        finally:
+            os.sched_setaffinity(0, affinity)
+    rows = []
+    for index, first in enumerate(runs[0]):
+        same = [r[index] for r in runs]
+        cpu_us = statistics.median(c.redis_cpu_us_per_call for c in same)
+        unit = {1: "steps/s"}.get(first.items_per_call, "items/s")
+        rows.append(
+            Row(
+                f"Redis ceiling: {first.op}, {first.items_per_call} per call",
+                unit,
+                [c.ceiling_items_per_s for c in same],
+                target="informational",
+                extra={"redis_cpu_us_per_call": cpu_us},
+                note=(
+                    f"{cpu_us:,.0f} µs of Redis CPU per call -> {1e6 / cpu_us:,.0f} calls/s "
+                    f"on one Redis core; the driver reached "
+                    f"{statistics.median(c.calls_per_s for c in same):,.0f} calls/s"
+                ),
+            )
+        )
+    return rows
+
+
+CLUSTER_WAVES = [f"gelombang-{region}" for region in ("aceh", "bali", "jambi", "maluku")] + [
+    f"gelombang-{n}" for n in range(20)
+]
+
+
+def cluster(o: Options, work: Path) -> list[Row]:
+    """(l) Many waves over a 3-master Redis Cluster: one wave per master, joins to all three
+    at once from this process; each master's Redis CPU per join call, to compare with one
+    master alone (`ceiling`). Waves do not share a master's core, so the cluster's ceiling is
+    the sum of its masters'. On 2 cores the three masters and the driver share the machine."""
+    runs = []
+    with local_cluster(work / "cluster", masters=3) as running:
+        for n in range(o.runs):
+            # fresh, empty waves each run, one on each master
+            per_run = running.one_wave_per_master([f"{w}-{n}" for w in CLUSTER_WAVES])
+            runs.append(
+                redis_ceiling.run_cluster(
+                    running.url, per_run, seed.wave_fields(IDLE_RATE), o.duration_s
+                )
+            )
+    cpu = [statistics.median(r.redis_cpu_us_per_call.values()) for r in runs]
+    ceiling = [sum(1e6 / c for c in r.redis_cpu_us_per_call.values()) * redis_ceiling.BATCH
+               for r in runs]  # fmt: skip
+    return [
+        Row(
+            "cluster: joins over 3 waves on 3 masters",
+            "joins/s",
+            [r.joins_per_s for r in runs],
+            target="informational",
+            extra={"redis_cpu_us_per_call": statistics.median(cpu)},
+            note=(
+                f"the driver's rate; {statistics.median(cpu):,.0f} µs of Redis CPU per "
+                f"{redis_ceiling.BATCH}-join call on each master -> the three masters' ceiling "
+                f"{statistics.median(ceiling):,.0f} joins/s"
+            ),
+        )
+    ]
+
+
 def driver(o: Options, work: Path) -> list[Row]:
     """(h) The simulator's live driver holding many concurrent registrants from one core."""
     return simulation.driver_benchmark(work, o.driver_registrants, o.server_cpu, o.client_cpu)
@@ -450,4 +529,4 @@ def model(o: Options, work: Path) -> list[Row]:
 
 
 WRK_BENCHMARKS = ("throughput", "latency", "workers", "scale", "overload")
-BENCHMARKS = (*WRK_BENCHMARKS, "admission", "driver", "model")
+BENCHMARKS = (*WRK_BENCHMARKS, "ceiling", "cluster", "admission", "driver", "model")
