@@ -39,6 +39,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+SOAK_SETUP_AND_REPORT_S = 180.0
+"""Start-up, the Redis restart, the final checks and the report, on top of the soak itself."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The soak test runs as long as asked: its time bound follows --soak."""
+    seconds = float(config.getoption("--soak"))
+    for item in items:
+        if seconds > 0 and item.name == "test_soak":
+            item.add_marker(pytest.mark.timeout(seconds + SOAK_SETUP_AND_REPORT_S))
+
+
 @pytest.fixture(scope="session")
 def redis_server(
     tmp_path_factory: pytest.TempPathFactory, redis_executable: str

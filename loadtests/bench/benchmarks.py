@@ -15,9 +15,7 @@ from pathlib import Path
 
 import redis
 
-from loadtests.bench import redis_ceiling, seed, simulation
-from loadtests.bench.cluster import local_cluster
-from loadtests.bench.flood import PeakMemory, PoliteClient
+from loadtests.bench import flood, redis_ceiling, seed, simulation
 from loadtests.bench.processes import Server, hello_server, queue_server, redis_server
 from loadtests.bench.report import Row
 from loadtests.bench.wrk import WrkResult, run_wrk
@@ -362,89 +360,30 @@ def admission(o: Options, work: Path) -> list[Row]:
     ]
 
 
-FLOOD_ACCEPTED_P99_MS = 250.0
-
-
 def overload(o: Options, work: Path) -> list[Row]:
     """(j) Load shedding: wrk opens `flood_connections` against one process with the default
     limits (max_connections, max_inflight, max_lag_s) and polls as fast as it can; a polite
     client on a connection opened before the flood measures the answers the process still
-    takes. Beyond its limits the process must refuse fast (503 + Retry-After), not queue."""
+    takes (flood.py). Beyond its limits the process must refuse fast, not queue."""
     with redis_server(work, {int(o.client_cpu)}) as rs:
         tickets = _status_tickets(work, rs.url, STATUS_WAVE, o.tickets, o.sample)
-        polite_ticket = tickets.read_text().split()[0]
         config = seed.write_config(work / "bench.toml")
-        probes: list[PoliteClient] = []
-        floods: list[WrkResult] = []
-        peaks: list[PeakMemory] = []
-        server_cpu_s: list[float] = []
         with queue_server(work, rs.url, config, cpus=o.server_cpu) as queue:
-            for _ in range(o.runs):
-                polite = PoliteClient(queue.url, _status_path(STATUS_WAVE), polite_ticket)
-                cpu_before = queue.cpu_seconds()
-                with PeakMemory(queue.pgid) as memory, polite:
-                    floods.append(
-                        run_wrk(
-                            queue.url + _status_path(STATUS_WAVE),
-                            duration_s=o.duration_s,
-                            connections=o.flood_connections,
-                            threads=2,
-                            script="status.lua",
-                            script_args=[_status_path(STATUS_WAVE), str(tickets)],
-                            cpus=o.client_cpu,
-                            timeout_s=10,
-                        )
-                    )
-                server_cpu_s.append(queue.cpu_seconds() - cpu_before)
-                probes.append(polite)
-                peaks.append(memory)
-    p99 = statistics.median(p.result.p99_ms() for p in probes)
-    shed = statistics.median(f.non_2xx / max(1, f.requests) for f in floods)
-    served = statistics.median(
-        f.requests_per_s * (1 - f.non_2xx / max(1, f.requests)) for f in floods
-    )
-    peak_mb = max(m.peak_bytes for m in peaks) / 2**20
-    start_mb = peaks[0].start_bytes / 2**20
-    broken = sum(len(p.result.other) for p in probes)
-    cpu_us = statistics.median(
-        cpu * 1e6 / max(1, f.requests) for cpu, f in zip(server_cpu_s, floods, strict=True)
-    )
-    cores = statistics.median(cpu / o.duration_s for cpu in server_cpu_s)
-    readiness = sorted(set().union(*(p.result.readiness for p in probes)))
-    return [
-        Row(
-            f"overload: status, {o.flood_connections:,} connections",
-            "answers/s",
-            [f.requests_per_s for f in floods],
-            target=f"accepted p99 < {FLOOD_ACCEPTED_P99_MS:.0f} ms, refusals 503",
-            met=p99 < FLOOD_ACCEPTED_P99_MS and broken == 0,
-            p99_ms=p99,
-            cpu_us=cpu_us,
-            extra={
-                "server_cores": cores,
-                "shed_share": shed,
-                "served_per_s": served,
-                "peak_rss_mb": peak_mb,
-                "polite_broken": broken,
-            },
-            note=(
-                f"polite client: p99 {p99:.1f} ms over "
-                f"{sum(len(p.result.accepted_s) for p in probes)} answers, "
-                f"{sum(p.result.refused for p in probes)} refused 503 + Retry-After, "
-                f"{broken} other; flood: {served:,.0f} answered 200/s, {shed:.0%} 503, "
-                f"socket errors "
-                f"{statistics.median(f.socket_errors for f in floods):,.0f}/run; RSS "
-                f"{start_mb:.0f} -> {peak_mb:.0f} MB; server busy {cores:.2f} cores; "
-                f"/readyz said {', '.join(readiness)}"
-            ),
-        )
-    ]
+            return flood.overload_rows(
+                queue,
+                tickets,
+                _status_path(STATUS_WAVE),
+                runs=o.runs,
+                duration_s=o.duration_s,
+                connections=o.flood_connections,
+                client_cpu=o.client_cpu,
+            )
 
 
 def ceiling(o: Options, work: Path) -> list[Row]:
     """(k) One wave's ceiling on one Redis master: Redis CPU per script call of each kind,
     driven through `Store` from this process (pinned to the server's CPU, Redis to the other),
-    with `o.tickets` waiting. One Redis core takes 1 / (CPU per call) calls a second."""
+    with `o.tickets` waiting (redis_ceiling.py)."""
     with redis_server(work, {int(o.client_cpu)}) as rs:
         last = seed.seed_wave(rs.url, STATUS_WAVE, admit_rate=17, count=o.tickets)
         seed.seed_wave(rs.url, JOIN_WAVE, admit_rate=IDLE_RATE, count=0)
@@ -457,65 +396,12 @@ def ceiling(o: Options, work: Path) -> list[Row]:
             ]
         finally:
             os.sched_setaffinity(0, affinity)
-    rows = []
-    for index, first in enumerate(runs[0]):
-        same = [r[index] for r in runs]
-        cpu_us = statistics.median(c.redis_cpu_us_per_call for c in same)
-        unit = {1: "steps/s"}.get(first.items_per_call, "items/s")
-        rows.append(
-            Row(
-                f"Redis ceiling: {first.op}, {first.items_per_call} per call",
-                unit,
-                [c.ceiling_items_per_s for c in same],
-                target="informational",
-                extra={"redis_cpu_us_per_call": cpu_us},
-                note=(
-                    f"{cpu_us:,.0f} µs of Redis CPU per call -> {1e6 / cpu_us:,.0f} calls/s "
-                    f"on one Redis core; the driver reached "
-                    f"{statistics.median(c.calls_per_s for c in same):,.0f} calls/s"
-                ),
-            )
-        )
-    return rows
-
-
-CLUSTER_WAVES = [f"gelombang-{region}" for region in ("aceh", "bali", "jambi", "maluku")] + [
-    f"gelombang-{n}" for n in range(20)
-]
+    return redis_ceiling.ceiling_rows(runs)
 
 
 def cluster(o: Options, work: Path) -> list[Row]:
-    """(l) Many waves over a 3-master Redis Cluster: one wave per master, joins to all three
-    at once from this process; each master's Redis CPU per join call, to compare with one
-    master alone (`ceiling`). Waves do not share a master's core, so the cluster's ceiling is
-    the sum of its masters'. On 2 cores the three masters and the driver share the machine."""
-    runs = []
-    with local_cluster(work / "cluster", masters=3) as running:
-        for n in range(o.runs):
-            # fresh, empty waves each run, one on each master
-            per_run = running.one_wave_per_master([f"{w}-{n}" for w in CLUSTER_WAVES])
-            runs.append(
-                redis_ceiling.run_cluster(
-                    running.url, per_run, seed.wave_fields(IDLE_RATE), o.duration_s
-                )
-            )
-    cpu = [statistics.median(r.redis_cpu_us_per_call.values()) for r in runs]
-    ceiling = [sum(1e6 / c for c in r.redis_cpu_us_per_call.values()) * redis_ceiling.BATCH
-               for r in runs]  # fmt: skip
-    return [
-        Row(
-            "cluster: joins over 3 waves on 3 masters",
-            "joins/s",
-            [r.joins_per_s for r in runs],
-            target="informational",
-            extra={"redis_cpu_us_per_call": statistics.median(cpu)},
-            note=(
-                f"the driver's rate; {statistics.median(cpu):,.0f} µs of Redis CPU per "
-                f"{redis_ceiling.BATCH}-join call on each master -> the three masters' ceiling "
-                f"{statistics.median(ceiling):,.0f} joins/s"
-            ),
-        )
-    ]
+    """(l) Many waves over a 3-master Redis Cluster (redis_ceiling.py)."""
+    return redis_ceiling.cluster_benchmark(work, o.runs, o.duration_s, seed.wave_fields(IDLE_RATE))
 
 
 def driver(o: Options, work: Path) -> list[Row]:

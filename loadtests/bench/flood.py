@@ -6,13 +6,20 @@ from __future__ import annotations
 
 import http.client
 import json
+import statistics
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psutil
 
+from loadtests.bench.processes import Server
+from loadtests.bench.report import Row
+from loadtests.bench.wrk import WrkResult, run_wrk
+
+ACCEPTED_P99_MS = 250.0
 PROBE_INTERVAL_S = 0.02
 READINESS_EVERY = 25
 """Polls between two /readyz reads (every half second)."""
@@ -125,3 +132,81 @@ class PeakMemory:
                 self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
             except psutil.Error:
                 return
+
+
+def overload_rows(
+    server: Server,
+    tickets: Path,
+    status_path: str,
+    *,
+    runs: int,
+    duration_s: float,
+    connections: int,
+    client_cpu: str,
+) -> list[Row]:
+    """`runs` floods of `connections` wrk connections polling `status_path` on `server`,
+    each watched by a polite client and the server's peak memory."""
+    polite_ticket = tickets.read_text().split()[0]
+    probes: list[PoliteClient] = []
+    floods: list[WrkResult] = []
+    peaks: list[PeakMemory] = []
+    server_cpu_s: list[float] = []
+    for _ in range(runs):
+        polite = PoliteClient(server.url, status_path, polite_ticket)
+        cpu_before = server.cpu_seconds()
+        with PeakMemory(server.pgid) as memory, polite:
+            floods.append(
+                run_wrk(
+                    server.url + status_path,
+                    duration_s=duration_s,
+                    connections=connections,
+                    threads=2,
+                    script="status.lua",
+                    script_args=[status_path, str(tickets)],
+                    cpus=client_cpu,
+                    timeout_s=10,
+                )
+            )
+        server_cpu_s.append(server.cpu_seconds() - cpu_before)
+        probes.append(polite)
+        peaks.append(memory)
+    p99 = statistics.median(p.result.p99_ms() for p in probes)
+    shed = statistics.median(f.non_2xx / max(1, f.requests) for f in floods)
+    served = statistics.median(
+        f.requests_per_s * (1 - f.non_2xx / max(1, f.requests)) for f in floods
+    )
+    peak_mb = max(m.peak_bytes for m in peaks) / 2**20
+    start_mb = peaks[0].start_bytes / 2**20
+    broken = sum(len(p.result.other) for p in probes)
+    cpu_us = statistics.median(
+        cpu * 1e6 / max(1, f.requests) for cpu, f in zip(server_cpu_s, floods, strict=True)
+    )
+    cores = statistics.median(cpu / duration_s for cpu in server_cpu_s)
+    readiness = sorted(set().union(*(p.result.readiness for p in probes)))
+    return [
+        Row(
+            f"overload: status, {connections:,} connections",
+            "answers/s",
+            [f.requests_per_s for f in floods],
+            target=f"accepted p99 < {ACCEPTED_P99_MS:.0f} ms, refusals 503",
+            met=p99 < ACCEPTED_P99_MS and broken == 0,
+            p99_ms=p99,
+            cpu_us=cpu_us,
+            extra={
+                "server_cores": cores,
+                "shed_share": shed,
+                "served_per_s": served,
+                "peak_rss_mb": peak_mb,
+                "polite_broken": broken,
+            },
+            note=(
+                f"polite client: p99 {p99:.1f} ms over "
+                f"{sum(len(p.result.accepted_s) for p in probes)} answers, "
+                f"{sum(p.result.refused for p in probes)} refused 503 + Retry-After, "
+                f"{broken} other; flood: {served:,.0f} answered 200/s, {shed:.0%} 503, "
+                f"socket errors {statistics.median(f.socket_errors for f in floods):,.0f}/run; "
+                f"RSS {start_mb:.0f} -> {peak_mb:.0f} MB; server busy {cores:.2f} cores; "
+                f"/readyz said {', '.join(readiness)}"
+            ),
+        )
+    ]

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from redis.asyncio import Redis
 
+from loadtests.bench.cluster import local_cluster
+from loadtests.bench.report import Row
 from queue_service.keys import REGISTRANT_BUCKETS, WaveKeys
 from queue_service.ratelimit import RateLimitRules
 from queue_service.redis_client import connect_redis
@@ -195,3 +199,62 @@ def run_cluster(
     cluster_url: str, waves_by_port: dict[int, str], fields: dict[str, object], duration_s: float
 ) -> ClusterRun:
     return asyncio.run(measure_cluster(cluster_url, waves_by_port, fields, duration_s))
+
+
+def ceiling_rows(runs: list[list[Ceiling]]) -> list[Row]:
+    rows = []
+    for index, first in enumerate(runs[0]):
+        same = [r[index] for r in runs]
+        cpu_us = statistics.median(c.redis_cpu_us_per_call for c in same)
+        rows.append(
+            Row(
+                f"Redis ceiling: {first.op}, {first.items_per_call} per call",
+                "steps/s" if first.items_per_call == 1 else "items/s",
+                [c.ceiling_items_per_s for c in same],
+                target="informational",
+                extra={"redis_cpu_us_per_call": cpu_us},
+                note=(
+                    f"{cpu_us:,.0f} µs of Redis CPU per call -> {1e6 / cpu_us:,.0f} calls/s "
+                    f"on one Redis core; the driver reached "
+                    f"{statistics.median(c.calls_per_s for c in same):,.0f} calls/s"
+                ),
+            )
+        )
+    return rows
+
+
+CLUSTER_WAVES = [f"gelombang-{region}" for region in ("aceh", "bali", "jambi", "maluku")] + [
+    f"gelombang-{n}" for n in range(20)
+]
+
+
+def cluster_benchmark(
+    work: Path, runs: int, duration_s: float, fields: dict[str, object]
+) -> list[Row]:
+    """One wave per master of a real 3-master cluster, joins to all three at once from this
+    process; each master's Redis CPU per join call, to compare with one master alone. Waves
+    share no key and no script call, so the cluster's ceiling is the sum of its masters'. On
+    2 cores the three masters and the driver share the machine."""
+    measured: list[ClusterRun] = []
+    with local_cluster(work / "cluster", masters=3) as running:
+        for n in range(runs):
+            # fresh, empty waves each run, one on each master
+            waves = running.one_wave_per_master([f"{w}-{n}" for w in CLUSTER_WAVES])
+            measured.append(run_cluster(running.url, waves, fields, duration_s))
+    cpu = statistics.median(statistics.median(r.redis_cpu_us_per_call.values()) for r in measured)
+    ceiling = statistics.median(
+        sum(1e6 / c for c in r.redis_cpu_us_per_call.values()) * BATCH for r in measured
+    )
+    return [
+        Row(
+            "cluster: joins over 3 waves on 3 masters",
+            "joins/s",
+            [r.joins_per_s for r in measured],
+            target="informational",
+            extra={"redis_cpu_us_per_call": cpu, "ceiling_joins_per_s": ceiling},
+            note=(
+                f"the driver's rate; {cpu:,.0f} µs of Redis CPU per {BATCH}-join call on "
+                f"each master -> the three masters' ceiling {ceiling:,.0f} joins/s"
+            ),
+        )
+    ]
