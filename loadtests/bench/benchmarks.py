@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from loadtests.bench import flood, redis_ceiling, seed, simulation
+from loadtests.bench import flood, peer, redis_ceiling, seed, simulation
 from loadtests.bench.processes import Server, hello_server, queue_server, redis_server
 from loadtests.bench.report import Row
 from loadtests.bench.wrk import WrkResult, run_wrk
@@ -47,6 +47,9 @@ class Options:
     driver_registrants: int
     model_population: int
     flood_connections: int
+    peer_url: str | None = None
+    peer_pid: int | None = None
+    peer_redis_pid: int | None = None
 
 
 def _status_path(wave: str) -> str:
@@ -404,6 +407,32 @@ def cluster(o: Options, work: Path) -> list[Row]:
     return redis_ceiling.cluster_benchmark(work, o.runs, o.duration_s, seed.wave_fields(IDLE_RATE))
 
 
+def versus_peer(o: Options, work: Path) -> list[Row]:
+    """(m) Status and join side by side with a peer waiting room running on this machine
+    (`--peer-url`, `--peer-pid`; peer.py), interleaved run by run, pinned alike."""
+    if not (o.peer_url and o.peer_pid):
+        raise RuntimeError("the peer benchmark needs --peer-url and --peer-pid (RESULTS.md)")
+    other = peer.Peer(o.peer_url.rstrip("/"), o.peer_pid, o.peer_redis_pid)
+    with redis_server(work, {int(o.client_cpu)}) as rs:
+        tickets = _status_tickets(work, rs.url, STATUS_WAVE, o.tickets, o.sample)
+        seed.seed_wave(rs.url, JOIN_WAVE, admit_rate=IDLE_RATE, count=0)
+        config = seed.write_config(work / "bench.toml")
+        with queue_server(work, rs.url, config, cpus=o.server_cpu) as queue:
+            return peer.compare(
+                other,
+                queue,
+                tickets=tickets,
+                status_path=_status_path(STATUS_WAVE),
+                join_path=f"/api/v1/waves/{JOIN_WAVE}/join",
+                work=work,
+                runs=o.runs,
+                duration_s=o.duration_s,
+                connections=o.connections,
+                server_cpu=o.server_cpu,
+                client_cpu=o.client_cpu,
+            )
+
+
 def driver(o: Options, work: Path) -> list[Row]:
     """(h) The simulator's live driver holding many concurrent registrants from one core."""
     return simulation.driver_benchmark(work, o.driver_registrants, o.server_cpu, o.client_cpu)
@@ -416,3 +445,5 @@ def model(o: Options, work: Path) -> list[Row]:
 
 WRK_BENCHMARKS = ("throughput", "latency", "workers", "scale", "overload")
 BENCHMARKS = (*WRK_BENCHMARKS, "ceiling", "cluster", "admission", "driver", "model")
+ON_REQUEST = {"peer": versus_peer}
+"""Benchmarks that need something outside the repository: run only when named."""

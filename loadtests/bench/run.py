@@ -11,14 +11,17 @@ import traceback
 from pathlib import Path
 
 from loadtests.bench import benchmarks
-from loadtests.bench.benchmarks import BENCHMARKS, WRK_BENCHMARKS, Options
+from loadtests.bench.benchmarks import BENCHMARKS, ON_REQUEST, WRK_BENCHMARKS, Options
 from loadtests.bench.report import Row, save_json, table
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__)
     parser.add_argument(
-        "benchmarks", nargs="*", metavar="BENCHMARK", help=f"{', '.join(BENCHMARKS)} (all)"
+        "benchmarks",
+        nargs="*",
+        metavar="BENCHMARK",
+        help=f"{', '.join(BENCHMARKS)} (all of these), or {', '.join(ON_REQUEST)} (when named)",
     )
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run (10)")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure; median kept (3)")
@@ -38,6 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--flood-connections", type=int, default=6_000, help="for `overload` (6000)"
     )
+    parser.add_argument("--peer-url", help="for `peer`: the peer waiting room's base URL")
+    parser.add_argument("--peer-pid", type=int, help="for `peer`: its server's pid (pinned)")
+    parser.add_argument("--peer-redis-pid", type=int, help="for `peer`: its Redis's pid (pinned)")
     parser.add_argument("--server-cpu", default="0", help="CPU for the server (0)")
     parser.add_argument(
         "--client-cpu", default="1", help="CPU for wrk (and Redis), the driver, the model (1)"
@@ -45,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     args = parser.parse_args(argv)
-    unknown = set(args.benchmarks) - set(BENCHMARKS)
+    unknown = set(args.benchmarks) - set(BENCHMARKS) - set(ON_REQUEST)
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     return args
@@ -54,7 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     chosen = args.benchmarks or list(BENCHMARKS)
-    if set(chosen) & set(WRK_BENCHMARKS) and shutil.which("wrk") is None:
+    if set(chosen) & {*WRK_BENCHMARKS, *ON_REQUEST} and shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
     options = Options(
@@ -72,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         driver_registrants=args.driver_registrants,
         model_population=args.model_population,
         flood_connections=args.flood_connections,
+        peer_url=args.peer_url,
+        peer_pid=args.peer_pid,
+        peer_redis_pid=args.peer_redis_pid,
     )
     work = Path(tempfile.mkdtemp(prefix="gelombang-bench-"))
     rows: list[Row] = []
@@ -85,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                         (r.median for r in rows if r.benchmark.startswith("status poll (")), None
                     )
                     rows += benchmarks.latency(options, work / name, saturation)
+                elif name in ON_REQUEST:
+                    rows += ON_REQUEST[name](options, work / name)
                 else:
                     rows += getattr(benchmarks, name)(options, work / name)
             except Exception:
