@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from queue_service.subprocesses import ChildProcess
+from queue_service.redis_server import free_port
+from queue_service.subprocesses import ChildProcess, HttpReady
 
 from tools import require_tool
 
@@ -87,3 +88,41 @@ def test_every_benchmark_runs_end_to_end_and_prints_a_result_table(tmp_path: Pat
     assert len(targets) >= 9, targets  # every target of loadtests/RESULTS.md has a row
     exit_code = 1 if any(row["met"] is False for row in rows) else 0
     assert returncode == exit_code
+
+
+def test_the_peer_comparison_runs_against_a_server_of_ours_standing_in_for_the_peer(
+    tmp_path: Path,
+) -> None:
+    """`peer` needs a waiting room outside the repository; here the bare hello server stands in
+    (it answers any cookie), so the comparison's plumbing (pinning, interleaved runs, CPU per
+    request of the peer's process, the ratio rows) is exercised in every run."""
+    require_tool("wrk", package="wrk")
+    port = free_port()
+    with ChildProcess(
+        "hello",
+        [sys.executable, "-m", "loadtests.bench.hello", str(port)],
+        log=tmp_path / "hello.log",
+        ready=HttpReady(f"http://127.0.0.1:{port}/readyz"),
+        cwd=REPO,
+    ) as hello:
+        out = tmp_path / "rows.json"
+        peer = [
+            f"--peer-url=http://127.0.0.1:{port}",
+            f"--peer-pid={hello.pid}",
+            "--peer-status-path=/hello",
+        ]
+        bench = ChildProcess(
+            "bench",
+            [sys.executable, "-m", "loadtests.bench", "peer", *TINY, f"--json={out}", *peer],
+            log=tmp_path / "bench.log",
+            stdout=tmp_path / "bench.out",
+            cwd=REPO,
+        )
+        returncode = bench.run(timeout_s=120)
+    assert returncode in (0, 1), bench.log_tail()
+    rows = {row["benchmark"]: row for row in json.loads(out.read_text())}
+    assert set(rows) == {"vs peer: status", "vs peer: join"}, rows
+    for row in rows.values():
+        extra = row["extra"]
+        assert extra["ours_per_s"] > 0 and extra["peer_per_s"] > 0 and extra["peer_cpu_us"] > 0
+        assert row["runs"][0] == pytest.approx(extra["ours_per_s"] / extra["peer_per_s"])

@@ -50,6 +50,8 @@ class Options:
     peer_url: str | None = None
     peer_pid: int | None = None
     peer_redis_pid: int | None = None
+    peer_status_path: str = "/api/waiting-room/status"
+    peer_cookie: str = "__wr_id"
 
 
 def _status_path(wave: str) -> str:
@@ -412,7 +414,9 @@ def versus_peer(o: Options, work: Path) -> list[Row]:
     (`--peer-url`, `--peer-pid`; peer.py), interleaved run by run, pinned alike."""
     if not (o.peer_url and o.peer_pid):
         raise RuntimeError("the peer benchmark needs --peer-url and --peer-pid (RESULTS.md)")
-    other = peer.Peer(o.peer_url.rstrip("/"), o.peer_pid, o.peer_redis_pid)
+    other = peer.Peer(
+        o.peer_url.rstrip("/"), o.peer_pid, o.peer_redis_pid, o.peer_cookie, o.peer_status_path
+    )
     with redis_server(work, {int(o.client_cpu)}) as rs:
         tickets = _status_tickets(work, rs.url, STATUS_WAVE, o.tickets, o.sample)
         seed.seed_wave(rs.url, JOIN_WAVE, admit_rate=IDLE_RATE, count=0)

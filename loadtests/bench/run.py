@@ -44,6 +44,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peer-url", help="for `peer`: the peer waiting room's base URL")
     parser.add_argument("--peer-pid", type=int, help="for `peer`: its server's pid (pinned)")
     parser.add_argument("--peer-redis-pid", type=int, help="for `peer`: its Redis's pid (pinned)")
+    parser.add_argument(
+        "--peer-status-path", default="/api/waiting-room/status", help="for `peer` (%(default)s)"
+    )
+    parser.add_argument("--peer-cookie", default="__wr_id", help="for `peer` (%(default)s)")
     parser.add_argument("--server-cpu", default="0", help="CPU for the server (0)")
     parser.add_argument(
         "--client-cpu", default="1", help="CPU for wrk (and Redis), the driver, the model (1)"
@@ -81,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         peer_url=args.peer_url,
         peer_pid=args.peer_pid,
         peer_redis_pid=args.peer_redis_pid,
+        peer_status_path=args.peer_status_path,
+        peer_cookie=args.peer_cookie,
     )
     work = Path(tempfile.mkdtemp(prefix="gelombang-bench-"))
     rows: list[Row] = []
