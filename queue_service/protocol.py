@@ -85,3 +85,16 @@ def lua_prelude() -> str:
         lines.append(f"local {name}_NAME = {{{names}}}")
     lines.append(_lua_table("SEEN", {m.name.lower(): f"'{m.value}'" for m in SeenMark}))
     return "\n".join(lines) + "\n"
+
+
+def _by_code(enum: type[IntEnum]) -> tuple[IntEnum, ...]:
+    """The members indexed by their code: decoding a reply is an index, not an Enum call (a
+    join batch decodes 64 codes; `Enum(value)` costs a lookup through the metaclass each)."""
+    members = sorted(enum, key=int)
+    if [int(m) for m in members] != list(range(len(members))):
+        raise ValueError(f"{enum.__name__} codes must be 0..n-1")
+    return tuple(members)
+
+
+TICKET_STATES: tuple[TicketState, ...] = _by_code(TicketState)  # type: ignore[assignment]
+JOIN_RESULTS: tuple[JoinResult, ...] = _by_code(JoinResult)  # type: ignore[assignment]

@@ -24,7 +24,14 @@ from queue_service import metrics
 from queue_service.clock import Clock
 from queue_service.errors import StoreUnavailable
 from queue_service.keys import WAVES_KEY, WaveKeys
-from queue_service.protocol import JoinResult, TicketState, WaveState, lua_prelude
+from queue_service.protocol import (
+    JOIN_RESULTS,
+    TICKET_STATES,
+    JoinResult,
+    TicketState,
+    WaveState,
+    lua_prelude,
+)
 from queue_service.ratelimit import RateLimitRules
 from queue_service.redis_client import RedisClient
 from queue_service.waves import WaveConfig
@@ -316,7 +323,11 @@ class Store:
         incarnation, ended, codes = await self._script("join", wave, args)
         outcomes = [
             JoinOutcome(
-                JoinResult(result), seq, TicketState(state) if state >= 0 else None, ahead, extra
+                JOIN_RESULTS[result],
+                seq,
+                TICKET_STATES[state] if state >= 0 else None,
+                ahead,
+                extra,
             )
             for result, seq, state, ahead, extra in zip(
                 codes[0::5], codes[1::5], codes[2::5], codes[3::5], codes[4::5], strict=True
@@ -334,7 +345,7 @@ class Store:
         ]
         wave_state, cursor, codes, subjects = await self._script("status", wave, args)
         outcomes = [
-            StatusOutcome(TicketState(state), order, admitted_ms, "")
+            StatusOutcome(TICKET_STATES[state], order, admitted_ms, "")
             for state, order, admitted_ms in zip(codes[0::3], codes[1::3], codes[2::3], strict=True)
         ]
         for index, subject in zip(subjects[0::2], subjects[1::2], strict=True):
