@@ -199,6 +199,28 @@ def test_a_failing_check_gives_a_non_zero_exit_code(stack: Stack, tmp_path: Path
     assert run.row("Aggregated")["Failure Count"] == "0"
 
 
+def test_two_identical_rehearsals_give_the_same_verdict(stack: Stack, tmp_path: Path) -> None:
+    """A gate is only worth something if it is repeatable: the same rehearsal (same users,
+    same population seed, a wave of its own each) twice gives the same verdict, check by
+    check, and each check measured something."""
+    verdicts = []
+    for n in (1, 2):
+        run = run_locust(
+            stack, tmp_path / f"run-{n}", f"lt-repeat-{n}",
+            "-u", "20", "-r", "10", "-t", f"{RUN_S}s",
+            "--admit-rate", "2", "--admin-change-after", "5", "--poll-cap-s", "1",
+            "--population-seed", "4242",
+        )  # fmt: skip
+        checks = run.verdict["checks"]
+        assert isinstance(checks, list), run.output[-4000:]
+        verdicts.append(
+            (run.returncode, run.verdict["passed"],
+             [(c["name"], c["passed"], c["skipped"]) for c in checks])
+        )  # fmt: skip
+    assert verdicts[0] == verdicts[1], verdicts
+    assert not any(skipped for _, _, skipped in verdicts[0][2]), verdicts[0]
+
+
 def test_targets_are_loopback_unless_named() -> None:
     with pytest.raises(TargetRefused):
         check_target("http://10.1.2.3:8080", explicit=False, what="queue host")
