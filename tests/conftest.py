@@ -1,9 +1,12 @@
 """Shared fixtures: a real redis-server per test session on a free port (never 6379), and a
-clean database for every test."""
+clean database for every test; the tiers (tests/helpers/tiers.py): everything in tests/e2e/ is
+slow, and a quick test may start no process but that Redis and may not run long."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import os
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,9 +21,11 @@ from queue_service.ratelimit import RateLimitRules
 from queue_service.redis_server import EmbeddedRedis
 from queue_service.settings import Settings
 from queue_service.tokens import KeyRing
+from tests.helpers import tiers
+from tests.helpers.support import ADMIN_TOKEN, T0
+from tests.helpers.tools import require_tool
 
-from support import ADMIN_TOKEN, T0
-from tools import require_tool
+E2E = Path(__file__).resolve().parent / "e2e"
 
 
 @pytest.fixture(scope="session")
@@ -44,11 +49,80 @@ SOAK_SETUP_AND_REPORT_S = 180.0
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The soak test runs as long as asked: its time bound follows --soak."""
+    """Everything in tests/e2e/ is slow; the soak test's time bound follows --soak."""
     seconds = float(config.getoption("--soak"))
     for item in items:
+        if item.path.is_relative_to(E2E):
+            item.add_marker(pytest.mark.slow)
         if seconds > 0 and item.name == "test_soak":
             item.add_marker(pytest.mark.timeout(seconds + SOAK_SETUP_AND_REPORT_S))
+
+
+_quick_seconds: dict[str, float] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", tiers.EXCLUSIVE_DOC)
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")  # set in every worker of one parallel run
+    directory = None
+    if run:
+        directory = os.path.join(tempfile.gettempdir(), f"gelombang-tests-{run}")
+        os.makedirs(directory, exist_ok=True)
+    config.stash[_machine_lock] = tiers.MachineLock(directory)
+
+
+_machine_lock = pytest.StashKey[tiers.MachineLock]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None]:
+    """Every test runs (setup, call and teardown) holding the machine lock, shared or, when
+    marked exclusive, alone; a quick test also with process starts forbidden."""
+    lock = item.config.stash[_machine_lock]
+    with lock.held(exclusive=item.get_closest_marker("exclusive") is not None):
+        if item.get_closest_marker("slow"):
+            return (yield)
+        with tiers.forbid_processes(item.nodeid):
+            return (yield)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Time spent by each quick test (reports reach the controller under pytest-xdist too)."""
+    if "slow" not in report.keywords:
+        _quick_seconds[report.nodeid] = _quick_seconds.get(report.nodeid, 0.0) + report.duration
+
+
+_started_at = pytest.StashKey[float]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None]:
+    """A quick test that ran (setup to teardown) longer than the quick tier allows fails."""
+    report: pytest.TestReport = yield
+    if item.get_closest_marker("slow"):
+        return report
+    if call.when == "setup":
+        item.stash[_started_at] = call.start
+    elif call.when == "teardown" and report.passed:
+        spent = call.stop - item.stash.get(_started_at, call.start)
+        if spent > tiers.QUICK_TEST_LIMIT_S:
+            report.outcome = "failed"
+            report.longrepr = (
+                f"{item.nodeid} took {spent:.1f} s, more than a quick test may "
+                f"({tiers.QUICK_TEST_LIMIT_S:g} s): mark it slow or move it to tests/e2e/"
+            )
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    near = sorted(
+        ((s, nodeid) for nodeid, s in _quick_seconds.items() if s > tiers.QUICK_TEST_WARN_S),
+        reverse=True,
+    )
+    if near:
+        terminalreporter.section("quick tests close to the slow tier")
+        for seconds, nodeid in near:
+            terminalreporter.line(f"{seconds:6.1f} s  {nodeid}")
 
 
 @pytest.fixture(scope="session")

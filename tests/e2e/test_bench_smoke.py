@@ -15,10 +15,9 @@ import pytest
 
 from queue_service.redis_server import free_port
 from queue_service.subprocesses import ChildProcess, HttpReady
+from tests.helpers.paths import REPO
+from tests.helpers.tools import require_tool
 
-from tools import require_tool
-
-REPO = Path(__file__).resolve().parents[1]
 EXPECTED_ROWS = {
     "throughput": ["bare aiohttp hello", "status poll (", "join (unique registrants)"],
     "latency": ["status p99 at half saturation"],

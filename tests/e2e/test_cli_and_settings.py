@@ -1,5 +1,5 @@
-"""Settings precedence (file < GELOMBANG_* environment < flags), waves from a config file, the
-`gelombang wave` admin client and `gelombang keygen` against a real service process."""
+"""Waves from a config file, the `gelombang wave` admin client and `gelombang keygen` against a
+real service process (settings precedence in-process: tests/unit/test_settings.py)."""
 
 from __future__ import annotations
 
@@ -14,57 +14,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from queue_service.settings import load_settings
 from queue_service.tokens import KeyRing, key_id
-
-from processes import ServeProcess
-from support import ADMIN_TOKEN
-
-CONFIG = """
-[service]
-port = 9001
-admin_token = "from-file"
-trusted_proxies = ["10.0.0.0/8"]
-
-[rate_limits]
-join_per_ip = {rate_per_s = 2, burst = 7}
-
-[[waves]]
-id = "gelombang-1"
-title = "Gelombang 1"
-opens_at = "2030-01-01T12:00:00+07:00"
-closes_at = "2030-01-04T12:00:00+07:00"
-admit_rate = 41.5
-max_active = 22500
-quota = 600000
-prequeue_s = 3600
-origin_url = "http://127.0.0.1:9000/daftar"
-rate_limits = {status_per_ip = {burst = 5000}}
-"""
-
-
-def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
-    config = tmp_path / "gelombang.toml"
-    config.write_text(CONFIG)
-    env = {"GELOMBANG_PORT": "9002", "GELOMBANG_ADMIN_TOKEN": "from-env",
-           "GELOMBANG_RATE_LIMITS": "off"}  # fmt: skip
-    settings = load_settings({"config": str(config), "port": 9003}, environ=env)
-    assert settings.port == 9003
-    assert settings.admin_token == "from-env"
-    assert settings.trusted_proxies == ("10.0.0.0/8",)
-    assert settings.rate_limits.join_per_ip.burst == 7
-    assert settings.rate_limits.enabled is False
-    assert settings.waves[0]["id"] == "gelombang-1"
-    assert load_settings({"config": str(config)}, environ={}).port == 9001
-
-
-def test_bad_settings_are_refused_clearly(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.toml"
-    bad.write_text("[service]\nportt = 1\n")
-    with pytest.raises(ValueError, match="portt"):
-        load_settings({"config": str(bad)}, environ={})
-    with pytest.raises(ValueError):
-        load_settings({"trusted_proxies": "not-a-network"}, environ={})
+from tests.helpers.processes import ServeProcess
+from tests.helpers.support import ADMIN_TOKEN, SAMPLE_CONFIG
 
 
 def gelombang(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -81,7 +33,7 @@ def test_config_waves_load_at_start_and_the_wave_cli_manages_them(
     redis_url: str, tmp_path: Path
 ) -> None:
     config = tmp_path / "gelombang.toml"
-    config.write_text(CONFIG.replace('admin_token = "from-file"\n', ""))
+    config.write_text(SAMPLE_CONFIG.replace('admin_token = "from-file"\n', ""))
     with ServeProcess(redis_url, tmp_path, config=config) as server:
         env = {"GELOMBANG_URL": server.url, "GELOMBANG_ADMIN_TOKEN": ADMIN_TOKEN}
         shown = gelombang("wave", "show", "gelombang-1", "--json", env=env)

@@ -34,13 +34,12 @@ from queue_service.keys import WaveKeys
 from queue_service.redis_server import free_port
 from queue_service.subprocesses import ChildProcess, HttpReady
 from queue_service.tickets import TicketCodec
-
-from processes import ServeProcess, listening_sockets
-from support import ADMIN, ORIGIN
+from tests.helpers.paths import REPO
+from tests.helpers.processes import ServeProcess, listening_sockets
+from tests.helpers.support import ADMIN, ORIGIN
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 NGINX_CONF = REPO / "deploy" / "nginx.conf"
 NGINX_SOURCE = "127.0.0.2"  # nginx -> replicas; the only trusted proxy
 SECRET = "nginx-test-secret-shared-by-both-replicas"

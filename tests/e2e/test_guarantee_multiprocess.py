@@ -13,9 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from queue_service.keys import WaveKeys
-
-from processes import ServeProcess
-from support import ADMIN, ORIGIN
+from tests.helpers.processes import ServeProcess
+from tests.helpers.support import ADMIN, ORIGIN
 
 pytestmark = pytest.mark.slow
 

@@ -15,12 +15,11 @@ import psutil
 import pytest
 
 from loadtests.bench.wrk import LUA_DIR
+from tests.helpers.processes import ServeProcess
+from tests.helpers.support import ADMIN, ORIGIN
+from tests.helpers.tools import require_tool
 
-from processes import ServeProcess
-from support import ADMIN, ORIGIN
-from tools import require_tool
-
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.exclusive]  # measures latency
 
 MAX_CONNECTIONS = 300
 MAX_INFLIGHT = 128

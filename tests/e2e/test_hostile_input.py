@@ -18,9 +18,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
 import queue_service
-
-from processes import ServeProcess
-from support import ADMIN_TOKEN, ORIGIN
+from tests.helpers.processes import ServeProcess
+from tests.helpers.support import ADMIN_TOKEN, ORIGIN
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,6 @@ import Locust).
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import os
 import subprocess
@@ -23,27 +22,12 @@ import pytest
 import redis
 
 from loadtests import counters
-from loadtests.curves import OpeningWindow, user_curve
-from loadtests.stepping import BreakLimits, StepRecord, breaking_point, render_steps
-from loadtests.targets import TargetRefused, check_target
-from loadtests.verdict import (
-    OriginSample,
-    WaveSample,
-    check_admission_rate,
-    check_bots_rate_limited,
-    check_origin_within_capacity,
-    evaluate,
-    render,
-    wave_sample_from_metrics,
-)
 from queue_service.redis_server import EmbeddedRedis, free_port
 from queue_service.subprocesses import ChildProcess, stop_all
-from simulator.scenario import load_scenario
+from tests.helpers.paths import REPO
+from tests.helpers.processes import OriginProcess, ServeProcess
+from tests.helpers.support import ADMIN_TOKEN
 
-from processes import OriginProcess, ServeProcess
-from support import ADMIN_TOKEN
-
-REPO = Path(__file__).resolve().parents[1]
 RUN_S = 15
 VERDICT_FAILED = 3  # loadtests.checks.VERDICT_FAILED_EXIT_CODE (not imported: it imports Locust)
 
@@ -141,14 +125,21 @@ def queue_rows(run: LocustRun) -> list[dict[str, str]]:
 # ---------------------------------------------------------------------------- live runs
 
 
-def test_headless_rehearsal_registers_people_and_passes_every_check(
-    stack: Stack, tmp_path: Path
-) -> None:
-    run = run_locust(
-        stack, tmp_path, "lt-single",
-        "-u", "20", "-r", "10", "-t", f"{RUN_S}s",
-        "--admit-rate", "2", "--admin-change-after", "5", "--poll-cap-s", "1",
-    )  # fmt: skip
+REHEARSAL = (
+    *("-u", "20", "-r", "10", "-t", f"{RUN_S}s", "--admit-rate", "2"),
+    *("--admin-change-after", "5", "--poll-cap-s", "1", "--population-seed", "4242"),
+)
+"""The documented rehearsal: every user class, an admin change mid-run, a fixed population."""
+
+
+@pytest.fixture(scope="module")
+def rehearsal(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> LocustRun:
+    """One run of the rehearsal, judged by several tests (and repeated once to compare)."""
+    return run_locust(stack, tmp_path_factory.mktemp("rehearsal"), "lt-repeat-1", *REHEARSAL)
+
+
+def test_headless_rehearsal_registers_people_and_passes_every_check(rehearsal: LocustRun) -> None:
+    run = rehearsal
     assert run.returncode == 0, run.output[-4000:]
     assert run.verdict["passed"] is True, run.verdict
 
@@ -199,18 +190,15 @@ def test_a_failing_check_gives_a_non_zero_exit_code(stack: Stack, tmp_path: Path
     assert run.row("Aggregated")["Failure Count"] == "0"
 
 
-def test_two_identical_rehearsals_give_the_same_verdict(stack: Stack, tmp_path: Path) -> None:
+def test_two_identical_rehearsals_give_the_same_verdict(
+    stack: Stack, rehearsal: LocustRun, tmp_path: Path
+) -> None:
     """A gate is only worth something if it is repeatable: the same rehearsal (same users,
     same population seed, a wave of its own each) twice gives the same verdict, check by
     check, and each check measured something."""
+    again = run_locust(stack, tmp_path, "lt-repeat-2", *REHEARSAL)
     verdicts = []
-    for n in (1, 2):
-        run = run_locust(
-            stack, tmp_path / f"run-{n}", f"lt-repeat-{n}",
-            "-u", "20", "-r", "10", "-t", f"{RUN_S}s",
-            "--admit-rate", "2", "--admin-change-after", "5", "--poll-cap-s", "1",
-            "--population-seed", "4242",
-        )  # fmt: skip
+    for run in (rehearsal, again):
         checks = run.verdict["checks"]
         assert isinstance(checks, list), run.output[-4000:]
         verdicts.append(
@@ -219,18 +207,6 @@ def test_two_identical_rehearsals_give_the_same_verdict(stack: Stack, tmp_path: 
         )  # fmt: skip
     assert verdicts[0] == verdicts[1], verdicts
     assert not any(skipped for _, _, skipped in verdicts[0][2]), verdicts[0]
-
-
-def test_targets_are_loopback_unless_named() -> None:
-    with pytest.raises(TargetRefused):
-        check_target("http://10.1.2.3:8080", explicit=False, what="queue host")
-    with pytest.raises(TargetRefused):
-        check_target("ftp://127.0.0.1/", explicit=True, what="origin URL")
-    assert check_target("http://10.1.2.3:8080/", explicit=True, what="queue host") == (
-        "http://10.1.2.3:8080"
-    )
-    assert check_target("http://localhost:8080", explicit=False, what="queue host")
-    assert check_target("http://[::1]:8080", explicit=False, what="queue host")
 
 
 def test_wave_opening_shape_follows_the_scenario_curve(stack: Stack, tmp_path: Path) -> None:
@@ -291,111 +267,6 @@ def test_distributed_master_and_two_workers_give_the_same_verdict(
     assert counts[counters.QUEUE_REQUESTS] == queue_requests > 200
     assert counts[counters.REGISTRATIONS_COMPLETED] > 0
     assert run.check("admission_rate")["skipped"] is False
-
-
-# ---------------------------------------------------------------------------- verdict logic
-
-
-def wave_samples(rate: float, admitted_per_s: float, seconds: int) -> list[WaveSample]:
-    return [
-        WaveSample(float(t), "open", int(admitted_per_s * t), 50, 0, rate, rate, 0)
-        for t in range(seconds + 1)
-    ]
-
-
-def test_admission_check_fails_on_over_admission_and_on_a_stalled_queue() -> None:
-    assert check_admission_rate(wave_samples(10, 10, 20), 0.2).passed
-    over = check_admission_rate(wave_samples(10, 20, 20), 0.2)
-    assert not over.passed and "more than" in over.detail
-    stalled = check_admission_rate(wave_samples(10, 2, 20), 0.2)
-    assert not stalled.passed and "achieved 2.00/s" in stalled.detail
-    # No backlog (nobody waiting): a low rate is not a failure, and says so.
-    idle = [WaveSample(float(t), "open", t, 0, 0, 10, 10, 0) for t in range(21)]
-    result = check_admission_rate(idle, 0.2)
-    assert result.passed and result.skipped
-
-
-def test_origin_and_bot_checks_fail_when_they_should() -> None:
-    calm = [OriginSample(0, 3, 50, 0, 0, 0), OriginSample(5, 10, 50, 0, 0, 0)]
-    assert check_origin_within_capacity(calm).passed
-    shed = [OriginSample(0, 3, 50, 0, 0, 0), OriginSample(5, 50, 50, 7, 2, 9)]
-    assert not check_origin_within_capacity(shed).passed
-    assert not check_origin_within_capacity(calm, seen_5xx=1).passed
-    bots = {counters.BOT_REQUESTS: 100, counters.BOT_RATE_LIMITED: 30}
-    assert not check_bots_rate_limited(bots, 0.5).passed
-    assert check_bots_rate_limited(bots, 0.25).passed
-    results = evaluate(
-        {counters.QUEUE_REQUESTS: 10, counters.QUEUE_5XX: 1},
-        [],
-        calm,
-        bot_limited_min=0.5,
-        admission_tolerance=0.2,
-        allow_skipped=frozenset({"bots_rate_limited", "admission_rate"}),
-    )
-    assert [r.name for r in results if not r.passed] == ["queue_no_5xx"]
-
-
-def test_a_check_that_could_not_be_measured_fails_the_gate_unless_skipped_on_purpose() -> None:
-    counts = {counters.QUEUE_REQUESTS: 10}
-    calm = [OriginSample(0, 3, 50, 0, 0, 0), OriginSample(5, 10, 50, 0, 0, 0)]
-    results = evaluate(counts, [], calm, bot_limited_min=0.5, admission_tolerance=0.2)
-    unmeasured = {r.name: r for r in results if r.skipped}
-    assert set(unmeasured) == {"bots_rate_limited", "admission_rate"}
-    assert all(not r.passed and "not measured" in r.detail for r in unmeasured.values())
-    assert "=> FAILED" in render(results) and "SKIP!" in render(results)
-    allowed = evaluate(
-        counts, [], calm, bot_limited_min=0.5, admission_tolerance=0.2,
-        allow_skipped=frozenset({"bots_rate_limited", "admission_rate"}),
-    )  # fmt: skip
-    assert all(r.passed for r in allowed) and "=> PASSED" in render(allowed)
-
-
-def test_wave_opening_curve_builds_up_spikes_at_opening_and_decays() -> None:
-    scenario = load_scenario("laptop")
-    window = OpeningWindow.of(scenario)
-    curve = user_curve(scenario.arrival_process(), window, 100)
-    peak = curve.index(max(curve))
-    opening = (scenario.clock.opens_at_s - window.start_s) / (window.end_s - window.start_s)
-    assert abs(peak / 100 - opening) <= 0.02  # the spike is at the opening
-    assert curve[0] < 0.2 and curve[-1] < 0.1 and max(curve) == 1.0
-    assert all(a <= b for a, b in itertools.pairwise(curve[: peak + 1]))  # build-up
-    assert all(a >= b for a, b in itertools.pairwise(curve[peak:]))  # decay
-
-
-def test_the_wave_can_be_sampled_from_the_queue_metrics_without_an_admin_token() -> None:
-    def key(name: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
-        return (name, tuple(sorted(labels.items())))
-
-    samples = {
-        key("gelombang_wave_state", wave="w1", state="open"): 1.0,
-        key("gelombang_wave_state", wave="w1", state="paused"): 0.0,
-        key("gelombang_wave_admitted", wave="w1"): 42.0,
-        key("gelombang_queue_waiting", wave="w1"): 7.0,
-        key("gelombang_sessions_active", wave="w1"): 3.0,
-        key("gelombang_wave_admit_rate", wave="w1"): 2.5,
-        key("gelombang_wave_max_active", wave="w1"): 10.0,
-        key("gelombang_wave_admitted", wave="other"): 1000.0,
-    }
-    sample = wave_sample_from_metrics(samples, "w1", 5.0)
-    assert sample == WaveSample(5.0, "open", 42, 7, 3, 2.5, 2.5, 10)
-    assert wave_sample_from_metrics(samples, "unknown", 5.0) is None
-
-
-def test_stress_steps_report_the_first_step_over_the_limits() -> None:
-    limits = BreakLimits(max_fail_ratio=0.01, max_p95_ms=100)
-    steps = [
-        StepRecord(1, 20, 10.0, 1000, 0, 12),
-        StepRecord(2, 40, 10.0, 2000, 5, 40),
-        StepRecord(3, 60, 10.0, 2100, 0, 250),  # throughput flat, latency up: broken
-        StepRecord(4, 80, 10.0, 1500, 300, 900),
-    ]
-    found = breaking_point(steps, limits)
-    assert found is not None and found[0].step == 3 and "p95 250 ms" in found[1]
-    report = render_steps(steps, limits)
-    assert "breaking point at step 3 (60 users)" in report
-    assert "last step within limits: 40 users, 200.0 req/s" in report
-    assert breaking_point(steps[:2], limits) is None
-    assert breaking_point([StepRecord(1, 5, 1.0, 100, 2, 5)], limits) is not None  # 2% failed
 
 
 def test_retry_after_is_read_from_the_fast_clients_headers() -> None:

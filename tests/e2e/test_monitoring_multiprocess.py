@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from processes import ServeProcess
+from tests.helpers.processes import ServeProcess
 
 WAVE = "mp1"
 JOINS = 60

@@ -12,16 +12,15 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from test_monitoring_dashboards import as_promql, dashboard_expressions
 
 from queue_service.redis_server import free_port
 from queue_service.subprocesses import ChildProcess, HttpReady, stop_all
+from tests.helpers.monitoring import as_promql, dashboard_expressions
+from tests.helpers.paths import REPO
+from tests.helpers.processes import ServeProcess
+from tests.helpers.tools import require_tool
 
-from processes import ServeProcess
-from tools import require_tool
-
-ROOT = Path(__file__).resolve().parent.parent
-RULE_FILES = [ROOT / "dashboards" / "rules" / "*.yml", ROOT / "dashboards" / "alerts" / "*.yml"]
+RULE_FILES = [REPO / "dashboards" / "rules" / "*.yml", REPO / "dashboards" / "alerts" / "*.yml"]
 WAVE = "mon1"
 JOINS = 40
 ADMIT_RATE = 2.0  # slow enough that people are still waiting while Prometheus scrapes

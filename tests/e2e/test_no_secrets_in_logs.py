@@ -12,9 +12,8 @@ import aiohttp
 import pytest
 
 from queue_service.redis_server import EmbeddedRedis
-
-from processes import ServeProcess
-from support import ORIGIN
+from tests.helpers.processes import ServeProcess
+from tests.helpers.support import ORIGIN
 
 pytestmark = pytest.mark.slow
 

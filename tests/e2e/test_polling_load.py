@@ -16,8 +16,7 @@ from queue_service import pacing
 from queue_service.app import create_app
 from queue_service.appkeys import SERVICE
 from queue_service.settings import Settings
-
-from support import ORIGIN, put_wave
+from tests.helpers.support import ORIGIN, put_wave
 
 pytestmark = pytest.mark.slow
 

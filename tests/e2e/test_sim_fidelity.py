@@ -31,7 +31,6 @@ import asyncio
 import dataclasses
 import math
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -42,11 +41,11 @@ from simulator.driver import DriverConfig, LiveResult, run_live
 from simulator.model import run_model
 from simulator.records import RunRecord
 from simulator.scenario import Scenario, load_scenario
+from tests.helpers.paths import TEST_SCENARIOS
+from tests.helpers.processes import GelombangProcess, ServeProcess
+from tests.helpers.support import ADMIN_TOKEN
 
-from processes import GelombangProcess, ServeProcess
-from support import ADMIN_TOKEN
-
-SCENARIO = Path(__file__).resolve().parent / "scenarios" / "fidelity.toml"
+SCENARIO = TEST_SCENARIOS / "fidelity.toml"
 SEED = 7
 LIVE_SECONDS = 50.0
 CLOSES_S = 46.0

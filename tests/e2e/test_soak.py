@@ -20,9 +20,8 @@ import psutil
 import pytest
 
 from queue_service.redis_server import EmbeddedRedis
-
-from processes import ServeProcess
-from support import ADMIN, ORIGIN
+from tests.helpers.processes import ServeProcess
+from tests.helpers.support import ADMIN, ORIGIN
 
 pytestmark = pytest.mark.slow
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from processes import GelombangProcess, ServeProcess
-from support import ADMIN_TOKEN
+from tests.helpers.paths import REPO
+from tests.helpers.processes import GelombangProcess, ServeProcess
+from tests.helpers.support import ADMIN_TOKEN
 
-REPO = Path(__file__).resolve().parents[1]
 TOUR_SECONDS = 25.0
 
 pytestmark = pytest.mark.timeout(150)

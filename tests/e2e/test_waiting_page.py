@@ -24,8 +24,7 @@ from queue_service.app import create_app
 from queue_service.appkeys import KEYRING
 from queue_service.settings import Settings
 from queue_service.tokens import TokenVerifier
-
-from pages import Exchange, Tab, launch_chromium, open_tab, wait_until
+from tests.helpers.pages import Exchange, Tab, launch_chromium, open_tab, wait_until
 
 # One Chromium for the whole module (each test opens its own tab on its own service, so no
 # cookies or storage are shared), hence one event loop for the module.

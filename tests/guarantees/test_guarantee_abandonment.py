@@ -18,8 +18,7 @@ from queue_service.appkeys import SERVICE
 from queue_service.clock import ManualClock
 from queue_service.redis_server import EmbeddedRedis
 from queue_service.settings import Settings
-
-from support import admin_view, admit, join_ok, poll, poll_ok, put_wave
+from tests.helpers.support import admin_view, admit, join_ok, poll, poll_ok, put_wave
 
 STEP_S = 0.5  # the admission loop's pace in these manual-clock tests (no outage credit)
 

@@ -13,8 +13,7 @@ from queue_service.clock import ManualClock
 from queue_service.ratelimit import RateLimitRules, Rule
 from queue_service.settings import Settings
 from queue_service.tokens import KeyRing
-
-from support import admit, join, join_ok, poll, put_wave
+from tests.helpers.support import admit, join, join_ok, poll, put_wave
 
 STRICT = RateLimitRules(
     enabled=True,

@@ -9,8 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from queue_service.appkeys import STORE
 from queue_service.clock import ManualClock
-
-from support import admin_view, admit, join_ok, poll_ok, put_wave
+from tests.helpers.support import admin_view, admit, join_ok, poll_ok, put_wave
 
 
 async def join_n(client: TestClient, wave: str, n: int, prefix: str = "r") -> list[str]:

@@ -15,8 +15,7 @@ from aiohttp.test_utils import TestClient
 from queue_service.app import create_app
 from queue_service.redis_server import EmbeddedRedis
 from queue_service.settings import Settings
-
-from support import ADMIN, join_ok, put_wave
+from tests.helpers.support import ADMIN, join_ok, put_wave
 
 BOUND_S = 3.0  # a request must be answered within this while Redis is down
 JSON = {"Content-Type": "application/json"}

@@ -8,8 +8,7 @@ import asyncio
 from aiohttp.test_utils import TestClient
 
 from queue_service.clock import ManualClock
-
-from support import admit, join, join_ok, poll_ok, put_wave
+from tests.helpers.support import admit, join, join_ok, poll_ok, put_wave
 
 
 async def test_same_registrant_gets_the_same_ticket_and_place(client: TestClient) -> None:

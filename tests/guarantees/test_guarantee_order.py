@@ -10,8 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from queue_service.clock import ManualClock
 from queue_service.service import PREQUEUE_SCORE_BITS, prequeue_scores
-
-from support import T0, admit, join_ok, poll_ok, put_wave
+from tests.helpers.support import T0, admit, join_ok, poll_ok, put_wave
 
 PREQUEUE_SIZE = 6
 TRIALS = 300

@@ -28,8 +28,7 @@ from queue_service.tokens import (
     TokenVerifier,
     key_id,
 )
-
-from support import T0, admit, join_ok, poll_ok, put_wave
+from tests.helpers.support import T0, admit, join_ok, poll_ok, put_wave
 
 
 def issue(keyring: KeyRing, **overrides: object) -> str:

@@ -30,8 +30,7 @@ from playwright.async_api import (
 )
 
 from loadtests.chromium import CHROMIUM_FLAGS
-
-from tools import require_tool
+from tests.helpers.tools import require_tool
 
 TIMEOUT_MS = 15_000
 # Chromium logs a failed or refused request like this; it is an HTTP answer, not a page error.

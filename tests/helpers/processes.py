@@ -13,10 +13,8 @@ import psutil
 
 from queue_service.redis_server import free_port
 from queue_service.subprocesses import ChildProcess, HttpReady
-
-from support import ADMIN_TOKEN
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import REPO
+from tests.helpers.support import ADMIN_TOKEN
 
 
 class GelombangProcess(ChildProcess):

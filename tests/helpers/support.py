@@ -14,6 +14,28 @@ ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 T0 = 1_900_000_000.0  # "now" on the manual clock at the start of every test
 ORIGIN = "http://127.0.0.1:9/daftar"
+SAMPLE_CONFIG = """
+[service]
+port = 9001
+admin_token = "from-file"
+trusted_proxies = ["10.0.0.0/8"]
+
+[rate_limits]
+join_per_ip = {rate_per_s = 2, burst = 7}
+
+[[waves]]
+id = "gelombang-1"
+title = "Gelombang 1"
+opens_at = "2030-01-01T12:00:00+07:00"
+closes_at = "2030-01-04T12:00:00+07:00"
+admit_rate = 41.5
+max_active = 22500
+quota = 600000
+prequeue_s = 3600
+origin_url = "http://127.0.0.1:9000/daftar"
+rate_limits = {status_per_ip = {burst = 5000}}
+"""
+"""A config file with every section: settings, rate limits and a wave."""
 
 
 def wave_body(**fields: Any) -> dict[str, Any]:

@@ -15,8 +15,7 @@ from queue_service.clock import ManualClock
 from queue_service.pacing import MIN_POLL_MS, POLL_SHARE
 from queue_service.settings import Settings
 from queue_service.tokens import KeyRing
-
-from support import ADMIN, T0, admin_view, admit, join, join_ok, poll_ok, put_wave
+from tests.helpers.support import ADMIN, T0, admin_view, admit, join, join_ok, poll_ok, put_wave
 
 
 async def test_a_wave_goes_through_its_states(client: TestClient, clock: ManualClock) -> None:

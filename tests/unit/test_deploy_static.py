@@ -20,8 +20,8 @@ import yaml
 from queue_service.cli import build_parser
 from queue_service.settings import Settings, load_settings
 from queue_service.waves import parse_wave
+from tests.helpers.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 NGINX = REPO / "deploy" / "nginx.conf"
@@ -194,6 +194,7 @@ def test_queue_and_origin_commands_parse_with_the_real_cli(services: dict[str, A
     assert jwks.port == listening_port(services["lb"])
 
 
+@pytest.mark.slow  # starts a process
 def test_locust_commands_use_flags_locust_knows(services: dict[str, Any]) -> None:
     # One subprocess: importing Locust here would monkey-patch the test process.
     help_text = subprocess.run(

@@ -8,9 +8,7 @@ import json
 import re
 import runpy
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -18,30 +16,22 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from queue_service import metrics as service_metrics
 from simulator.origin.metrics import OriginMetrics
-
-from tools import require_tool
-
-ROOT = Path(__file__).resolve().parent.parent
-DASHBOARDS = ROOT / "dashboards"
-GRAFANA = DASHBOARDS / "grafana"
-DASHBOARD_FILES = sorted((GRAFANA / "dashboards").glob("*.json"))
-RULE_FILES = sorted((DASHBOARDS / "rules").glob("*.yml")) + sorted(
-    (DASHBOARDS / "alerts").glob("*.yml")
+from tests.helpers.monitoring import (
+    DASHBOARD_FILES,
+    DASHBOARDS,
+    GRAFANA,
+    RULE_FILES,
+    as_promql,
+    dashboard_expressions,
+    dashboards,
+    rule_expressions,
 )
+from tests.helpers.tools import require_tool
 
 # Series Prometheus itself creates for every target or alert.
 PROMETHEUS_BUILTINS = {"up": {"job", "instance"}, "ALERTS": {"alertname", "alertstate"}}
 TARGET_LABELS = {"job", "instance"}
 KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan", "Inf", "NaN"}
-# What Grafana puts in place of its variables, so an expression can be checked as plain PromQL.
-GRAFANA_VARIABLES = {
-    "$__rate_interval": "1m",
-    "$__interval": "1m",
-    "$__range": "1h",
-    "$wave": ".*",
-    "$job": ".*",
-    "$route": ".*",
-}
 
 
 def exposed_series(owner: object) -> dict[str, set[str]]:
@@ -73,39 +63,6 @@ def recording_rule_names() -> set[str]:
     return names
 
 
-def dashboards() -> Iterator[tuple[str, dict[str, Any]]]:
-    for path in DASHBOARD_FILES:
-        yield path.name, json.loads(path.read_text())
-
-
-def dashboard_expressions() -> list[tuple[str, str]]:
-    """(where, PromQL) for every panel target and annotation query."""
-    found: list[tuple[str, str]] = []
-    for name, board in dashboards():
-        for panel in board["panels"]:
-            for target in panel.get("targets", []):
-                found.append((f"{name}: {panel['title']} [{target['refId']}]", target["expr"]))
-        for annotation in board["annotations"]["list"]:
-            found.append((f"{name}: annotation {annotation['name']}", annotation["expr"]))
-    return found
-
-
-def rule_expressions() -> list[tuple[str, str]]:
-    found = []
-    for path in RULE_FILES:
-        for group in yaml.safe_load(path.read_text())["groups"]:
-            for rule in group["rules"]:
-                found.append((f"{path.name}: {rule.get('record') or rule['alert']}", rule["expr"]))
-    return found
-
-
-def as_promql(expr: str) -> str:
-    for variable, value in GRAFANA_VARIABLES.items():
-        expr = expr.replace(variable, value)
-    assert "$" not in expr, f"unknown Grafana variable in {expr}"
-    return expr
-
-
 def selectors(expr: str) -> list[tuple[str, set[str]]]:
     """(metric name, label names matched) for every vector selector in the expression."""
     text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string contents cannot confuse us
@@ -132,6 +89,7 @@ def test_selector_parser_finds_metrics_and_labels() -> None:
     ]
 
 
+@pytest.mark.slow  # starts a process
 def test_every_dashboard_expression_parses(tmp_path: Path) -> None:
     """Each dashboard query becomes a recording rule in a scratch file that promtool checks."""
     exprs = dashboard_expressions()

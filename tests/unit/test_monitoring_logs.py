@@ -26,8 +26,7 @@ from queue_service.metrics_http import metrics_handler, prepare_multiprocess_dir
 from queue_service.overload import OverloadGuard
 from queue_service.ratelimit import RateLimitRules
 from queue_service.store import SCRIPTS
-
-from support import ADMIN, wave_body
+from tests.helpers.support import ADMIN, wave_body
 
 # Labels a metric may carry: bounded sets only, never a ticket or a registrant.
 BOUNDED_LABELS = {"wave", "state", "result", "rule", "route", "method", "status_class", "op"}

@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tools import require_tool
+from tests.helpers.paths import REPO
+from tests.helpers.tools import require_tool
 
-ROOT = Path(__file__).resolve().parent.parent
-DASHBOARDS = ROOT / "dashboards"
+DASHBOARDS = REPO / "dashboards"
 RULE_FILES = sorted((DASHBOARDS / "rules").glob("*.yml")) + sorted(
     (DASHBOARDS / "alerts").glob("*.yml")
 )
-RUNBOOK = ROOT / "docs" / "runbook.md"
+RUNBOOK = REPO / "docs" / "runbook.md"
 
 # Alerts the issue asks for, by what they watch; a rename must keep each one covered.
 REQUIRED_ALERTS = {
@@ -56,12 +56,14 @@ def alert_rules() -> list[dict[str, Any]]:
     return [rule for rule in all_rules() if "alert" in rule]
 
 
+@pytest.mark.slow  # starts a process
 def test_promtool_check_rules_accepts_every_rule_file() -> None:
     result = promtool("check", "rules", *map(str, RULE_FILES))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
 
+@pytest.mark.slow  # starts a process
 def test_promtool_unit_tests_pass_for_every_alert() -> None:
     tests = sorted((DASHBOARDS / "tests").glob("*.yml"))
     assert tests
@@ -135,6 +137,7 @@ def test_render_refuses_a_placeholder_without_a_threshold() -> None:
         module["render"]("for: 1m\n", {"unused": {"for": "1m"}})
 
 
+@pytest.mark.slow  # starts a process
 def test_prometheus_config_is_valid_with_the_rule_files(tmp_path: Path) -> None:
     """prometheus.yml names /etc/prometheus/... paths (as mounted by compose); check it with
     those paths pointed at the repository's folders."""

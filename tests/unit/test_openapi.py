@@ -29,8 +29,7 @@ from queue_service.proof_of_work import solve
 from queue_service.ratelimit import RateLimitRules, Rule
 from queue_service.settings import Settings
 from queue_service.tokens import KeyRing, public_jwk
-
-from support import ADMIN, T0, admit, wave_body
+from tests.helpers.support import ADMIN, T0, admit, wave_body
 
 Json = Any
 JSON = {"Content-Type": "application/json"}

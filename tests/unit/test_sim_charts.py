@@ -20,8 +20,7 @@ from simulator.charts import (
 )
 from simulator.report import render_html
 from simulator.stats import summarise
-
-from known_runs import known_run
+from tests.helpers.known_runs import known_run
 
 
 def _is_nice(step: float) -> bool:

@@ -24,9 +24,8 @@ from simulator.flow import STEPS, FlowContext, oversized_photo, photo_pool, run_
 from simulator.origin import OriginConfig, create_app
 from simulator.origin.state import ORIGIN
 from simulator.registrants import Population
-
-from processes import GelombangProcess
-from support import put_wave
+from tests.helpers.processes import GelombangProcess
+from tests.helpers.support import put_wave
 
 WAVE = "gelombang-test"
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
@@ -83,9 +82,10 @@ async def test_overload_burst_climbs_latency_then_503s_and_never_exceeds_capacit
         await response.read()
         return response.status, time.monotonic() - started
 
-    idle = [await timed(i) for i in range(3)]
+    idle = [await timed(i) for i in range(5)]
     assert all(status == 201 for status, _ in idle)
-    idle_latency = max(latency for _, latency in idle)
+    # the median: one idle request slowed by the machine's other work must not set the bar
+    idle_latency = sorted(latency for _, latency in idle)[len(idle) // 2]
 
     peak_seen = 0
     stop = asyncio.Event()
@@ -325,6 +325,7 @@ async def _send_part_and_hang_up(
         await writer.wait_closed()
 
 
+@pytest.mark.slow  # starts a process
 async def test_a_client_disconnecting_mid_request_is_one_info_line_not_a_traceback(
     tmp_path: Path,
 ) -> None:

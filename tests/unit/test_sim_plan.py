@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +18,7 @@ from simulator.commands import plan
 from simulator.measured import RESULTS
 from simulator.model import run_model
 from simulator.scenario import load_scenario
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import REPO
 
 
 def test_the_planners_measured_figures_are_those_of_results_md() -> None:

@@ -8,7 +8,6 @@ import random
 import re
 import statistics
 import time
-from pathlib import Path
 
 import pytest
 
@@ -23,6 +22,7 @@ from simulator.registrants import (
     parse_nik,
     region_table,
 )
+from tests.helpers.paths import REPO
 
 TODAY = dt.date(2026, 4, 11)
 
@@ -83,7 +83,7 @@ def test_region_table_covers_all_38_provinces_and_stays_small() -> None:
         "95",
         "96",
     } <= table.province_codes
-    data = Path(__file__).parent.parent / "simulator" / "data" / "regions.csv"
+    data = REPO / "simulator" / "data" / "regions.csv"
     assert data.stat().st_size < 200_000
 
 

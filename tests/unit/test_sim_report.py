@@ -10,9 +10,8 @@ import pytest
 
 from simulator.report import render_html, write_report
 from simulator.stats import summarise
-
-from known_runs import known_run
-from pages import launch_chromium, open_tab
+from tests.helpers.known_runs import known_run
+from tests.helpers.pages import launch_chromium, open_tab
 
 
 def test_report_files_are_written(tmp_path: Path) -> None:

@@ -24,8 +24,7 @@ from simulator.stats import (
     summarise,
     waits,
 )
-
-from known_runs import PREQUEUE_ORDER, known_run
+from tests.helpers.known_runs import PREQUEUE_ORDER, known_run
 
 # ----------------------------------------------------------------------------- pure functions
 
@@ -266,6 +265,7 @@ def test_fairness_sees_fifo_the_prequeue_block_and_reversals() -> None:
 # ----------------------------------------------------------------------------- dependencies
 
 
+@pytest.mark.slow  # starts a process
 def test_the_live_driver_depends_on_the_statistics_but_not_on_charts_or_the_page() -> None:
     loaded = subprocess.run(
         [

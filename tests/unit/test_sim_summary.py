@@ -22,8 +22,7 @@ from simulator.summary import (
     setting_value,
     verdict,
 )
-
-from known_runs import known_run
+from tests.helpers.known_runs import known_run
 
 
 def runs() -> list[RunRecord]:

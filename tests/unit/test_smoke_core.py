@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from aiohttp.test_utils import TestClient
 
-from support import admit, join_ok, poll_ok, put_wave
+from tests.helpers.support import admit, join_ok, poll_ok, put_wave
 
 
 async def test_join_then_admission_gives_a_token(client: TestClient) -> None:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tools import require_tool
+from tests.helpers.tools import require_tool
 
 
 def test_a_missing_tool_fails_naming_its_package() -> None:
