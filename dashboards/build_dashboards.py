@@ -5,7 +5,7 @@
     .venv/bin/python dashboards/build_dashboards.py --check  # exit 1 if a file is out of date
 
 Written as code so every panel has the same datasource, layout and legend conventions, and so
-tests/test_monitoring_dashboards.py can check each query against the metrics the service
+tests/unit/test_monitoring_dashboards.py can check each query against the metrics the service
 exposes. Wave-level panels read the recording rules (dashboards/rules/recording.yml).
 """
 

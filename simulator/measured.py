@@ -1,6 +1,6 @@
 """What one queue process and Redis were measured to do, as `loadtests/RESULTS.md` reports it
 ("Final figures"): the planner sizes the waiting room with these numbers, and
-tests/test_sim_plan.py keeps them equal to that file."""
+tests/unit/test_sim_plan.py keeps them equal to that file."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help="run the soak test (tests/test_soak.py) for this long; off by default",
+        help="run the soak test (tests/e2e/test_soak.py) for this long; off by default",
     )
 
 

@@ -8,7 +8,7 @@
 -- KEYS[4] active, KEYS[5] left, KEYS[6] revoked. The bucket keys (reg:, seen:, tk:, rl:) are
 -- not: they depend on ticket numbers and hashes the script itself assigns or reads, so they
 -- cannot be named before the call. Redis 7 and Redis Cluster accept this because they share
--- the hash tag, hence the slot, of KEYS[1] (tests/test_redis_cluster.py runs every script on a
+-- the hash tag, hence the slot, of KEYS[1] (tests/e2e/test_redis_cluster.py runs every script on a
 -- real cluster); a proxy that insists on declared keys only is not supported.
 --
 -- Service time: abandonment is judged on a clock that stops while the service could not

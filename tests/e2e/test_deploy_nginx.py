@@ -96,7 +96,7 @@ def render_nginx_conf(
     )
     return replace_once(
         r"^http \{\n",
-        "http {\n    # rendered by tests/test_deploy_nginx.py\n"
+        "http {\n    # rendered by tests/e2e/test_deploy_nginx.py\n"
         f"{temp_paths}    proxy_bind {NGINX_SOURCE};\n",
         conf,
     )

@@ -1,6 +1,6 @@
 """The soak test: a bounded run of mixed, realistic traffic against real processes (two
 workers, an embedded Redis with AOF), with a Redis restart and a worker killed on the way.
-Opt-in: `scripts/test tests/test_soak.py --soak 300` (five minutes); skipped otherwise, so CI's
+Opt-in: `scripts/test tests/e2e/test_soak.py --soak 300` (five minutes); skipped otherwise, so CI's
 default run stays short. Its report (printed, and written to soak-report.json in the test's
 temporary folder) states requests served, errors by class, acknowledged tickets lost (must be
 0), the largest RSS of the service and the p99 of the answers."""

@@ -156,7 +156,7 @@ async def service(redis_url: str, state_dir: Path, origin: Origin) -> AsyncItera
     """The real queue service in-process, with a paused wave that has people ahead, so the
     page's registrant waits until the test admits everyone."""
     # the service shares its event loop with the test and the browser driver: a loaded
-    # machine's lag must not make it shed the page's requests (tests/test_guarantee_overload.py)
+    # machine's lag must not make it shed the page's requests (tests/e2e/test_guarantee_overload.py)
     settings = Settings(
         redis_url=redis_url, admin_token=ADMIN_TOKEN, state_dir=state_dir, max_lag_s=30.0
     )
