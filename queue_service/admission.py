@@ -1,7 +1,16 @@
 """The admission loop. Every service process runs it for every wave: there is no leader that
-could die and stall a wave. Each tick calls the `admit` script, which decides atomically in
+could die and stall a wave. Each step calls the `admit` script, which decides atomically in
 Redis how many tickets to admit now (token bucket, max_active, quota), so ten processes admit
-exactly as much as one."""
+exactly as much as one.
+
+A wave is stepped as often as it needs (`cadence_s`): every `admission_interval_s` while anyone
+waits in it (admission, and the counts that let status polls be answered without Redis, must be
+fresh); every `IDLE_INTERVAL_S` while nobody waits (nothing to admit: only sessions to expire
+and counts to refresh); every `FINISHED_INTERVAL_S` once it is closed or full. A join that gives
+a new ticket, and an operator's change, wake the wave at once in the process that handled it
+(`WaveRegistry.wake`); other processes notice at their next idle step. So a deployment with a
+wave per province and every past wave pays for the ones people are in, not for the others.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +22,23 @@ import time
 from queue_service import metrics
 from queue_service.errors import ApiError
 from queue_service.registry import WaveRegistry
-from queue_service.store import AdmitStep, Store, UnknownWave
+from queue_service.store import AdmitStep, HighWater, Store, UnknownWave
 
 log = logging.getLogger(__name__)
 
 WAVE_LIST_REFRESH_S = 1.0
+IDLE_INTERVAL_S = 5.0
+"""How often a wave nobody waits in is stepped (its sessions expire, its counts refresh; the
+first joiner wakes it in the process that took the join, and is admitted at once)."""
+FINISHED_INTERVAL_S = 30.0
+"""How often a closed or full wave is stepped (sessions still expire; nobody is admitted)."""
+FINISHED_STATES = frozenset({"closed", "full"})
 
 
 OUTAGE_GAP_STEPS = 20
 """A pause of this many admission intervals between two steps of a wave (and at least
-MIN_OUTAGE_GAP_MS) means no process reached Redis: it does not count toward abandonment."""
+MIN_OUTAGE_GAP_MS) while anyone waits means no process reached Redis: it does not count
+toward abandonment."""
 MIN_OUTAGE_GAP_MS = 1000
 
 
@@ -39,6 +55,16 @@ def local_status_max_age_s(interval_s: float) -> float:
     return max(1.0, interval_s * LOCAL_STATUS_AGE_STEPS)
 
 
+def cadence_s(step: AdmitStep, interval_s: float) -> float:
+    """How long until a wave's next step, from what its last step saw."""
+    counts = step.counts
+    if counts.state in FINISHED_STATES:
+        return FINISHED_INTERVAL_S
+    if counts.seq > counts.cursor:  # somebody waits (in the pre-queue too)
+        return interval_s
+    return max(interval_s, IDLE_INTERVAL_S)
+
+
 class AdmissionLoop:
     def __init__(self, store: Store, registry: WaveRegistry, interval_s: float) -> None:
         self._store = store
@@ -47,6 +73,8 @@ class AdmissionLoop:
         self._outage_gap_ms = outage_gap_ms(interval_s)
         self._wave_ids: list[str] = []
         self._listed_at = 0.0
+        self._due: dict[str, float] = {}
+        """Wave -> when (monotonic) it is next stepped; absent = now."""
         self._failing = False
 
     async def run(self) -> None:
@@ -63,61 +91,78 @@ class AdmissionLoop:
                 self._failing = True
             except Exception:
                 log.exception("admission loop step failed")
+            spent = time.monotonic() - started
+            metrics.admission_tick_seconds.observe(spent)
             # jitter so that processes started together do not call Redis in lockstep
-            delay = self._interval_s * random.uniform(0.8, 1.2) - (time.monotonic() - started)
+            delay = self._interval_s * random.uniform(0.8, 1.2) - spent
             await asyncio.sleep(max(0.0, delay))
 
     async def tick(self) -> None:
         now = time.monotonic()
         if now - self._listed_at > WAVE_LIST_REFRESH_S:
             self._wave_ids = await self._store.wave_ids()
+            self._registry.known_ids(self._wave_ids, now)
             self._listed_at = now
-        await asyncio.gather(*(self._step(wave) for wave in self._wave_ids))
+        for wave in self._registry.take_wakeups():
+            self._due.pop(wave, None)
+        due = [wave for wave in self._wave_ids if self._due.get(wave, 0.0) <= now]
+        await asyncio.gather(*(self._step(wave) for wave in due))
 
     async def _step(self, wave: str) -> None:
-        runtime = self._registry.loaded.get(wave)
         try:
-            step = await self._store.admit(
-                wave,
-                left_from=runtime.left_read if runtime else 0,
-                outage_gap_ms=self._outage_gap_ms,
-            )
+            step = await step_wave(self._store, self._registry, wave, self._outage_gap_ms)
         except UnknownWave:
             self._registry.forget(wave)
+            self._due.pop(wave, None)
             return
-        await record_step(self._registry, wave, step)
+        except ApiError:
+            self._due.pop(wave, None)  # retried at the next tick
+            raise
+        wait = cadence_s(step, self._interval_s) * random.uniform(0.8, 1.2)
+        self._due[wave] = time.monotonic() + wait
 
 
-_initialised_waves: set[str] = set()
+async def step_wave(
+    store: Store, registry: WaveRegistry, wave: str, outage_gap: int = MIN_OUTAGE_GAP_MS
+) -> AdmitStep:
+    """One admission step of `wave`, told what this process knows (how far it has read the
+    left list, the highest ticket it has seen issued), and recorded."""
+    runtime = registry.loaded.get(wave)
+    step = await store.admit(
+        wave,
+        left_from=runtime.left_read if runtime else 0,
+        outage_gap_ms=outage_gap,
+        known=runtime.high_water if runtime else HighWater(),
+    )
+    await record_step(registry, wave, step)
+    return step
 
 
 async def record_step(registry: WaveRegistry, wave: str, step: AdmitStep) -> None:
     """Feed one admission step to the registry (counts, ETA) and to the metrics. Every caller of
     the admit script records through here, so what it decided is counted exactly once."""
     runtime = await registry.observe(wave, step)
-    if wave not in _initialised_waves:
-        metrics.init_wave_series(wave)
-        _initialised_waves.add(wave)
+    series = metrics.wave_series(wave)
     counts, config = step.counts, runtime.config
-    metrics.queue_waiting.labels(wave).set(counts.waiting)
-    metrics.queue_prequeue.labels(wave).set(counts.prequeue)
-    metrics.sessions_active.labels(wave).set(counts.active)
-    metrics.wave_admitted.labels(wave).set(counts.admitted)
-    metrics.wave_max_active.labels(wave).set(config.max_active)
-    metrics.wave_admit_rate.labels(wave).set(config.admit_rate)
-    metrics.wave_quota.labels(wave).set(config.quota)
-    for state in metrics.WAVE_STATES:
-        metrics.wave_state.labels(wave, state).set(1 if state == counts.state else 0)
+    series.waiting.set(counts.waiting)
+    series.prequeue.set(counts.prequeue)
+    series.active.set(counts.active)
+    series.admitted.set(counts.admitted)
+    series.max_active.set(config.max_active)
+    series.admit_rate.set(config.admit_rate)
+    series.quota.set(config.quota)
+    for state, gauge in series.states.items():
+        gauge.set(1 if state == counts.state else 0)
     if step.abandoned_now:
-        metrics.abandoned.labels(wave).inc(step.abandoned_now)
+        series.abandoned.inc(step.abandoned_now)
     if step.expired_now:
-        metrics.sessions_expired.labels(wave).inc(step.expired_now)
+        series.expired.inc(step.expired_now)
     if not step.admitted:
         return
-    metrics.admissions.labels(wave).inc(len(step.admitted))
+    series.admissions.inc(len(step.admitted))
     opened_ms = config.opens_at * 1000
     for admitted in step.admitted:
         wait_s = max(0.0, (counts.now_ms - admitted.joined_ms) / 1000)
-        metrics.wait_seconds.labels(wave).observe(wait_s)
+        series.wait.observe(wait_s)
         if admitted.joined_ms >= opened_ms:  # pre-queue joiners had no ETA to keep
-            metrics.eta_error_seconds.labels(wave).observe(wait_s - admitted.eta_at_join_s)
+            series.eta_error.observe(wait_s - admitted.eta_at_join_s)

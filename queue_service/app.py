@@ -13,7 +13,15 @@ from aiohttp import web
 
 from queue_service import http_admin, http_public, metrics
 from queue_service.admission import AdmissionLoop, local_status_max_age_s
-from queue_service.appkeys import KEYRING, OVERLOAD, REDIS, SERVICE, SETTINGS, STORE
+from queue_service.appkeys import (
+    ADMIN_FAILURES,
+    KEYRING,
+    OVERLOAD,
+    REDIS,
+    SERVICE,
+    SETTINGS,
+    STORE,
+)
 from queue_service.clock import Clock
 from queue_service.endpoint import (
     CATCH_ALL_PATTERN,
@@ -29,6 +37,7 @@ from queue_service.loop_lag import monitor_event_loop_lag
 from queue_service.metrics_http import metrics_handler
 from queue_service.overload import OverloadGuard
 from queue_service.proof_of_work import ChallengeCodec
+from queue_service.ratelimit_local import LocalGcra
 from queue_service.redis_client import connect_redis
 from queue_service.registry import WaveRegistry
 from queue_service.service import QueueService
@@ -91,6 +100,7 @@ def create_app(
     app[SETTINGS] = settings
     app[KEYRING] = keyring or load_keyring(settings)
     app[OVERLOAD] = OverloadGuard(settings.max_inflight, settings.max_lag_s)
+    app[ADMIN_FAILURES] = LocalGcra(http_admin.FAILED_ADMIN_LOGINS)
 
     async def state_ctx(app: web.Application) -> AsyncIterator[None]:
         redis = connect_redis(settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from queue_service.overload import OverloadGuard
+from queue_service.ratelimit_local import LocalGcra
 from queue_service.redis_client import RedisClient
 from queue_service.service import QueueService
 from queue_service.settings import Settings
@@ -17,3 +18,5 @@ STORE = web.AppKey("store", Store)
 SERVICE = web.AppKey("service", QueueService)
 KEYRING = web.AppKey("keyring", KeyRing)
 OVERLOAD = web.AppKey("overload", OverloadGuard)
+ADMIN_FAILURES = web.AppKey("admin_failures", LocalGcra)
+"""Refused admin tokens per client address (http_admin.py)."""

@@ -15,10 +15,11 @@ The origin hands the token to the logged-in person's browser (for example as
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import jwt
@@ -26,6 +27,7 @@ import orjson
 
 from queue_service.clock import Clock, SystemClock
 from queue_service.errors import ServiceUnavailable, Unauthorized
+from queue_service.tickets import b64url
 from queue_service.waves import WaveConfig
 
 ALGORITHMS = ("EdDSA", "ES256", "RS256")
@@ -79,6 +81,20 @@ def mint_enqueue_token(
     return jwt.encode(claims, private_key, algorithm=algorithm, headers=headers)
 
 
+class VerifiedAccount(NamedTuple):
+    account: str
+    """The token's `sub`, exactly as signed."""
+    token_key: str
+    """Names this token (a digest of it): a token proves a join once (lua/join.lua)."""
+    valid_for_s: float
+    """How long the token may still be presented (until its exp, plus the leeway)."""
+
+
+def token_key(token: str) -> str:
+    """A short url-safe name for a token, for the record of its use (never the token itself)."""
+    return b64url(hashlib.sha256(token.encode()).digest()[:18])
+
+
 def _refused(reason: str) -> Unauthorized:
     return Unauthorized(f"Enqueue token refused: {reason}.", code="invalid_enqueue_token")
 
@@ -100,8 +116,8 @@ class EnqueueVerifier:
         self._jwks: dict[str, _KeySet] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def account(self, token: object, config: WaveConfig) -> str:
-        """The `sub` of a valid enqueue token for this wave, or 401."""
+    async def account(self, token: object, config: WaveConfig) -> VerifiedAccount:
+        """The account of a valid enqueue token for this wave, or 401."""
         if not isinstance(token, str) or not token.isascii() or len(token) > MAX_TOKEN_LENGTH:
             raise _refused("it is not a JWT")
         try:
@@ -144,7 +160,7 @@ class EnqueueVerifier:
         account = claims["sub"]
         if not isinstance(account, str) or not account:
             raise _refused("sub must name the account")
-        return account
+        return VerifiedAccount(account, token_key(token), exp + LEEWAY_S - now)
 
     async def _key(self, config: WaveConfig, kid: str) -> dict[str, Any]:
         static = {str(k.get("kid", "")): dict(k) for k in config.enqueue_keys}

@@ -1,19 +1,23 @@
 """Admin API: bearer token compared in constant time; with no token configured the admin API is
-disabled (403), never open. Every change is logged with who, from where, and what changed."""
+disabled (403), never open. Every change is logged with who, from where, and what changed.
+A refused token is logged with the address it came from, and an address that keeps guessing is
+answered 429 (`FAILED_ADMIN_LOGINS`, per process) without its tokens being compared at all."""
 
 from __future__ import annotations
 
 import hmac
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
 
 from queue_service import metrics
-from queue_service.appkeys import SERVICE, SETTINGS, STORE
-from queue_service.errors import Conflict, Forbidden, Unauthorized
+from queue_service.appkeys import ADMIN_FAILURES, SERVICE, SETTINGS, STORE
+from queue_service.errors import Conflict, Forbidden, RateLimited, Unauthorized
 from queue_service.http_public import bearer_token, json_response, read_json_object
-from queue_service.net import client_ip
+from queue_service.net import client_ip, rate_limit_key
+from queue_service.ratelimit import Rule, limited_headers
 from queue_service.registry import unknown_wave
 from queue_service.store import UnknownWave
 from queue_service.waves import WaveConfig, parse_wave, validate_wave_id
@@ -21,6 +25,8 @@ from queue_service.waves import WaveConfig, parse_wave, validate_wave_id
 log = logging.getLogger(__name__)
 
 ACTIONS = ("pause", "resume", "close")
+FAILED_ADMIN_LOGINS = Rule(rate_per_s=0.2, burst=10)
+"""Refused admin tokens allowed per client address: ten, then one every five seconds."""
 
 
 def _authorize(request: web.Request) -> str:
@@ -32,6 +38,16 @@ def _authorize(request: web.Request) -> str:
         raise Forbidden(
             "The admin API is disabled: no admin token is configured.", code="admin_disabled"
         )
+    address = client_ip(request, settings.trusted_networks)
+    guesses, now = request.app[ADMIN_FAILURES], time.monotonic()
+    retry_s = guesses.retry_after(rate_limit_key(address), now)
+    if retry_s:
+        headers = limited_headers("admin_token", FAILED_ADMIN_LOGINS, int(retry_s * 1000))
+        raise RateLimited(
+            "Too many refused admin tokens from this address; wait before trying again.",
+            retry_after_s=float(headers["Retry-After"]),
+            headers=headers,
+        )
     token = bearer_token(request) or ""
     presented = token.encode() if token.isascii() else b""  # our tokens are ASCII
     actor = None
@@ -39,8 +55,14 @@ def _authorize(request: web.Request) -> str:
         if hmac.compare_digest(presented, token.encode()) and presented:
             actor = name
     if actor is None:
+        guesses.charge(rate_limit_key(address), now)
+        metrics.admin_refused.inc()
+        log.warning(
+            "admin token refused for %s %s from %s", request.method, request.path, address,
+            extra={"admin_action": "refused", "actor": f"?@{address}"},
+        )  # fmt: skip
         raise Unauthorized("A valid admin bearer token is required.", code="invalid_admin_token")
-    return f"{actor}@{client_ip(request, settings.trusted_networks)}"
+    return f"{actor}@{address}"
 
 
 async def _view(request: web.Request, wave: str) -> dict[str, Any]:
@@ -107,7 +129,9 @@ async def put_wave(request: web.Request) -> web.Response:
     current = existing[0] if existing else None
     config = parse_wave(wave, body, current)
     result = await store.put_wave(config)
-    await request.app[SERVICE].registry.reload(wave)
+    registry = request.app[SERVICE].registry
+    await registry.reload(wave)
+    registry.wake(wave)
     _audit(actor, "create" if result == "created" else "update", wave, _diff(current, config))
     return json_response(await _view(request, wave), status=201 if result == "created" else 200)
 
@@ -144,5 +168,6 @@ async def control_wave(request: web.Request) -> web.Response:
         raise unknown_wave(wave) from None
     if result == "closed":
         raise Conflict("The wave is closed; it cannot be resumed.", code="wave_closed")
+    request.app[SERVICE].registry.wake(wave)
     _audit(actor, action, wave)
     return json_response(await _view(request, wave))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 from importlib import resources
 from typing import Any
 
@@ -169,13 +170,29 @@ async def complete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+FEED_POSITION = re.compile(r"[0-9]{1,15}-[0-9]{1,15}")  # fullmatch: a stream entry id
+
+
 async def revoked(request: web.Request) -> web.Response:
-    """Admission tokens revoked (sessions ended) after `after_ms`: the feed origin guards read
-    to refuse a completed session's token (origin_guard.py)."""
-    after = request.query.get("after_ms", "0")
-    if not (after.isascii() and after.isdigit() and len(after) <= 15):
-        raise BadRequest("after_ms must be a whole number of milliseconds.", code="invalid_query")
-    body = await request.app[SERVICE].revoked(_wave(request), int(after))
+    """Admission tokens revoked (sessions ended), the feed origin guards read to refuse a
+    completed session's token (origin_guard.py). Resume with `?after=<next_after>` (exact:
+    nothing is missed or repeated); `?after_ms=<ms>` starts from that millisecond on."""
+    after = request.query.get("after")
+    if after is not None:
+        if not FEED_POSITION.fullmatch(after):
+            raise BadRequest(
+                "after must be a feed position as given in next_after (<ms>-<n>).",
+                code="invalid_query",
+            )
+        position = after
+    else:
+        after_ms = request.query.get("after_ms", "0")
+        if not (after_ms.isascii() and after_ms.isdigit() and len(after_ms) <= 15):
+            raise BadRequest(
+                "after_ms must be a whole number of milliseconds.", code="invalid_query"
+            )
+        position = str(int(after_ms))
+    body = await request.app[SERVICE].revoked(_wave(request), position)
     return json_response(body, headers={"Cache-Control": "no-cache"})
 
 

@@ -4,10 +4,11 @@
   large headers, broken chunked encoding) are answered in the JSON error shape like every
   other error, and logged as one line without the offending bytes: those may carry a ticket
   or a token, and a client sending garbage must not be able to fill the log.
-- Open connections are bounded (`max_connections`): one more is answered at once with a
-  canned 503 + Retry-After and closed, before a byte of it is read. The event loop then only
-  ever reads a bounded number of sockets, so requests it takes are answered quickly however
-  many clients pile on (overload.py sheds requests on the connections it keeps).
+- Open connections are bounded (`max_connections`): one more is answered with a canned 503 +
+  Retry-After and closed without a reset, so the client reads it (connection_refusal.py); it
+  never reaches aiohttp. The event loop then only ever serves a bounded number of sockets, so
+  requests it takes are answered quickly however many clients pile on (overload.py sheds
+  requests on the connections it keeps).
 - The process runs until SIGTERM or SIGINT, then shuts down gracefully within a bound.
 """
 
@@ -17,13 +18,14 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from queue_service import metrics
+from queue_service.connection_refusal import MAX_LINGERING, RefusedConnection
 from queue_service.endpoint import HTTP_CODES, error_response
 from queue_service.overload import SHED_RETRY_AFTER_S
 
@@ -57,6 +59,11 @@ def _canned_overload_response() -> bytes:
 OVERLOADED = _canned_overload_response()
 
 
+def refusal_for(head: bytes) -> bytes:
+    """The refusal a connection beyond the limit gets, from the first bytes of its request."""
+    return OVERLOADED
+
+
 class JsonErrorRequestHandler(RequestHandler):  # type: ignore[misc]
     """aiohttp's connection handler, answering malformed requests in the JSON error shape and
     refusing a connection beyond the server's limit."""
@@ -66,10 +73,17 @@ class JsonErrorRequestHandler(RequestHandler):  # type: ignore[misc]
         if isinstance(manager, JsonErrorServer) and len(manager.connections) >= manager.limit:
             manager.refused += 1
             metrics.shed_connections.inc()
-            assert isinstance(transport, asyncio.Transport)
-            transport.write(OVERLOADED)
-            transport.close()
+            # (uvloop's TCP transport is not an asyncio.Transport subclass, only alike)
+            transport = cast(asyncio.Transport, transport)
             self._manager = None  # never registered: nothing to clean up
+            if manager.lingering >= MAX_LINGERING:
+                transport.write(refusal_for(b""))  # a flood of refusals: the cheap way
+                transport.close()
+                return
+            manager.lingering += 1
+            refused = RefusedConnection(refusal_for, manager.refusal_closed)
+            transport.set_protocol(refused)
+            refused.connection_made(transport)
             return
         super().connection_made(transport)
 
@@ -95,6 +109,11 @@ class JsonErrorServer(web.Server):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.limit = max_connections
         self.refused = 0
+        self.lingering = 0
+        """Refused connections being answered and drained (connection_refusal.py)."""
+
+    def refusal_closed(self) -> None:
+        self.lingering -= 1
 
     def __call__(self) -> RequestHandler:
         return JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)

@@ -1,6 +1,12 @@
 """Registrant ids in one canonical form per kind, so that every spelling of one id is one
 registrant (one place), and a wave whose ids are NIKs refuses what cannot be a NIK.
 
+These rules are for ids somebody typed. An account id signed by the registration site (a
+verified join's enqueue token) is compared exactly as signed (`signed_account`): `Acct-7Fq2`
+and `acct-7fq2`, `STRASSE` and `straße` are different accounts there, and folding them would
+hand one account's place to the other. Only on an `id_kind = "nik"` wave is the signed id a NIK,
+and it gets the NIK rules.
+
 - `generic` (the default): Unicode NFKC (full-width letters and digits become ASCII), leading
   and trailing white space removed, case-folded. `Budi@Example.com ` and `budi@example.com`
   are one registrant.
@@ -109,6 +115,20 @@ def parse_nik(nik: str) -> NikParts:
 
 def _invalid(message: str) -> BadRequest:
     return BadRequest(message, code="invalid_registrant")
+
+
+def signed_account(raw: object, kind: str) -> str:
+    """The identity of a verified join: the enqueue token's `sub` exactly as the registration
+    site signed it (a NIK's canonical form on a `nik` wave)."""
+    if kind == "nik":
+        return canonical_registrant(raw, kind)
+    if not isinstance(raw, str) or not 1 <= len(raw) <= MAX_REGISTRANT_LENGTH:
+        raise BadRequest(
+            f"The enqueue token's sub must be an account id of 1-{MAX_REGISTRANT_LENGTH} "
+            "characters.",
+            code="invalid_enqueue_token",
+        )
+    return raw
 
 
 def canonical_registrant(raw: object, kind: str) -> str:

@@ -11,23 +11,36 @@ Per wave, prefix `glb:{w:<wave>}:`
                         open_seq (tickets issued before opening = pre-queue size), admitted,
                         abandoned, left, completed, expired, tokens + tokens_at (admission
                         bucket), paused, closed, step_at + down_ms (last admission step, and the
-                        outage time that does not count toward abandonment), inc + inc_run +
+                        outage time that does not count toward abandonment), left_base
+                        (entries trimmed from the left list), inc + inc_run +
                         incs (the incarnation tickets are issued in, the Redis run id it began
                         under, and the ended ones as "id:last_seq,..."); no TTL
   reg:<b>        hash   registrant keyed hash -> ticket seq, b = first bytes of the hash mod
                         REGISTRANT_BUCKETS (small hashes stay listpack-encoded: 10 M tickets fit)
-  tk:<seq/100>   hash   seq -> "registrant_hash|joined_ms|eta_at_join_s" (immutable)
+  tk:<seq/100>   hash   seq -> "registrant_hash|joined_ms|eta_at_join_s|stamp|reg_bucket"
+                        (immutable; stamp: random, in the ticket too, so a number issued
+                        again after a rollback never names the earlier holder)
   seen:<seq/100> hash   seq -> the deadline of the next poll (service ms) while waiting,
                         "A<ms>" admitted at (unclaimed), "S<ms>" admitted and claimed,
-                        "C<ms>" completed, "X" abandoned, "L" left (protocol.SeenMark)
+                        "C<ms>" completed (protocol.SeenMark)
+                        A ticket that left, was abandoned or whose session expired is
+                        reclaimed: its reg, tk and seen entries are deleted (lua/_lib.lua)
   pq             zset   pre-queue: seq scored by a uniform random number; its rank is the
-                        order after opening (a uniform shuffle without moving anything)
+                        order after opening (a uniform shuffle without moving anything);
+                        deleted once the admission cursor has passed all of it
   active         zset   admitted seq -> until when it holds its max_active slot (ms): the
                         holder's poll deadline until claimed, then admission + session_ttl
   left           list   seqs of tickets that left while waiting, in order (processes read it
-                        from the admission step, so no process answers a left ticket as waiting)
-  revoked        zset   jti of ended sessions -> when (ms); kept for session_ttl (the feed
-                        GET /api/v1/waves/{wave}/revoked that origin guards read)
+                        from the admission step, so no process answers a left ticket as
+                        waiting); its head is trimmed once the cursor has passed those
+                        tickets, ctl.left_base counting what was trimmed (positions stay
+                        absolute)
+  revocations    stream jti of ended sessions (field "jti"), ids in Redis time; trimmed to
+                        session_ttl (the feed GET /api/v1/waves/{wave}/revoked that origin
+                        guards read: ids only grow, so a reader resuming after the last id
+                        it saw misses nothing)
+  eq:<token>     string an enqueue token already used to join (it proves nothing again); PX
+                        until the token expires
   rl:<rule>:<id> string GCRA theoretical arrival time of a join rule; PX TTL = until it no
                         longer matters
 
@@ -76,19 +89,16 @@ class WaveKeys:
         return self.prefix + "left"
 
     @property
-    def revoked(self) -> str:
-        return self.prefix + "revoked"
+    def revocations(self) -> str:
+        return self.prefix + "revocations"
 
     @property
     def fixed(self) -> list[str]:
         """The keys every script is called with, in the order lua/_lib.lua names them."""
-        return [self.cfg, self.ctl, self.prequeue, self.active, self.left, self.revoked]
+        return [self.cfg, self.ctl, self.prequeue, self.active, self.left, self.revocations]
 
     def registrant_bucket(self, bucket: int) -> str:
         return f"{self.prefix}reg:{bucket}"
 
     def ticket_bucket(self, seq: int) -> str:
         return f"{self.prefix}tk:{seq // TICKET_BUCKET_SIZE}"
-
-    def seen_bucket(self, seq: int) -> str:
-        return f"{self.prefix}seen:{seq // TICKET_BUCKET_SIZE}"

@@ -7,7 +7,9 @@ the cursor has not reached yet is waiting, and its place is its order minus the 
 needs nothing else from Redis. Everything else goes to Redis (lua/status.lua):
 
 - a ticket the cursor has reached (admitted, abandoned, completed, expired: Redis knows which),
-- a ticket newer than this copy, or of an incarnation this copy does not know,
+- a ticket newer than this copy, or of an incarnation this copy does not know, or of one
+  that ended in a rollback in place (its number may have been handed out twice: only Redis
+  can tell the two holders apart, by the ticket's stamp),
 - a pre-queue ticket whose rank this process has not learnt yet (learnt once, then cached),
 - a ticket this process has seen leave (its left list), or any ticket of a wave that is not
   open, paused or in pre-queue, or when the copy is older than `max_age_s`.
@@ -55,6 +57,7 @@ def answer_locally(
         or now - runtime.counts_at > max_age_s
         or counts.state not in LOCAL_WAVE_STATES
         or not counts.issued_here(ticket.incarnation, seq)
+        or ticket.incarnation in counts.rolled_back
         or seq in runtime.left
     ):
         return None

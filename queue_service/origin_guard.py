@@ -104,13 +104,15 @@ async def _get_jwks(url: str) -> dict[str, Any]:
 
 class RevocationFeed:
     """The `jti` of ended sessions, read from the queue every `interval_s` (a task started
-    with `start()`, stopped with `stop()`), plus the ones this origin revoked itself."""
+    with `start()`, stopped with `stop()`), plus the ones this origin revoked itself. It resumes
+    after the exact feed position it last read (`next_after`), so no revocation is skipped,
+    however many share a millisecond and however often it polls."""
 
     def __init__(self, queue_url: str, *, wave: str, interval_s: float = REVOCATION_POLL_S) -> None:
         self._url = f"{queue_url.rstrip('/')}/api/v1/waves/{wave}/revoked"
         self._interval_s = interval_s
         self._revoked: dict[str, float] = {}
-        self._after_ms = 0
+        self._after = "0-0"
         self._task: asyncio.Task[None] | None = None
 
     def is_revoked(self, token_id: str) -> bool:
@@ -122,14 +124,13 @@ class RevocationFeed:
     async def refresh(self, session: aiohttp.ClientSession) -> None:
         """Read what was revoked since the last read (all pages)."""
         while True:
-            async with session.get(self._url, params={"after_ms": str(self._after_ms)}) as r:
+            async with session.get(self._url, params={"after": self._after}) as r:
                 r.raise_for_status()
                 body = orjson.loads(await r.read())
             for token_id in body["revoked"]:
                 self.revoke(str(token_id))
-            advanced = int(body["next_after_ms"]) != self._after_ms
-            self._after_ms = int(body["next_after_ms"])
-            if not body["revoked"] or not advanced:
+            self._after = str(body["next_after"])
+            if not body.get("more"):
                 break
         cutoff = time.monotonic() - REVOCATION_KEEP_S  # older tokens have expired anyway
         self._revoked = {k: v for k, v in self._revoked.items() if v >= cutoff}

@@ -22,7 +22,8 @@ class TicketState(IntEnum):
     CLOSED = 4
     """Never admitted, and the wave closed or filled its quota."""
     UNKNOWN = 5
-    """No such ticket in this wave (yet)."""
+    """No such ticket in this wave (yet); no script answers it since finished tickets are
+    reclaimed (a ticket issued here with no state is EXPIRED). Kept so the codes stay stable."""
     COMPLETED = 6
     """The admitted session was used and ended (complete, or leave while admitted)."""
     LOST = 7
@@ -63,8 +64,8 @@ class SeenMark(StrEnum):
     CLAIMED = "S"
     """Admitted at <ms>, and the holder has been given its token: a session of session_ttl."""
     COMPLETED = "C"
-    ABANDONED = "X"
-    LEFT = "L"
+    """Completed at <ms>: kept, so the registrant cannot queue again. A ticket that left, was
+    abandoned or whose session expired has no state at all: it is reclaimed (lua/_lib.lua)."""
 
 
 def _lua_table(name: str, members: dict[str, str]) -> str:

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -36,13 +37,16 @@ class EmbeddedRedis:
         appendfsync: str = "everysec",
         executable: str | None = None,
         password: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
+        """`extra_args`: more redis-server options (tests: `--enable-debug-command local`)."""
         self.data_dir = Path(data_dir)
         self.password = password
         self.port = port or free_port()
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.executable = executable or shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.extra_args = tuple(extra_args)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -83,6 +87,7 @@ class EmbeddedRedis:
         ]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         self._process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
         )

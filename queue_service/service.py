@@ -21,7 +21,7 @@ from prometheus_client import Counter
 from queue_service import metrics, pacing
 from queue_service.batcher import Coalescer
 from queue_service.clock import Clock, SystemClock
-from queue_service.enqueue import EnqueueVerifier
+from queue_service.enqueue import EnqueueVerifier, VerifiedAccount
 from queue_service.errors import (
     ApiError,
     BadRequest,
@@ -31,12 +31,13 @@ from queue_service.errors import (
     StoreUnavailable,
     Unauthorized,
 )
-from queue_service.identity import canonical_registrant
+from queue_service.identity import canonical_registrant, signed_account
 from queue_service.local_status import answer_locally
 from queue_service.net import rate_limit_key
 from queue_service.proof_of_work import ChallengeCodec
 from queue_service.protocol import JoinResult, TicketState, WaveState
 from queue_service.ratelimit import Rule, limited_headers
+from queue_service.ratelimit_local import LocalGcra
 from queue_service.registry import WaveRegistry, WaveRuntime, unknown_wave
 from queue_service.seen_buffer import SeenBuffer
 from queue_service.store import (
@@ -51,7 +52,7 @@ from queue_service.store import (
     UnknownWave,
     WaveCounts,
 )
-from queue_service.tickets import Ticket, TicketCodec
+from queue_service.tickets import Ticket, TicketCodec, new_stamps
 from queue_service.tokens import InvalidAdmissionToken, TokenIssuer, TokenVerifier, token_id
 from queue_service.views import (
     TicketView,
@@ -166,12 +167,25 @@ class QueueService:
         self._statuses: Coalescer[str, StatusRequest, StatusAnswer] = Coalescer(
             "status", self._flush_statuses
         )
+        # joins to waves that do not exist, per client address (they touch no Redis: the
+        # registry knows every wave id; this keeps a client from spinning on them at all)
+        self._unknown_joins = LocalGcra(registry.base_limits.join_per_ip)
 
     async def _flush_joins(self, wave: str, requests: list[JoinRequest]) -> list[JoinedTicket]:
         runtime = await self.registry.get(wave)
         batch = await self.store.join(
-            wave, requests, prequeue_scores(len(requests)), runtime.limits, runtime.pace_s
+            wave,
+            requests,
+            prequeue_scores(len(requests)),
+            new_stamps(len(requests)),
+            runtime.limits,
+            runtime.pace_s,
+            runtime.high_water,
         )
+        runtime.learn_issued(batch.incarnation, batch.seq)
+        if batch.began == "rollback":
+            metrics.state_rollbacks.labels(wave).inc()
+            log.warning("wave %s: a join found Redis rolled back in place; new incarnation", wave)
         # counted per batch, not per request: one increment per result seen
         for result, count in collections.Counter(o.result for o in batch.outcomes).items():
             _joins(wave, JOIN_RESULT_LABELS[result]).inc(count)
@@ -194,9 +208,9 @@ class QueueService:
         """`body`: {"registrant": id} or {"enqueue_token": JWT}, and "pow" when the wave asks
         for it. `presented_ticket`: the caller's ticket (cookie or header), its proof of
         holding a place it already has."""
-        runtime = await self.registry.get(wave)
+        runtime = await self._joinable(wave, ip)
         config = runtime.config
-        identity, verified = await self._identity(runtime, body)
+        verified = await self._verified(runtime, body)
         if config.pow_bits:
             raw_identity = (
                 body["enqueue_token"] if "enqueue_token" in body else body.get("registrant")
@@ -204,9 +218,14 @@ class QueueService:
             self.challenges.check(
                 wave, config.pow_bits, body.get("pow"), str(raw_identity), self.clock.now()
             )
-        registrant = canonical_registrant(identity, config.id_kind)
+        if verified is not None:
+            registrant = signed_account(verified.account, config.id_kind)
+            ttl_ms = max(1, int(verified.valid_for_s * 1000))
+            proof = f"verified:{verified.token_key}:{ttl_ms}"
+        else:
+            registrant = canonical_registrant(body.get("registrant"), config.id_kind)
+            proof = self._ticket_proof(runtime, presented_ticket)
         registrant_hash, bucket = self.codec.registrant_hash(wave, registrant)
-        proof = "verified" if verified else self._ticket_proof(runtime, presented_ticket)
         request = JoinRequest(registrant_hash, bucket, rate_limit_key(ip), proof)
         try:
             joined = await self._joins.submit(wave, request)
@@ -214,6 +233,8 @@ class QueueService:
             raise self._unknown_wave(wave) from None
         outcome = joined.outcome
         result = outcome.result
+        if result in (JoinResult.NEW, JoinResult.REJOINED):
+            self.registry.wake(wave)  # somebody waits: admission steps this wave at full pace
         if result in (JoinResult.RL_IP, JoinResult.RL_REGISTRANT):
             rule_name = "join_per_ip" if result == JoinResult.RL_IP else "join_per_registrant"
             raise _rate_limited(rule_name, getattr(runtime.limits, rule_name), outcome.extra_ms)
@@ -221,7 +242,7 @@ class QueueService:
             raise self._not_accepting(runtime, result, outcome.extra_ms)
         if result == JoinResult.HELD:
             raise self._held(outcome.state)
-        ticket = Ticket(outcome.seq, joined.batch.incarnation_of(outcome.seq))
+        ticket = Ticket(outcome.seq, joined.batch.incarnation_of(outcome.seq), outcome.stamp)
         text = self.codec.encode(wave, runtime.uid, ticket)
         if result == JoinResult.EXISTING and outcome.state == TicketState.ADMITTED:
             # the holder's own admission: claimed and its token issued by the status path
@@ -230,47 +251,60 @@ class QueueService:
         view = self._view(runtime, ticket, outcome.state, outcome.ahead, 0, "")
         return JoinResponse(text, result != JoinResult.EXISTING, view)
 
-    async def _identity(self, runtime: WaveRuntime, body: dict[str, Any]) -> tuple[str, bool]:
-        """(the identity to queue, whether it was verified by the registration site)."""
+    async def _joinable(self, wave: str, ip: str) -> WaveRuntime:
+        """The wave to join; for a wave that does not exist, 404, or 429 to a client that keeps
+        asking (the deployment's per-address join rule, counted in this process)."""
+        try:
+            return await self.registry.get(wave)
+        except NotFound:
+            if self.registry.base_limits.enabled:
+                key, now = rate_limit_key(ip), self.clock.now()
+                retry_s = self._unknown_joins.retry_after(key, now)
+                if retry_s:
+                    rule = self.registry.base_limits.join_per_ip
+                    raise _rate_limited("join_per_ip", rule, int(retry_s * 1000)) from None
+                self._unknown_joins.charge(key, now)
+            raise
+
+    async def _verified(self, runtime: WaveRuntime, body: dict[str, Any]) -> VerifiedAccount | None:
+        """The registration site's account of a verified join, or None for a bare id. A wave
+        takes one kind of join, never both (waves.py)."""
         config = runtime.config
         if "enqueue_token" in body:
-            token = body["enqueue_token"]
-            if not (config.enqueue_keys or config.enqueue_jwks_url):
+            if not config.verified_joins:
                 raise BadRequest(
                     "This wave takes no enqueue tokens; join with a registrant id.",
                     code="enqueue_token_not_accepted",
                 )
-            return await self.enqueue.account(token, config), True
+            return await self.enqueue.account(body["enqueue_token"], config)
         if config.verified_joins:
             raise Unauthorized(
                 "This wave admits only people signed in at the registration site: open the "
                 "queue from the registration site's link.",
                 code="enqueue_token_required",
             )
-        return body.get("registrant"), False  # type: ignore[return-value]  # checked later
+        return None
 
     def _ticket_proof(self, runtime: WaveRuntime, presented: str | None) -> str:
         if not presented:
             return ""
         try:
-            seq, incarnation = self.codec.decode(runtime.config.id, runtime.uid, presented)
+            ticket = self.codec.check(runtime.config.id, runtime.uid, presented)
         except ApiError:
             return ""  # a stale or foreign cookie proves nothing, and refuses nothing
-        return f"{seq}.{incarnation}"
+        return f"{ticket.seq}.{ticket.incarnation}.{ticket.stamp}"
 
     @staticmethod
     def _held(state: TicketState | None) -> Conflict:
-        if state == TicketState.COMPLETED:
-            return Conflict(
-                "This registrant has already completed registration in this wave.",
-                code="already_completed",
-            )
+        """A join without proof for an id that holds a place. The answer is the same whatever
+        that place's state (waiting, admitted, registered): knowing an id (a leaked NIK) tells
+        no more than that it is in use in this wave (docs/threat-model.md)."""
         if state == TicketState.CLOSED:
             return Conflict("The wave is closed.", code="wave_closed")
         return Conflict(
-            "This registrant already holds a place in the queue, in another browser or on "
-            "another device: continue there. Signing in at the registration site proves it "
-            "is you on this one.",
+            "This registrant already has a place or a registration in this wave, in another "
+            "browser or on another device: continue there. Signing in at the registration "
+            "site proves it is you on this one.",
             code="already_queued",
         )
 
@@ -398,6 +432,7 @@ class QueueService:
             subject=subject,
             ticket=ticket.seq,
             incarnation=ticket.incarnation,
+            stamp=ticket.stamp,
             admitted_at=admitted_at,
             expires_at=admitted_at + config.session_ttl_s,
             one_time=config.one_time_tokens,
@@ -407,15 +442,16 @@ class QueueService:
 
     async def leave(self, wave: str, ticket_text: str) -> None:
         runtime = await self.registry.get(wave)
-        seq, incarnation = self.codec.decode(wave, runtime.uid, ticket_text)
+        ticket = self.codec.check(wave, runtime.uid, ticket_text)
+        jti = token_id(wave, ticket.incarnation, ticket.seq, ticket.stamp)
         try:
-            result = await self.store.leave(
-                wave, seq, incarnation, token_id(wave, incarnation, seq)
-            )
+            result = await self.store.leave(wave, ticket, jti)
         except UnknownWave:
             raise self._unknown_wave(wave) from None
         if result == "left":
-            runtime.left.add(seq)  # this process stops answering it as waiting at once
+            # this process stops answering it as waiting at once
+            open_seq = runtime.counts.open_seq if runtime.counts else -1
+            runtime.left.add(ticket.seq, open_seq)
         elif result == "ended":
             metrics.sessions_completed.labels(wave).inc()
 
@@ -425,10 +461,9 @@ class QueueService:
             claims = self.verifier.verify(token, wave=wave)
         except InvalidAdmissionToken as exc:
             raise Unauthorized(f"Admission token refused: {exc}.", code="invalid_token") from None
+        ticket = Ticket(claims.ticket, claims.incarnation, claims.stamp)
         try:
-            result = await self.store.complete(
-                wave, claims.ticket, claims.incarnation, claims.token_id
-            )
+            result = await self.store.complete(wave, ticket, claims.token_id)
         except UnknownWave:
             raise self._unknown_wave(wave) from None
         if result == "completed":
@@ -469,19 +504,21 @@ class QueueService:
             "id_kind": config.id_kind,
         }
 
-    async def revoked(self, wave: str, after_ms: int) -> dict[str, Any]:
+    async def revoked(self, wave: str, after: str) -> dict[str, Any]:
+        """One page of the tokens revoked after feed position `after` ('<ms>-<n>', exclusive),
+        or from millisecond '<ms>' on (inclusive: `after_ms`, which may repeat a few)."""
         await self.registry.get(wave)
         try:
-            entries = await self.store.revoked_since(wave, after_ms)
+            entries = await self.store.revoked_after(wave, after)
         except UnknownWave:
             raise self._unknown_wave(wave) from None
-        next_after = entries[-1][1] if entries else after_ms
-        if len(entries) >= REVOKED_PAGE:
-            next_after -= 1  # others may share the last millisecond: read it again
+        next_after = entries[-1][0] if entries else after
         return {
             "wave": wave,
-            "revoked": [jti for jti, _ in entries],
-            "next_after_ms": next_after,
+            "revoked": [jti for _, jti in entries],
+            "next_after": next_after,
+            "next_after_ms": int(next_after.partition("-")[0]),
+            "more": len(entries) >= REVOKED_PAGE,
             "as_of_ms": int(time.time() * 1000),
         }
 

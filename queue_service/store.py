@@ -34,6 +34,7 @@ from queue_service.protocol import (
 )
 from queue_service.ratelimit import RateLimitRules
 from queue_service.redis_client import RedisClient
+from queue_service.tickets import Ticket
 from queue_service.waves import WaveConfig
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,13 @@ def new_incarnation_id() -> str:
     return secrets.token_urlsafe(INCARNATION_ID_BYTES)
 
 
+class HighWater(NamedTuple):
+    """The highest seq a process has seen a wave's current incarnation issue."""
+
+    incarnation: str = ""
+    seq: int = 0
+
+
 # Batches go to the hot-path scripts as comma-joined lists: no item can hold a comma (client
 # addresses come from a peer address or an X-Forwarded-For hop, which is split on commas;
 # registrant hashes and incarnation ids are url-safe base64), and the scripts refuse a batch
@@ -79,8 +87,8 @@ class JoinRequest(NamedTuple):
     bucket: int
     ip: str
     proof: str
-    """The caller's own valid ticket as '<seq>.<incarnation>', 'verified' for a verified
-    enqueue token, '' for none."""
+    """The caller's own valid ticket as '<seq>.<incarnation>.<stamp>', a verified enqueue
+    token as 'verified:<token key>:<ttl ms>' (it proves once), '' for none (lua/join.lua)."""
 
 
 class JoinOutcome(NamedTuple):
@@ -92,6 +100,8 @@ class JoinOutcome(NamedTuple):
     """Tickets ahead in admission order; -1 when unknown (pre-queue)."""
     extra_ms: int
     """Retry delay when refused, admission time when admitted."""
+    stamp: str
+    """The named ticket's stamp ('' when the reply names no ticket the caller may have)."""
 
 
 class JoinBatch(NamedTuple):
@@ -99,6 +109,10 @@ class JoinBatch(NamedTuple):
     """The incarnation the batch's new tickets were issued in."""
     ended_incarnations: tuple[tuple[str, int], ...]
     outcomes: list[JoinOutcome]
+    seq: int
+    """Tickets the wave had issued after this batch (the caller's high-water mark)."""
+    began: str
+    """What began a new incarnation in this call: '', 'restart' or 'rollback'."""
 
     def incarnation_of(self, seq: int) -> str:
         """The incarnation that issued ticket `seq` (an existing place may be older)."""
@@ -114,6 +128,7 @@ def incarnation_of(seq: int, current: str, ended: tuple[tuple[str, int], ...]) -
 class StatusRequest(NamedTuple):
     seq: int
     incarnation: str
+    stamp: str
 
 
 class StatusOutcome(NamedTuple):
@@ -162,6 +177,8 @@ class WaveCounts:
     incarnation: str
     ended_incarnations: tuple[tuple[str, int], ...]
     """(id, last seq) of every ended incarnation, oldest first."""
+    rolled_back: frozenset[str]
+    """Ended incarnations whose tickets must be checked in Redis (lua/_lib.lua)."""
     left_total: int
     """Length of the wave's left list."""
 
@@ -183,8 +200,12 @@ class AdmitStep:
     abandoned_now: int
     expired_now: int
     left: list[int]
-    """Seqs of the wave's left list from `left_from` on."""
+    """Seqs of the wave's left list from position `left_from` on."""
     left_from: int
+    """The absolute position `left` starts at: the caller's, or the list's trimmed head if the
+    caller was behind it (what was trimmed, the cursor has passed)."""
+    began: str = ""
+    """What began a new incarnation in this step: '', 'restart' or 'rollback'."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -216,16 +237,30 @@ def _is_unknown_wave(raw: Any) -> bool:
 
 
 def _ended_incarnations(text: str) -> tuple[tuple[str, int], ...]:
+    """'id:last_seq,...' (an id ended by a rollback carries a '!': _rolled_back)."""
     out = []
     for item in text.split(","):
         inc, _, last = item.partition(":")
+        last = last.rstrip("!")
         if inc and last.isdigit():
             out.append((inc, int(last)))
     return tuple(out)
 
 
-def _counts(pairs: Sequence[Any]) -> tuple[WaveCounts, int, int]:
-    """A counts reply (name/value pairs) as WaveCounts, plus abandoned_now and expired_now."""
+def _rolled_back(text: str) -> frozenset[str]:
+    """Incarnations ended by a rollback in place: their numbers may have been issued twice."""
+    return frozenset(item.partition(":")[0] for item in text.split(",") if item.endswith("!"))
+
+
+class _StepExtras(NamedTuple):
+    abandoned_now: int
+    expired_now: int
+    left_from: int
+    began: str
+
+
+def _counts(pairs: Sequence[Any]) -> tuple[WaveCounts, _StepExtras]:
+    """A counts reply (name/value pairs) as WaveCounts, plus what only a step reports."""
     raw = {_s(pairs[i]): pairs[i + 1] for i in range(0, len(pairs), 2)}
     number = {name: int(value) for name, value in raw.items() if isinstance(value, int)}
     counts = WaveCounts(
@@ -246,9 +281,13 @@ def _counts(pairs: Sequence[Any]) -> tuple[WaveCounts, int, int]:
         down_ms=number["down_ms"],
         incarnation=_s(raw["inc"]),
         ended_incarnations=_ended_incarnations(_s(raw["incs"])),
+        rolled_back=_rolled_back(_s(raw["incs"])),
         left_total=number["left_total"],
     )
-    return counts, number["abandoned_now"], number["expired_now"]
+    extras = _StepExtras(
+        number["abandoned_now"], number["expired_now"], number["left_from"], _s(raw["began"])
+    )
+    return counts, extras
 
 
 class Store:
@@ -301,10 +340,14 @@ class Store:
         wave: str,
         requests: Sequence[JoinRequest],
         prequeue_scores: Sequence[int],
+        stamps: Sequence[str],
         limits: RateLimitRules,
         seconds_per_place: float,
+        known: HighWater,
     ) -> JoinBatch:
-        """`prequeue_scores`: one random rank per request, used if the wave is in pre-queue."""
+        """`prequeue_scores`: one random rank per request, used if the wave is in pre-queue;
+        `stamps`: one fresh stamp per request, used if it gets a new ticket; `known`: the
+        highest seq the caller has seen issued (the rollback check, lua/_lib.lua)."""
         prefix, _ = _wave_keys(wave)
         args: list[Any] = [
             self.now_arg(),
@@ -314,13 +357,16 @@ class Store:
             *limits.join_per_registrant.as_args(),
             repr(seconds_per_place),
             new_incarnation_id(),
+            known.incarnation,
+            known.seq,
             ",".join([r.registrant_hash for r in requests]),
             ",".join([str(r.bucket) for r in requests]),
             ",".join([r.ip for r in requests]),
             ",".join([str(score) for score in prequeue_scores]),
             ",".join([r.proof for r in requests]),
+            ",".join(stamps),
         ]
-        incarnation, ended, codes = await self._script("join", wave, args)
+        incarnation, ended, codes, named_stamps, seq, began = await self._script("join", wave, args)
         outcomes = [
             JoinOutcome(
                 JOIN_RESULTS[result],
@@ -328,12 +374,21 @@ class Store:
                 TICKET_STATES[state] if state >= 0 else None,
                 ahead,
                 extra,
+                _s(stamp),
             )
-            for result, seq, state, ahead, extra in zip(
-                codes[0::5], codes[1::5], codes[2::5], codes[3::5], codes[4::5], strict=True
+            for result, seq, state, ahead, extra, stamp in zip(
+                codes[0::5],
+                codes[1::5],
+                codes[2::5],
+                codes[3::5],
+                codes[4::5],
+                named_stamps,
+                strict=True,
             )
         ]
-        return JoinBatch(_s(incarnation), _ended_incarnations(_s(ended)), outcomes)
+        return JoinBatch(
+            _s(incarnation), _ended_incarnations(_s(ended)), outcomes, int(seq), _s(began)
+        )
 
     async def status(self, wave: str, requests: Sequence[StatusRequest]) -> StatusBatch:
         prefix, _ = _wave_keys(wave)
@@ -342,6 +397,7 @@ class Store:
             prefix,
             ",".join([str(r.seq) for r in requests]),
             ",".join([r.incarnation for r in requests]),
+            ",".join([r.stamp for r in requests]),
         ]
         wave_state, cursor, codes, subjects = await self._script("status", wave, args)
         outcomes = [
@@ -368,11 +424,18 @@ class Store:
         outage_gap_ms: int = 1000,
         max_admit: int = 2000,
         max_scan: int = 10000,
+        known: HighWater | None = None,
     ) -> AdmitStep:
+        """`left_from`: how far the caller has read the left list; `known`: the highest seq the
+        caller has seen issued (the rollback check, lua/_lib.lua)."""
         prefix, _ = _wave_keys(wave)
-        args = [self.now_arg(), prefix, max_admit, max_scan, outage_gap_ms, left_from]
+        known = known or HighWater()
+        args = [
+            self.now_arg(), prefix, max_admit, max_scan, outage_gap_ms, left_from,
+            new_incarnation_id(), known.incarnation, known.seq,
+        ]  # fmt: skip
         pairs, admitted_raw, left = await self._script("admit", wave, args)
-        counts, abandoned_now, expired_now = _counts(pairs)
+        counts, extras = _counts(pairs)
         admitted = [
             Admitted(
                 int(admitted_raw[i]),
@@ -383,39 +446,40 @@ class Store:
             for i in range(0, len(admitted_raw), 4)
         ]
         return AdmitStep(
-            counts, admitted, abandoned_now, expired_now, [int(s) for s in left], left_from
+            counts,
+            admitted,
+            extras.abandoned_now,
+            extras.expired_now,
+            [int(s) for s in left],
+            extras.left_from,
+            extras.began,
         )
 
     async def read_counts(self, wave: str) -> WaveCounts:
         """The wave's counts, without writing anything (wave info, admin views)."""
         prefix, _ = _wave_keys(wave)
-        counts, _, _ = _counts(await self._script("read_counts", wave, [self.now_arg(), prefix]))
+        counts, _ = _counts(await self._script("read_counts", wave, [self.now_arg(), prefix]))
         return counts
 
-    async def leave(self, wave: str, seq: int, incarnation: str, jti: str) -> str:
+    async def leave(self, wave: str, ticket: Ticket, jti: str) -> str:
         prefix, _ = _wave_keys(wave)
-        args = [self.now_arg(), prefix, seq, incarnation, jti]
+        args = [self.now_arg(), prefix, ticket.seq, ticket.incarnation, ticket.stamp, jti]
         return _s(await self._script("leave", wave, args))
 
-    async def complete(self, wave: str, seq: int, incarnation: str, jti: str) -> str:
+    async def complete(self, wave: str, ticket: Ticket, jti: str) -> str:
         prefix, _ = _wave_keys(wave)
-        args = [self.now_arg(), prefix, seq, incarnation, jti]
+        args = [self.now_arg(), prefix, ticket.seq, ticket.incarnation, ticket.stamp, jti]
         return _s(await self._script("complete", wave, args))
 
-    async def revoked_since(self, wave: str, after_ms: int) -> list[tuple[str, int]]:
-        """(jti, revoked at ms) of sessions ended after `after_ms`, oldest first, one page."""
+    async def revoked_after(self, wave: str, position: str) -> list[tuple[str, str]]:
+        """(stream id, jti) of sessions ended after stream position `position` (exclusive; a
+        bare '<ms>' means from that millisecond on, inclusive), oldest first, one page."""
+        start = f"({position}" if "-" in position else f"{position}-0"
         raw = await self._call(
             "revoked",
-            self.redis.zrangebyscore(
-                WaveKeys(wave).revoked,
-                f"({after_ms}",
-                "+inf",
-                start=0,
-                num=REVOKED_PAGE,
-                withscores=True,
-            ),
+            self.redis.xrange(WaveKeys(wave).revocations, start, "+", count=REVOKED_PAGE),
         )
-        return [(_s(jti), int(score)) for jti, score in raw]
+        return [(_s(entry_id), _s(fields.get(b"jti", b""))) for entry_id, fields in raw]
 
     # -- configuration (admin paths) --------------------------------------------------------
 

@@ -151,13 +151,15 @@ class AdmissionClaims:
     ticket: int
     incarnation: str
     """The incarnation of the wave's data that issued the ticket (tickets.py)."""
+    stamp: str
+    """The ticket's random stamp (tickets.py): with the number and incarnation, one holder."""
     one_time: bool
     """The wave asks origins to honour this token from one browser only (origin_guard.py)."""
 
 
-def token_id(wave: str, incarnation: str, ticket: int) -> str:
+def token_id(wave: str, incarnation: str, ticket: int, stamp: str) -> str:
     """The `jti` of a ticket's admission token: one admission, one id, on every replica."""
-    return f"{wave}.{incarnation}.{ticket}"
+    return f"{wave}.{incarnation}.{ticket}.{stamp}"
 
 
 class TokenIssuer:
@@ -173,6 +175,7 @@ class TokenIssuer:
         subject: str,
         ticket: int,
         incarnation: str,
+        stamp: str,
         admitted_at: float,
         expires_at: float,
         one_time: bool = False,
@@ -182,11 +185,12 @@ class TokenIssuer:
             "iss": self._issuer,
             "aud": wave,
             "sub": subject,
-            "jti": token_id(wave, incarnation, ticket),
+            "jti": token_id(wave, incarnation, ticket, stamp),
             "iat": int(admitted_at),
             "exp": int(expires_at),
             "tkt": ticket,
             "inc": incarnation,
+            "stp": stamp,
         }
         if one_time:
             payload["once"] = True
@@ -278,6 +282,7 @@ class TokenVerifier:
             expires_at=int(claims["exp"]),
             ticket=_ticket_from(claims),
             incarnation=str(claims.get("inc", "")),
+            stamp=str(claims.get("stp", "")),
             one_time=claims.get("once") is True,
         )
 

@@ -272,6 +272,14 @@ def parse_wave(
             "public keys)",
             code="invalid_wave",
         )
+    if (jwks_url or enqueue_keys) and not verified_joins:
+        # Both kinds of join in one wave would let a place claimed with a bare id (by anyone
+        # who knows it) be handed to the person who later proves that id: refused.
+        raise BadRequest(
+            "enqueue_jwks_url and enqueue_keys are only used with verified_joins = true: a "
+            "wave takes either bare registrant ids or enqueue tokens, never both",
+            code="invalid_wave",
+        )
     issuer = merged.get("enqueue_issuer", "")
     if not isinstance(issuer, str) or len(issuer) > 200:
         raise BadRequest("enqueue_issuer must be text", code="invalid_wave")

@@ -10,12 +10,14 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 
 from loadtests.bench import flood, peer, redis_ceiling, seed, simulation
+from loadtests.bench import idle as idle_waves
+from loadtests.bench import reclaim as reclaim_state
 from loadtests.bench.processes import Server, hello_server, queue_server, redis_server
 from loadtests.bench.report import Row
 from loadtests.bench.wrk import WrkResult, run_wrk
@@ -47,6 +49,9 @@ class Options:
     driver_registrants: int
     model_population: int
     flood_connections: int
+    idle_waves: list[int] = field(default_factory=lambda: [100, 400])
+    reclaim_tickets: int = 10_000
+    reclaim_rounds: int = 3
     peer_url: str | None = None
     peer_pid: int | None = None
     peer_redis_pid: int | None = None
@@ -447,7 +452,26 @@ def model(o: Options, work: Path) -> list[Row]:
     return simulation.model_benchmark(work, o.model_population, o.runs, o.client_cpu)
 
 
+def idle(o: Options, work: Path) -> list[Row]:
+    """(l) Waves nobody is in (open and empty, or closed), 100 and 400 of them: what they cost
+    one process, and the joins to another wave meanwhile (idle.py)."""
+    return idle_waves.idle_rows(
+        work, o.idle_waves, duration_s=o.duration_s, server_cpu=o.server_cpu,
+        client_cpu=o.client_cpu,
+    )  # fmt: skip
+
+
+def reclaim(o: Options, work: Path) -> list[Row]:
+    """(m) A long wave's state: Redis bytes left per finished ticket, and the queue process's
+    RSS over rounds of joins that leave or are abandoned (reclaim.py)."""
+    return reclaim_state.reclaim_rows(
+        work, tickets=o.reclaim_tickets, rounds=o.reclaim_rounds, client_cpu=o.client_cpu
+    )
+
+
 WRK_BENCHMARKS = ("throughput", "latency", "workers", "scale", "overload")
-BENCHMARKS = (*WRK_BENCHMARKS, "ceiling", "cluster", "admission", "driver", "model")
+BENCHMARKS = (
+    *WRK_BENCHMARKS, "ceiling", "cluster", "admission", "idle", "reclaim", "driver", "model",
+)  # fmt: skip
 ON_REQUEST = {"peer": versus_peer}
 """Benchmarks that need something outside the repository: run only when named."""

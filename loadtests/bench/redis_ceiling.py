@@ -22,11 +22,13 @@ from redis.asyncio import Redis
 
 from loadtests.bench.cluster import local_cluster
 from loadtests.bench.report import Row
+from loadtests.bench.seed import ticket_stamps
 from queue_service.keys import REGISTRANT_BUCKETS, WaveKeys
 from queue_service.ratelimit import RateLimitRules
 from queue_service.redis_client import connect_redis
 from queue_service.settings import Settings
-from queue_service.store import JoinRequest, StatusRequest, Store
+from queue_service.store import HighWater, JoinRequest, StatusRequest, Store
+from queue_service.tickets import new_stamps
 from queue_service.waves import parse_wave
 
 BATCH = 32
@@ -79,6 +81,18 @@ async def _drive(
     return counter, wall, cpu
 
 
+def _stamps(redis_url: str, wave: str, last_seq: int) -> dict[int, str]:
+    """Every ticket's stamp, so status calls take the path a real holder's poll takes."""
+    import redis as sync_redis
+
+    client = sync_redis.Redis.from_url(redis_url)
+    try:
+        seqs = list(range(1, last_seq + 1))
+        return dict(zip(seqs, ticket_stamps(client, wave, seqs), strict=True))
+    finally:
+        client.close()
+
+
 def _registrant(salt: str, i: int) -> tuple[str, int]:
     digest = hashlib.blake2b(f"{salt}{i}".encode(), digest_size=16).digest()
     return digest.hex()[:22], int.from_bytes(digest[:4], "big") % REGISTRANT_BUCKETS
@@ -93,6 +107,7 @@ async def measure(
     limits = RateLimitRules()  # the default rules: each join checks two GCRA keys
     raw = await redis.hget(WaveKeys(status_wave).ctl, "inc")
     incarnation = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+    stamps = _stamps(redis_url, status_wave, last_seq)
     results: list[Ceiling] = []
     try:
         await store.load_scripts()
@@ -102,11 +117,13 @@ async def measure(
                 JoinRequest(*_registrant(f"c{n}-", i), f"10.{n % 250}.{i}.1", "")
                 for i in range(BATCH)
             ]
-            await store.join(join_wave, requests, [0] * BATCH, limits, 0.06)
+            await store.join(
+                join_wave, requests, [0] * BATCH, new_stamps(BATCH), limits, 0.06, HighWater()
+            )
 
         async def status(n: int) -> None:
             first = 1 + (n * BATCH) % max(1, last_seq - BATCH)
-            batch = [StatusRequest(first + i, incarnation) for i in range(BATCH)]
+            batch = [StatusRequest(first + i, incarnation, stamps[first + i]) for i in range(BATCH)]
             await store.status(status_wave, batch)
 
         async def seen(n: int) -> None:
@@ -171,7 +188,9 @@ async def measure_cluster(
                     JoinRequest(*_registrant(f"{wave}-{worker}-{n}-", i), f"10.{n % 250}.{i}.1", "")
                     for i in range(BATCH)
                 ]
-                await store.join(wave, requests, [0] * BATCH, limits, 0.06)
+                await store.join(
+                    wave, requests, [0] * BATCH, new_stamps(BATCH), limits, 0.06, HighWater()
+                )
 
         before = {port: await _redis_cpu_s(node) for port, node in nodes.items()}
         started = time.monotonic()

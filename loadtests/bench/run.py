@@ -41,6 +41,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--flood-connections", type=int, default=6_000, help="for `overload` (6000)"
     )
+    parser.add_argument(
+        "--idle-waves", default="100,400", help="for `idle`: numbers of waves (%(default)s)"
+    )
+    parser.add_argument(
+        "--reclaim-tickets", type=int, default=10_000, help="for `reclaim`: per round (10000)"
+    )
+    parser.add_argument("--reclaim-rounds", type=int, default=3, help="for `reclaim` (3)")
     parser.add_argument("--peer-url", help="for `peer`: the peer waiting room's base URL")
     parser.add_argument("--peer-pid", type=int, help="for `peer`: its server's pid (pinned)")
     parser.add_argument("--peer-redis-pid", type=int, help="for `peer`: its Redis's pid (pinned)")
@@ -82,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         driver_registrants=args.driver_registrants,
         model_population=args.model_population,
         flood_connections=args.flood_connections,
+        idle_waves=[int(n) for n in args.idle_waves.split(",") if n.strip()],
+        reclaim_tickets=args.reclaim_tickets,
+        reclaim_rounds=args.reclaim_rounds,
         peer_url=args.peer_url,
         peer_pid=args.peer_pid,
         peer_redis_pid=args.peer_redis_pid,

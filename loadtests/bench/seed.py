@@ -9,13 +9,14 @@ import hashlib
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 
 from queue_service.keys import REGISTRANT_BUCKETS, WaveKeys
 from queue_service.ratelimit import RateLimitRules
-from queue_service.store import JoinRequest, Store
-from queue_service.tickets import Ticket, TicketCodec
+from queue_service.store import HighWater, JoinRequest, Store
+from queue_service.tickets import Ticket, TicketCodec, new_stamps
 from queue_service.waves import parse_wave
 
 BENCH_SECRET = "gelombang-bench-secret"
@@ -70,7 +71,10 @@ async def _seed(redis_url: str, wave: str, admit_rate: float, count: int) -> int
             while not queue.empty():
                 chunk = queue.get_nowait()
                 requests = [JoinRequest(*_registrant(i, salt), "10.0.0.1", "") for i in chunk]
-                await store.join(wave, requests, [0] * len(requests), NO_LIMITS, 0.0)
+                await store.join(
+                    wave, requests, [0] * len(requests), new_stamps(len(requests)), NO_LIMITS,
+                    0.0, HighWater(),
+                )  # fmt: skip
 
         await asyncio.gather(*(worker() for _ in range(SEED_CONCURRENCY)))
         seq = await redis.hget(WaveKeys(wave).ctl, "seq")
@@ -84,8 +88,23 @@ def seed_wave(redis_url: str, wave: str, *, admit_rate: float, count: int) -> in
     return asyncio.run(_seed(redis_url, wave, admit_rate, count))
 
 
+def ticket_stamps(client: Any, wave: str, seqs: list[int]) -> list[str]:
+    """The stamps of a wave's tickets, read from their records (a synchronous client)."""
+    keys = WaveKeys(wave)
+    pipe = client.pipeline(transaction=False)
+    for seq in seqs:
+        pipe.hget(keys.ticket_bucket(seq), str(seq))
+    records = pipe.execute()
+    return [_text(record).split("|")[3] for record in records]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
+
+
 def mint_tickets(redis_url: str, wave: str, seqs: list[int]) -> list[str]:
-    """Valid tickets of a seeded wave (signed with its uid and incarnation, as a join would)."""
+    """Valid tickets of a seeded wave (signed with its uid, incarnation and each ticket's stamp,
+    as a join would)."""
     import redis
 
     client = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -93,10 +112,14 @@ def mint_tickets(redis_url: str, wave: str, seqs: list[int]) -> list[str]:
         keys = WaveKeys(wave)
         uid = str(client.hget(keys.cfg, "uid") or "")
         incarnation = str(client.hget(keys.ctl, "inc") or "")
+        stamps = ticket_stamps(client, wave, seqs)
     finally:
         client.close()
     codec = ticket_codec()
-    return [codec.encode(wave, uid, Ticket(seq, incarnation)) for seq in seqs]
+    return [
+        codec.encode(wave, uid, Ticket(seq, incarnation, stamp))
+        for seq, stamp in zip(seqs, stamps, strict=True)
+    ]
 
 
 def write_tickets(path: Path, redis_url: str, wave: str, seqs: list[int]) -> Path:

@@ -5,7 +5,8 @@
 -- Keys: every key a script touches lives under the wave prefix ARGV "prefix" =
 -- 'glb:{w:<wave>}:' and so in the wave's one cluster slot. The wave's fixed keys are declared
 -- in KEYS, in the order of keys.WaveKeys.fixed: KEYS[1] cfg, KEYS[2] ctl, KEYS[3] pq,
--- KEYS[4] active, KEYS[5] left, KEYS[6] revoked. The bucket keys (reg:, seen:, tk:, rl:) are
+-- KEYS[4] active, KEYS[5] left, KEYS[6] revocations. The bucket keys (reg:, seen:, tk:, rl:) are
+-- (and eq:, used enqueue tokens) are
 -- not: they depend on ticket numbers and hashes the script itself assigns or reads, so they
 -- cannot be named before the call. Redis 7 and Redis Cluster accept this because they share
 -- the hash tag, hence the slot, of KEYS[1] (tests/e2e/test_redis_cluster.py runs every script on a
@@ -41,7 +42,7 @@ local function load_cfg(cfg_key)
 end
 
 local CTL_NUMBERS = {'seq', 'cursor', 'open_seq', 'admitted', 'abandoned', 'left', 'completed',
-  'expired', 'tokens', 'tokens_at', 'paused', 'closed', 'down_ms', 'step_at'}
+  'expired', 'tokens', 'tokens_at', 'paused', 'closed', 'down_ms', 'step_at', 'left_base'}
 local CTL_TEXTS = {'inc', 'inc_run', 'incs'}
 
 local function load_ctl(ctl_key)
@@ -53,7 +54,7 @@ local function load_ctl(ctl_key)
   for i, name in ipairs(CTL_NUMBERS) do ctl[name] = tonumber(raw[i]) end
   for i, name in ipairs(CTL_TEXTS) do ctl[name] = raw[#CTL_NUMBERS + i] or '' end
   for _, name in ipairs({'seq', 'cursor', 'admitted', 'abandoned', 'left', 'completed',
-      'expired', 'paused', 'closed', 'down_ms', 'step_at'}) do
+      'expired', 'paused', 'closed', 'down_ms', 'step_at', 'left_base'}) do
     ctl[name] = ctl[name] or 0
   end
   ctl.open_seq = ctl.open_seq or -1
@@ -80,25 +81,48 @@ local function wave_state(cfg, ctl, now)
   return 'open'
 end
 
--- Incarnations: tickets carry the id of the incarnation that issued them. When the data were
--- loaded from disk or promoted from a replica (the Redis run id differs from the one the
--- current incarnation started under), writes may be missing, so ticket numbers after ctl.seq
--- may have been handed out already: before any new number is issued, the incarnation ends at
--- ctl.seq (recorded in ctl.incs as 'id:last_seq,...') and a new one begins. A ticket of an
--- ended incarnation is valid only up to its last seq; an unknown incarnation is a lost one.
+-- Incarnations: tickets carry the id of the incarnation that issued them. When the data may have
+-- lost writes, ticket numbers after ctl.seq may have been handed out already: before any new
+-- number is issued, the incarnation ends at ctl.seq (recorded in ctl.incs as
+-- 'id:last_seq,...') and a new one begins. A ticket of an ended incarnation is valid only up to
+-- its last seq; an unknown incarnation is a lost one. Two signs of lost writes:
+-- - the Redis run id differs from the one the incarnation started under (a restart from disk,
+--   a replica promoted);
+-- - a caller has already seen this incarnation issue more tickets than ctl.seq holds (a
+--   rollback in place: DEBUG RELOAD, FLUSHALL + RESTORE, a restore tool; the run id stays).
+-- Every process passes the highest seq it has seen (its admission steps, its joins), so a
+-- rollback is noticed at the next step of any process that saw a lost number. A number handed
+-- out again before that is still never confused with the lost one: every ticket also carries a
+-- random stamp, kept in its record (tk), that status, leave, complete and join compare; and an
+-- incarnation ended by a rollback is marked (ctl.incs 'id:last_seq!'), so that no process
+-- answers its tickets from its own copy without that check.
+-- Returns nil, 'restart' or 'rollback' (what began a new incarnation).
 local function redis_run_id()
   return string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or ''
 end
 
-local function begin_incarnation_if_needed(ctl_key, ctl, new_inc)
+local function begin_incarnation_if_needed(ctl_key, ctl, new_inc, known_inc, known_seq)
   local run_id = redis_run_id()
-  if ctl.inc ~= '' and ctl.inc_run == run_id then return end
+  local reason = nil
+  if ctl.inc == '' or ctl.inc_run ~= run_id then
+    reason = 'restart'
+  elseif known_inc == ctl.inc and (tonumber(known_seq) or 0) > ctl.seq then
+    reason = 'rollback'
+  end
+  if not reason then return nil end
   if ctl.inc ~= '' then
     local ended = ctl.inc .. ':' .. ctl.seq
+    -- after a rollback in place some of its numbers may have been handed out again before
+    -- anyone noticed: '!' tells every process to check its tickets' stamps in Redis rather
+    -- than answer them from its copy (local_status.py)
+    if reason == 'rollback' then ended = ended .. '!' end
     if ctl.incs == '' then ctl.incs = ended else ctl.incs = ctl.incs .. ',' .. ended end
+  else
+    reason = nil  -- the first incarnation of a new wave
   end
   ctl.inc, ctl.inc_run = new_inc, run_id
   redis.call('HSET', ctl_key, 'inc', ctl.inc, 'inc_run', run_id, 'incs', ctl.incs)
+  return reason
 end
 
 local function issued_here(ctl, inc, seq)
@@ -109,23 +133,56 @@ local function issued_here(ctl, inc, seq)
   return false
 end
 
+-- A ticket's record (tk): 'rhash|joined_ms|eta_at_join_s|stamp|registrant_bucket', written at
+-- join; nil once reclaimed.
+local function ticket_record(prefix, seq)
+  local raw = redis.call('HGET', bucket_key(prefix, 'tk', seq), seq)
+  if not raw then return nil end
+  local rhash, joined, eta, stamp, bucket =
+    string.match(raw, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+  return {rhash = rhash or '', joined = tonumber(joined) or 0, eta = tonumber(eta) or 0,
+    stamp = stamp or '', bucket = bucket or ''}
+end
+
+-- Whether a presented ticket is the one its number was issued to (its stamp is the record's).
+-- A reclaimed ticket (no record) is judged by its state alone: there is no one else's to take.
+local function stamp_matches(prefix, seq, stamp)
+  local record = ticket_record(prefix, seq)
+  return record == nil or record.stamp == stamp
+end
+
+-- A finished ticket (left, abandoned, a session that expired) is forgotten: its record, its
+-- state and the registrant's link to it. Its status is then 'expired' (issued, and gone), and
+-- its registrant joins anew. Completed tickets are kept: a registrant who registered may not
+-- queue again.
+local function reclaim(prefix, seq, record)
+  record = record or ticket_record(prefix, seq)
+  if record then
+    local reg_key = prefix .. 'reg:' .. record.bucket
+    if tonumber(redis.call('HGET', reg_key, record.rhash)) == seq then
+      redis.call('HDEL', reg_key, record.rhash)
+    end
+    redis.call('HDEL', bucket_key(prefix, 'tk', seq), seq)
+  end
+  redis.call('HDEL', bucket_key(prefix, 'seen', seq), seq)
+end
+
 -- GCRA: one request costs one emission interval; up to `burst` may come at once.
--- Two rules guard each request (client address, then registrant). Both are checked before
--- either is charged, so a request refused by one rule costs nothing under the other.
+-- `rules` is a list of {key, interval ms, burst}: every rule is checked before any is charged,
+-- so a request refused by one rule costs nothing under the others.
 -- Returns 0 and 0 when allowed (and charged), else the milliseconds until a retry and the
--- index (1 or 2) of the rule that refused.
-local function gcra_pair(now, key1, interval1, burst1, key2, interval2, burst2)
-  local keys, intervals, bursts = {key1, key2}, {interval1, interval2}, {burst1, burst2}
+-- index of the rule that refused.
+local function gcra(now, rules)
   local new_tats = {}
-  for i = 1, 2 do
-    local tat = tonumber(redis.call('GET', keys[i])) or now
+  for i, rule in ipairs(rules) do
+    local tat = tonumber(redis.call('GET', rule[1])) or now
     if tat < now then tat = now end
-    new_tats[i] = tat + intervals[i]
-    local allow_at = new_tats[i] - bursts[i] * intervals[i]
+    new_tats[i] = tat + rule[2]
+    local allow_at = new_tats[i] - rule[3] * rule[2]
     if now < allow_at then return math.ceil(allow_at - now), i end
   end
-  for i = 1, 2 do
-    redis.call('SET', keys[i], string.format('%.3f', new_tats[i]),
+  for i, rule in ipairs(rules) do
+    redis.call('SET', rule[1], string.format('%.3f', new_tats[i]),
       'PX', math.max(1, math.ceil(new_tats[i] - now)))
   end
   return 0, 0
@@ -144,7 +201,7 @@ end
 -- admitted_at ms (0 = never admitted), seen value}.
 local function ticket_view(prefix, ctl, seq, now, wave_state_now)
   local seen = redis.call('HGET', bucket_key(prefix, 'seen', seq), seq)
-  if not seen then return {'unknown', -1, 0, nil} end
+  if not seen then return {'expired', -1, 0, nil} end  -- reclaimed: issued, and finished
   local mark = string.sub(seen, 1, 1)
   if mark == SEEN.admitted or mark == SEEN.claimed then
     local admitted_at = tonumber(string.sub(seen, 2))
@@ -153,7 +210,6 @@ local function ticket_view(prefix, ctl, seq, now, wave_state_now)
     return {'expired', -1, admitted_at, seen}
   end
   if mark == SEEN.completed then return {'completed', -1, tonumber(string.sub(seen, 2)), seen} end
-  if mark == SEEN.abandoned or mark == SEEN.left then return {'expired', -1, 0, seen} end
   if wave_state_now == 'closed' or wave_state_now == 'full' then return {'closed', -1, 0, seen} end
   if ctl.open_seq < 0 then return {'prequeue', -1, 0, seen} end
   return {'waiting', order_of(prefix, ctl, seq), 0, seen}
@@ -167,12 +223,15 @@ local function split_list(text)
 end
 
 -- A session ended (complete, or leave while admitted): its slot is freed and its token is
--- revoked (the feed origins read: GET /api/v1/waves/{wave}/revoked). Returns true if it was
--- live.
+-- revoked: appended to the wave's revocations stream, the feed origins read
+-- (GET /api/v1/waves/{wave}/revoked). A stream, because its entry ids only ever grow (Redis
+-- makes them so even when the clock steps back), so a reader that resumes after the last id it
+-- saw misses nothing, however many sessions end within one millisecond. Returns true if the
+-- session was live.
 local function end_session(prefix, ctl_key, seq, seen, jti, now)
   if redis.call('ZREM', KEYS[4], seq) == 0 then return false end
   redis.call('HSET', bucket_key(prefix, 'seen', seq), seq, SEEN.completed .. string.sub(seen, 2))
   redis.call('HINCRBY', ctl_key, 'completed', 1)
-  if jti ~= '' then redis.call('ZADD', KEYS[6], now, jti) end
+  if jti ~= '' then redis.call('XADD', KEYS[6], '*', 'jti', jti) end
   return true
 end

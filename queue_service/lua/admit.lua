@@ -1,43 +1,65 @@
 -- admit: one admission step for a wave. Any process may run it at any time; it is exact however
 -- many processes call it, because the token bucket and the cursor live here, in Redis.
--- KEYS: the wave's fixed keys (keys.WaveKeys.fixed): cfg, ctl, pq, active, left, revoked.
+-- KEYS: the wave's fixed keys (keys.WaveKeys.fixed): cfg, ctl, pq, active, left, revocations.
 -- ARGV[1] now ms ('' = Redis server time), ARGV[2] wave key prefix,
 -- ARGV[3] most admissions in this step, ARGV[4] most tickets looked at in this step,
--- ARGV[5] outage gap ms: a longer pause between two steps counts as an outage (no process
--- reached Redis), and is added to down_ms so that it never counts toward abandonment,
--- ARGV[6] how many entries of the wave's left list the caller has already read.
+-- ARGV[5] outage gap ms: a longer pause between two steps, while anyone is waiting, counts as
+-- an outage (no process reached Redis), and is added to down_ms so that it never counts toward
+-- abandonment,
+-- ARGV[6] how far the caller has read the wave's left list (an absolute position: entries the
+-- cursor has passed are trimmed from its head),
+-- ARGV[7] a fresh random incarnation id, used only if a new incarnation must begin,
+-- ARGV[8] the incarnation and ARGV[9] the highest seq the caller has seen (a rollback check,
+-- see _lib.lua).
 -- Outflow is a token bucket: admit_rate tokens/s, at most admit_burst stored; an admission
 -- spends one token, so admissions over any W seconds <= admit_rate*W + admit_burst.
 -- A waiting ticket whose holder missed the poll deadline it was given (service time, see
--- _lib.lua) is skipped as abandoned, and a left one as left, without spending a token, a
--- max_active slot or quota. An admitted ticket holds its slot until the holder's own poll
--- deadline; the first status answer claims it as a session of session_ttl (status.lua).
+-- _lib.lua) is skipped as abandoned, and a left one (already reclaimed) is passed over, without
+-- spending a token, a max_active slot or quota. An admitted ticket holds its slot until the
+-- holder's own poll deadline; the first status answer claims it as a session of session_ttl
+-- (status.lua).
+-- What the cursor has passed is reclaimed: abandoned tickets and expired sessions (their
+-- records), the pre-queue order once it is all behind the cursor, the head of the left list
+-- once the cursor has passed those tickets, revocations older than a session.
 -- Returns {counts as name/value pairs, admitted, left}: admitted holds 4 values per ticket
 -- admitted now (seq, joined ms, ETA promised at join s, registrant hash); left holds the
--- seqs of the left list from ARGV[6] on (at most 1000).
+-- seqs of the left list from position counts.left_from on (at most 1000).
 
 local now = clock(ARGV[1])
 local prefix = ARGV[2]
 local max_admit, max_scan = tonumber(ARGV[3]), tonumber(ARGV[4])
 local outage_gap_ms, left_from = tonumber(ARGV[5]), tonumber(ARGV[6])
+local new_inc, known_inc, known_seq = ARGV[7], ARGV[8], ARGV[9]
 
 local cfg = load_cfg(KEYS[1])
 if not cfg then return {'unknown_wave'} end
 local ctl = load_ctl(KEYS[2])
 open_if_due(KEYS[2], ctl, cfg, now)
+local began = begin_incarnation_if_needed(KEYS[2], ctl, new_inc, known_inc, known_seq) or ''
 local active_key = KEYS[4]
 
-if ctl.step_at > 0 and now - ctl.step_at > outage_gap_ms then
+-- Only a waiting holder's deadline can be missed; with nobody waiting a gap is no outage (an
+-- idle wave is stepped rarely: admission.py).
+if ctl.step_at > 0 and now - ctl.step_at > outage_gap_ms and ctl.cursor < ctl.seq then
   ctl.down_ms = ctl.down_ms + (now - ctl.step_at)
   redis.call('HSET', KEYS[2], 'down_ms', ctl.down_ms)
 end
 local service_now = now - ctl.down_ms
 
--- sessions past their TTL, and admissions nobody claimed in time, free their slot
-local expired_now = redis.call('ZREMRANGEBYSCORE', active_key, '-inf', now)
+-- sessions past their TTL, and admissions nobody claimed in time, free their slot and are
+-- forgotten
+local expired_now = 0
+local ended = redis.call('ZRANGEBYSCORE', active_key, '-inf', now, 'LIMIT', 0, max_scan)
+for _, member in ipairs(ended) do
+  redis.call('ZREM', active_key, member)
+  reclaim(prefix, tonumber(member), nil)
+  expired_now = expired_now + 1
+end
 if expired_now > 0 then ctl.expired = redis.call('HINCRBY', KEYS[2], 'expired', expired_now) end
--- revoked tokens older than a session cannot be presented any more
-redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - cfg.session_ttl_ms)
+-- revoked tokens older than a session cannot be presented any more (stream ids are Redis time)
+local server_time = redis.call('TIME')
+local server_ms = tonumber(server_time[1]) * 1000 + math.floor(tonumber(server_time[2]) / 1000)
+redis.call('XTRIM', KEYS[6], 'MINID', '~', math.max(0, server_ms - cfg.session_ttl_ms))
 
 local tokens, tokens_at = ctl.tokens or cfg.admit_burst, ctl.tokens_at or now  -- starts full
 if now > tokens_at then
@@ -54,6 +76,7 @@ if state == 'open' then
   if cfg.max_active > 0 then allowance = math.min(allowance, cfg.max_active - active) end
   if cfg.quota > 0 then allowance = math.min(allowance, cfg.quota - ctl.admitted) end
   local scanned, admitted, abandoned = 0, 0, 0
+  local cursor_before = ctl.cursor
   while allowance > 0 and ctl.cursor < ctl.seq and scanned < max_scan do
     local seq
     if ctl.cursor < ctl.open_seq then
@@ -62,25 +85,23 @@ if state == 'open' then
       seq = ctl.cursor + 1
     end
     local seen_key = bucket_key(prefix, 'seen', seq)
-    local seen = redis.call('HGET', seen_key, seq)
-    local deadline = tonumber(seen)
+    local deadline = tonumber(redis.call('HGET', seen_key, seq))
     if deadline and service_now <= deadline then
       redis.call('HSET', seen_key, seq, SEEN.admitted .. now)
       local claim_until = now + math.min(deadline - service_now, cfg.session_ttl_ms)
       redis.call('ZADD', active_key, claim_until, seq)
-      local record = redis.call('HGET', bucket_key(prefix, 'tk', seq), seq) or '||'
-      local rhash, joined, eta = string.match(record, '^([^|]*)|([^|]*)|([^|]*)$')
+      local record = ticket_record(prefix, seq) or {rhash = '', joined = 0, eta = 0}
       admitted_now[#admitted_now + 1] = seq
-      admitted_now[#admitted_now + 1] = tonumber(joined) or 0
-      admitted_now[#admitted_now + 1] = tonumber(eta) or 0
-      admitted_now[#admitted_now + 1] = rhash or ''
+      admitted_now[#admitted_now + 1] = record.joined
+      admitted_now[#admitted_now + 1] = record.eta
+      admitted_now[#admitted_now + 1] = record.rhash
       admitted = admitted + 1
       allowance = allowance - 1
       tokens = tokens - 1
     elseif deadline then
-      redis.call('HSET', seen_key, seq, SEEN.abandoned)
+      reclaim(prefix, seq, nil)  -- abandoned: the holder missed their own deadline
       abandoned = abandoned + 1
-    end
+    end  -- no state: left (already reclaimed), passed over at no cost
     ctl.cursor = ctl.cursor + 1
     scanned = scanned + 1
   end
@@ -91,17 +112,36 @@ if state == 'open' then
     if abandoned > 0 then
       ctl.abandoned = redis.call('HINCRBY', KEYS[2], 'abandoned', abandoned)
     end
+    if cursor_before < ctl.open_seq and ctl.cursor >= ctl.open_seq then
+      redis.call('UNLINK', KEYS[3])  -- the whole pre-queue is behind the cursor
+    end
   end
   state = wave_state(cfg, ctl, now)
 end
 redis.call('HSET', KEYS[2], 'tokens', string.format('%.6f', tokens), 'tokens_at', tokens_at,
   'step_at', now)
 
-local left_total = redis.call('LLEN', KEYS[5])
-local left = {}
-if left_from < left_total then
-  left = redis.call('LRANGE', KEYS[5], left_from, left_from + 999)
+-- The left list: its head is trimmed while the cursor has passed those tickets (no process
+-- needs to know they left any more); positions stay absolute (left_base counts the trimmed).
+local function passed(seq)
+  if ctl.open_seq < 0 then return false end
+  if seq > ctl.open_seq then return seq - 1 < ctl.cursor end
+  if ctl.cursor >= ctl.open_seq then return true end
+  local rank = redis.call('ZRANK', KEYS[3], seq)
+  return rank ~= false and rank < ctl.cursor
 end
+local trimmed = 0
+while trimmed < 1000 do
+  local head = redis.call('LINDEX', KEYS[5], 0)
+  if not head or not passed(tonumber(head)) then break end
+  redis.call('LPOP', KEYS[5])
+  trimmed = trimmed + 1
+end
+if trimmed > 0 then ctl.left_base = redis.call('HINCRBY', KEYS[2], 'left_base', trimmed) end
+local left_length = redis.call('LLEN', KEYS[5])
+local index = math.max(0, left_from - ctl.left_base)
+local left = {}
+if index < left_length then left = redis.call('LRANGE', KEYS[5], index, index + 999) end
 
 local pq_size = 0
 if ctl.open_seq < 0 then pq_size = redis.call('ZCARD', KEYS[3]) end
@@ -110,5 +150,6 @@ local counts = {'state', state, 'seq', ctl.seq, 'cursor', ctl.cursor, 'open_seq'
   'abandoned', ctl.abandoned, 'left', ctl.left, 'completed', ctl.completed,
   'expired', ctl.expired, 'tokens', string.format('%.6f', tokens), 'cfg_version', cfg.version,
   'now_ms', now, 'down_ms', ctl.down_ms, 'inc', ctl.inc, 'incs', ctl.incs,
-  'left_total', left_total, 'abandoned_now', abandoned_now, 'expired_now', expired_now}
+  'left_total', ctl.left_base + left_length, 'left_from', ctl.left_base + index,
+  'abandoned_now', abandoned_now, 'expired_now', expired_now, 'began', began}
 return {counts, admitted_now, left}

@@ -2,7 +2,7 @@
 -- (the script carries the no-writes flag, so Redis refuses it any write, and it may run on a
 -- replica): expired sessions are counted as gone without removing them, and a due opening
 -- is shown as open without freezing the pre-queue (the admission step does both).
--- KEYS: the wave's fixed keys (keys.WaveKeys.fixed): cfg, ctl, pq, active, left, revoked.
+-- KEYS: the wave's fixed keys (keys.WaveKeys.fixed): cfg, ctl, pq, active, left, revocations.
 -- ARGV[1] now ms ('' = Redis server time), ARGV[2] prefix.
 -- Returns the counts as name/value pairs, the same names as admit.lua; or {'unknown_wave'}.
 
@@ -21,5 +21,5 @@ return {'state', wave_state(cfg, ctl, now), 'seq', ctl.seq, 'cursor', ctl.cursor
   'abandoned', ctl.abandoned, 'left', ctl.left, 'completed', ctl.completed,
   'expired', ctl.expired + expired_due, 'tokens', tostring(ctl.tokens or cfg.admit_burst),
   'cfg_version', cfg.version, 'now_ms', now, 'down_ms', ctl.down_ms, 'inc', ctl.inc,
-  'incs', ctl.incs, 'left_total', redis.call('LLEN', KEYS[5]), 'abandoned_now', 0,
-  'expired_now', 0}
+  'incs', ctl.incs, 'left_total', ctl.left_base + redis.call('LLEN', KEYS[5]),
+  'left_from', ctl.left_base, 'abandoned_now', 0, 'expired_now', 0, 'began', ''}

@@ -1,5 +1,5 @@
 -- seen: record the poll deadlines that status answers promised, in one batch per wave.
--- KEYS: the wave's fixed keys (keys.WaveKeys.fixed): cfg, ctl, pq, active, left, revoked.
+-- KEYS: the wave's fixed keys (keys.WaveKeys.fixed): cfg, ctl, pq, active, left, revocations.
 -- ARGV[1] wave key prefix, ARGV[2] seqs and ARGV[3] their deadlines (service ms), each
 -- comma-joined. A deadline only ever moves later, and only for a ticket still waiting (its
 -- value is a number): an admitted, abandoned or left ticket is never revived by a late write.

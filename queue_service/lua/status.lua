@@ -1,9 +1,11 @@
 -- status: what a batch of ticket holders see, for the tickets a process cannot answer from
 -- its own copy of the wave's counts (tickets the admission cursor has reached, pre-queue
 -- tickets whose rank it has not cached, tickets newer than its copy; see local_status.py).
--- KEYS: the wave's fixed keys (keys.WaveKeys.fixed): cfg, ctl, pq, active, left, revoked.
+-- KEYS: the wave's fixed keys (keys.WaveKeys.fixed): cfg, ctl, pq, active, left, revocations.
 -- ARGV[1] now ms ('' = Redis server time), ARGV[2] wave key prefix,
--- ARGV[3] the tickets' seqs and ARGV[4] their incarnation ids, each comma-joined.
+-- ARGV[3] the tickets' seqs, ARGV[4] their incarnation ids and ARGV[5] their stamps, each
+-- comma-joined. A ticket whose number was issued again to somebody else after the data lost
+-- writes (a different stamp) is 'lost', never shown the other person's place.
 -- Returns {wave state (WAVE_STATE), admission cursor, outcomes, subjects}: outcomes has 3
 -- integers per request: ticket state (TICKET_STATE), order (the 0-based place in admission
 -- order; -1 unless waiting) and admitted_at ms (0 = never admitted); subjects holds {request index (0-based),
@@ -14,8 +16,10 @@
 
 local now = clock(ARGV[1])
 local prefix = ARGV[2]
-local seqs, incs = split_list(ARGV[3]), split_list(ARGV[4])
-if #incs ~= #seqs then return redis.error_reply('status: request lists differ in length') end
+local seqs, incs, stamps = split_list(ARGV[3]), split_list(ARGV[4]), split_list(ARGV[5])
+if #incs ~= #seqs or #stamps ~= #seqs then
+  return redis.error_reply('status: request lists differ in length')
+end
 
 local cfg = load_cfg(KEYS[1])
 if not cfg then return {'unknown_wave'} end
@@ -27,7 +31,9 @@ local outcomes, subjects = {}, {}
 for i, seq_text in ipairs(seqs) do
   local seq = tonumber(seq_text)
   local view = {'lost', -1, 0, nil}
-  if issued_here(ctl, incs[i], seq) then view = ticket_view(prefix, ctl, seq, now, state) end
+  if issued_here(ctl, incs[i], seq) and stamp_matches(prefix, seq, stamps[i]) then
+    view = ticket_view(prefix, ctl, seq, now, state)
+  end
   if view[1] == 'admitted' then
     if string.sub(view[4], 1, 1) == SEEN.admitted then
       redis.call('HSET', bucket_key(prefix, 'seen', seq), seq, SEEN.claimed .. view[3])

@@ -10,15 +10,27 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from queue_service import pacing
 from queue_service.app import create_app
 from queue_service.appkeys import SERVICE
 from queue_service.clock import ManualClock
+from queue_service.keys import WaveKeys
 from queue_service.redis_server import EmbeddedRedis
 from queue_service.settings import Settings
-from tests.helpers.support import admin_view, admit, join_ok, poll, poll_ok, put_wave
+from tests.helpers.support import (
+    ADMIN,
+    T0,
+    admin_view,
+    admit,
+    join,
+    join_ok,
+    poll,
+    poll_ok,
+    put_wave,
+)
 
 STEP_S = 0.5  # the admission loop's pace in these manual-clock tests (no outage credit)
 
@@ -173,3 +185,75 @@ async def test_redis_down_for_twice_the_grace_costs_no_polling_holder_a_place(
     states = [(await poll_ok(client, "w", t))["state"] for t in holders]
     assert states.count("admitted") == 1 and states.count("waiting") == 29, states
     assert (await poll_ok(client, "w", gone))["state"] == "expired"
+
+
+# -- what the cursor has passed is reclaimed -------------------------------------------------
+
+
+async def bucket_fields(redis: aioredis.Redis, wave: str, kind: str) -> int:
+    keys = [k async for k in redis.scan_iter(match=f"{WaveKeys(wave).prefix}{kind}:*")]
+    return sum([await redis.hlen(k) for k in keys])
+
+
+async def test_finished_tickets_leave_nothing_behind_but_a_registration(
+    client: TestClient, clock: ManualClock, redis_client: aioredis.Redis
+) -> None:
+    """Over a wave, the state of every ticket the cursor has passed and that did not register
+    is reclaimed in Redis (left, abandoned, expired sessions, the pre-queue order, the left
+    list) and in the process (who left, pre-queue ranks); each still answers truthfully."""
+    await put_wave(client, "w", opens_at=T0 + 10, prequeue_s=60, admit_rate=1000,
+                   admit_burst=1000, abandon_after_s=5, session_ttl_s=30)  # fmt: skip
+
+    async def pass_time(seconds: int, present: list[str]) -> None:
+        """Time goes by, the admission loop stepping every second and the present polling."""
+        for _ in range(seconds):
+            for ticket in present:
+                await poll_ok(client, "w", ticket)
+            await client.app[SERVICE].seen.flush()
+            clock.advance(1)
+            await admit(client, "w")
+
+    async def leave(ticket: str) -> None:
+        await client.post("/api/v1/waves/w/leave", headers={"X-Queue-Ticket": ticket})
+
+    await admit(client, "w")
+    early = [(await join_ok(client, "w", f"p{i}"))["ticket"] for i in range(20)]
+    for ticket in early[:5]:
+        await leave(ticket)
+    # it opens: all 15 are admitted (the 10 absent ones were still within the grace their
+    # last answer gave them), and the admissions of the absent 10 lapse unclaimed
+    await pass_time(11, present=early[5:10])
+    await client.post("/admin/v1/waves/w/pause", headers=ADMIN)
+    later = [(await join_ok(client, "w", f"q{i}"))["ticket"] for i in range(30)]
+    for ticket in later[:10]:
+        await leave(ticket)
+    await pass_time(7, present=later[10:20])  # the other 10 stop polling
+    await client.post("/admin/v1/waves/w/resume", headers=ADMIN)
+    await pass_time(1, present=later[10:20])
+    for ticket in early[5:10]:  # they register and end their sessions
+        token = (await poll_ok(client, "w", ticket))["token"]
+        done = await client.post(
+            "/api/v1/waves/w/complete", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert done.status == 204
+    for ticket in later[10:20]:
+        assert (await poll_ok(client, "w", ticket))["state"] == "admitted"  # and never finish
+    await pass_time(31, present=[])
+
+    counts = (await admin_view(client, "w"))["counts"]
+    assert (counts["completed"], counts["left"], counts["abandoned"]) == (5, 15, 10)
+    assert counts["expired"] == 20 and counts["waiting"] == 0
+    for kind in ("tk", "seen", "reg"):
+        assert await bucket_fields(redis_client, "w", kind) == 5, kind  # the registrations
+    keys = WaveKeys("w")
+    assert not await redis_client.exists(keys.prequeue)
+    assert await redis_client.llen(keys.left) == 0
+    runtime = client.app[SERVICE].registry.loaded["w"]
+    assert len(runtime.left) == 0 and not runtime.ranks
+    for ticket in early[:5] + early[10:] + later[:10] + later[10:]:
+        assert (await poll_ok(client, "w", ticket))["state"] == "expired"
+    for ticket in early[5:10]:
+        assert (await poll_ok(client, "w", ticket))["state"] == "completed"
+    client.session.cookie_jar.clear()
+    assert (await join(client, "w", "p12"))[0] == 201  # a reclaimed registrant joins anew
+    assert (await join(client, "w", "p6"))[1]["error"]["code"] == "already_queued"

@@ -6,6 +6,7 @@ comes back with older data."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from queue_service.app import create_app
-from queue_service.appkeys import SERVICE
+from queue_service.appkeys import SERVICE, STORE
 from queue_service.clock import ManualClock
 from queue_service.enqueue import mint_enqueue_token
 from queue_service.identity import canonical_registrant
@@ -37,6 +38,7 @@ from tests.helpers.support import (
     poll,
     poll_ok,
     put_wave,
+    wave_body,
 )
 
 NIK = "3171011508900001"  # Jakarta Utara, born 15 August 1990, serial 0001
@@ -163,11 +165,16 @@ async def test_verified_joins_take_only_an_enqueue_token_from_the_site(
         body = await response.json()
         assert response.status == 401, (name, body)
         assert body["error"]["code"] == "invalid_enqueue_token", (name, body)
-    response = await client.post("/api/v1/waves/w/join", json={"enqueue_token": token()})
+    signed_in = token()
+    response = await client.post("/api/v1/waves/w/join", json={"enqueue_token": signed_in})
     assert response.status == 201
     first = await response.json()
-    # a second device of the same account proves itself with a fresh token: same place
+    # the same token again (a URL seen in a history or a Referer) proves nothing: no place
     client.session.cookie_jar.clear()
+    response = await client.post("/api/v1/waves/w/join", json={"enqueue_token": signed_in})
+    assert response.status == 409 and (await response.json())["error"]["code"] == "already_queued"
+    # a second device of the same account proves itself with a fresh token: same place
+    clock.advance(1)
     response = await client.post("/api/v1/waves/w/join", json={"enqueue_token": token()})
     assert response.status == 200 and (await response.json())["ticket"] == first["ticket"]
     # another account is another person
@@ -200,6 +207,98 @@ async def test_enqueue_keys_come_from_the_sites_jwks_and_follow_its_rotation(
             assert response.status == 201, await response.text()
 
 
+async def test_a_signed_account_id_is_compared_exactly_as_signed(
+    client: TestClient, clock: ManualClock, site_key: Ed25519PrivateKey
+) -> None:
+    """Account ids that folding would merge (case, ß/SS, full-width, the Kelvin sign) are
+    different accounts at the registration site: each gets a place of its own, and none is
+    handed another's ticket. On a NIK wave the signed id is a NIK, with the NIK rules."""
+    jwk = site_jwk(site_key)
+    await put_wave(client, "w", verified_joins=True, enqueue_keys=[jwk])
+    await put_wave(client, "n", verified_joins=True, enqueue_keys=[jwk], id_kind="nik")
+
+    async def join_as(wave: str, account: str) -> tuple[int, dict[str, object]]:
+        clock.advance(1)  # a fresh token each time (a token proves one join)
+        token = mint_enqueue_token(
+            site_key, wave=wave, account=account, kid=jwk["kid"], now=clock.now()
+        )
+        client.session.cookie_jar.clear()  # each account on its own device
+        response = await client.post(f"/api/v1/waves/{wave}/join", json={"enqueue_token": token})
+        return response.status, await response.json()
+
+    tickets = set()
+    for first, second in (
+        ("Acct-7Fq2", "acct-7fq2"),
+        ("STRASSE", "straße"),
+        ("user\uff11", "user1"),  # full-width digit one
+        ("K", "\u212a"),  # Kelvin sign
+    ):
+        for account in (first, second):
+            status, body = await join_as("w", account)
+            assert status == 201, (account, body)
+            tickets.add(body["ticket"])
+    assert len(tickets) == 8
+    status, body = await join_as("n", NIK)
+    assert status == 201
+    status, again = await join_as("n", "3171-0115-0890-0001")
+    assert status == 200 and again["ticket"] == body["ticket"]
+
+
+async def test_a_wave_takes_bare_ids_or_enqueue_tokens_never_both(
+    client: TestClient, clock: ManualClock, site_key: Ed25519PrivateKey
+) -> None:
+    """Both kinds of join in one wave would hand a place claimed with a bare id (by anyone who
+    knows it) to the person who later proves it: such a wave is refused, and a wave stored that
+    way before takes no enqueue token."""
+    jwk = site_jwk(site_key)
+    response = await client.put(
+        "/admin/v1/waves/w",
+        json={**wave_body(), "enqueue_keys": [jwk]},
+        headers=ADMIN,
+    )
+    body = await response.json()
+    assert response.status == 400 and "never both" in body["error"]["message"]
+    await put_wave(client, "w")
+    config = client.app[SERVICE].registry.loaded["w"].config  # as an older version stored it
+    await client.app[STORE].put_wave(dataclasses.replace(config, enqueue_keys=(jwk,)))
+    await client.app[SERVICE].registry.reload("w")
+    await join_ok(client, "w", "acct-1")  # a stranger claims the id bare
+    client.session.cookie_jar.clear()
+    token = mint_enqueue_token(
+        site_key, wave="w", account="acct-1", kid=jwk["kid"], now=clock.now()
+    )
+    response = await client.post("/api/v1/waves/w/join", json={"enqueue_token": token})
+    body = await response.json()
+    assert response.status == 400 and body["error"]["code"] == "enqueue_token_not_accepted"
+
+
+async def test_an_unproven_join_cannot_tell_a_registration_from_a_place_in_line(
+    client: TestClient,
+) -> None:
+    """Knowing a NIK tells no more than that it is in use: a registrant who completed and one
+    who waits get the same answer; the holder's own ticket still tells the truth."""
+    await put_wave(client, "w", id_kind="nik")
+    done = await join_ok(client, "w", NIK)
+    waiting_nik = "3171014508900002"
+    await join_ok(client, "w", waiting_nik)
+    await client.post("/admin/v1/waves/w/pause", headers=ADMIN)
+    await client.post("/admin/v1/waves/w/resume", headers=ADMIN)
+    await admit(client, "w")
+    token = (await poll_ok(client, "w", done["ticket"]))["token"]
+    completed = await client.post(
+        "/api/v1/waves/w/complete", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert completed.status == 204
+    client.session.cookie_jar.clear()
+    answers = []
+    for nik in (NIK, waiting_nik):
+        status, body = await join(client, "w", nik)
+        answers.append((status, body["error"]["code"]))
+    assert answers[0] == answers[1] == (409, "already_queued")
+    status, body = await join(client, "w", NIK, ticket=done["ticket"])
+    assert status == 200 and body["state"] == "completed"
+
+
 def test_a_wave_refuses_private_or_broken_enqueue_keys(site_key: Ed25519PrivateKey) -> None:
     from queue_service.errors import BadRequest
     from queue_service.waves import parse_wave
@@ -207,8 +306,8 @@ def test_a_wave_refuses_private_or_broken_enqueue_keys(site_key: Ed25519PrivateK
     base = {"opens_at": T0, "closes_at": T0 + 60, "admit_rate": 1, "origin_url": "http://o/"}
     private = {**site_jwk(site_key), "d": "secret"}
     for keys in ([private], [{"kty": "nope"}], "not a list"):
-        with pytest.raises(BadRequest):
-            parse_wave("w", {**base, "enqueue_keys": keys})
+        with pytest.raises(BadRequest, match="enqueue_keys"):
+            parse_wave("w", {**base, "verified_joins": True, "enqueue_keys": keys})
     with pytest.raises(BadRequest, match="verified_joins needs"):
         parse_wave("w", {**base, "verified_joins": True})
 

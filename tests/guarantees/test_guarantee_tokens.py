@@ -3,6 +3,7 @@ refused, by the verifier, by the queue's /complete, and by the origin middleware
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Callable
@@ -33,7 +34,13 @@ from tests.helpers.support import T0, admit, join_ok, poll_ok, put_wave
 
 def issue(keyring: KeyRing, **overrides: object) -> str:
     fields: dict[str, object] = dict(
-        wave="w", subject="abc", ticket=1, incarnation="i1", admitted_at=T0, expires_at=T0 + 600
+        wave="w",
+        subject="abc",
+        ticket=1,
+        incarnation="i1",
+        stamp="s1",
+        admitted_at=T0,
+        expires_at=T0 + 600,
     )
     fields.update(overrides)
     return TokenIssuer(keyring).issue(**fields)  # type: ignore[arg-type]
@@ -209,6 +216,50 @@ async def test_the_origin_guard_refuses_the_token_of_a_session_that_ended(
     assert (await refused.json())["error"]["code"] == "session_ended"
     other = await admitted_token(client, "w", "b")  # somebody else's session is untouched
     assert (await origin.get("/daftar", headers={"Authorization": f"Bearer {other}"})).status == 200
+
+
+async def test_no_ended_session_is_missed_by_any_reader_at_any_interval(
+    client: TestClient, clock: ManualClock
+) -> None:
+    """Hundreds of sessions end in bursts (many in one millisecond) while three origin
+    replicas read the feed, one every millisecond: each ends up with every single one, and its
+    pages neither skip nor repeat."""
+    count = 600
+    await put_wave(client, "w", admit_rate=100_000, admit_burst=100_000)
+    tickets = [(await join_ok(client, "w", f"r{i}"))["ticket"] for i in range(count)]
+    await admit(client, "w")
+    tokens = [(await poll_ok(client, "w", ticket))["token"] for ticket in tickets]
+    url = str(client.make_url(""))
+    feeds = [RevocationFeed(url, wave="w", interval_s=s) for s in (0.001, 0.005, 0.05)]
+    reads: list[list[str]] = [[] for _ in feeds]
+    stop = asyncio.Event()
+
+    async def read(feed: RevocationFeed, seen: list[str]) -> None:
+        async with aiohttp.ClientSession() as session:
+            while not stop.is_set():
+                before = set(feed._revoked)
+                await feed.refresh(session)
+                seen.extend(set(feed._revoked) - before)
+                await asyncio.sleep(feed._interval_s)
+
+    readers = [asyncio.create_task(read(f, seen)) for f, seen in zip(feeds, reads, strict=True)]
+    for start in range(0, count, 50):
+        await asyncio.gather(
+            *(
+                client.post("/api/v1/waves/w/complete", headers={"Authorization": f"Bearer {t}"})
+                for t in tokens[start : start + 50]
+            )
+        )
+    expected = {jwt.decode(t, options={"verify_signature": False})["jti"] for t in tokens}
+    for _ in range(200):
+        if all(expected <= set(f._revoked) for f in feeds):
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.gather(*readers)
+    for feed, seen in zip(feeds, reads, strict=True):
+        assert expected - set(feed._revoked) == set(), "a revocation was missed"
+        assert len(seen) == len(set(seen))
 
 
 async def test_a_one_time_token_works_from_the_first_browser_only(

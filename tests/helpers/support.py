@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from queue_service.admission import record_step
+from queue_service.admission import step_wave
 from queue_service.appkeys import SERVICE, STORE
 from queue_service.store import AdmitStep
 
@@ -94,11 +94,8 @@ async def poll_ok(client: TestClient, wave: str, ticket: str) -> dict[str, Any]:
 
 
 async def admit(client: TestClient, wave: str) -> AdmitStep:
-    """One admission step, recorded exactly as the service's admission loop records it."""
-    store = client.app[STORE]
-    step = await store.admit(wave)
-    await record_step(client.app[SERVICE].registry, wave, step)
-    return step
+    """One admission step, exactly as the service's admission loop takes and records it."""
+    return await step_wave(client.app[STORE], client.app[SERVICE].registry, wave)
 
 
 async def admin_view(client: TestClient, wave: str) -> dict[str, Any]:

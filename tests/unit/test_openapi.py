@@ -336,7 +336,9 @@ async def test_real_answers_match_the_document(
 
 async def test_refusals_match_the_document(spec: Spec, client: Client) -> None:
     site_key = public_jwk(Ed25519PrivateKey.generate().public_key())
-    await client.put("/admin/v1/waves/w1", json=wave_body(enqueue_keys=[site_key]), headers=ADMIN)
+    await client.put("/admin/v1/waves/w1", json=wave_body(), headers=ADMIN)
+    verified = wave_body(verified_joins=True, enqueue_keys=[site_key])
+    await client.put("/admin/v1/waves/v1", json=verified, headers=ADMIN)
     base = "/api/v1/waves/w1"
     held = await client.post(f"{base}/join", json={"registrant": "held"})
     assert held.status == 201  # a place held elsewhere: joining bare again is refused
@@ -346,7 +348,15 @@ async def test_refusals_match_the_document(spec: Spec, client: Client) -> None:
         ("invalid_json", "POST", f"{base}/join", {"data": b"{not json", "headers": JSON}),
         ("unsupported_media_type", "POST", f"{base}/join", {"data": b'{"registrant": "a"}'}),
         ("already_queued", "POST", f"{base}/join", {"json": {"registrant": "held"}}),
-        ("invalid_enqueue_token", "POST", f"{base}/join", {"json": {"enqueue_token": "x"}}),
+        (
+            "invalid_enqueue_token",
+            "POST",
+            "/api/v1/waves/v1/join",
+            {"json": {"enqueue_token": "x"}},
+        ),
+        ("enqueue_token_required", "POST", "/api/v1/waves/v1/join", {"json": {"registrant": "a"}}),
+        ("enqueue_token_not_accepted", "POST", f"{base}/join", {"json": {"enqueue_token": "x"}}),
+        ("invalid_query", "GET", f"{base}/revoked", {"params": {"after": "1-x"}}),
         ("invalid_query", "GET", f"{base}/revoked", {"params": {"after_ms": "soon"}}),
         ("invalid_registrant", "POST", f"{base}/join", {"json": {"registrant": ""}}),
         ("invalid_registrant", "POST", f"{base}/join", {"json": {"registrant": "x" * 129}}),
@@ -399,6 +409,8 @@ async def test_limits_and_disabled_admin_match_the_document(
     client = await aiohttp_client(create_app(settings, clock=clock, keyring=keyring))
     base = "/api/v1/waves/w1"
     joined = await conform(spec, await client.post(f"{base}/join", json={"registrant": "a"}))
+    # the per-registrant rule is charged to the holder's own joins (the cookie proves it)
+    await conform(spec, await client.post(f"{base}/join", json={"registrant": "a"}))
     again = await client.post(f"{base}/join", json={"registrant": "a"})
     assert await error_code(spec, again) == "rate_limited"
     assert "join_per_registrant" in again.headers["RateLimit-Policy"]

@@ -141,7 +141,13 @@ def _issuer_and_verifier() -> tuple[TokenIssuer, TokenVerifier, KeyRing]:
 def _token(issuer: TokenIssuer, *, wave: str = WAVE, age_s: float = 0, ttl_s: float = 600) -> str:
     now = time.time() - age_s
     return issuer.issue(
-        wave=wave, subject="s", ticket=7, incarnation="i1", admitted_at=now, expires_at=now + ttl_s
+        wave=wave,
+        subject="s",
+        ticket=7,
+        incarnation="i1",
+        stamp="s7",
+        admitted_at=now,
+        expires_at=now + ttl_s,
     )
 
 
