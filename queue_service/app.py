@@ -22,6 +22,7 @@ from queue_service.appkeys import (
     SETTINGS,
     STORE,
 )
+from queue_service.autopilot_loop import AutopilotLoop
 from queue_service.clock import Clock
 from queue_service.endpoint import (
     CATCH_ALL_PATTERN,
@@ -135,6 +136,8 @@ def create_app(
         if run_admission:
             loop = AdmissionLoop(app[STORE], app[SERVICE].registry, settings.admission_interval_s)
             tasks.append(asyncio.create_task(loop.run(), name="admission"))
+            autopilot = AutopilotLoop(app[STORE], app[SERVICE].registry)
+            tasks.append(asyncio.create_task(autopilot.run(), name="autopilot"))
         yield
         for task in tasks:
             task.cancel()

@@ -14,17 +14,20 @@ from aiohttp import web
 
 from queue_service import metrics
 from queue_service.appkeys import ADMIN_FAILURES, SERVICE, SETTINGS, STORE
+from queue_service.autopilot import AutopilotConfig
 from queue_service.errors import Conflict, Forbidden, RateLimited, Unauthorized
 from queue_service.http_public import bearer_token, json_response, read_json_object
 from queue_service.net import client_ip, rate_limit_key
 from queue_service.ratelimit import Rule, limited_headers
 from queue_service.registry import unknown_wave
 from queue_service.store import UnknownWave
-from queue_service.waves import WaveConfig, parse_wave, validate_wave_id
+from queue_service.waves import WaveConfig, iso_utc, parse_wave, validate_wave_id
 
 log = logging.getLogger(__name__)
 
 ACTIONS = ("pause", "resume", "close")
+MANUAL_FIELDS = frozenset({"max_active", "admit_rate", "admit_burst"})
+"""An operator who sets one of these on a wave with the autopilot on overrides it."""
 FAILED_ADMIN_LOGINS = Rule(rate_per_s=0.2, burst=10)
 """Refused admin tokens allowed per client address: ten, then one every five seconds."""
 
@@ -74,7 +77,7 @@ async def _view(request: web.Request, wave: str) -> dict[str, Any]:
     except UnknownWave:
         service.registry.forget(wave)
         raise unknown_wave(wave) from None
-    return {
+    view: dict[str, Any] = {
         "wave": runtime.config.public_dict(),
         "state": counts.state,
         "counts": {
@@ -87,6 +90,62 @@ async def _view(request: web.Request, wave: str) -> dict[str, Any]:
             "expired": counts.expired,
             "left": counts.left,
         },
+    }
+    if runtime.config.autopilot.enabled:
+        state, decisions = await request.app[STORE].autopilot_view(wave)
+        view["autopilot"] = autopilot_view(runtime.config.autopilot, state, decisions)
+    return view
+
+
+def manual_override(
+    current: WaveConfig | None, config: WaveConfig, body: dict[str, Any]
+) -> list[str]:
+    """The fields the autopilot decides that an operator changed on a wave it runs."""
+    if current is None or not (current.autopilot.enabled and config.autopilot.enabled):
+        return []
+    return sorted(
+        name
+        for name in MANUAL_FIELDS & set(body)
+        if getattr(current, name) != getattr(config, name)
+    )
+
+
+def autopilot_view(
+    config: AutopilotConfig, state: dict[str, str], decisions: list[dict[str, str]]
+) -> dict[str, Any]:
+    """What the autopilot is doing and why: its target, the last signals and decisions."""
+
+    def number(name: str) -> float | None:
+        try:
+            return float(state[name]) if state.get(name) else None
+        except ValueError:
+            return None
+
+    hold_until = number("hold_until")
+    decided_at = number("decided_at")
+    return {
+        "mode": config.mode,
+        "target_active": int(state["target"]) if state.get("target") else None,
+        "admit_rate": number("rate"),
+        "bounds": {"min_active": config.min_active, "max_active": config.max_active},
+        "signals": {
+            "latency_s": number("latency_s"),
+            "latency_target_s": config.latency_target_s,
+            "error_ratio": number("error_ratio"),
+            "error_target": config.error_target,
+            "active": int(number("active") or 0),
+            "waiting": int(number("waiting") or 0),
+            "session_s": number("session_s"),
+            "stale": state.get("stale") == "1",
+        },
+        "last_decision": {
+            "action": state.get("action"),
+            "reason": state.get("reason"),
+            "at": iso_utc(decided_at / 1000) if decided_at else None,
+        },
+        "hold_until": iso_utc(hold_until / 1000) if hold_until else None,
+        "decisions": int(number("decisions") or 0),
+        "recent": decisions,
     }
 
 
@@ -129,6 +188,16 @@ async def put_wave(request: web.Request) -> web.Response:
     current = existing[0] if existing else None
     config = parse_wave(wave, body, current)
     result = await store.put_wave(config)
+    overridden = manual_override(current, config, body)
+    if overridden:
+        # the operator's values apply at once; the autopilot holds off, then goes on from them
+        hold_until = time.time() + config.autopilot.manual_hold_s
+        await store.autopilot_manual(wave, int(hold_until * 1000), config.max_active, actor)
+        log.info(
+            "autopilot of %s holds off until %s: %s changed %s",
+            wave, iso_utc(hold_until), actor, ", ".join(overridden),
+            extra={"admin_action": "autopilot_hold", "wave": wave, "actor": actor},
+        )  # fmt: skip
     registry = request.app[SERVICE].registry
     await registry.reload(wave)
     registry.wake(wave)

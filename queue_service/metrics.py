@@ -213,6 +213,94 @@ admin_refused = Counter(
     registry=REGISTRY,
 )
 
+# The autopilot (autopilot.py): read from Redis by every process, so the same everywhere.
+autopilot_target_active = Gauge(
+    "gelombang_autopilot_target_active",
+    "The admitted concurrency the autopilot decided (applied as max_active when it is on).",
+    ["wave"],
+    registry=REGISTRY,
+    multiprocess_mode=WAVE_GAUGE_MODE,
+)
+autopilot_admit_rate = Gauge(
+    "gelombang_autopilot_admit_rate",
+    "The admission rate that follows from the target by Little's law (target / session time).",
+    ["wave"],
+    registry=REGISTRY,
+    multiprocess_mode=WAVE_GAUGE_MODE,
+)
+autopilot_latency_seconds = Gauge(
+    "gelombang_autopilot_latency_seconds",
+    "The origin latency the autopilot read at its last decision (its latency_query); NaN when "
+    "missing.",
+    ["wave"],
+    registry=REGISTRY,
+    multiprocess_mode=WAVE_GAUGE_MODE,
+)
+autopilot_error_ratio = Gauge(
+    "gelombang_autopilot_error_ratio",
+    "The origin error ratio the autopilot read at its last decision (its error_query); NaN when "
+    "missing.",
+    ["wave"],
+    registry=REGISTRY,
+    multiprocess_mode=WAVE_GAUGE_MODE,
+)
+autopilot_signal_stale = Gauge(
+    "gelombang_autopilot_signal_stale",
+    "1 while the last decision found a health signal missing (it held the last target).",
+    ["wave"],
+    registry=REGISTRY,
+    multiprocess_mode=WAVE_GAUGE_MODE,
+)
+autopilot_at_floor = Gauge(
+    "gelombang_autopilot_at_floor",
+    "1 while the autopilot's target is at its min_active: the origin cannot take more.",
+    ["wave"],
+    registry=REGISTRY,
+    multiprocess_mode=WAVE_GAUGE_MODE,
+)
+autopilot_mode = Gauge(
+    "gelombang_autopilot_mode",
+    "The wave's autopilot mode: 0 off, 1 advise, 2 on.",
+    ["wave"],
+    registry=REGISTRY,
+    multiprocess_mode=WAVE_GAUGE_MODE,
+)
+autopilot_decisions = Counter(
+    "gelombang_autopilot_decisions",
+    "Decisions of the autopilot, by action (increase, decrease, hold, stale, manual_hold); one "
+    "per wave per interval across every process.",
+    ["wave", "action"],
+    registry=REGISTRY,
+)
+AUTOPILOT_ACTIONS = ("increase", "decrease", "hold", "stale", "manual_hold")
+
+
+@dataclass(frozen=True)
+class AutopilotSeries:
+    target: Gauge
+    admit_rate: Gauge
+    latency: Gauge
+    errors: Gauge
+    stale: Gauge
+    at_floor: Gauge
+    mode: Gauge
+
+
+@functools.lru_cache(maxsize=4096)
+def autopilot_series(wave: str) -> AutopilotSeries:
+    for action in AUTOPILOT_ACTIONS:
+        autopilot_decisions.labels(wave, action)
+    return AutopilotSeries(
+        target=autopilot_target_active.labels(wave),
+        admit_rate=autopilot_admit_rate.labels(wave),
+        latency=autopilot_latency_seconds.labels(wave),
+        errors=autopilot_error_ratio.labels(wave),
+        stale=autopilot_signal_stale.labels(wave),
+        at_floor=autopilot_at_floor.labels(wave),
+        mode=autopilot_mode.labels(wave),
+    )
+
+
 WAVE_STATES = ("scheduled", "prequeue", "open", "paused", "full", "closed")
 JOIN_RESULTS = ("new", "existing", "rejoined", "held", "not_accepting", "rate_limited")
 TICKET_STATES = (

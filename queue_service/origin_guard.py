@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from queue_service.tokens import AdmissionClaims, InvalidAdmissionToken, TokenVerifier
 
@@ -47,6 +48,7 @@ TOKEN_QUERY = "gelombang_token"
 BINDING_COOKIE = "gelombang_binding"
 BINDING_HEADER = "X-Gelombang-Binding"
 REVOCATION_POLL_S = 2.0
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 REVOCATION_KEEP_S = 24 * 3600.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -161,6 +163,41 @@ class RevocationFeed:
             self._task = None
 
 
+class OriginHealthMetrics:
+    """What the autopilot's default queries read (autopilot.py), for any aiohttp origin: the
+    duration and status class of every request the guard lets through, by route. Expose them
+    with `app.router.add_get("/metrics", health.handler)` and let Prometheus scrape it.
+
+    The names are the sample origin's (`gelombang_origin_request_duration_seconds`,
+    `gelombang_origin_requests_total`), so one pair of queries fits both."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.duration = Histogram(
+            "gelombang_origin_request_duration_seconds",
+            "Time from request arrival to answer, by route.",
+            ["step"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "gelombang_origin_requests_total",
+            "Requests answered, by route and status class.",
+            ["step", "status_class"],
+            registry=self.registry,
+        )
+
+    def observe(self, step: str, status: int, seconds: float) -> None:
+        status_class = "5xx" if status >= 500 else "4xx" if status >= 400 else "2xx"
+        self.requests.labels(step, status_class).inc()
+        self.duration.labels(step).observe(seconds)
+
+    async def handler(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.registry), content_type="text/plain", charset="utf-8"
+        )
+
+
 class Bindings(Protocol):
     async def bind(self, token_id: str, binding: str, ttl_s: int) -> str:
         """Bind `token_id` to `binding` if it is unbound; the binding it has now."""
@@ -217,15 +254,34 @@ def admission_middleware(
     is_protected: Callable[[web.Request], bool] = lambda request: True,
     revocations: RevocationFeed | None = None,
     bindings: Bindings | None = None,
+    health: OriginHealthMetrics | None = None,
 ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     """Refuse (401 JSON) any protected request without a valid admission token for `wave`,
     a token whose session ended (with `revocations`), and a one-time token presented without
-    the binding of the browser that used it first (with `bindings`)."""
+    the binding of the browser that used it first (with `bindings`). With `health`, the
+    duration and status of every request let through are measured (OriginHealthMetrics)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not is_protected(request):
             return await handler(request)
+        if health is None:
+            return await guarded(request, handler)
+        started = time.monotonic()
+        status = 500
+        try:
+            response = await guarded(request, handler)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            if status != 401:  # refusals of the guard say nothing of the origin's health
+                route = request.match_info.route.name or "other"
+                health.observe(route, status, time.monotonic() - started)
+
+    async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
         token, from_query = token_from_request(request)
         if not token:
             return _unauthorized("admission_required", "An admission token is required.")

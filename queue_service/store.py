@@ -11,11 +11,12 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, NamedTuple
 
+import orjson
 from prometheus_client import Histogram
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisClusterException, RedisError
@@ -49,6 +50,7 @@ SCRIPTS = (
     "complete",
     "put_wave",
     "control",
+    "autopilot",
 )
 READ_ONLY_SCRIPTS = frozenset({"read_counts"})
 STORE_RETRY_AFTER_S = 2
@@ -223,6 +225,22 @@ def _wave_keys(wave: str) -> tuple[str, list[str]]:
 
 class UnknownWave(Exception):
     pass
+
+
+class AutopilotClaim(NamedTuple):
+    claimed: bool
+    """This caller makes the interval's decision (everyone else is told it is not due)."""
+    interval: int
+    """The interval's number (Redis time // interval)."""
+    state: dict[str, str]
+    """The wave's autopilot hash (lua/autopilot.lua)."""
+
+
+class AutopilotApplied(NamedTuple):
+    status: str
+    """'applied', 'advised', or 'lost' (the interval's claim was no longer this caller's)."""
+    previous_max_active: int
+    previous_admit_rate: float
 
 
 def _s(value: Any) -> str:
@@ -490,6 +508,57 @@ class Store:
         result = _s(await self._script("put_wave", config.id, flat))
         await self._call("wave_admin", self.redis.sadd(WAVES_KEY, config.id))
         return result
+
+    # -- the autopilot (lua/autopilot.lua) ------------------------------------------------------
+
+    async def autopilot_claim(self, wave: str, owner: str, interval_s: float) -> AutopilotClaim:
+        prefix, _ = _wave_keys(wave)
+        args = ["claim", prefix, owner, int(interval_s * 1000)]
+        status, index, pairs = await self._script("autopilot", wave, args)
+        state = {_s(pairs[i]): _s(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+        return AutopilotClaim(_s(status) == "claimed", int(index), state)
+
+    async def autopilot_apply(
+        self,
+        wave: str,
+        owner: str,
+        interval: int,
+        *,
+        apply: bool,
+        target: int,
+        admit_rate: float,
+        record: Mapping[str, str],
+    ) -> AutopilotApplied:
+        """Record the interval's decision (`record`: its fields, as strings) and, if `apply`,
+        set the wave's max_active and admit_rate; only the interval's claimant may."""
+        prefix, _ = _wave_keys(wave)
+        args = [
+            "apply", prefix, owner, interval, "on" if apply else "advise", target,
+            f"{admit_rate:.6g}", orjson.dumps(dict(record)).decode(),
+        ]  # fmt: skip
+        raw = await self._script("autopilot", wave, args)
+        status, previous_max_active, previous_rate = raw
+        return AutopilotApplied(_s(status), int(previous_max_active), float(_s(previous_rate)))
+
+    async def autopilot_manual(
+        self, wave: str, hold_until_ms: int, max_active: int, actor: str
+    ) -> None:
+        prefix, _ = _wave_keys(wave)
+        args = ["manual", prefix, hold_until_ms, max_active, actor]
+        await self._script("autopilot", wave, args)
+
+    async def autopilot_view(
+        self, wave: str, recent: int = 5
+    ) -> tuple[dict[str, str], list[dict[str, str]]]:
+        """The wave's autopilot state and its `recent` latest decisions, newest first."""
+        prefix, _ = _wave_keys(wave)
+        state = await self._call("wave_admin", self.redis.hgetall(prefix + "ap"))
+        log = await self._call("wave_admin", self.redis.xrevrange(prefix + "ap:log", count=recent))
+        decisions = [
+            {"id": _s(entry_id), **{_s(k): _s(v) for k, v in fields.items()}}
+            for entry_id, fields in log
+        ]
+        return {_s(k): _s(v) for k, v in state.items()}, decisions
 
     async def control(self, wave: str, action: str) -> str:
         return _s(await self._script("control", wave, [action]))

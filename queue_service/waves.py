@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from queue_service.autopilot import AutopilotConfig, parse_autopilot
 from queue_service.errors import BadRequest
 from queue_service.identity import ID_KINDS
 from queue_service.ratelimit import RateLimitRules
@@ -65,6 +66,8 @@ class WaveConfig:
     """Proof-of-work a join must carry (leading zero bits of SHA-256); 0 = off (pow.py)."""
     one_time_tokens: bool = False
     """Admission tokens work from one browser only: origin guards bind them on first use."""
+    autopilot: AutopilotConfig = field(default_factory=AutopilotConfig)
+    """Admission that follows the origin's health (autopilot.py); off unless configured."""
 
     @property
     def session_estimate_s(self) -> float:
@@ -101,6 +104,7 @@ class WaveConfig:
             "enqueue_issuer": self.enqueue_issuer,
             "pow_bits": str(self.pow_bits),
             "one_time_tokens": "1" if self.one_time_tokens else "0",
+            "autopilot": orjson.dumps(self.autopilot.public_dict()).decode(),
         }
 
     @classmethod
@@ -128,6 +132,7 @@ class WaveConfig:
             enqueue_issuer=data.get("enqueue_issuer", ""),
             pow_bits=int(data.get("pow_bits", "0")),
             one_time_tokens=data.get("one_time_tokens") == "1",
+            autopilot=_stored_autopilot(data.get("autopilot")),
         )
 
     def public_dict(self) -> dict[str, Any]:
@@ -137,7 +142,15 @@ class WaveConfig:
         out["closes_at"] = iso_utc(self.closes_at)
         out["admit_burst"] = self.effective_burst
         out["enqueue_keys"] = [dict(k) for k in self.enqueue_keys]
+        out["autopilot"] = self.autopilot.public_dict()
         return out
+
+
+def _stored_autopilot(raw: str | None) -> AutopilotConfig:
+    """The autopilot as stored (validated when it was put; absent on older waves)."""
+    if not raw:
+        return AutopilotConfig()
+    return parse_autopilot(orjson.loads(raw))
 
 
 def _encode_limits(limits: Mapping[str, Any]) -> str:
@@ -228,6 +241,7 @@ def parse_wave(
         raise BadRequest("id in the body differs from the wave in the path", code="invalid_wave")
     merged: dict[str, Any] = asdict(current) if current else {}
     merged.update(data)
+    autopilot = parse_autopilot(data.get("autopilot"), current.autopilot if current else None)
     for required in ("opens_at", "closes_at", "admit_rate", "origin_url"):
         if required not in merged:
             raise BadRequest(f"{required} is required", code="invalid_wave")
@@ -305,6 +319,7 @@ def parse_wave(
         enqueue_issuer=issuer,
         pow_bits=pow_bits,
         one_time_tokens=_flag(merged, "one_time_tokens"),
+        autopilot=autopilot,
     )
 
 

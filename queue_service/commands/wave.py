@@ -93,6 +93,10 @@ def local_time(iso: str, zone: ZoneInfo) -> str:
     return datetime.fromisoformat(iso).astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
+def _clock(iso: str, zone: ZoneInfo) -> str:
+    return datetime.fromisoformat(iso).astimezone(zone).strftime("%H:%M:%S %Z")
+
+
 def _of(value: int, limit: int) -> str:
     return f"{value:,}/{limit:,}" if limit else f"{value:,}/-"
 
@@ -128,7 +132,34 @@ def describe(view: dict[str, Any], zone: ZoneInfo) -> str:
         wave[name] = local_time(wave[name], zone)
     settings = "\n".join(f"  {k}: {json.dumps(v, ensure_ascii=False)}" for k, v in wave.items())
     counts = "  " + "  ".join(f"{k} {v:,}" for k, v in view["counts"].items())
-    return f"{table([wave_line(view, zone)])}\n\nsettings:\n{settings}\n\ncounts:\n{counts}"
+    text = f"{table([wave_line(view, zone)])}\n\nsettings:\n{settings}\n\ncounts:\n{counts}"
+    if view.get("autopilot"):
+        text += "\n\nautopilot:\n" + describe_autopilot(view["autopilot"], zone)
+    return text
+
+
+def describe_autopilot(autopilot: dict[str, Any], zone: ZoneInfo) -> str:
+    """What the autopilot is doing and why, in a few lines."""
+    signals, last = autopilot["signals"], autopilot["last_decision"]
+    bounds = autopilot["bounds"]
+
+    def figure(value: float | None, fmt: str) -> str:
+        return "missing" if value is None else format(value, fmt)
+
+    lines = [
+        f"  mode {autopilot['mode']}: target {autopilot['target_active'] or '-'} sessions "
+        f"(bounds {bounds['min_active']:,}-{bounds['max_active']:,}), admit_rate "
+        f"{figure(autopilot['admit_rate'], '.3g')}/s",
+        f"  origin: p95 {figure(signals['latency_s'], '.2f')} s (target "
+        f"{signals['latency_target_s']:g} s), errors {figure(signals['error_ratio'], '.1%')} "
+        f"(target {signals['error_target']:.1%}), {signals['active']:,} sessions active, "
+        f"{signals['waiting']:,} waiting" + ("  [SIGNAL MISSING]" if signals["stale"] else ""),
+        f"  last decision: {last['action'] or '-'} at "
+        f"{_clock(last['at'], zone) if last['at'] else '-'}: {last['reason'] or ''}",
+    ]
+    if autopilot.get("hold_until"):
+        lines.append(f"  held by an operator until {local_time(autopilot['hold_until'], zone)}")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:

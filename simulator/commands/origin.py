@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -69,6 +70,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--enqueue-key",
         help="Ed25519 PEM that signs enqueue tokens at sign-in (verified joins); created if "
         "missing. The wave names the origin's /.well-known/enqueue-jwks.json",
+    )
+    parser.add_argument(
+        "--capacity-schedule",
+        default="",
+        metavar="SECONDS:CAPACITY,...",
+        help="capacity steps after start, e.g. 0:50,120:25 (the origin loses half its "
+        "capacity after two minutes). Live: PUT /api/v1/admin/capacity with the token in "
+        "GELOMBANG_ORIGIN_ADMIN_TOKEN",
     )
     parser.add_argument(
         "--jwks-wait",
@@ -154,6 +163,8 @@ def origin_config(args: argparse.Namespace) -> OriginConfig:
             raise ValueError(f"--service-ms {item!r}: the value must be milliseconds") from None
     capacity = args.capacity or capacity
     return OriginConfig(
+        capacity_schedule=parse_capacity_schedule(args.capacity_schedule),
+        admin_token=os.environ.get("GELOMBANG_ORIGIN_ADMIN_TOKEN") or None,
         capacity=capacity,
         backlog=args.backlog if args.backlog is not None else 4 * capacity,
         queue_timeout_s=args.queue_timeout or queue_timeout,
@@ -161,6 +172,22 @@ def origin_config(args: argparse.Namespace) -> OriginConfig:
         wave=args.wave,
         seed=args.seed,
     )
+
+
+def parse_capacity_schedule(text: str) -> tuple[tuple[float, int], ...]:
+    """'0:50,120:25' -> ((0.0, 50), (120.0, 25))."""
+    steps = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        at, _, capacity = item.partition(":")
+        try:
+            steps.append((float(at), int(capacity)))
+        except ValueError:
+            raise ValueError(
+                f"--capacity-schedule {item!r}: each step is SECONDS:CAPACITY, e.g. 120:25"
+            ) from None
+    return tuple(steps)
 
 
 async def _fetch_jwks(url: str, wait_s: float) -> JwksVerifier:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import cast
 
 from aiohttp import web
@@ -24,7 +26,13 @@ from simulator.origin.sign_in import SIGNER, EnqueueSigner
 from simulator.origin.state import ORIGIN, Origin
 
 UNPROTECTED_PATHS = frozenset(
-    {"/healthz", "/metrics", "/api/v1/sign-in", "/.well-known/enqueue-jwks.json"}
+    {
+        "/healthz",
+        "/metrics",
+        "/api/v1/sign-in",
+        "/.well-known/enqueue-jwks.json",
+        "/api/v1/admin/capacity",  # its own bearer token (the origin's admin token)
+    }
 )
 
 
@@ -82,4 +90,24 @@ def create_app(
         app.router.add_get("/.well-known/enqueue-jwks.json", sign_in.enqueue_jwks)
     app.router.add_get("/healthz", handlers.healthz, name="healthz")
     app.router.add_get("/metrics", handlers.metrics, name="metrics")
+    app.router.add_put("/api/v1/admin/capacity", handlers.set_capacity, name="admin")
+    if config.capacity_schedule:
+        app.cleanup_ctx.append(capacity_schedule)
     return app
+
+
+async def capacity_schedule(app: web.Application) -> AsyncIterator[None]:
+    """The configured capacity steps, from the app's start (a background task)."""
+    origin = app[ORIGIN]
+
+    async def follow() -> None:
+        started = time.monotonic()
+        for at_s, capacity in sorted(origin.config.capacity_schedule):
+            await asyncio.sleep(max(0.0, started + at_s - time.monotonic()))
+            await origin.set_capacity(capacity)
+
+    task = asyncio.create_task(follow(), name="capacity-schedule")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

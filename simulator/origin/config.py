@@ -45,6 +45,11 @@ class OriginConfig:
     today: date | None = None
     """The date ages are computed against (None = today)."""
     seed: int | None = None
+    capacity_schedule: tuple[tuple[float, int], ...] = ()
+    """(seconds after start, capacity) steps: the origin loses (or regains) capacity mid-run,
+    as a real one does when a dependency slows down."""
+    admin_token: str | None = None
+    """With a token, `PUT /api/v1/admin/capacity` changes the capacity live (Bearer)."""
 
     def __post_init__(self) -> None:
         if self.capacity < 1:
@@ -56,6 +61,9 @@ class OriginConfig:
         unknown = set(self.service_s) - set(STEPS)
         if unknown:
             raise ValueError(f"unknown steps in service_s: {sorted(unknown)}")
+        for at_s, capacity in self.capacity_schedule:
+            if at_s < 0 or capacity < 1:
+                raise ValueError("capacity_schedule: (seconds >= 0, capacity >= 1) steps")
 
     def median_service_s(self, step: str) -> float:
         return self.service_s.get(step, DEFAULT_SERVICE_S[step])

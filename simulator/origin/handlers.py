@@ -6,6 +6,7 @@ as a real server's worker thread would; validation failures still cost that work
 
 from __future__ import annotations
 
+import hmac
 import re
 from typing import Any
 
@@ -182,6 +183,26 @@ async def landing(request: web.Request) -> web.Response:
         text="<!doctype html><title>Pendaftaran</title><h1>Pendaftaran gelombang</h1>",
         content_type="text/html",
     )
+
+
+async def set_capacity(request: web.Request) -> web.Response:
+    """`PUT /api/v1/admin/capacity {"capacity": n}` with the origin's admin token: serve `n`
+    requests at once from now on (a rehearsal of an origin that loses capacity mid-wave)."""
+    origin = request.app[ORIGIN]
+    expected = origin.config.admin_token
+    if not expected:
+        raise InvalidSubmission("admin_disabled", "The origin's admin API is disabled.", 403)
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        presented.strip().encode(), expected.encode()
+    ):
+        raise InvalidSubmission("invalid_admin_token", "A valid admin token is required.", 401)
+    body = await _read_json(request)
+    capacity = body.get("capacity")
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or not 1 <= capacity <= 10**6:
+        raise InvalidSubmission("invalid_capacity", "capacity must be a whole number >= 1.", 400)
+    await origin.set_capacity(capacity)
+    return _json(200, {"capacity": capacity})
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -14,6 +15,8 @@ from simulator.origin.capacity import CapacityModel
 from simulator.origin.config import OriginConfig
 from simulator.origin.metrics import OriginMetrics
 from simulator.origin.store import RegistrationStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,6 +45,12 @@ class Origin:
             metrics=metrics,
             clock=clock,
         )
+
+    async def set_capacity(self, capacity: int) -> None:
+        """Serve `capacity` requests at once from now on (a schedule step or an admin call)."""
+        await self.capacity.resize(capacity)
+        self.metrics.capacity.set(capacity)
+        log.info("origin capacity now %d", capacity)
 
     def today(self) -> date:
         return self.config.today or date.fromtimestamp(self.clock())

@@ -11,14 +11,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 
-from queue_service.redis_server import free_port
-from queue_service.subprocesses import ChildProcess, HttpReady, stop_all
+from queue_service.subprocesses import ChildProcess, stop_all
 from tests.helpers.monitoring import as_promql, dashboard_expressions
 from tests.helpers.paths import REPO
 from tests.helpers.processes import ServeProcess
-from tests.helpers.tools import require_tool
+from tests.helpers.prometheus import PrometheusProcess
 
 RULE_FILES = [REPO / "dashboards" / "rules" / "*.yml", REPO / "dashboards" / "alerts" / "*.yml"]
 WAVE = "mon1"
@@ -53,42 +51,17 @@ origin_url = "http://127.0.0.1:9/daftar"
 
 @pytest.fixture
 def prometheus_for(tmp_path: Path) -> Iterator[Callable[[int], str]]:
-    executable = require_tool("prometheus", package="prometheus")
     processes: list[ChildProcess] = []
 
     def start(queue_port: int) -> str:
-        config = {
-            "global": {
-                "scrape_interval": "1s",
-                "scrape_timeout": "1s",
-                "evaluation_interval": "1s",
-            },
-            "rule_files": [str(path) for path in RULE_FILES],
-            "scrape_configs": [
-                {
-                    "job_name": "gelombang-queue",
-                    "static_configs": [{"targets": [f"127.0.0.1:{queue_port}"]}],
-                }
-            ],
-        }
-        config_path = tmp_path / "prometheus.yml"
-        config_path.write_text(yaml.safe_dump(config))
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        prometheus = ChildProcess(
-            "prometheus",
-            [
-                executable,
-                f"--config.file={config_path}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            log=tmp_path / "prometheus.log",
-            ready=HttpReady(f"{base}/-/ready"),
+        prometheus = PrometheusProcess(
+            tmp_path / "prometheus",
+            [("gelombang-queue", f"127.0.0.1:{queue_port}")],
+            rule_files=RULE_FILES,
         )
         processes.append(prometheus)
         prometheus.start()
-        return base
+        return prometheus.url
 
     yield start
     stop_all(processes)

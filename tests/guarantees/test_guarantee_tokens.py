@@ -14,10 +14,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client import generate_latest
 
+from queue_service.appkeys import KEYRING
 from queue_service.clock import ManualClock
 from queue_service.origin_guard import (
     ADMISSION,
+    OriginHealthMetrics,
     RevocationFeed,
     TokenBindings,
     admission_middleware,
@@ -295,3 +298,35 @@ async def test_a_one_time_token_works_from_the_first_browser_only(
         first.make_url("/daftar"), headers={**bearer, "X-Gelombang-Binding": binding}
     )
     assert again.status == 200
+
+
+async def test_the_origin_guard_measures_what_the_autopilot_reads(
+    client: TestClient, aiohttp_client: Callable[..., object], clock: ManualClock
+) -> None:
+    """Any aiohttp origin behind the guard exports the duration and status of the requests it
+    let through (the autopilot's default queries), and not the guard's own refusals."""
+    await put_wave(client, "w", admit_rate=1000)
+    token = await admitted_token(client, "w", "a")
+    jwks = TokenVerifier.from_jwks(client.app[KEYRING].jwks(), clock=clock)
+    health = OriginHealthMetrics()
+    middleware = admission_middleware(jwks, wave="w", health=health)
+
+    async def register(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True}, status=201)
+
+    async def broken(request: web.Request) -> web.Response:
+        return web.json_response({"error": "down"}, status=503)
+
+    origin = web.Application(middlewares=[middleware])
+    origin.router.add_post("/daftar", register, name="daftar")
+    origin.router.add_post("/otp", broken, name="otp")
+    guarded = await aiohttp_client(origin)  # type: ignore[operator]
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert (await guarded.post("/daftar", headers=bearer)).status == 201
+    assert (await guarded.post("/otp", headers=bearer)).status == 503
+    assert (await guarded.post("/daftar")).status == 401  # refused by the guard: not counted
+    exposition = generate_latest(health.registry).decode()
+    assert 'gelombang_origin_requests_total{status_class="2xx",step="daftar"} 1.0' in exposition
+    assert 'gelombang_origin_requests_total{status_class="5xx",step="otp"} 1.0' in exposition
+    assert 'status_class="4xx"' not in exposition.replace("} 0.0", "")
+    assert 'gelombang_origin_request_duration_seconds_count{step="daftar"} 1.0' in exposition

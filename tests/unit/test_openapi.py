@@ -258,6 +258,11 @@ async def test_real_answers_match_the_document(
     assert created["state"] == "open"
     updated = await client.put("/admin/v1/waves/w1", json={"title": "Gelombang 70"}, headers=ADMIN)
     assert updated.status == 200 and (await conform(spec, updated))["wave"]["title"]
+    advised = wave_body(
+        autopilot={"mode": "advise", "prometheus_url": "http://prometheus:9090", "max_active": 50}
+    )
+    with_autopilot = await client.put("/admin/v1/waves/a1", json=advised, headers=ADMIN)
+    assert (await conform(spec, with_autopilot))["autopilot"]["mode"] == "advise"
 
     first = await client.post(f"{base}/join", json={"registrant": "akun-1"})
     assert first.status == 201
@@ -288,7 +293,7 @@ async def test_real_answers_match_the_document(
     view = await conform(spec, await client.get("/admin/v1/waves/w1", headers=ADMIN))
     assert view["counts"]["completed"] == 1 and view["counts"]["left"] == 1
     listed = await conform(spec, await client.get("/admin/v1/waves", headers=ADMIN))
-    assert [v["wave"]["id"] for v in listed["waves"]] == ["w1"]
+    assert [v["wave"]["id"] for v in listed["waves"]] == ["a1", "w1"]
     jwks = await conform(spec, await client.get("/.well-known/jwks.json"))
     assert len(jwks["keys"]) == 1
     assert "<html" in (await conform(spec, await client.get("/w/w1"))).lower()

@@ -435,3 +435,47 @@ async def test_signing_in_hands_out_an_enqueue_token_the_queue_accepts(
     assert (await bare.json())["error"]["code"] == "enqueue_token_required"
     bad = await origin.post("/api/v1/sign-in", json={"email": "nope", "phone": "+62"})
     assert bad.status == 400
+
+
+async def test_the_origin_loses_capacity_on_schedule_and_by_an_admin_call(
+    origin_client: ClientFactory,
+) -> None:
+    """An origin that loses half its capacity mid-run (what the autopilot must follow):
+    from the schedule, and live; in-flight never exceeds the capacity of the moment."""
+    config = OriginConfig(
+        capacity=6, backlog=100, queue_timeout_s=5, service_s={"account": 0.05},
+        service_sigma=0.0, seed=1, capacity_schedule=((0.3, 3),), admin_token="o" * 20,
+    )  # fmt: skip
+    client = await origin_client(create_app(config))
+    capacity = client.app[ORIGIN].capacity
+    first = await asyncio.gather(
+        *(client.post("/api/v1/accounts", json=account_body(i)) for i in range(12))
+    )
+    assert {r.status for r in first} == {201} and capacity.peak_inflight == 6
+    await asyncio.sleep(0.35)
+    assert capacity.capacity == 3
+    capacity.peak_inflight = 0
+    second = await asyncio.gather(
+        *(client.post("/api/v1/accounts", json=account_body(100 + i)) for i in range(12))
+    )
+    assert {r.status for r in second} == {201} and capacity.peak_inflight == 3
+    metrics = await (await client.get("/metrics")).text()
+    assert metric_value(metrics, "gelombang_origin_capacity") == 3
+    admin = {"Authorization": f"Bearer {'o' * 20}"}
+    wrong = await client.put("/api/v1/admin/capacity", json={"capacity": 9})
+    assert wrong.status == 401
+    bad = await client.put("/api/v1/admin/capacity", json={"capacity": 0}, headers=admin)
+    assert bad.status == 400
+    done = await client.put("/api/v1/admin/capacity", json={"capacity": 9}, headers=admin)
+    assert done.status == 200 and capacity.capacity == 9
+    metrics = await (await client.get("/metrics")).text()
+    assert metric_value(metrics, "gelombang_origin_capacity") == 9
+    assert 'step="admin"' not in metrics  # an admin call is not origin traffic
+
+
+async def test_without_an_admin_token_the_capacity_cannot_be_changed(
+    origin_client: ClientFactory,
+) -> None:
+    client = await origin_client(create_app(OriginConfig(capacity=2)))
+    response = await client.put("/api/v1/admin/capacity", json={"capacity": 9})
+    assert response.status == 403 and client.app[ORIGIN].capacity.capacity == 2

@@ -1,0 +1,308 @@
+"""The autopilot: admission that follows the origin's health. Its configuration (one
+`autopilot` object per wave) and its control law, with no I/O and no clock of its own: the
+loop that reads Prometheus and applies decisions atomically is autopilot_loop.py; the offline
+model runs this same law.
+
+What it controls. The admitted concurrency `target` (the wave's `max_active`), and the admission
+rate that follows from it by Little's law, `admit_rate = target / S`, S the measured session
+time (the mean time a slot stays taken). Concurrency, not rate, is what an origin's health
+depends on, and a waiting room's feedback arrives a session later: people admitted now reach
+the slow steps of the registration (the KTP upload, the OTP) seconds to minutes from now. So:
+
+    every interval, from the latest signals L (latency, seconds), E (error ratio, 0-1) and
+    U = active / target (how much of the concurrency is really used):
+
+    missing or unreadable signal   -> hold the last target (never open the gates), stale
+    manual change within hold_s    -> hold (the operator's values stand)
+    L > L* or E > E*               -> target *= 0.7 (0.5 when L > 2 L* or E > 4 E*),
+      (breach)                        at most once per max(interval, S / 2): the sessions
+                                      already admitted are still on their way to the origin
+    L < 0.8 L* and E < 0.5 E*      -> target += max(1, k * target), k = 0.25 until the first
+      and U >= 0.9 and people wait    breach (slow start), then 0.1; never within
+      (healthy, and it is used)       max(2 intervals, S) of a decrease, nor within S / 2 of
+                                      the last increase (it must have begun to show)
+    otherwise                      -> hold (the band between is hysteresis)
+
+    target is clamped to [min_active, max_active] after every step.
+
+Why it neither oscillates nor creeps nor sticks:
+- Oscillation comes from reacting again before the last reaction has shown. A decrease is
+  followed by no further decrease for half a session and no increase for a whole one (the
+  time the admitted sessions take to drain), an increase by no other for half a session, and
+  the band 0.8 L*..L* / 0.5 E*..E* holds.
+  The increase is additive-proportional (10%), the decrease multiplicative (30%): AIMD, the
+  law TCP and Netflix's AIMDLimit use, which converges to a fair share and keeps its
+  oscillation within one decrease of the capacity.
+- A baseline that creeps (Vegas, Gradient: a "no-load latency" learnt from the signal drifts up
+  under sustained load, and with it the limit): there is no learnt baseline; the targets L* and
+  E* are the operator's SLOs, absolute.
+- A floor that never recovers: an increase needs only a healthy origin and used concurrency;
+  at the floor, with people waiting, the concurrency is used, so it climbs again as soon as
+  the origin is healthy (at least +1 per interval, +10% once above 10).
+- Opening the gates on no news: a missing signal holds. Growth needs the signals to say the
+  origin is healthy AND the extra room to be used (U >= 0.9), so an origin that is idle
+  because nobody is admitted never earns a higher limit it was never tested at.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from queue_service.errors import BadRequest
+
+MODES = ("off", "advise", "on")
+Mode = Literal["off", "advise", "on"]
+
+DEFAULT_LATENCY_QUERY = (
+    "histogram_quantile(0.95, sum by (le) "
+    "(rate(gelombang_origin_request_duration_seconds_bucket[1m])))"
+)
+"""p95 of the origin's answers over the last minute (the sample origin and `origin_guard`'s
+`OriginHealthMetrics` export it). `$wave` in a query is replaced by the wave's id."""
+DEFAULT_ERROR_QUERY = (
+    'sum(rate(gelombang_origin_requests_total{status_class="5xx"}[1m])) '
+    "/ clamp_min(sum(rate(gelombang_origin_requests_total[1m])), 1e-9)"
+)
+"""Share of the origin's answers that were 5xx over the last minute (0 with no traffic)."""
+
+DECREASE = 0.7
+SEVERE_DECREASE = 0.5
+SEVERE_LATENCY = 2.0
+SEVERE_ERRORS = 4.0
+SLOW_START_STEP = 0.25
+INCREASE_STEP = 0.1
+HEALTHY_LATENCY = 0.8
+HEALTHY_ERRORS = 0.5
+USED_SHARE = 0.9
+MIN_RATE = 0.01
+"""Admissions per second never set below this (a wave the autopilot runs keeps moving)."""
+
+
+@dataclass(frozen=True)
+class AutopilotConfig:
+    mode: Mode = "off"
+    prometheus_url: str = ""
+    latency_query: str = DEFAULT_LATENCY_QUERY
+    latency_target_s: float = 2.0
+    error_query: str = DEFAULT_ERROR_QUERY
+    error_target: float = 0.02
+    min_active: int = 10
+    max_active: int = 0
+    """Upper bound of the admitted concurrency (required when mode is not off)."""
+    interval_s: float = 15.0
+    manual_hold_s: float = 600.0
+    """After an operator changes max_active or admit_rate, the autopilot holds this long."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+    def query(self, which: Literal["latency", "errors"], wave: str) -> str:
+        text = self.latency_query if which == "latency" else self.error_query
+        return text.replace("$wave", wave)
+
+    def clamp(self, target: float) -> int:
+        return int(min(self.max_active, max(self.min_active, round(target))))
+
+    def public_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "prometheus_url": self.prometheus_url,
+            "latency_query": self.latency_query,
+            "latency_target_s": self.latency_target_s,
+            "error_query": self.error_query,
+            "error_target": self.error_target,
+            "min_active": self.min_active,
+            "max_active": self.max_active,
+            "interval_s": self.interval_s,
+            "manual_hold_s": self.manual_hold_s,
+        }
+
+
+AUTOPILOT_FIELDS = frozenset(AutopilotConfig().public_dict())
+
+
+def _invalid(message: str) -> BadRequest:
+    return BadRequest(f"autopilot: {message}", code="invalid_wave")
+
+
+def _positive(data: Mapping[str, Any], name: str, default: float, *, minimum: float) -> float:
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _invalid(f"{name} must be a number")
+    if value < minimum or value > 1e9:
+        raise _invalid(f"{name} must be at least {minimum:g}")
+    return float(value)
+
+
+def _whole(data: Mapping[str, Any], name: str, default: int) -> int:
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**9:
+        raise _invalid(f"{name} must be a whole number >= 0")
+    return value
+
+
+def _query(data: Mapping[str, Any], name: str, default: str) -> str:
+    value = data.get(name, default)
+    if not isinstance(value, str) or not value.strip() or len(value) > 4000:
+        raise _invalid(f"{name} must be a PromQL expression")
+    return value
+
+
+def parse_autopilot(value: Any, current: AutopilotConfig | None = None) -> AutopilotConfig:
+    """Validate a full or partial `autopilot` object; fields not given keep `current`'s."""
+    from urllib.parse import urlsplit
+
+    if value is None:
+        return current or AutopilotConfig()
+    if not isinstance(value, Mapping):
+        raise _invalid("must be an object")
+    unknown = set(value) - AUTOPILOT_FIELDS
+    if unknown:
+        raise _invalid(f"unknown fields: {', '.join(sorted(unknown))}")
+    merged = {**(current or AutopilotConfig()).public_dict(), **value}
+    mode = merged["mode"]
+    if mode not in MODES:
+        raise _invalid(f"mode must be one of {', '.join(MODES)}")
+    url = merged["prometheus_url"]
+    if not isinstance(url, str) or len(url) > 2048:
+        raise _invalid("prometheus_url must be an http(s) URL")
+    parts = urlsplit(url)
+    if url and (parts.scheme not in ("http", "https") or not parts.netloc):
+        raise _invalid("prometheus_url must be an http(s) URL")
+    config = AutopilotConfig(
+        mode=mode,
+        prometheus_url=url.rstrip("/"),
+        latency_query=_query(merged, "latency_query", DEFAULT_LATENCY_QUERY),
+        latency_target_s=_positive(merged, "latency_target_s", 2.0, minimum=0.001),
+        error_query=_query(merged, "error_query", DEFAULT_ERROR_QUERY),
+        error_target=_positive(merged, "error_target", 0.02, minimum=0.0001),
+        min_active=_whole(merged, "min_active", 10),
+        max_active=_whole(merged, "max_active", 0),
+        interval_s=_positive(merged, "interval_s", 15.0, minimum=1.0),
+        manual_hold_s=_positive(merged, "manual_hold_s", 600.0, minimum=0.0),
+    )
+    if config.error_target >= 1:
+        raise _invalid("error_target is a ratio below 1 (0.02 = 2%)")
+    if config.enabled:
+        if not config.prometheus_url:
+            raise _invalid("prometheus_url is required when mode is advise or on")
+        if config.max_active < 1:
+            raise _invalid("max_active (the upper bound of admitted sessions) is required")
+        if config.min_active < 1 or config.min_active > config.max_active:
+            raise _invalid("min_active must be at least 1 and at most max_active")
+    return config
+
+
+# -- the law -----------------------------------------------------------------------------------
+
+Action = Literal["increase", "decrease", "hold", "stale", "manual_hold"]
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What the origin's health looked like at one read (None: missing or unreadable)."""
+
+    latency_s: float | None
+    error_ratio: float | None
+
+    @property
+    def readable(self) -> bool:
+        return self.latency_s is not None and self.error_ratio is not None
+
+
+@dataclass(frozen=True)
+class Load:
+    """What the wave looked like at the same time."""
+
+    active: int
+    waiting: int
+    session_s: float
+    """Measured mean time a slot stays taken (the prior until sessions have ended)."""
+
+
+@dataclass(frozen=True)
+class ControllerState:
+    """What the law remembers between decisions (kept in Redis, one per wave)."""
+
+    target: int
+    last_decrease_at: float = -math.inf
+    last_increase_at: float = -math.inf
+    breached: bool = False
+    """A breach has been seen: slow start is over."""
+    hold_until: float = -math.inf
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    target: int
+    admit_rate: float
+    reason: str
+    state: ControllerState = field(repr=False)
+
+
+def start_target(config: AutopilotConfig, configured_max_active: int) -> int:
+    """Where a wave starts: its configured max_active (the operator's guess), within bounds;
+    the floor when it had no limit (growth from there is earned, not assumed)."""
+    return config.clamp(configured_max_active if configured_max_active > 0 else config.min_active)
+
+
+def rate_for(target: int, session_s: float) -> float:
+    """Little's law: the admissions per second that keep `target` sessions busy."""
+    return max(MIN_RATE, target / max(session_s, 0.001))
+
+
+def decide(
+    config: AutopilotConfig,
+    state: ControllerState,
+    signals: Signals,
+    load: Load,
+    now: float,
+) -> Decision:
+    """The next target and rate (see the module docstring for the law)."""
+    target = config.clamp(state.target)
+    session_s = max(load.session_s, 0.001)
+
+    def outcome(action: Action, new_target: int, reason: str, **changes: Any) -> Decision:
+        new_state = replace(state, target=new_target, **changes)
+        return Decision(action, new_target, rate_for(new_target, session_s), reason, new_state)
+
+    if now < state.hold_until:
+        return outcome("manual_hold", target, "an operator's change stands")
+    if not signals.readable:
+        return outcome("stale", target, "a health signal is missing: holding the last target")
+    latency, errors = signals.latency_s or 0.0, signals.error_ratio or 0.0
+    l_target, e_target = config.latency_target_s, config.error_target
+    if latency > l_target or errors > e_target:
+        if now - state.last_decrease_at < max(config.interval_s, session_s / 2):
+            return outcome("hold", target, "breach, but the last decrease has not shown yet")
+        severe = latency > SEVERE_LATENCY * l_target or errors > SEVERE_ERRORS * e_target
+        new_target = config.clamp(math.floor(target * (SEVERE_DECREASE if severe else DECREASE)))
+        reason = (
+            f"origin over target (p95 {latency:.2f} s vs {l_target:g} s, "
+            f"errors {errors:.1%} vs {e_target:.1%})"
+        )
+        return outcome("decrease", new_target, reason, last_decrease_at=now, breached=True)
+    healthy = latency < HEALTHY_LATENCY * l_target and errors < HEALTHY_ERRORS * e_target
+    used = load.active >= USED_SHARE * target and load.waiting > 0
+    if not healthy:
+        return outcome("hold", target, "origin near its targets (hysteresis band)")
+    if not used:
+        return outcome("hold", target, "origin healthy, but the concurrency is not all used")
+    if now - state.last_decrease_at < max(2 * config.interval_s, session_s):
+        return outcome("hold", target, "healthy again; waiting one session after a decrease")
+    if now - state.last_increase_at < session_s / 2:
+        return outcome("hold", target, "healthy; the last increase has not shown yet")
+    step = SLOW_START_STEP if not state.breached else INCREASE_STEP
+    new_target = config.clamp(target + max(1, math.floor(target * step)))
+    if new_target == target:
+        return outcome("hold", target, "healthy, at max_active")
+    reason = (
+        f"origin healthy (p95 {latency:.2f} s, errors {errors:.1%}) and {load.active} of "
+        f"{target} sessions used"
+    )
+    return outcome("increase", new_target, reason, last_increase_at=now)
