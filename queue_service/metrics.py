@@ -324,6 +324,7 @@ REDIS_OPS = (
     "complete",
     "put_wave",
     "control",
+    "autopilot",
     "revoked",
     "wave_admin",
     "ping",
