@@ -21,6 +21,7 @@ import time
 
 from queue_service import metrics
 from queue_service.errors import ApiError
+from queue_service.prequeue_draw import draw_prequeue
 from queue_service.registry import WaveRegistry
 from queue_service.store import AdmitStep, HighWater, Store, UnknownWave
 
@@ -135,6 +136,12 @@ async def step_wave(
         known=runtime.high_water if runtime else HighWater(),
     )
     await record_step(registry, wave, step)
+    counts = step.counts
+    if counts.open_seq >= 0 and not counts.drawn:
+        # the opening: the pre-queue is drawn (public proof), then admitted from at once
+        drawn = await draw_prequeue(store, wave)
+        if drawn and counts.cursor < counts.open_seq:
+            return await step_wave(store, registry, wave, outage_gap)
     return step
 
 

@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from queue_service import http_admin, http_public, metrics
+from queue_service import http_admin, http_proof, http_public, metrics
 from queue_service.admission import AdmissionLoop, local_status_max_age_s
 from queue_service.appkeys import (
     ADMIN_FAILURES,
     KEYRING,
+    LEDGER,
     OVERLOAD,
     REDIS,
     SERVICE,
@@ -33,6 +34,7 @@ from queue_service.endpoint import (
     unmatched,
 )
 from queue_service.errors import ApiError
+from queue_service.ledger import Ledger
 from queue_service.logs import redacted_url
 from queue_service.loop_lag import monitor_event_loop_lag
 from queue_service.metrics_http import metrics_handler
@@ -124,6 +126,7 @@ def create_app(
         await load_config_waves(settings, store)
         metrics.init_process_series()
         app[REDIS], app[STORE], app[SERVICE] = redis, store, service
+        app[LEDGER] = Ledger(store, keyring_now)  # public proof (issue 25)
         yield
         await service.drain()
         await redis.aclose()
@@ -165,6 +168,9 @@ def add_routes(app: web.Application, max_body_bytes: int) -> None:
         ("GET", "/api/v1/waves/{wave}", p.wave_info),
         ("GET", "/api/v1/waves/{wave}/revoked", p.revoked),
         ("GET", "/api/v1/waves/{wave}/challenge", p.challenge),
+        # public proof (issue 25)
+        ("GET", "/api/v1/waves/{wave}/ledger", http_proof.ledger_page),
+        ("GET", "/api/v1/waves/{wave}/ledger/head", http_proof.ledger_head),
         ("GET", "/.well-known/jwks.json", p.jwks),
         ("GET", "/w/{wave}", p.waiting_page),
         ("GET", "/api/openapi.json", p.openapi),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from queue_service.ledger import Ledger
 from queue_service.overload import OverloadGuard
 from queue_service.ratelimit_local import LocalGcra
 from queue_service.redis_client import RedisClient
@@ -20,3 +21,5 @@ KEYRING = web.AppKey("keyring", KeyRing)
 OVERLOAD = web.AppKey("overload", OverloadGuard)
 ADMIN_FAILURES = web.AppKey("admin_failures", LocalGcra)
 """Refused admin tokens per client address (http_admin.py)."""
+LEDGER = web.AppKey("ledger", Ledger)
+"""Public proof: every wave's admission ledger (ledger.py)."""

@@ -34,6 +34,7 @@ from queue_service.errors import (
 from queue_service.identity import canonical_registrant, signed_account
 from queue_service.local_status import answer_locally
 from queue_service.net import rate_limit_key
+from queue_service.proof import DrawCache
 from queue_service.proof_of_work import ChallengeCodec
 from queue_service.protocol import JoinResult, TicketState, WaveState
 from queue_service.ratelimit import Rule, limited_headers
@@ -159,6 +160,8 @@ class QueueService:
         self.challenges = challenges
         self.clock = clock or SystemClock()
         self.seen = SeenBuffer(store)
+        self.draws = DrawCache(store)
+        """The pre-queue draw's commitment and seed, as the wave info shows them."""
         self.enqueue = EnqueueVerifier(self.clock)
         self._local_max_age_s = local_status_max_age_s
         self._joins: Coalescer[str, JoinRequest, JoinedTicket] = Coalescer(
@@ -502,6 +505,9 @@ class QueueService:
             "verified_joins": config.verified_joins,
             "pow_bits": config.pow_bits,
             "id_kind": config.id_kind,
+            # public proof: the draw's commitment (its seed after the opening) and the ledger
+            "draw": await self.draws.public(config.id, runtime.uid, counts.drawn),
+            "ledger": f"/api/v1/waves/{config.id}/ledger",
         }
 
     async def revoked(self, wave: str, after: str) -> dict[str, Any]:
