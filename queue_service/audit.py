@@ -19,6 +19,7 @@ Checks, each passed or failed with the first offending entry:
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -113,7 +114,7 @@ def audit(
             "so FIFO holds; read docs/audit.md of the service's version)"
         )
     times = [e.at_ms for e in entries.parsed]
-    if any(later < earlier for earlier, later in zip(times, times[1:], strict=False)):
+    if any(later < earlier for earlier, later in itertools.pairwise(times)):
         report.warnings.append("entry times go back somewhere (the server clock stepped back)")
     report.stats = {
         "entries": len(entries.parsed),

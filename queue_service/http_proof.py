@@ -53,9 +53,7 @@ async def ledger_page(request: web.Request) -> web.Response:
     last = entries[-1]["hash"][:32] if entries else body["prev"][:32]
     etag = f'"{runtime.uid}-{start}-{len(entries)}-{last}"'
     full = bool(body["complete"])
-    return _cached(
-        request, body, etag, IMMUTABLE if full else f"public, max-age={TAIL_MAX_AGE_S}"
-    )
+    return _cached(request, body, etag, IMMUTABLE if full else f"public, max-age={TAIL_MAX_AGE_S}")
 
 
 async def ledger_head(request: web.Request) -> web.Response:

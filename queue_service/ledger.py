@@ -73,7 +73,7 @@ def parse_line(line: str) -> Entry:
     parts = line.split(" ")
     if len(parts) < 4 or parts[0] != VERSION:
         raise LedgerLineError(f"not a version {VERSION} ledger line: {line!r}")
-    version, position, kind, at_ms, *pairs = parts
+    _version, position, kind, at_ms, *pairs = parts
     if not (position.isdigit() and at_ms.isdigit() and kind.isidentifier()):
         raise LedgerLineError(f"malformed ledger line: {line!r}")
     fields: dict[str, str] = {}

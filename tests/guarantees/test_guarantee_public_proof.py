@@ -244,14 +244,14 @@ async def test_rate_changes_are_recorded_and_the_outflow_is_checked_against_them
 ) -> None:
     await put_wave(client, WAVE, admit_rate=1, admit_burst=1)
     tickets = [(await join_ok(client, WAVE, f"r{i}"))["ticket"] for i in range(12)]
-    for second in range(3):
+    for _second in range(3):
         await admit(client, WAVE)
         clock.advance(1)
     changed = await client.put(
         f"/admin/v1/waves/{WAVE}", json={"admit_rate": 4, "admit_burst": 4}, headers=ADMIN
     )
     assert changed.status == 200
-    for second in range(3):
+    for _second in range(3):
         await admit(client, WAVE)
         clock.advance(1)
     assert tickets
