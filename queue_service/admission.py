@@ -140,7 +140,7 @@ async def step_wave(
     if counts.open_seq >= 0 and not counts.drawn:
         # the opening: the pre-queue is drawn (public proof), then admitted from at once
         drawn = await draw_prequeue(store, wave)
-        if drawn and counts.cursor < counts.open_seq:
+        if drawn and counts.seq > counts.cursor:  # held back for the draw: admit now
             return await step_wave(store, registry, wave, outage_gap)
     return step
 

@@ -274,3 +274,17 @@ local function ledger_start(prefix, now)
   local commitment = redis.call('HGET', prefix .. 'draw', 'commitment') or 'none'
   ledger_append(prefix, {{now, 'genesis', 'wave=' .. wave .. ' commitment=' .. commitment}})
 end
+
+-- The draw is complete: the seed is revealed (a ledger entry) and admission may walk the
+-- pre-queue (ctl.drawn). For a pre-queue of one ticket or more the service computes the order
+-- first (draw.lua); an empty one has none to compute (admit.lua reveals at once).
+local function draw_reveal(prefix, ctl_key, ctl, now)
+  local draw_key = prefix .. 'draw'
+  ledger_start(prefix, now)
+  local seed = redis.call('HGET', draw_key, 'seed') or 'none'
+  redis.call('HSET', draw_key, 'drawn_ms', now, 'prequeue', ctl.open_seq)
+  redis.call('HDEL', draw_key, 'owner', 'lease_until')
+  redis.call('HSET', ctl_key, 'drawn', 1)
+  ctl.drawn = 1
+  ledger_append(prefix, {{now, 'draw', string.format('prequeue=%d seed=%s', ctl.open_seq, seed)}})
+end

@@ -52,7 +52,7 @@ local settings_line = string.format('admit_rate=%.14g admit_burst=%.14g max_acti
   cfg.admit_rate, cfg.admit_burst, cfg.max_active, cfg.quota)
 if redis.call('HGET', ledger_state_key, 'cfg') ~= settings_line then
   redis.call('HSET', ledger_state_key, 'cfg', settings_line)
-  ledger_entries[1] = {now, 'config', settings_line}
+  ledger_append(prefix, {{now, 'config', settings_line}})
 end
 
 -- Only a waiting holder's deadline can be missed; with nobody waiting a gap is no outage (an
@@ -88,8 +88,10 @@ local state = wave_state(cfg, ctl, now)
 local admitted_now = {}
 local abandoned_now = 0
 -- the pre-queue has no order until it is drawn (a moment after the opening): nobody is
--- admitted before, not even later arrivals, who come after the whole pre-queue
-local drawing = ctl.cursor < ctl.open_seq and ctl.drawn ~= 1
+-- admitted before, not even later arrivals, who come after the whole pre-queue; so the ledger
+-- reveals the seed before its first ticket entry, pre-queue or not
+if ctl.open_seq == 0 and ctl.drawn ~= 1 then draw_reveal(prefix, KEYS[2], ctl, now) end
+local drawing = ctl.open_seq >= 0 and ctl.drawn ~= 1
 if state == 'open' and not drawing then
   local allowance = math.min(math.floor(tokens), max_admit)
   local active = redis.call('ZCARD', active_key)

@@ -11,6 +11,7 @@
 --              {'drawn'}: nothing to do (already drawn; or the wave was admitting from its
 --              pre-queue before this version, so its order stays as it is: recorded as
 --              legacy); {'busy'}: another process holds the lease; {'not_open'}
+--           Nobody is admitted while a wave is open and not drawn (admit.lua).
 --   rank    ARGV[5] N, ARGV[6..] rank, seq, rank, seq, ...: the pre-queue's scores become
 --           the ranks (0-based admission order) -> 'ok' or 'lost' (no longer this owner's)
 --   finish  ARGV[5] N -> 'done' or 'lost': the draw is complete, the seed is revealed (a
@@ -68,13 +69,7 @@ end
 
 if op == 'finish' then
   if not holds_lease(ARGV[5]) then return 'lost' end
-  ledger_start(prefix, now)
-  local seed = redis.call('HGET', draw_key, 'seed')
-  redis.call('HSET', draw_key, 'drawn_ms', now, 'prequeue', ctl.open_seq)
-  redis.call('HDEL', draw_key, 'owner', 'lease_until')
-  redis.call('HSET', KEYS[2], 'drawn', 1)
-  ledger_append(prefix, {{now, 'draw',
-    string.format('prequeue=%d seed=%s', ctl.open_seq, seed)}})
+  draw_reveal(prefix, KEYS[2], ctl, now)
   return 'done'
 end
 
