@@ -5,15 +5,19 @@ cut or reordered fails the audit."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import hmac
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
+from queue_service import cli
 from queue_service.appkeys import SERVICE
 from queue_service.audit import audit
 from queue_service.clock import ManualClock
@@ -271,3 +275,26 @@ async def test_rate_changes_are_recorded_and_the_outflow_is_checked_against_them
     configs[1]["fields"] = configs[0]["fields"]
     rehash(forged)
     assert "outflow" in failed(run_audit(forged))
+
+
+async def test_gelombang_audit_checks_a_live_wave_and_a_saved_record(
+    client: TestClient, clock: ManualClock, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command an auditor runs, against the service over HTTP (loopback)."""
+    record = await lottery(client, clock)
+    saved = tmp_path / "record.json"
+    base = str(client.make_url("")).rstrip("/")
+    commitment = record["before"]["draw"]["commitment"]
+    argv = ["audit", WAVE, "--url", base, "--commitment", commitment, "--save", str(saved)]
+    assert await asyncio.to_thread(cli.main, argv) == 0
+    out = capsys.readouterr().out
+    assert "RESULT: every check passed" in out and "PASS  draw" in out
+    assert await asyncio.to_thread(cli.main, ["audit", WAVE, "--record", str(saved)]) == 0
+    assert "RESULT: every check passed" in capsys.readouterr().out
+    wrong = ["audit", WAVE, "--record", str(saved), "--commitment", "0" * 64, "--json"]
+    assert await asyncio.to_thread(cli.main, wrong) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert not report["ok"]
+    assert [c["name"] for c in report["checks"] if not c["ok"]] == ["commitment"]
+    missing = ["audit", WAVE, "--url", "http://127.0.0.1:9"]
+    assert await asyncio.to_thread(cli.main, missing) == 2
