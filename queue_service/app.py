@@ -15,6 +15,7 @@ from queue_service import http_admin, http_proof, http_public, metrics
 from queue_service.admission import AdmissionLoop, local_status_max_age_s
 from queue_service.appkeys import (
     ADMIN_FAILURES,
+    ADMISSION_CHECK,
     KEYRING,
     LEDGER,
     OVERLOAD,
@@ -48,6 +49,7 @@ from queue_service.settings import Settings, StartupError
 from queue_service.store import Store
 from queue_service.tickets import TicketCodec, resolve_secret
 from queue_service.tokens import KeyRing, TokenIssuer, TokenVerifier
+from queue_service.verify import AdmissionCheck
 from queue_service.waves import parse_wave
 
 log = logging.getLogger(__name__)
@@ -127,6 +129,7 @@ def create_app(
         metrics.init_process_series()
         app[REDIS], app[STORE], app[SERVICE] = redis, store, service
         app[LEDGER] = Ledger(store, keyring_now)  # public proof (issue 25)
+        app[ADMISSION_CHECK] = AdmissionCheck(store, service.verifier, clock)
         yield
         await service.drain()
         await redis.aclose()
@@ -171,6 +174,7 @@ def add_routes(app: web.Application, max_body_bytes: int) -> None:
         # public proof (issue 25)
         ("GET", "/api/v1/waves/{wave}/ledger", http_proof.ledger_page),
         ("GET", "/api/v1/waves/{wave}/ledger/head", http_proof.ledger_head),
+        ("GET", "/api/v1/waves/{wave}/verify", http_proof.verify),
         ("GET", "/.well-known/jwks.json", p.jwks),
         ("GET", "/w/{wave}", p.waiting_page),
         ("GET", "/api/openapi.json", p.openapi),

@@ -12,6 +12,7 @@ from queue_service.service import QueueService
 from queue_service.settings import Settings
 from queue_service.store import Store
 from queue_service.tokens import KeyRing
+from queue_service.verify import AdmissionCheck
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
@@ -23,3 +24,5 @@ ADMIN_FAILURES = web.AppKey("admin_failures", LocalGcra)
 """Refused admin tokens per client address (http_admin.py)."""
 LEDGER = web.AppKey("ledger", Ledger)
 """Public proof: every wave's admission ledger (ledger.py)."""
+ADMISSION_CHECK = web.AppKey("admission_check", AdmissionCheck)
+"""The verify route's token checks, with their caches (verify.py)."""

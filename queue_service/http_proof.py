@@ -1,14 +1,19 @@
-"""Public proof handlers (issue 25): the admission ledger, paginated and cacheable, and its signed
-head. Thin, like http_public.py; ledger.py does the work."""
+"""Public proof and integration handlers (issue 25): the admission ledger, paginated and
+cacheable, and its signed head (ledger.py does the work); the verify route that lets a reverse
+proxy protect an origin (verify.py does the work). Thin, like http_public.py."""
 
 from __future__ import annotations
 
-from aiohttp import web
+import time
 
-from queue_service.appkeys import LEDGER, SERVICE
+from aiohttp import web
+from yarl import URL
+
+from queue_service.appkeys import ADMISSION_CHECK, LEDGER, SERVICE, SETTINGS
 from queue_service.errors import BadRequest
 from queue_service.http_public import json_response
 from queue_service.ledger import PAGE_SIZE
+from queue_service.verify import Refused
 from queue_service.waves import validate_wave_id
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -62,3 +67,113 @@ async def ledger_head(request: web.Request) -> web.Response:
     head = await request.app[LEDGER].head(wave, runtime.uid)
     etag = f'"{runtime.uid}-{head["count"]}-{head["hash"][:32]}"'
     return _cached(request, head, etag, f"public, max-age={TAIL_MAX_AGE_S}")
+
+
+# -- the verify route: an origin protected by its reverse proxy, with no code change ---------
+
+TOKEN_COOKIE = "gelombang_admission"
+TOKEN_QUERY = "gelombang_token"
+BINDING_COOKIE = "gelombang_binding"
+BINDING_HEADER = "X-Gelombang-Binding"
+ORIGINAL_URI_HEADERS = ("X-Original-URI", "X-Forwarded-Uri")
+"""Where nginx (`proxy_set_header X-Original-URI $request_uri`), and Caddy and Traefik (on their
+own), tell the verify route what the browser asked for."""
+PROXY_STYLES = ("nginx", "forward")
+"""How the proxy acts on the answer. nginx `auth_request` takes 2xx, 401 and 403 only, and
+copies headers it is told to (the Set-Cookie mirrors below); Caddy `forward_auth` and Traefik
+`forwardAuth` (style `forward`) return any non-2xx answer to the browser as it is, so a token
+arriving in the URL is moved into a cookie by a redirect, and a refused browser is redirected
+to the waiting room."""
+
+
+def _original_uri(request: web.Request) -> str:
+    for name in ORIGINAL_URI_HEADERS:
+        value = request.headers.get(name)
+        if value and value.startswith("/"):
+            return value
+    return ""
+
+
+def _presented_token(request: web.Request, original: URL | None) -> tuple[str | None, bool]:
+    """The token and whether it came in the browser's URL (then it is moved into a cookie)."""
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None, False
+    if original is not None and TOKEN_QUERY in original.query:
+        return original.query[TOKEN_QUERY], True
+    if TOKEN_QUERY in request.query:
+        return request.query[TOKEN_QUERY], True
+    return request.cookies.get(TOKEN_COOKIE), False
+
+
+def _cookie(name: str, value: str, max_age: int, secure: bool) -> str:
+    """Safe unquoted: tokens are JWTs (base64url and dots), bindings are base64url."""
+    cookie = f"{name}={value}; Path=/; Max-Age={max(0, max_age)}; HttpOnly; SameSite=Lax"
+    return cookie + "; Secure" if secure else cookie
+
+
+def _waiting_room(request: web.Request, wave: str) -> str:
+    base = request.app[SETTINGS].public_url
+    return f"{base.rstrip('/')}/w/{wave}" if base else f"/w/{wave}"
+
+
+async def verify(request: web.Request) -> web.Response:
+    """2xx with the registrant's subject in `X-Gelombang-Subject`, or 401 with where to send
+    the browser (`X-Gelombang-Waiting-Room`); `?proxy=forward` for Caddy and Traefik."""
+    wave = _wave(request)
+    style = request.query.get("proxy", "nginx")
+    if style not in PROXY_STYLES:
+        raise BadRequest("proxy must be nginx or forward.", code="invalid_query")
+    runtime = await request.app[SERVICE].registry.get(wave)
+    original_text = _original_uri(request)
+    original = URL(original_text) if original_text else None
+    token, from_url = _presented_token(request, original)
+    binding = request.cookies.get(BINDING_COOKIE) or request.headers.get(BINDING_HEADER)
+    result = await request.app[ADMISSION_CHECK].check(
+        wave, token, binding, runtime.config.session_ttl_s
+    )
+    secure = request.headers.get("X-Forwarded-Proto") == "https"
+    if isinstance(result, Refused):
+        return _refused(request, wave, style, result)
+    claims = result.claims
+    max_age = claims.expires_at - int(time.time())
+    headers = {
+        "X-Gelombang-Subject": claims.subject,
+        "X-Gelombang-Wave": wave,
+        "X-Gelombang-Expires": str(claims.expires_at),
+        "Cache-Control": "no-store",
+    }
+    cookies: dict[str, str] = {}
+    """nginx's name for each cookie (deploy/nginx-protect.conf copies it) -> the cookie."""
+    if from_url:
+        cookies["X-Gelombang-Set-Cookie"] = _cookie(TOKEN_COOKIE, token or "", max_age, secure)
+    if result.binding is not None:
+        headers[BINDING_HEADER] = result.binding
+        if result.first_use:
+            cookie = _cookie(BINDING_COOKIE, result.binding, max_age, secure)
+            cookies["X-Gelombang-Set-Binding"] = cookie
+    if style == "forward" and from_url and original is not None:
+        # Caddy and Traefik drop an allowed answer's headers: redirect to the same address
+        # without the token, setting the cookies on the way (the token leaves the URL too)
+        clean = original.with_query({k: v for k, v in original.query.items() if k != TOKEN_QUERY})
+        response = web.Response(status=302, headers={**headers, "Location": str(clean)})
+    else:
+        response = web.Response(status=200, headers={**headers, **cookies})
+    for cookie in cookies.values():
+        response.headers.add("Set-Cookie", cookie)
+    return response
+
+
+def _refused(request: web.Request, wave: str, style: str, refused: Refused) -> web.Response:
+    room = _waiting_room(request, wave)
+    headers = {
+        "X-Gelombang-Waiting-Room": room,
+        "X-Gelombang-Reason": refused.code,
+        "WWW-Authenticate": 'Bearer realm="gelombang"',
+        "Cache-Control": "no-store",
+    }
+    if style == "forward" and "text/html" in request.headers.get("Accept", ""):
+        return web.Response(status=302, headers={**headers, "Location": room})
+    return json_response(
+        {"error": {"code": refused.code, "message": refused.message}}, status=401, headers=headers
+    )

@@ -456,3 +456,28 @@ async def test_public_proof_answers_match_the_document(
     assert await error_code(spec, bad) == "invalid_query"
     unknown = await client.get("/api/v1/waves/nope/ledger/head")
     assert await error_code(spec, unknown) == "unknown_wave"
+
+
+async def test_the_verify_route_answers_match_the_document(
+    spec: Spec, client: Client, clock: ManualClock
+) -> None:
+    """What nginx, Caddy and Traefik read from the verify route (issue 25)."""
+    await client.put("/admin/v1/waves/w1", json=wave_body(admit_rate=5), headers=ADMIN)
+    joined = await (await client.post("/api/v1/waves/w1/join", json={"registrant": "a"})).json()
+    await admit(client, "w1")
+    view = await (
+        await client.get("/api/v1/waves/w1/status", headers={"X-Queue-Ticket": joined["ticket"]})
+    ).json()
+    client.session.cookie_jar.clear()
+    verify = "/api/v1/waves/w1/verify"
+    bearer = {"Authorization": f"Bearer {view['token']}"}
+    assert (await client.get(verify, headers=bearer)).status == 200
+    await conform(spec, await client.get(verify, headers=bearer))
+    from_url = {"X-Forwarded-Uri": f"/daftar?gelombang_token={view['token']}"}
+    moved = await client.get(f"{verify}?proxy=forward", headers=from_url, allow_redirects=False)
+    assert moved.status == 302 and await conform(spec, moved) is None
+    client.session.cookie_jar.clear()
+    assert await error_code(spec, await client.get(verify)) == "missing_token"
+    forged = {"Authorization": "Bearer x.y.z"}
+    assert await error_code(spec, await client.get(verify, headers=forged)) == "invalid_token"
+    assert await error_code(spec, await client.get(f"{verify}?proxy=x")) == "invalid_query"
