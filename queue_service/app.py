@@ -22,6 +22,7 @@ from queue_service.appkeys import (
     REDIS,
     SERVICE,
     SETTINGS,
+    STATUS_BOARD,
     STORE,
 )
 from queue_service.autopilot_loop import AutopilotLoop
@@ -46,6 +47,7 @@ from queue_service.redis_client import connect_redis
 from queue_service.registry import WaveRegistry
 from queue_service.service import QueueService
 from queue_service.settings import Settings, StartupError
+from queue_service.status_page import StatusBoard
 from queue_service.store import Store
 from queue_service.tickets import TicketCodec, resolve_secret
 from queue_service.tokens import KeyRing, TokenIssuer, TokenVerifier
@@ -130,6 +132,7 @@ def create_app(
         app[REDIS], app[STORE], app[SERVICE] = redis, store, service
         app[LEDGER] = Ledger(store, keyring_now)  # public proof (issue 25)
         app[ADMISSION_CHECK] = AdmissionCheck(store, service.verifier, clock)
+        app[STATUS_BOARD] = StatusBoard(store, service, registry)
         yield
         await service.drain()
         await redis.aclose()
@@ -175,6 +178,8 @@ def add_routes(app: web.Application, max_body_bytes: int) -> None:
         ("GET", "/api/v1/waves/{wave}/ledger", http_proof.ledger_page),
         ("GET", "/api/v1/waves/{wave}/ledger/head", http_proof.ledger_head),
         ("GET", "/api/v1/waves/{wave}/verify", http_proof.verify),
+        ("GET", "/api/v1/status", http_proof.status_board),
+        ("GET", "/status", http_proof.status_page),
         ("GET", "/.well-known/jwks.json", p.jwks),
         ("GET", "/w/{wave}", p.waiting_page),
         ("GET", "/api/openapi.json", p.openapi),

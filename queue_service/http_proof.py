@@ -9,10 +9,11 @@ import time
 from aiohttp import web
 from yarl import URL
 
-from queue_service.appkeys import ADMISSION_CHECK, LEDGER, SERVICE, SETTINGS
+from queue_service.appkeys import ADMISSION_CHECK, LEDGER, SERVICE, SETTINGS, STATUS_BOARD
 from queue_service.errors import BadRequest
 from queue_service.http_public import json_response
 from queue_service.ledger import PAGE_SIZE
+from queue_service.status_page import LANGUAGES, STATUS_CACHE_S
 from queue_service.verify import Refused
 from queue_service.waves import validate_wave_id
 
@@ -177,3 +178,28 @@ def _refused(request: web.Request, wave: str, style: str, refused: Refused) -> w
     return json_response(
         {"error": {"code": refused.code, "message": refused.message}}, status=401, headers=headers
     )
+
+
+# -- the public status board ------------------------------------------------------------------
+
+BOARD_CACHE = f"public, max-age={int(STATUS_CACHE_S)}"
+
+
+async def status_board(request: web.Request) -> web.Response:
+    body, etag = await request.app[STATUS_BOARD].current()
+    return _cached(request, body, etag, BOARD_CACHE)
+
+
+async def status_page(request: web.Request) -> web.Response:
+    """In Indonesian unless `?lang=en`: the language is in the address, so a CDN keeps one copy
+    of each (no Vary on Accept-Language)."""
+    lang = request.query.get("lang", "id")
+    if lang not in LANGUAGES:
+        raise BadRequest("lang must be id or en.", code="invalid_query")
+    text, etag = await request.app[STATUS_BOARD].page(lang)
+    headers = {"ETag": etag, "Cache-Control": BOARD_CACHE, "Content-Language": lang}
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers=headers)
+    response = web.Response(text=text, content_type="text/html", charset="utf-8", headers=headers)
+    response.enable_compression()
+    return response

@@ -481,3 +481,14 @@ async def test_the_verify_route_answers_match_the_document(
     forged = {"Authorization": "Bearer x.y.z"}
     assert await error_code(spec, await client.get(verify, headers=forged)) == "invalid_token"
     assert await error_code(spec, await client.get(f"{verify}?proxy=x")) == "invalid_query"
+
+
+async def test_the_status_board_answers_match_the_document(spec: Spec, client: Client) -> None:
+    await client.put("/admin/v1/waves/w1", json=wave_body(), headers=ADMIN)
+    board = await conform(spec, await client.get("/api/v1/status"))
+    assert [w["wave"] for w in board["waves"]] == ["w1"]
+    page = await client.get("/status?lang=en")
+    assert "Queue status" in await conform(spec, page)
+    same = await client.get("/status?lang=en", headers={"If-None-Match": page.headers["ETag"]})
+    assert same.status == 304 and await conform(spec, same) is None
+    assert await error_code(spec, await client.get("/status?lang=xx")) == "invalid_query"
