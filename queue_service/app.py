@@ -169,6 +169,8 @@ def add_routes(app: web.Application, max_body_bytes: int) -> None:
     routes: list[tuple[str, str, Handler]] = [
         ("POST", "/api/v1/waves/{wave}/join", p.join),
         ("GET", "/api/v1/waves/{wave}/status", p.status),
+        # asked before every request to a protected origin: early, as routes are tried in turn
+        ("GET", "/api/v1/waves/{wave}/verify", http_proof.verify),
         ("POST", "/api/v1/waves/{wave}/leave", p.leave),
         ("POST", "/api/v1/waves/{wave}/complete", p.complete),
         ("GET", "/api/v1/waves/{wave}", p.wave_info),
@@ -177,7 +179,6 @@ def add_routes(app: web.Application, max_body_bytes: int) -> None:
         # public proof (issue 25)
         ("GET", "/api/v1/waves/{wave}/ledger", http_proof.ledger_page),
         ("GET", "/api/v1/waves/{wave}/ledger/head", http_proof.ledger_head),
-        ("GET", "/api/v1/waves/{wave}/verify", http_proof.verify),
         ("GET", "/api/v1/status", http_proof.status_board),
         ("GET", "/status", http_proof.status_page),
         ("GET", "/.well-known/jwks.json", p.jwks),

@@ -95,7 +95,21 @@ def _original_uri(request: web.Request) -> str:
     return ""
 
 
-def _presented_token(request: web.Request, original: URL | None) -> tuple[str | None, bool]:
+def _cookies(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
+    """The named cookies, read straight from the header: aiohttp's full parse of every cookie
+    was the largest share of a check's cost (our values need no unquoting)."""
+    found: dict[str, str] = {}
+    for header in request.headers.getall("Cookie", ()):
+        for part in header.split(";"):
+            name, sep, value = part.strip().partition("=")
+            if sep and name in names and name not in found:
+                found[name] = value.strip('"')
+    return found
+
+
+def _presented_token(
+    request: web.Request, original: URL | None, cookies: dict[str, str]
+) -> tuple[str | None, bool]:
     """The token and whether it came in the browser's URL (then it is moved into a cookie)."""
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":
@@ -104,7 +118,7 @@ def _presented_token(request: web.Request, original: URL | None) -> tuple[str | 
         return original.query[TOKEN_QUERY], True
     if TOKEN_QUERY in request.query:
         return request.query[TOKEN_QUERY], True
-    return request.cookies.get(TOKEN_COOKIE), False
+    return cookies.get(TOKEN_COOKIE), False
 
 
 def _cookie(name: str, value: str, max_age: int, secure: bool) -> str:
@@ -128,8 +142,9 @@ async def verify(request: web.Request) -> web.Response:
     runtime = await request.app[SERVICE].registry.get(wave)
     original_text = _original_uri(request)
     original = URL(original_text) if original_text else None
-    token, from_url = _presented_token(request, original)
-    binding = request.cookies.get(BINDING_COOKIE) or request.headers.get(BINDING_HEADER)
+    cookies_in = _cookies(request, (TOKEN_COOKIE, BINDING_COOKIE))
+    token, from_url = _presented_token(request, original, cookies_in)
+    binding = cookies_in.get(BINDING_COOKIE) or request.headers.get(BINDING_HEADER)
     result = await request.app[ADMISSION_CHECK].check(
         wave, token, binding, runtime.config.session_ttl_s
     )
