@@ -4,6 +4,7 @@ proxy protect an origin (verify.py does the work). Thin, like http_public.py."""
 
 from __future__ import annotations
 
+import re
 import time
 
 from aiohttp import web
@@ -87,6 +88,20 @@ arriving in the URL is moved into a cookie by a redirect, and a refused browser 
 to the waiting room."""
 
 
+BINDING = re.compile(r"[A-Za-z0-9_-]{16,64}")
+"""What a binding we gave out looks like (secrets.token_urlsafe)."""
+
+
+def _parsed(uri: str) -> URL | None:
+    """The browser's address as the proxy passed it; None when absent or unparsable."""
+    if not uri:
+        return None
+    try:
+        return URL(uri)
+    except ValueError:
+        return None
+
+
 def _original_uri(request: web.Request) -> str:
     for name in ORIGINAL_URI_HEADERS:
         value = request.headers.get(name)
@@ -140,11 +155,12 @@ async def verify(request: web.Request) -> web.Response:
     if style not in PROXY_STYLES:
         raise BadRequest("proxy must be nginx or forward.", code="invalid_query")
     runtime = await request.app[SERVICE].registry.get(wave)
-    original_text = _original_uri(request)
-    original = URL(original_text) if original_text else None
+    original = _parsed(_original_uri(request))
     cookies_in = _cookies(request, (TOKEN_COOKIE, BINDING_COOKIE))
     token, from_url = _presented_token(request, original, cookies_in)
     binding = cookies_in.get(BINDING_COOKIE) or request.headers.get(BINDING_HEADER)
+    if binding is not None and not BINDING.fullmatch(binding):
+        binding = None  # not one we gave out: this browser has none
     result = await request.app[ADMISSION_CHECK].check(
         wave, token, binding, runtime.config.session_ttl_s
     )

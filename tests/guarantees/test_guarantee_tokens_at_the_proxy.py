@@ -136,3 +136,24 @@ async def test_a_token_seen_before_is_not_verified_again(client: TestClient) -> 
         for _ in range(20):
             assert (await ask(client, "w", cookie(token)))[0] == 200
     assert verify.call_count == 1
+
+
+async def test_whatever_a_proxy_or_browser_sends_is_a_clear_answer_never_a_5xx(
+    client: TestClient,
+) -> None:
+    await put_wave(client, "w", one_time_tokens=True)
+    token = await admitted_token(client, "w")
+    # a made-up binding is no binding: the token binds to a fresh one, given back
+    status, answer, _ = await ask(client, "w", cookie(token, "not a binding!"))
+    assert status == 200 and answer["X-Gelombang-Binding"] != "not a binding!"
+    odd = [
+        {"X-Original-URI": "//["},
+        {"X-Forwarded-Uri": "/daftar?gelombang_token=%ff%fe"},
+        {"Authorization": "Bearer "},
+        {"Cookie": "gelombang_admission=é; gelombang_binding=" + "x" * 5000},
+        {"Cookie": f'gelombang_admission="{token}"; gelombang_binding=not a binding!'},
+    ]
+    for headers in odd:
+        for query in ("", "?proxy=forward"):
+            status, _, body = await ask(client, "w", headers, query)
+            assert status in (200, 302, 401), (headers, status, body)
