@@ -19,7 +19,7 @@ import logging
 import random
 import time
 
-from queue_service import metrics
+from queue_service import ledger, metrics
 from queue_service.errors import ApiError
 from queue_service.prequeue_draw import draw_prequeue
 from queue_service.registry import WaveRegistry
@@ -42,6 +42,9 @@ MIN_OUTAGE_GAP_MS) while anyone waits means no process reached Redis: it does no
 toward abandonment."""
 MIN_OUTAGE_GAP_MS = 1000
 
+
+SEAL_INTERVAL_S = 1.0
+"""How often a process stores the chain of a growing ledger (public proof)."""
 
 LOCAL_STATUS_AGE_STEPS = 20
 """A process answers status from its copy of a wave only while the copy is at most this many
@@ -77,6 +80,8 @@ class AdmissionLoop:
         self._due: dict[str, float] = {}
         """Wave -> when (monotonic) it is next stepped; absent = now."""
         self._failing = False
+        self._sealed: dict[str, tuple[int, float]] = {}
+        """Wave -> (entries of its ledger this process saw sealed, when)."""
 
     async def run(self) -> None:
         while True:
@@ -121,6 +126,16 @@ class AdmissionLoop:
             raise
         wait = cadence_s(step, self._interval_s) * random.uniform(0.8, 1.2)
         self._due[wave] = time.monotonic() + wait
+        await self._seal_ledger(wave, step)
+
+    async def _seal_ledger(self, wave: str, step: AdmitStep) -> None:
+        """Public proof: store the ledger's hash chain about every SEAL_INTERVAL_S while it
+        grows, so an entry changed in Redis later breaks what the service serves."""
+        sealed_count, sealed_at = self._sealed.get(wave, (0, 0.0))
+        now = time.monotonic()
+        if step.counts.ledger_length > sealed_count and now - sealed_at >= SEAL_INTERVAL_S:
+            head = await ledger.seal(self._store, wave)
+            self._sealed[wave] = (head.count, now + random.uniform(0, 0.2 * SEAL_INTERVAL_S))
 
 
 async def step_wave(

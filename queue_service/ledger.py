@@ -127,6 +127,31 @@ class Head:
     """Hex chain hash after entry count-1 (the zero hash for an empty ledger)."""
 
 
+async def seal(store: Store, wave: str) -> Head:
+    """Store the chain up to the ledger's end (every process may; one write wins each range):
+    run by the admission loop about every second while a ledger grows, and by any read that
+    needs it. Returns the stored head."""
+    while True:
+        sealed, head_hex, checkpoints, lines, length = await store.ledger_unsealed(wave, SEAL_BATCH)
+        if not lines:
+            return Head(sealed, head_hex or GENESIS_PREV.hex())
+        if checkpoints != sealed // PAGE_SIZE:
+            log.error("wave %s: ledger checkpoints (%d) disagree with sealed %d", wave,
+                      checkpoints, sealed)  # fmt: skip
+        previous = bytes.fromhex(head_hex) if head_hex else GENESIS_PREV
+        digests = chain_of(previous, lines)
+        pages_done = [
+            digest.hex()
+            for position, digest in enumerate(digests, start=sealed)
+            if (position + 1) % PAGE_SIZE == 0
+        ]
+        _, stored_sealed, stored_head = await store.ledger_store_seal(
+            wave, sealed, sealed + len(lines), digests[-1].hex(), pages_done
+        )
+        if stored_sealed >= length:
+            return Head(stored_sealed, stored_head)
+
+
 class Ledger:
     """Seals, pages and heads of every wave's ledger, for one process."""
 
@@ -143,32 +168,9 @@ class Ledger:
         return self._sealed.get(wave, 0)
 
     async def seal(self, wave: str) -> Head:
-        """Store the chain up to the ledger's end (every process may; one write wins each
-        range). Returns the stored head."""
-        while True:
-            sealed, head_hex, checkpoints, lines, length = await self._store.ledger_unsealed(
-                wave, SEAL_BATCH
-            )
-            if not lines:
-                self._sealed[wave] = sealed
-                return Head(sealed, head_hex or GENESIS_PREV.hex())
-            if checkpoints != sealed // PAGE_SIZE:
-                log.error("wave %s: ledger checkpoints (%d) disagree with sealed %d", wave,
-                          checkpoints, sealed)  # fmt: skip
-            previous = bytes.fromhex(head_hex) if head_hex else GENESIS_PREV
-            digests = chain_of(previous, lines)
-            pages_done = [
-                digest.hex()
-                for position, digest in enumerate(digests, start=sealed)
-                if (position + 1) % PAGE_SIZE == 0
-            ]
-            new_sealed = sealed + len(lines)
-            _, stored_sealed, stored_head = await self._store.ledger_store_seal(
-                wave, sealed, new_sealed, digests[-1].hex(), pages_done
-            )
-            self._sealed[wave] = stored_sealed
-            if stored_sealed >= length:
-                return Head(stored_sealed, stored_head)
+        head = await seal(self._store, wave)
+        self._sealed[wave] = head.count
+        return head
 
     async def page(self, wave: str, uid: str, start: int, limit: int) -> dict[str, Any]:
         """Entries start..start+limit-1 (fewer at the end), each with its chain hash, and the

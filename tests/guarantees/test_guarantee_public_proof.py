@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from queue_service import cli
+from queue_service import ledger as ledger_module
 from queue_service.appkeys import SERVICE
 from queue_service.audit import audit
 from queue_service.clock import ManualClock
@@ -298,3 +299,28 @@ async def test_gelombang_audit_checks_a_live_wave_and_a_saved_record(
     assert [c["name"] for c in report["checks"] if not c["ok"]] == ["commitment"]
     missing = ["audit", WAVE, "--url", "http://127.0.0.1:9"]
     assert await asyncio.to_thread(cli.main, missing) == 2
+
+
+async def test_across_pages_the_stored_checkpoints_expose_an_entry_changed_later(
+    client: TestClient,
+    clock: ManualClock,
+    redis_client: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pages of 4 entries: the chain joins page to page through the stored checkpoints; an
+    entry changed in Redis after it was sealed breaks the join after its page."""
+    monkeypatch.setattr(ledger_module, "PAGE_SIZE", 4)
+    record = await lottery(client, clock)
+    paged = {**record, **await download(client, WAVE, limit=4)}
+    assert len(paged["pages"]) >= 4 and paged["pages"][1]["page_size"] == 4
+    assert run_audit(paged).ok
+    stored = await redis_client.lrange(WaveKeys(WAVE).ledger_checkpoints, 0, -1)
+    assert len(stored) == record["head"]["count"] // 4
+    key = WaveKeys(WAVE).ledger
+    line = (await redis_client.lindex(key, 5)).decode()
+    await redis_client.lset(key, 5, line + " x=1")  # a field added after the seal
+    # (pages of 3: full pages of 4 already served are cached by the process, unchanged)
+    again = {**await download(client, WAVE, limit=3), "head": record["head"]}
+    report = run_audit(again)
+    assert "chain" in failed(report)
+    assert "page from 9" in next(c.detail for c in report.checks if c.name == "chain")
