@@ -187,6 +187,9 @@ class Ledger:
         if checkpoint >= 0 and stored is None and length > base:
             await self.seal(wave)  # this process got here before any sealer
             lines, stored, length = await self._store.ledger_lines(wave, base, stop, checkpoint)
+        if start >= length > 0:  # past the end: no entries; `prev` is the chain's end
+            head = await self.seal(wave)
+            return self._body(wave, start, limit, length, bytes.fromhex(head.hash), [])
         previous = bytes.fromhex(stored) if stored else GENESIS_PREV
         digests = chain_of(previous, lines)
         skip = start - base
@@ -199,8 +202,24 @@ class Ledger:
                 # served as it is: the auditor's check fails on it, visibly
                 log.error("wave %s: malformed ledger line %r", wave, line)
                 entries.append({"line": line, "hash": digest.hex()})
+        body = self._body(wave, start, limit, length, before, entries)
+        if body["complete"]:
+            self._pages[cache_key] = body
+            while len(self._pages) > FULL_PAGE_CACHE:
+                self._pages.popitem(last=False)
+        return body
+
+    @staticmethod
+    def _body(
+        wave: str,
+        start: int,
+        limit: int,
+        length: int,
+        before: bytes,
+        entries: list[dict[str, Any]],
+    ) -> dict[str, Any]:
         count = len(entries)
-        body: dict[str, Any] = {
+        return {
             "wave": wave,
             "from": start,
             "limit": limit,
@@ -211,11 +230,6 @@ class Ledger:
             "next": start + count if start + count < length else None,
             "complete": count == limit,
         }
-        if count == limit:
-            self._pages[cache_key] = body
-            while len(self._pages) > FULL_PAGE_CACHE:
-                self._pages.popitem(last=False)
-        return body
 
     async def head(self, wave: str, uid: str) -> dict[str, Any]:
         """The chain's head now, signed (a compact JWS, EdDSA, `kid` from the JWKS)."""

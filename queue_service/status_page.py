@@ -10,6 +10,7 @@ No personal data: counts and settings only.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import html
 import time
@@ -23,6 +24,8 @@ from queue_service.store import Store, UnknownWave
 from queue_service.waves import iso_utc
 
 STATUS_CACHE_S = 5.0
+PACE_WINDOW_S = 60.0
+PACE_MIN_SPAN_S = 4.0
 LANGUAGES = ("id", "en")
 COLUMNS = ("wave", "state", "waiting", "admitted", "quota_left", "pace", "opens", "closes", "proof")
 STATE_ORDER = {"open": 0, "paused": 1, "prequeue": 2, "scheduled": 3, "full": 4, "closed": 5}
@@ -99,7 +102,22 @@ class StatusBoard:
         self._service = service
         self._registry = registry
         self._built: _Built | None = None
+        self._samples: dict[str, collections.deque[tuple[float, int]]] = {}
+        """Wave -> (when, admitted so far) at each build, over about PACE_WINDOW_S."""
         self._lock = asyncio.Lock()
+
+    def _pace_per_min(self, wave: str, admitted: int) -> float | None:
+        """Admissions per minute over about the last minute, from this board's own samples of
+        the admitted count (None until two samples PACE_MIN_SPAN_S apart exist)."""
+        now = time.monotonic()
+        samples = self._samples.setdefault(wave, collections.deque())
+        samples.append((now, admitted))
+        while len(samples) > 2 and now - samples[1][0] >= PACE_WINDOW_S:
+            samples.popleft()
+        first_at, first_admitted = samples[0]
+        if now - first_at < PACE_MIN_SPAN_S:
+            return None
+        return round(max(0, admitted - first_admitted) * 60 / (now - first_at), 1)
 
     async def current(self) -> tuple[dict[str, Any], str]:
         """(the board as JSON, its ETag), at most STATUS_CACHE_S old."""
@@ -155,8 +173,7 @@ class StatusBoard:
         except (NotFound, UnknownWave):  # deleted meanwhile
             return None
         config = runtime.config
-        admitting = counts.state == "open"
-        pace = runtime.pace.admissions_per_s if admitting else 0.0
+        pace = self._pace_per_min(config.id, counts.admitted)
         return {
             "wave": config.id,
             "title": config.title,
@@ -166,7 +183,7 @@ class StatusBoard:
             "quota": config.quota or None,
             "quota_left": max(0, config.quota - counts.admitted) if config.quota else None,
             "admit_rate": config.admit_rate,
-            "pace_per_min": round(pace * 60, 1),
+            "pace_per_min": pace,
             "prequeue_opens_at": iso_utc(config.opens_at - config.prequeue_s),
             "opens_at": iso_utc(config.opens_at),
             "closes_at": iso_utc(config.closes_at),
@@ -192,7 +209,10 @@ def render(board: dict[str, Any], lang: str) -> str:
     other = "en" if lang == "id" else "id"
     rows = []
     for w in board["waves"]:
-        pace = f"{w['pace_per_min']:g} {t['per_min']}".replace(".", "," if lang == "id" else ".")
+        pace = "–"
+        if w["pace_per_min"] is not None:
+            pace = f"{w['pace_per_min']:g} {t['per_min']}"
+            pace = pace.replace(".", ",") if lang == "id" else pace
         rows.append(
             "<tr>"
             f"<th scope=row>{e(w['title'] or w['wave'])}<br><small>{e(w['wave'])}</small></th>"

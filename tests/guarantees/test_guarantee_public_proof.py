@@ -242,6 +242,10 @@ async def test_pages_are_cacheable_and_full_pages_never_change(
         assert (await response.json())["error"]["code"] == "invalid_query"
     missing = await client.get("/api/v1/waves/nope/ledger")
     assert missing.status == 404
+    head = await (await client.get(f"/api/v1/waves/{WAVE}/ledger/head")).json()
+    for start in (head["count"], head["count"] + 5, 10**15 - 1):  # past the end: the chain's end
+        past = await (await client.get(f"/api/v1/waves/{WAVE}/ledger?from={start}")).json()
+        assert past["entries"] == [] and past["prev"] == head["hash"] and past["next"] is None
 
 
 async def test_rate_changes_are_recorded_and_the_outflow_is_checked_against_them(

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 from unittest import mock
 
+import pytest
 from aiohttp.test_utils import TestClient
 
+from queue_service import status_page
 from queue_service.appkeys import STORE
 from queue_service.clock import ManualClock
 from queue_service.status_page import STATUS_CACHE_S
@@ -40,7 +42,7 @@ async def test_the_board_shows_every_wave_and_the_next_opening(
     open_row = rows["buka"]
     assert (open_row["state"], open_row["waiting"], open_row["admitted"]) == ("open", 3, 2)
     assert (open_row["quota"], open_row["quota_left"]) == (10, 8)
-    assert open_row["pace_per_min"] > 0 and open_row["admit_rate"] == 2
+    assert open_row["pace_per_min"] is None and open_row["admit_rate"] == 2  # one look so far
     assert rows["nanti"]["state"] == "scheduled" and rows["nanti"]["quota_left"] is None
     assert "pendaftar" not in await response.text()
 
@@ -65,3 +67,20 @@ async def test_a_crowd_of_readers_costs_one_build_per_interval(client: TestClien
     assert {a.status for a in answers} == {200}
     assert ids.call_count == 1
     assert store is client.app[STORE]
+
+
+async def test_the_pace_is_what_was_admitted_lately(
+    client: TestClient, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await put_wave(client, "buka", admit_rate=1, admit_burst=1)
+    for i in range(20):
+        await join_ok(client, "buka", f"pendaftar-{i}")
+    seconds = [1000.0]
+    monkeypatch.setattr(status_page.time, "monotonic", lambda: seconds[0])
+    await board_waves(client)
+    for _ in range(6):  # six seconds, one admitted each
+        clock.advance(1)
+        await admit(client, "buka")
+    seconds[0] += 6
+    row = (await board_waves(client))[0]
+    assert row["admitted"] == 6 and row["pace_per_min"] == 60.0
