@@ -52,7 +52,7 @@ def _cached(request: web.Request, body: object, etag: str, cache_control: str) -
 async def ledger_page(request: web.Request) -> web.Response:
     """`?from=<position>&limit=<n>` (defaults 0 and PAGE_SIZE). A full page is immutable."""
     wave = _wave(request)
-    start = _whole_number(request, "from", 0, 0, 10**15)
+    start = _whole_number(request, "from", 0, 0, 10**15 - 1)
     limit = _whole_number(request, "limit", PAGE_SIZE, 1, PAGE_SIZE)
     runtime = await request.app[SERVICE].registry.get(wave)
     body = await request.app[LEDGER].page(wave, runtime.uid, start, limit)
