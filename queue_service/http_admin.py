@@ -16,7 +16,7 @@ from queue_service.http_public import bearer_token, json_response, read_json_obj
 from queue_service.net import client_ip
 from queue_service.registry import unknown_wave
 from queue_service.store import UnknownWave
-from queue_service.waves import WaveConfig, parse_wave, validate_wave_id
+from queue_service.waves import WaveConfig, check_opening_change, parse_wave, validate_wave_id
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,11 @@ async def put_wave(request: web.Request) -> web.Response:
     existing = await store.get_wave(wave)
     current = existing[0] if existing else None
     config = parse_wave(wave, body, current)
+    if current is not None and config.opens_at != current.opens_at:
+        counts = await store.read_counts(wave)
+        now = counts.now_ms / 1000  # Redis time, the clock the opening is judged by
+        opened = counts.open_seq >= 0 or current.opens_at <= now
+        check_opening_change(current, config, opened, now)
     result = await store.put_wave(config)
     await request.app[SERVICE].registry.reload(wave)
     _audit(actor, "create" if result == "created" else "update", wave, _diff(current, config))
@@ -123,9 +128,10 @@ async def delete_wave(request: web.Request) -> web.Response:
     if view["state"] not in ("closed", "full"):  # in a closed wave nobody waits any more
         people += counts["waiting"] + counts["prequeue"]
     if people and request.query.get("force") != "true":
+        who = "1 person is" if people == 1 else f"{people:,} people are"
         raise Conflict(
-            f"{people} people are waiting or registering in wave {wave}; close it first, or "
-            "delete with force=true.",
+            f"{who} waiting or registering in wave {wave}; close it first, or delete it "
+            "anyway with ?force=true (gelombang wave delete --force).",
             code="wave_in_use",
         )
     removed = await request.app[STORE].delete_wave(wave)
