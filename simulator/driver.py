@@ -404,8 +404,10 @@ class LiveRun:
             while True:
                 result = await self._origin_request(step, ctx, token, outcome)
                 if result.ok:
+                    if outcome.first_served_t is None:
+                        outcome.first_served_t = self.now()
                     if outcome.admitted_t is None:  # direct mode: first request served
-                        outcome.admitted_t = self.now()
+                        outcome.admitted_t = outcome.first_served_t
                         self.series.add("admissions", outcome.admitted_t)
                     break
                 if result.failure == "refused":
@@ -696,6 +698,8 @@ class LiveRun:
             signed = issued_at + 0.5 - self._t0_wall
             admitted = min(noticed, max(outcome.joined_t, signed))
         outcome.admitted_t, outcome.noticed_t = admitted, noticed
+        outcome.ticket = claims.get("tkt") if isinstance(claims.get("tkt"), int) else None
+        outcome.admitted_iat = issued_at if isinstance(issued_at, int) else None
         self.series.add("admissions", admitted)
         self.stats.admissions.append(
             Admission(
