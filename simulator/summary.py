@@ -93,8 +93,8 @@ FIGURES: tuple[FigureGroup, ...] = (
             Figure("wait to reach the origin p95 (s)", "origin_wait_s.p95", "seconds"),
             Figure("wait to reach the origin p99 (s)", "origin_wait_s.p99", "seconds"),
         ),
-        "first attempt to the first request the origin served, one clock for both runs; half / "
-        "95 % / 99 % of those served waited at most this",
+        "first attempt to the first request the origin served, one clock for both runs: half, "
+        "95 in 100 and 99 in 100 of those served waited at most this",
     ),
     FigureGroup(
         (
