@@ -108,11 +108,11 @@ class Joiner:
 
 def run_wave(
     pace: PaceEstimate, *, rate: float, max_active: int, hold: Callable[[random.Random], float],
-    minutes: float, ahead: int = 200, dt: float = 0.05,
+    minutes: float, ahead: int = 200, dt: float = 0.1,
 ) -> tuple[list[Joiner], list[float]]:  # fmt: skip
     """A wave with a standing backlog, admission exactly as the service does it (a token
     bucket of one second's burst, at most `max_active` sessions, each held `hold()` seconds),
-    observed every 50 ms. Once a minute somebody joins `ahead` places behind the cursor and
+    observed every 100 ms. Once a minute somebody joins `ahead` places behind the cursor and
     is told `ahead` x seconds_per_place; returns them with the wait they really had, and the
     wait per place shown each minute."""
     rng = random.Random(7)
@@ -149,7 +149,7 @@ def test_eta_never_jumps_by_orders_of_magnitude_when_sessions_are_never_used() -
     waits people were told are the waits they had, within a factor of two."""
     ttl = 900.0
     pace = PaceEstimate(PacePrior(5.0, 50, ttl / 2))  # expected_session_s unset: TTL/2
-    joiners, shown = run_wave(pace, rate=5.0, max_active=50, hold=lambda _: ttl, minutes=240)
+    joiners, shown = run_wave(pace, rate=5.0, max_active=50, hold=lambda _: ttl, minutes=150)
     steps = [b / a for a, b in itertools.pairwise(shown)]
     assert max(steps) <= 2.0 and min(steps) >= 0.5
     settled = shown[16:]  # after the first sessions lapsed
@@ -168,11 +168,11 @@ def test_eta_matches_real_waits_with_short_sessions_and_ghosts_holding_slots() -
         return 900.0 if rng.random() < 0.2 else min(900.0, rng.lognormvariate(math.log(300), 1))
 
     pace = PaceEstimate(PacePrior(5.0, 50, 450.0))
-    joiners, shown = run_wave(pace, rate=5.0, max_active=50, hold=hold, minutes=180)
+    joiners, shown = run_wave(pace, rate=5.0, max_active=50, hold=hold, minutes=120)
     steps = [b / a for a, b in itertools.pairwise(shown)]
     assert max(steps) <= 2.0 and min(steps) >= 0.5
     later = [j for j in joiners if j.joined_t >= 600]
-    assert len(later) > 100
+    assert len(later) > 60
     ratios = [j.waited_s / j.eta_s for j in later]  # type: ignore[operator]
     assert min(ratios) >= 0.7 and max(ratios) <= 1.3, (min(ratios), max(ratios))
 
