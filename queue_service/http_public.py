@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import re
 import secrets
 from importlib import resources
@@ -18,6 +19,7 @@ from queue_service.errors import (
     ApiError,
     BadRequest,
     NotFound,
+    RateLimited,
     RequestTimeout,
     StoreUnavailable,
     Unauthorized,
@@ -254,13 +256,15 @@ def _small_page(status: int, body: bytes, headers: dict[str, str]) -> web.Respon
     return web.Response(status=status, body=body, headers=headers)
 
 
-def page_unavailable(retry_after_s: float | None = None) -> web.Response:
-    """The waiting page's stand-in while it cannot be served (shedding, Redis away): 503, the
-    place is safe, it reloads itself (waiting_page.shed_page_bytes)."""
+def page_unavailable(exc: StoreUnavailable | RateLimited | None = None) -> web.Response:
+    """The waiting page's stand-in while it cannot be served (shedding, Redis away, a holder
+    refreshing faster than the per-ticket limit): the place is safe, it reloads itself after
+    Retry-After (waiting_page.shed_page_bytes). 503, or 429 for a rate limit."""
     headers = dict(SHED_PAGE_HEADERS)
-    if retry_after_s:
-        headers["Retry-After"] = str(max(1, round(retry_after_s)))
-    return _small_page(503, shed_page_bytes(), headers)
+    if exc is not None and exc.retry_after_s:
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+    status = exc.status if exc is not None else 503
+    return _small_page(status, shed_page_bytes(), headers)
 
 
 def page_not_found() -> web.Response:
@@ -271,10 +275,15 @@ def page_not_found() -> web.Response:
 async def _page_ticket_view(
     request: web.Request, wave: str, ticket: str | None
 ) -> TicketView | None:
+    """The state of the page's ticket; None when there is none or it holds no place. Redis
+    away or a rate limit raise: the holder may have a place, so the page must not offer to
+    join as if they had none."""
     if not ticket:
         return None
     try:
         return await request.app[SERVICE].status(wave, ticket, _ip(request))  # counts as a poll
+    except (StoreUnavailable, RateLimited):
+        raise
     except ApiError:
         return None  # no valid ticket: the page offers to join, as it does without one
 
@@ -285,16 +294,16 @@ async def waiting_page(request: web.Request) -> web.Response:
     wrong: an unknown wave gets a page that says so, Redis away the page that says the place
     is safe and reloads itself."""
     service = request.app[SERVICE]
+    linked = request.query.get("ticket")
     try:
         wave = _wave(request)
         info = await service.info(wave)
         config = (await service.registry.get(wave)).config
+        view = await _page_ticket_view(request, wave, linked or request.cookies.get(TICKET_COOKIE))
     except (NotFound, BadRequest):
         return page_not_found()
-    except StoreUnavailable as exc:
-        return page_unavailable(exc.retry_after_s)
-    linked = request.query.get("ticket")
-    view = await _page_ticket_view(request, wave, linked or request.cookies.get(TICKET_COOKIE))
+    except (StoreUnavailable, RateLimited) as exc:
+        return page_unavailable(exc)
     registrant = request.query.get("registrant", "")
     if not 0 < len(registrant) <= MAX_REGISTRANT_CHARS:
         registrant = secrets.token_hex(16)  # one id per page: a double tap joins once
@@ -326,17 +335,20 @@ async def page_join(request: web.Request) -> web.Response:
     to the page with 303; a refusal goes back too, named in `?refused=` for the page to say.
     A holder whose cookie already holds a place goes back without joining again."""
     service = request.app[SERVICE]
+    held = request.cookies.get(TICKET_COOKIE)
     try:
         wave = _wave(request)
-        await service.info(wave)
+        await service.registry.get(wave)  # unknown wave: 404
     except (NotFound, BadRequest):
         return page_not_found()
     except StoreUnavailable as exc:
-        return page_unavailable(exc.retry_after_s)
-    form = await read_form(request)
+        return page_unavailable(exc)
+    form = await read_form(request)  # not a form: 415 or 400 in the JSON shape
+    try:
+        view = await _page_ticket_view(request, wave, held)
+    except (StoreUnavailable, RateLimited) as exc:
+        return page_unavailable(exc)
     page = f"/w/{wave}"
-    held = request.cookies.get(TICKET_COOKIE)
-    view = await _page_ticket_view(request, wave, held)
     if view is not None and view["state"] in HOLDING_STATES:
         return _see_other(page)
     token = form.get("enqueue_token", "")

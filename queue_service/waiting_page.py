@@ -188,10 +188,10 @@ def _state_of(
     wave_state = info.get("state")
     if wave_state in ("closed", "full"):
         return str(wave_state)
-    if refused is not None:
-        return REFUSED_STATES.get(refused, "error")
     if wave_state == "scheduled":
         return "notyet"
+    if refused is not None and refused != "wave_not_open_yet":  # it has opened since
+        return REFUSED_STATES.get(refused, "error")
     if config is not None and form is not None:
         if config.verified_joins and not form.enqueue_token:
             return "verify"

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from queue_service.appkeys import OVERLOAD, SERVICE
 from queue_service.clock import ManualClock
-from queue_service.errors import StoreUnavailable
+from queue_service.errors import RateLimited, StoreUnavailable
 from queue_service.overload import SHED_RETRY_AFTER_S
 from queue_service.waiting_page import messages, shed_page_bytes
 from tests.helpers.support import ADMIN, T0, admin_view, admit, join_ok, put_wave
@@ -239,3 +239,45 @@ async def test_trust_fields_are_checked(client: TestClient) -> None:
         response = await client.put("/admin/v1/waves/w", json={**TRUST, **bad}, headers=ADMIN)
         assert response.status == 400, bad
         assert (await response.json())["error"]["code"] == "invalid_wave"
+
+
+async def test_a_holder_is_never_offered_to_join_when_their_place_cannot_be_read(
+    client: TestClient,
+) -> None:
+    """Redis away, or a holder reloading faster than the per-ticket limit: the ticket in the
+    cookie may hold a place, so the page is the "busy, your place is safe" page, not a join
+    button that would make a second place."""
+    await put_wave(client, "w")
+    joined = await join_ok(client, "w", "holder")
+    cookies = {"gelombang_ticket": joined["ticket"]}
+    service = client.app[SERVICE]
+
+    async def limited(wave: str, ticket: str, ip: str) -> None:
+        raise RateLimited("Too many requests; wait before trying again.", retry_after_s=2.5)
+
+    async def away(wave: str, ticket: str, ip: str) -> None:
+        raise StoreUnavailable("Redis is not reachable.", retry_after_s=1)
+
+    for fake, status, retry in ((limited, 429, "3"), (away, 503, "1")):
+        service.status = fake  # type: ignore[method-assign]
+        for method, options in (("GET", {}), ("POST", {"data": {"registrant": "x"}})):
+            response = await client.request(method, "/w/w", cookies=cookies, **options)
+            assert response.status == status and response.headers["Retry-After"] == retry
+            assert await response.read() == shed_page_bytes()
+    assert (await admin_view(client, "w"))["counts"]["waiting"] == 1
+
+
+async def test_a_page_refused_before_the_opening_offers_to_join_once_it_opens(
+    client: TestClient, clock: ManualClock
+) -> None:
+    """The page reloads itself with the same address (`?refused=wave_not_open_yet`): once the
+    wave opens it must offer the button, not repeat "not open yet" for ever."""
+    await put_wave(client, "later", opens_at=T0 + 60, closes_at=T0 + 7200)
+    early = await client.post("/w/later", data={"registrant": "a"}, **NO_REDIRECTS)
+    assert early.headers["Location"] == "/w/later?refused=wave_not_open_yet"
+    clock.set(T0 + 61)
+    page = await (await client.get(early.headers["Location"], headers=EN)).text()
+    assert text_of(page, "state") == "Not in the queue yet" and noscript_form(page)
+    busy = await (await client.get("/w/later?refused=busy", headers=EN)).text()
+    assert "Wait a few seconds, then press the button again." in text_of(busy, "message")
+    assert noscript_form(busy)
