@@ -256,15 +256,13 @@ def _small_page(status: int, body: bytes, headers: dict[str, str]) -> web.Respon
     return web.Response(status=status, body=body, headers=headers)
 
 
-def page_unavailable(exc: StoreUnavailable | RateLimited | None = None) -> web.Response:
-    """The waiting page's stand-in while it cannot be served (shedding, Redis away, a holder
-    refreshing faster than the per-ticket limit): the place is safe, it reloads itself after
-    Retry-After (waiting_page.shed_page_bytes). 503, or 429 for a rate limit."""
+def page_unavailable(exc: StoreUnavailable | None = None) -> web.Response:
+    """The waiting page's stand-in while it cannot be served (shedding, Redis away): 503, the
+    place is safe, it reloads itself after Retry-After (waiting_page.shed_page_bytes)."""
     headers = dict(SHED_PAGE_HEADERS)
     if exc is not None and exc.retry_after_s:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
-    status = exc.status if exc is not None else 503
-    return _small_page(status, shed_page_bytes(), headers)
+    return _small_page(503, shed_page_bytes(), headers)
 
 
 def page_not_found() -> web.Response:
@@ -292,17 +290,24 @@ async def waiting_page(request: web.Request) -> web.Response:
     """The page, rendered with the state of the ticket in `?ticket=` or its cookie
     (waiting_page.py); unchanged since the last visit: 304. It stays a page when things go
     wrong: an unknown wave gets a page that says so, Redis away the page that says the place
-    is safe and reloads itself."""
+    is safe and reloads itself, a holder reloading faster than their ticket's rate limit the
+    page without their state ("busy, your place is kept"), never a button to join again."""
     service = request.app[SERVICE]
     linked = request.query.get("ticket")
+    busy_s = None
     try:
         wave = _wave(request)
         info = await service.info(wave)
         config = (await service.registry.get(wave)).config
-        view = await _page_ticket_view(request, wave, linked or request.cookies.get(TICKET_COOKIE))
+        try:
+            view = await _page_ticket_view(
+                request, wave, linked or request.cookies.get(TICKET_COOKIE)
+            )
+        except RateLimited as exc:
+            view, busy_s = None, exc.retry_after_s or float(SHED_RETRY_AFTER_S)
     except (NotFound, BadRequest):
         return page_not_found()
-    except (StoreUnavailable, RateLimited) as exc:
+    except StoreUnavailable as exc:
         return page_unavailable(exc)
     registrant = request.query.get("registrant", "")
     if not 0 < len(registrant) <= MAX_REGISTRANT_CHARS:
@@ -317,6 +322,7 @@ async def waiting_page(request: web.Request) -> web.Response:
         config=config,
         form=form,
         refused=refused if refused and REFUSAL_CODE.fullmatch(refused) else None,
+        busy_s=busy_s,
         now=service.clock.now(),
     )
     headers = {**PAGE_HEADERS, "ETag": etag(body)}
@@ -333,7 +339,8 @@ async def page_join(request: web.Request) -> web.Response:
     """`POST /w/{wave}`: the waiting page's join button without JavaScript, a plain form post.
     Joins (the ticket goes into the cookies, exactly as the API's join sets them), then back
     to the page with 303; a refusal goes back too, named in `?refused=` for the page to say.
-    A holder whose cookie already holds a place goes back without joining again."""
+    A holder whose cookie already holds a place (or may: it cannot be read this second) goes
+    back without joining again."""
     service = request.app[SERVICE]
     held = request.cookies.get(TICKET_COOKIE)
     try:
@@ -344,11 +351,13 @@ async def page_join(request: web.Request) -> web.Response:
     except StoreUnavailable as exc:
         return page_unavailable(exc)
     form = await read_form(request)  # not a form: 415 or 400 in the JSON shape
+    page = f"/w/{wave}"
     try:
         view = await _page_ticket_view(request, wave, held)
-    except (StoreUnavailable, RateLimited) as exc:
+    except RateLimited:
+        return _see_other(page)
+    except StoreUnavailable as exc:
         return page_unavailable(exc)
-    page = f"/w/{wave}"
     if view is not None and view["state"] in HOLDING_STATES:
         return _see_other(page)
     token = form.get("enqueue_token", "")

@@ -23,6 +23,7 @@ import functools
 import hashlib
 import html
 import json
+import math
 import re
 import time
 from datetime import UTC, datetime, timedelta, timezone
@@ -47,7 +48,9 @@ BRAND = "Gelombang"
 WIB = timezone(timedelta(hours=7))
 """Times on the page are Western Indonesian Time, as the programme announces them."""
 SERVER_ONLY_PREFIXES = ("nojs_", "busy_")
-SERVER_ONLY_KEYS = frozenset({"months", "time_format", "join", "s_join", "s_needjs", "m_needjs"})
+SERVER_ONLY_KEYS = frozenset(
+    {"months", "time_format", "join", "s_join", "s_needjs", "m_needjs", "s_busy"}
+)
 """Texts of states only the server renders (the script joins by itself, and does the work a
 proof-of-work wave asks for): left out of the page's script."""
 LIVE_STATES = frozenset({"prequeue", "waiting", "closing", "paused"})
@@ -72,6 +75,14 @@ BUSY_CODES = frozenset({"rate_limited", "store_unavailable", "overloaded"})
 @functools.cache
 def _static(name: str) -> str:
     return (resources.files("queue_service") / "static" / name).read_text(encoding="utf-8")
+
+
+@functools.cache
+def _template() -> str:
+    """waiting.html as sent: without its whole-line script comments and indentation (2.6 KB
+    of a page that must stay light on 2G; the file keeps them for whoever reads it)."""
+    lines = _static("waiting.html").splitlines()
+    return "\n".join(line.lstrip() for line in lines if not line.lstrip().startswith("//")) + "\n"
 
 
 @functools.cache
@@ -182,9 +193,12 @@ def _state_of(
     config: WaveConfig | None,
     form: JoinForm | None,
     refused: str | None,
+    busy: bool,
 ) -> str:
     if view is not None:
         return view["state"]
+    if busy:
+        return "busy"
     wave_state = info.get("state")
     if wave_state in ("closed", "full"):
         return str(wave_state)
@@ -201,11 +215,15 @@ def _state_of(
     return "loading"
 
 
-def _refresh_s(state: str, view: TicketView | None, info: dict[str, Any], now: float) -> int:
+def _refresh_s(
+    state: str, view: TicketView | None, info: dict[str, Any], now: float, busy_s: float | None
+) -> int:
     """Seconds until a page without JavaScript loads itself again; 0 = never (nothing will
     change by waiting: a button to press, a link to follow, or the end)."""
     if view is not None and state in LIVE_STATES:
         seconds = view["poll_after_ms"] / 1000
+    elif state == "busy" and busy_s is not None:
+        seconds = math.ceil(busy_s)  # never before the limit lets the ticket be read
     elif state == "notyet":
         opens = datetime.fromisoformat(info["prequeue_opens_at"]).timestamp()
         seconds = opens - now + 1
@@ -220,6 +238,8 @@ def _message(
     t = messages()[lang]
     if state == "join":
         return t["nojs_busy"] if refused == "busy" else t["nojs_join"]
+    if state == "busy":
+        return t["n_busy"]
     if state == "notyet":
         return t["nojs_notyet"].replace("{t}", local_time(info["prequeue_opens_at"], lang))
     if state == "prequeue":
@@ -298,18 +318,21 @@ def render(
     config: WaveConfig | None = None,
     form: JoinForm | None = None,
     refused: str | None = None,
+    busy_s: float | None = None,
     now: float | None = None,
 ) -> str:
     """The page for `view` (the holder's ticket; None: no ticket). `form`: offer the join
-    button to a holder without a ticket; `refused`: what a form join was refused with."""
+    button to a holder without a ticket; `refused`: what a form join was refused with;
+    `busy_s`: the holder's ticket could not be read now (reloaded faster than its rate
+    limit): their place is safe, the page looks again after this many seconds."""
     t = messages()[lang]
     now = time.time() if now is None else now
-    state = _state_of(view, info, config, form, refused)
+    state = _state_of(view, info, config, form, refused, busy_s is not None)
     in_line = view is not None and state in ("waiting", "closing", "paused")
     message = _message(state, view, info, lang, refused)
     if state == "admitted":
         message = f"{t['nojs_admitted']} {_session_text(view, lang, now)}".strip()
-    refresh = _refresh_s(state, view, info, now)
+    refresh = _refresh_s(state, view, info, now, busy_s)
     nojs_notice = t["nojs_notice"]
     if refresh:
         nojs_notice += " " + t["nojs_refresh"].replace("{w}", eta_text(refresh, lang))
@@ -317,7 +340,13 @@ def render(
     eta = "—"
     if in_line and view is not None:
         eta = t["eta_paused"] if state == "paused" else eta_text(view["eta_s"], lang)
-    tip = t["tip"] if state in LIVE_STATES else t["tip_done"] if state in DONE_STATES else ""
+    tip = (
+        t["tip"]
+        if state in LIVE_STATES or state == "busy"
+        else t["tip_done"]
+        if state in DONE_STATES
+        else ""
+    )
     values = {
         "lang": lang,
         "doc_title": f"{t['title']} · {title}",
@@ -349,7 +378,7 @@ def render(
         name = match.group(1)
         return values[name] if name.endswith("_html") else html.escape(values[name])
 
-    page = PLACEHOLDER.sub(fill, _static("waiting.html"))
+    page = PLACEHOLDER.sub(fill, _template())
     return (
         page.replace("__WAVE_ID_JSON__", _script_json(wave))
         .replace("__MESSAGES_JSON__", script_messages_json())
