@@ -7,6 +7,11 @@
 Written as code so every panel has the same datasource, layout and legend conventions, and so
 tests/unit/test_monitoring_dashboards.py can check each query against the metrics the service
 exposes. Wave-level panels read the recording rules (dashboards/rules/recording.yml).
+
+Every panel, variable and annotation reads the dashboard's `datasource` variable (a Prometheus
+datasource picked from a list, the default one to start with), never a fixed datasource uid:
+imported into an existing Grafana, whose Prometheus has a uid of its own, the dashboards show
+data at once; provisioned by docker compose they use the provisioned Prometheus (the default).
 """
 
 from __future__ import annotations
@@ -18,7 +23,20 @@ from pathlib import Path
 from typing import Any
 
 OUT_DIR = Path(__file__).resolve().parent / "grafana" / "dashboards"
-DATASOURCE = {"type": "prometheus", "uid": "gelombang-prometheus"}
+DATASOURCE_VARIABLE = {
+    "name": "datasource",
+    "label": "Prometheus",
+    "type": "datasource",
+    "query": "prometheus",
+    "current": {},
+    "hide": 0,
+    "refresh": 1,
+    "regex": "",
+    "includeAll": False,
+    "multi": False,
+}
+"""Which Prometheus the dashboard reads: any of the Grafana's, its default one to start with."""
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 WAVE = 'wave=~"$wave"'
 JOB = 'job=~"$job"'
 RATE = "$__rate_interval"
@@ -163,7 +181,7 @@ def dashboard_json(
                 }
             ]
         },
-        "templating": {"list": variables},
+        "templating": {"list": [DATASOURCE_VARIABLE, *variables]},
         "links": [],
         "panels": panels,
     }
