@@ -59,6 +59,7 @@ def test_the_readme_tour_uses_these_commands() -> None:
     assert "GELOMBANG_TRUSTED_PROXIES=127.0.0.1/32 .venv/bin/gelombang serve --port 8080" in lines
     assert ".venv/bin/gelombang origin --port 9000 --wave demo" in lines
     assert "wave put demo" in lines and "origin_url=http://127.0.0.1:9000/" in lines
+    assert "--set id_kind=nik" in lines  # the example joins a NIK: one NIK, one place
     assert (
         ".venv/bin/gelombang simulate --scenario laptop --wave demo --recreate --mode queued"
         in re.sub(r"\s+", " ", lines)
@@ -77,7 +78,7 @@ def test_the_tour_completes_registrations(tmp_path: Path) -> None:
         put = gelombang(
             "wave", "--url", serve.url, "put", "demo",
             "--set", f"opens_at={now - 60}", "--set", f"closes_at={now + 3600}",
-            "--set", "admit_rate=5", "--set", "max_active=50",
+            "--set", "admit_rate=5", "--set", "max_active=50", "--set", "id_kind=nik",
             "--set", f"origin_url={origin.url}/",
         )  # fmt: skip
         assert put.returncode == 0, put.stderr
