@@ -33,6 +33,8 @@ from queue_service.endpoint import (
     Handler,
     endpoint,
     route_label,
+    shed_page_response,
+    shed_response,
     unmatched,
 )
 from queue_service.errors import ApiError
@@ -162,6 +164,8 @@ def create_app(
 
 NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})
 """Operators watch the overload through these: they are answered however busy the process."""
+PAGE_PREFIX = "/w/"
+"""The waiting page's routes: people read their answers, so they shed with a page."""
 
 
 def add_routes(app: web.Application, max_body_bytes: int) -> None:
@@ -183,6 +187,7 @@ def add_routes(app: web.Application, max_body_bytes: int) -> None:
         ("GET", "/status", http_proof.status_page),
         ("GET", "/.well-known/jwks.json", p.jwks),
         ("GET", "/w/{wave}", p.waiting_page),
+        ("POST", "/w/{wave}", p.page_join),
         ("GET", "/api/openapi.json", p.openapi),
         ("GET", "/healthz", p.healthz),
         ("GET", "/readyz", p.readyz),
@@ -196,7 +201,12 @@ def add_routes(app: web.Application, max_body_bytes: int) -> None:
     guard = app[OVERLOAD]
     for method, path, handler in routes:
         wrapped = endpoint(
-            route_label(path), handler, max_body_bytes, guard, sheddable=path not in NEVER_SHED
+            route_label(path),
+            handler,
+            max_body_bytes,
+            guard,
+            sheddable=path not in NEVER_SHED,
+            shed=shed_page_response if path.startswith(PAGE_PREFIX) else shed_response,
         )
         if method == "GET":
             app.router.add_get(path, wrapped)  # and HEAD

@@ -23,6 +23,7 @@ from queue_service import metrics
 from queue_service.errors import ApiError, NotFound
 from queue_service.logs import new_request_id, request_id_var
 from queue_service.overload import SHED_RETRY_AFTER_S, OverloadGuard
+from queue_service.waiting_page import SHED_PAGE_HEADERS, shed_page_bytes
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,13 @@ def shed_response() -> web.Response:
     )
 
 
+def shed_page_response() -> web.Response:
+    """The waiting page's routes shed with a page, not JSON: 503 + Retry-After and the small
+    bilingual page, built once, that says the place is safe and reloads itself."""
+    metrics.shed_requests.inc()
+    return web.Response(status=503, body=shed_page_bytes(), headers=SHED_PAGE_HEADERS)
+
+
 def endpoint(
     route: str,
     handler: Handler,
@@ -102,11 +110,12 @@ def endpoint(
     guard: OverloadGuard,
     *,
     sheddable: bool = True,
+    shed: Callable[[], web.Response] = shed_response,
 ) -> Handler:
     """`handler` with a request id (kept from a sane incoming X-Request-Id), load shedding
-    (overload.py), the body-size guard, every error as the JSON error shape, and its latency
-    observed under `route`. One coroutine around the handler, no more: this runs on every
-    status poll."""
+    (overload.py; `shed` makes the refusal), the body-size guard, every error as the JSON
+    error shape, and its latency observed under `route`. One coroutine around the handler, no
+    more: this runs on every status poll."""
 
     inflight = 0  # this route's requests in flight
 
@@ -114,7 +123,7 @@ def endpoint(
         nonlocal inflight
         if sheddable and not guard.admits(inflight):
             guard.shed += 1
-            return shed_response()  # before anything else is done or read
+            return shed()  # before anything else is done or read
         incoming = request.headers.get("X-Request-Id")
         request_id = incoming if incoming and REQUEST_ID.fullmatch(incoming) else new_request_id()
         token = request_id_var.set(request_id)

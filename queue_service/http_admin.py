@@ -21,7 +21,13 @@ from queue_service.net import client_ip, rate_limit_key
 from queue_service.ratelimit import Rule, limited_headers
 from queue_service.registry import unknown_wave
 from queue_service.store import UnknownWave
-from queue_service.waves import WaveConfig, iso_utc, parse_wave, validate_wave_id
+from queue_service.waves import (
+    WaveConfig,
+    check_opening_change,
+    iso_utc,
+    parse_wave,
+    validate_wave_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +193,11 @@ async def put_wave(request: web.Request) -> web.Response:
     existing = await store.get_wave(wave)
     current = existing[0] if existing else None
     config = parse_wave(wave, body, current)
+    if current is not None and config.opens_at != current.opens_at:
+        counts = await store.read_counts(wave)
+        now = counts.now_ms / 1000  # Redis time, the clock the opening is judged by
+        opened = counts.open_seq >= 0 or current.opens_at <= now
+        check_opening_change(current, config, opened, now)
     result = await store.put_wave(config)
     overridden = manual_override(current, config, body)
     if overridden:
@@ -216,9 +227,10 @@ async def delete_wave(request: web.Request) -> web.Response:
     if view["state"] not in ("closed", "full"):  # in a closed wave nobody waits any more
         people += counts["waiting"] + counts["prequeue"]
     if people and request.query.get("force") != "true":
+        who = "1 person is" if people == 1 else f"{people:,} people are"
         raise Conflict(
-            f"{people} people are waiting or registering in wave {wave}; close it first, or "
-            "delete with force=true.",
+            f"{who} waiting or registering in wave {wave}; close it first, or delete it "
+            "anyway with ?force=true (gelombang wave delete --force).",
             code="wave_in_use",
         )
     removed = await request.app[STORE].delete_wave(wave)

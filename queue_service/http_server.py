@@ -25,9 +25,10 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from queue_service import metrics
-from queue_service.connection_refusal import MAX_LINGERING, RefusedConnection
+from queue_service.connection_refusal import MAX_LINGERING, RefusedConnection, request_target
 from queue_service.endpoint import HTTP_CODES, error_response
 from queue_service.overload import SHED_RETRY_AFTER_S
+from queue_service.waiting_page import SHED_PAGE_HEADERS, shed_page_bytes
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,27 @@ def _canned_overload_response() -> bytes:
 OVERLOADED = _canned_overload_response()
 
 
+def _canned_page_response() -> bytes:
+    """The waiting page's own refusal: the small bilingual page that says the place is safe
+    and reloads itself (what the page's routes answer when they shed a request)."""
+    body = shed_page_bytes()
+    headers = {**SHED_PAGE_HEADERS, "Connection": "close", "Content-Length": str(len(body))}
+    head = "HTTP/1.1 503 Service Unavailable\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in headers.items()
+    )
+    return (head + "\r\n").encode() + body
+
+
+OVERLOADED_PAGE = _canned_page_response()
+PAGE_METHODS = frozenset({"GET", "POST"})
+
+
 def refusal_for(head: bytes) -> bytes:
-    """The refusal a connection beyond the limit gets, from the first bytes of its request."""
+    """The refusal a connection beyond the limit gets, from the first bytes of its request: a
+    person on the waiting page gets a page that stays a page; anything else the JSON error."""
+    method, path = request_target(head)
+    if method in PAGE_METHODS and path.startswith("/w/"):
+        return OVERLOADED_PAGE
     return OVERLOADED
 
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from queue_service.autopilot import AutopilotConfig, parse_autopilot
-from queue_service.errors import BadRequest
+from queue_service.errors import BadRequest, Conflict
 from queue_service.identity import ID_KINDS
 from queue_service.ratelimit import RateLimitRules
 
@@ -23,6 +23,9 @@ WAVE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # used with fullmatch: no tra
 MIN_GRACE_S = 5.0
 """Least abandon_after_s: far above the delay of buffered poll deadlines (seen_buffer.py)."""
 MAX_POW_BITS = 28
+MAX_HAVE_READY = 10
+MAX_HAVE_READY_CHARS = 120
+REQUIRED_FIELDS = ("opens_at", "closes_at", "admit_rate", "origin_url")
 STATES = ("scheduled", "prequeue", "open", "paused", "full", "closed")
 
 
@@ -68,6 +71,14 @@ class WaveConfig:
     """Admission tokens work from one browser only: origin guards bind them on first use."""
     autopilot: AutopilotConfig = field(default_factory=AutopilotConfig)
     """Admission that follows the origin's health (autopilot.py); off unless configured."""
+    operator_name: str = ""
+    """Who runs the wave, shown at the top of the waiting page (e.g. the programme's office)."""
+    official_url: str = ""
+    """The operator's official site, shown on the waiting page so people can check that the
+    queue they are in is the real one (phishing copies of a queue appear on opening day)."""
+    have_ready: tuple[str, ...] = ()
+    """What to have ready while waiting (e.g. NIK, KK, a photo of the KTP, the phone for the
+    OTP), listed on the waiting page as written."""
 
     @property
     def session_estimate_s(self) -> float:
@@ -105,6 +116,9 @@ class WaveConfig:
             "pow_bits": str(self.pow_bits),
             "one_time_tokens": "1" if self.one_time_tokens else "0",
             "autopilot": orjson.dumps(self.autopilot.public_dict()).decode(),
+            "operator_name": self.operator_name,
+            "official_url": self.official_url,
+            "have_ready": orjson.dumps(list(self.have_ready)).decode(),
         }
 
     @classmethod
@@ -133,6 +147,9 @@ class WaveConfig:
             pow_bits=int(data.get("pow_bits", "0")),
             one_time_tokens=data.get("one_time_tokens") == "1",
             autopilot=_stored_autopilot(data.get("autopilot")),
+            operator_name=data.get("operator_name", ""),
+            official_url=data.get("official_url", ""),
+            have_ready=tuple(orjson.loads(data.get("have_ready") or "[]")),
         )
 
     def public_dict(self) -> dict[str, Any]:
@@ -143,6 +160,7 @@ class WaveConfig:
         out["admit_burst"] = self.effective_burst
         out["enqueue_keys"] = [dict(k) for k in self.enqueue_keys]
         out["autopilot"] = self.autopilot.public_dict()
+        out["have_ready"] = list(self.have_ready)
         return out
 
 
@@ -242,9 +260,12 @@ def parse_wave(
     merged: dict[str, Any] = asdict(current) if current else {}
     merged.update(data)
     autopilot = parse_autopilot(data.get("autopilot"), current.autopilot if current else None)
-    for required in ("opens_at", "closes_at", "admit_rate", "origin_url"):
-        if required not in merged:
-            raise BadRequest(f"{required} is required", code="invalid_wave")
+    missing = [name for name in REQUIRED_FIELDS if name not in merged]
+    if missing:
+        raise BadRequest(
+            f"a new wave needs {_and(list(REQUIRED_FIELDS))}; missing: {_and(missing)}",
+            code="invalid_wave",
+        )
     opens_at = parse_time(merged["opens_at"], "opens_at")
     closes_at = parse_time(merged["closes_at"], "closes_at")
     if closes_at <= opens_at:
@@ -297,6 +318,14 @@ def parse_wave(
     issuer = merged.get("enqueue_issuer", "")
     if not isinstance(issuer, str) or len(issuer) > 200:
         raise BadRequest("enqueue_issuer must be text", code="invalid_wave")
+    operator_name = merged.get("operator_name", "")
+    if not isinstance(operator_name, str) or len(operator_name) > 200:
+        raise BadRequest(
+            "operator_name must be text of at most 200 characters", code="invalid_wave"
+        )
+    official_url = merged.get("official_url", "")
+    if not isinstance(official_url, str) or (official_url and not _is_http_url(official_url)):
+        raise BadRequest("official_url must be an absolute http(s) URL", code="invalid_wave")
     return WaveConfig(
         id=wave_id,
         opens_at=opens_at,
@@ -320,6 +349,46 @@ def parse_wave(
         pow_bits=pow_bits,
         one_time_tokens=_flag(merged, "one_time_tokens"),
         autopilot=autopilot,
+        operator_name=operator_name,
+        official_url=official_url,
+        have_ready=_have_ready(merged.get("have_ready") or ()),
+    )
+
+
+def _and(names: list[str]) -> str:
+    """ "a", "a and b", "a, b and c"."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _have_ready(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or len(value) > MAX_HAVE_READY:
+        raise BadRequest(
+            f"have_ready must be a list of at most {MAX_HAVE_READY} texts", code="invalid_wave"
+        )
+    for item in value:
+        if not isinstance(item, str) or not 0 < len(item) <= MAX_HAVE_READY_CHARS:
+            raise BadRequest(
+                f"each have_ready item must be text of 1-{MAX_HAVE_READY_CHARS} characters",
+                code="invalid_wave",
+            )
+    return tuple(value)
+
+
+def check_opening_change(
+    current: WaveConfig | None, new: WaveConfig, opened: bool, now: float
+) -> None:
+    """A wave opens once. Its pre-queue is shuffled and frozen at the opening, and from then on
+    it admits; a later `opens_at` cannot undo that, so moving the opening of a wave that has
+    opened into the future is refused (it would show `open` with a future opening time while
+    it keeps admitting). To hold admission, pause the wave; to rehearse or run another
+    opening, create a new wave."""
+    if current is None or not opened or new.opens_at == current.opens_at or new.opens_at <= now:
+        return
+    raise Conflict(
+        f"wave {new.id} opened at {iso_utc(current.opens_at)}; a wave opens once, so its "
+        "opening cannot be moved later. To hold admission, pause it (gelombang wave pause "
+        f"{new.id}); for a new opening, create a new wave.",
+        code="wave_already_opened",
     )
 
 

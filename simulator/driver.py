@@ -90,6 +90,30 @@ def require_loopback(url: str, what: str) -> str:
     return url.rstrip("/")
 
 
+def wave_settings(scenario: Scenario, origin_url: str, started_wall: float) -> dict[str, Any]:
+    """The wave a queued run drives, from the scenario: it opens `clock.opens_at_s` and
+    closes `clock.closes_at_s` after the run starts at `started_wall` (Unix seconds)."""
+    wave, clock = scenario.wave, scenario.clock
+    body: dict[str, Any] = {
+        "opens_at": started_wall + clock.opens_at_s,
+        "closes_at": started_wall + clock.closes_at_s,
+        "admit_rate": wave.admit_rate,
+        "max_active": wave.max_active,
+        "session_ttl_s": wave.session_ttl_s,
+        "quota": wave.quota,
+        "prequeue_s": wave.prequeue_s,
+        "abandon_after_s": wave.abandon_after_s,
+        "expected_session_s": wave.expected_session_s,
+        "origin_url": origin_url + "/",
+    }
+    if wave.verified_joins:  # the origin signs registrants in and vouches for them
+        body["verified_joins"] = True
+        body["enqueue_jwks_url"] = origin_url + "/.well-known/enqueue-jwks.json"
+    if wave.admit_burst > 0:
+        body["admit_burst"] = wave.admit_burst
+    return body
+
+
 @dataclass(frozen=True)
 class DriverConfig:
     mode: str  # "direct" or "queued"
@@ -305,25 +329,7 @@ class LiveRun:
     async def _configure_wave(self, started_wall: float) -> None:
         """Open the wave `opens_at_s` after t = 0, so the run sees the whole opening."""
         assert self.queue_url is not None
-        wave = self.scenario.wave
-        clock = self.scenario.clock
-        body: dict[str, Any] = {
-            "opens_at": started_wall + clock.opens_at_s,
-            "closes_at": started_wall + clock.closes_at_s,
-            "admit_rate": wave.admit_rate,
-            "max_active": wave.max_active,
-            "session_ttl_s": wave.session_ttl_s,
-            "quota": wave.quota,
-            "prequeue_s": wave.prequeue_s,
-            "abandon_after_s": wave.abandon_after_s,
-            "expected_session_s": wave.expected_session_s,
-            "origin_url": self.origin_url + "/",
-        }
-        if wave.verified_joins:  # the origin signs registrants in and vouches for them
-            body["verified_joins"] = True
-            body["enqueue_jwks_url"] = self.origin_url + "/.well-known/enqueue-jwks.json"
-        if wave.admit_burst > 0:
-            body["admit_burst"] = wave.admit_burst
+        body = wave_settings(self.scenario, self.origin_url, started_wall)
         async with self.session.put(
             f"{self.queue_url}/admin/v1/waves/{self.wave}",
             data=orjson.dumps(body),
@@ -398,8 +404,10 @@ class LiveRun:
             while True:
                 result = await self._origin_request(step, ctx, token, outcome)
                 if result.ok:
+                    if outcome.first_served_t is None:
+                        outcome.first_served_t = self.now()
                     if outcome.admitted_t is None:  # direct mode: first request served
-                        outcome.admitted_t = self.now()
+                        outcome.admitted_t = outcome.first_served_t
                         self.series.add("admissions", outcome.admitted_t)
                     break
                 if result.failure == "refused":
@@ -690,6 +698,8 @@ class LiveRun:
             signed = issued_at + 0.5 - self._t0_wall
             admitted = min(noticed, max(outcome.joined_t, signed))
         outcome.admitted_t, outcome.noticed_t = admitted, noticed
+        outcome.ticket = claims.get("tkt") if isinstance(claims.get("tkt"), int) else None
+        outcome.admitted_iat = issued_at if isinstance(issued_at, int) else None
         self.series.add("admissions", admitted)
         self.stats.admissions.append(
             Admission(

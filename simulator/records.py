@@ -48,6 +48,14 @@ class RegistrantOutcome:
     eta_at_join_s: float | None = None  # `eta_s` in the join response
     admitted_t: float | None = None  # admitted (queued) / first origin request served (direct)
     noticed_t: float | None = None  # queued: the poll that brought the admission token
+    first_served_t: float | None = None
+    """The first request the origin served this registrant (both modes; None in the model,
+    which does not time single requests)."""
+    ticket: int | None = None
+    """queued, live: the queue's ticket number (join order), from the admission token."""
+    admitted_iat: int | None = None
+    """queued, live: the whole second the queue signed into the admission token (`iat`,
+    Unix seconds): its own record of when it admitted, on its own clock."""
     reached_t: float | None = None
     """queued: when admission reached this registrant's (latest) ticket, admitted or skipped
     because its holder had gone: the wait the ETA at join promised, known for everyone."""

@@ -32,7 +32,16 @@ from simulator.charts import (
     scatter_chart,
 )
 from simulator.records import MODE_TITLES, RunRecord, TimeSeries
-from simulator.stats import post_opening_admitted, ranks, summarise, waits
+from simulator.stats import (
+    join_and_admission_keys,
+    origin_waits,
+    post_opening_admitted,
+    ranks,
+    rate_limited_bot_share,
+    signed_order,
+    summarise,
+    waits,
+)
 from simulator.summary import (
     FIGURES,
     SETTINGS,
@@ -135,6 +144,17 @@ def _charts(records: list[RunRecord]) -> list[Chart]:
                 True,
             )
         )
+        burst = r.meta.admit_burst or 0.0
+        if burst:  # the token bucket's bound on any one second: a full bucket plus a refill
+            admissions.append(
+                (
+                    "most in one second: admit_rate + admit_burst",
+                    r.series.times(),
+                    [float(v) + burst if v else 0.0 for v in r.series.admit_rate_target],
+                    "#b9770e",
+                    True,
+                )
+            )
     charts.append(
         (
             "admissions",
@@ -148,8 +168,11 @@ def _charts(records: list[RunRecord]) -> list[Chart]:
             )
             if admissions
             else empty_chart("admissions", "Admissions per second", "no run through Gelombang"),
-            "Registrants the queue let in per second against admit_rate (dashed); below it when "
-            "max_active holds admissions back or the line is empty.",
+            "Registrants the queue let in per second against admit_rate (grey, dashed). At "
+            "opening, and on resume, the token bucket is full: up to admit_burst go at once on "
+            "top of the second's admit_rate (the burst at the marker, bounded by the orange "
+            "line), then admit_rate holds. Below it when max_active holds admissions back or "
+            "the line is empty.",
         )
     )
 
@@ -199,20 +222,10 @@ def _charts(records: list[RunRecord]) -> list[Chart]:
                 False,
             )
         )
-        if any(r.series.rate_limited):
-            errors.append(
-                (
-                    f"429/s, {_title(r)}",
-                    r.series.times(),
-                    _per_second(r.series, "rate_limited"),
-                    _colour(r),
-                    True,
-                )
-            )
     charts.append(
         (
             "errors",
-            "Errors over time",
+            "Origin errors over time",
             line_chart(
                 "errors",
                 "Origin errors and timeouts per second",
@@ -220,21 +233,73 @@ def _charts(records: list[RunRecord]) -> list[Chart]:
                 "per second",
                 marker_x=opens,
             ),
-            "Origin 5xx answers and timeouts per second (solid) and requests refused by rate "
-            "limits (dashed, 429): errors are what people see of an overloaded origin.",
+            "Origin 5xx answers and timeouts per second: what people see of an overloaded "
+            "origin, and what makes them retry.",
         )
     )
 
-    wait_runs = [(_title(r), waits(r), _colour(r)) for r in records]
+    limited: list[Line] = [
+        (
+            f"429/s, {_title(r)}",
+            r.series.times(),
+            _per_second(r.series, "rate_limited"),
+            _colour(r),
+            False,
+        )
+        for r in records
+        if any(r.series.rate_limited)
+    ]
+    shares = [
+        f"{_title(r)}: {share:.0%} of them to bots"
+        for r in records
+        if (share := rate_limited_bot_share(r)) is not None
+    ]
+    charts.append(
+        (
+            "rate_limited",
+            "Requests refused by rate limits",
+            line_chart(
+                "rate_limited",
+                "Requests refused by rate limits (429) per second",
+                limited,
+                "per second",
+                marker_x=opens,
+            )
+            if limited
+            else empty_chart("rate_limited", "Requests refused by rate limits", "no 429 at all"),
+            "Requests the queue (or origin) refused with 429 per second, on an axis of their "
+            "own: a 429 is an answer to polling too fast and costs nobody a place, not an "
+            "error of the origin" + (f" ({'; '.join(shares)})." if shares else "."),
+        )
+    )
+
+    reach_runs = [(_title(r), origin_waits(r), _colour(r)) for r in records]
+    if any(values for _, values, _ in reach_runs):
+        charts.append(
+            (
+                "origin_waits",
+                "Wait to reach the origin",
+                histogram_chart(
+                    "origin_waits",
+                    "First attempt to the first request the origin served",
+                    [run for run in reach_runs if run[1]],
+                    "wait",
+                ),
+                "Share of those the origin served by how long it took from their first "
+                "attempt: one clock for both runs (without Gelombang that time is spent on "
+                "errors and retries, through it in line).",
+            )
+        )
+    line_runs = [(_title(r), waits(r), _colour(r)) for r in queued]
     charts.append(
         (
             "waits",
-            "Wait-time distribution",
-            histogram_chart(
-                "waits", "Wait from joining (or arriving) to admission", wait_runs, "wait"
-            ),
-            "Share of admitted registrants by wait: through Gelombang, from joining to "
-            "admission; without it, from arriving to the first answer the origin served.",
+            "Wait in line",
+            histogram_chart("waits", "Joining the queue to admission", line_runs, "wait")
+            if any(values for _, values, _ in line_runs)
+            else empty_chart("waits", "Wait in line", "nobody admitted through Gelombang"),
+            "Share of admitted registrants by their wait in line, from joining to the "
+            "admission the queue signed (through Gelombang only: without it there is no line).",
         )
     )
 
@@ -258,15 +323,19 @@ def _charts(records: list[RunRecord]) -> list[Chart]:
                 diagonal=True,
             ),
             "One dot per registrant who joined after opening: on the diagonal the estimate was "
-            "exact, above it the wait was longer than promised, below it shorter.",
+            "exact, above it the wait was longer than promised, below it shorter. The summary's "
+            "ETA bias rows give the median by when people joined: a bias for late joiners "
+            "shows there, not in the overall median.",
         )
     )
 
     if queued:
         r = queued[0]
         later = post_opening_admitted(r)
-        ranks_join = ranks([o.joined_t or 0.0 for o in later])
-        ranks_admit = ranks([o.admitted_t or 0.0 for o in later])
+        join_key, admit_key = join_and_admission_keys(later, signed_order(later))
+        in_join_order = sorted(zip(join_key, admit_key, strict=True))  # same second: join order
+        ranks_join = list(range(len(in_join_order)))
+        ranks_admit = ranks([a for _, a in in_join_order])
         points = [(float(a), float(b)) for a, b in zip(ranks_join, ranks_admit, strict=True)]
         charts.append(
             (

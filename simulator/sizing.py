@@ -11,7 +11,9 @@ from `simulator.measured` (loadtests/RESULTS.md).
 from __future__ import annotations
 
 import math
+import shlex
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 from simulator import sessions
 from simulator.flow import STEPS
@@ -23,6 +25,33 @@ ADMISSION_STEPS_PER_S = 20
 """Every process runs the admission step for every live wave each 50 ms."""
 SPARE_PROCESSES = 1
 """One process may fail (or be restarted) at the peak without the rest saturating."""
+WIB = timezone(timedelta(hours=7))
+PLACEHOLDER_ORIGIN = "https://registration.example/daftar"
+PLACEHOLDER_JWKS = "https://registration.example/.well-known/enqueue-jwks.json"
+"""Stand-ins (a reserved domain) for what only the SRE knows: the command is complete and
+accepted by the service, and says which values to replace."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When the planned wave opens and closes, and where admitted people go."""
+
+    opens_at: datetime
+    closes_at: datetime
+    origin_url: str = PLACEHOLDER_ORIGIN
+    enqueue_jwks_url: str = PLACEHOLDER_JWKS
+
+
+def next_opening(scenario: Scenario, now: datetime) -> Schedule:
+    """The scenario's opening time of day (WIB) on the first day its pre-queue is still
+    ahead of `now`, and its close as long after as the scenario's; placeholders for URLs."""
+    clock = scenario.clock
+    hour = (clock.start_hour + clock.opens_at_s / 3600.0) % 24
+    day = now.astimezone(WIB).replace(hour=0, minute=0, second=0, microsecond=0)
+    opens = day + timedelta(hours=hour)
+    while opens - timedelta(seconds=scenario.wave.prequeue_s) <= now:
+        opens += timedelta(days=1)
+    return Schedule(opens, opens + timedelta(seconds=clock.closes_at_s - clock.opens_at_s))
 
 
 @dataclass(frozen=True)
@@ -44,6 +73,8 @@ class Sizing:
     gave_up: int
     mean_slot_hold_s: float
     command: str
+    placeholders: tuple[str, ...] = ()
+    """Settings in the command that stand in for what only the SRE knows."""
 
 
 def mean_slot_hold_s(record: RunRecord) -> float:
@@ -57,8 +88,10 @@ def mean_slot_hold_s(record: RunRecord) -> float:
 
 def size(
     scenario: Scenario, record: RunRecord, admit_rate: float, max_active: int,
-    measured: Measured = RESULTS,
+    measured: Measured = RESULTS, schedule: Schedule | None = None,
 ) -> Sizing:  # fmt: skip
+    """`schedule`: the wave's times and URLs for the command (default: the scenario's next
+    opening, placeholder URLs)."""
     totals, origin, wave = record.totals, scenario.origin, scenario.wave
     polls = totals.peak_status_polls_per_s or 0.0
     joins = totals.peak_joins_per_s or 0.0
@@ -78,7 +111,11 @@ def size(
     got = totals.admitted
     refused = totals.gave_up.get("rejected", 0)
     hold = mean_slot_hold_s(record)
+    when = schedule or next_opening(scenario, datetime.now(WIB))
     settings = {
+        "opens_at": when.opens_at.isoformat(),
+        "closes_at": when.closes_at.isoformat(),
+        "origin_url": when.origin_url,
         "admit_rate": f"{admit_rate:.3g}",
         "max_active": str(max_active),
         "quota": str(wave.quota),
@@ -89,10 +126,13 @@ def size(
     }
     if wave.verified_joins:  # the registration site's key set: the SRE names the real one
         settings["verified_joins"] = "true"
-        settings["enqueue_jwks_url"] = "https://REGISTRATION-SITE/.well-known/enqueue-jwks.json"
+        settings["enqueue_jwks_url"] = when.enqueue_jwks_url
     command = f"gelombang wave put {wave.id} " + " ".join(
-        f"--set {name}={value}" for name, value in settings.items()
+        f"--set {shlex.quote(f'{name}={value}')}" for name, value in settings.items()
     )
+    placeholders = [
+        name for name, value in settings.items() if value in (PLACEHOLDER_ORIGIN, PLACEHOLDER_JWKS)
+    ]
     return Sizing(
         status_polls_per_s=polls,
         joins_per_s=joins,
@@ -110,6 +150,7 @@ def size(
         gave_up=totals.arrived - got - refused,
         mean_slot_hold_s=hold,
         command=command,
+        placeholders=tuple(placeholders),
     )
 
 
@@ -140,7 +181,13 @@ def render(s: Sizing, measured: Measured = RESULTS) -> str:
         f"  ETA prior    a slot is held {s.mean_slot_hold_s:,.1f} s on average (ghost tickets "
         "included): expected_session_s",
         "",
-        "Apply it:",
+        "Apply it (creates the wave, or changes it: a new wave needs its times and origin):",
         f"  {s.command}",
     ]
+    if s.placeholders:
+        lines.append(
+            f"  ({', '.join(s.placeholders)}: placeholders on registration.example; give "
+            "--origin-url / --enqueue-jwks-url, or edit them, before applying. opens_at is the "
+            "scenario's next opening: --opens-at sets the real one)"
+        )
     return "\n".join(lines)

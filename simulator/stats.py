@@ -9,12 +9,18 @@ and `gelombang plan` compute their figures here, so every consumer shows the sam
 - `kendall_tau_b(xs, ys)`: Kendall's rank correlation, ties handled as in Knight 1966,
   O(n log n).
 - `ranks(values)`: 0-based rank of each value (ties broken by position).
-- `waits(record)`, `eta_errors(record)`: per-registrant samples the report summarises.
-- `fairness(record)`: Kendall's tau-b between join time and admission time over registrants
-  who joined after opening and were admitted (FIFO gives tau = 1); the share of overtaken
-  pairs and the largest rank displacement; for the pre-queue block, whether every member was
-  admitted before every later arrival, and tau inside the block (a uniform shuffle gives tau
-  near 0).
+- `waits(record)` (in line: joining to admission; through Gelombang only), `origin_waits`
+  (first attempt to the first request the origin served: one clock for both runs),
+  `eta_errors(record)`, `eta_bias_by_third(record)`: per-registrant samples the report
+  summarises.
+- `fairness(record)`: Kendall's tau-b between join order and admission order over registrants
+  who joined after opening and were admitted (FIFO gives tau = 1, less the ties of admissions
+  in the same second); the share of overtaken pairs and the largest rank displacement; for the
+  pre-queue block, whether every member was admitted before every later arrival, and tau
+  inside the block (a uniform shuffle gives tau near 0). A live run is judged on the queue's
+  own record, as `simulator.driver.admission_order` does: join order is the ticket number,
+  admission the second signed into the token (`iat`); the model on its exact virtual times.
+- `rate_limited_bot_share(record)`: the share of 429s that went to bots.
 - `summarise(record)`: every figure of one run as plain data (what `report.json` holds).
 """
 
@@ -111,13 +117,50 @@ def ranks(values: Sequence[float]) -> list[int]:
 
 
 def waits(record: RunRecord) -> list[float]:
-    """Wait of every admitted registrant: joining (direct: arriving) to admission."""
+    """The wait in line of every admitted registrant: joining to the queue's admission.
+    Through Gelombang only: without it there is no line (empty)."""
+    if record.meta.mode != "queued":
+        return []
     return [w for o in record.registrants if (w := o.wait_s) is not None]
+
+
+def origin_waits(record: RunRecord) -> list[float]:
+    """First attempt (arriving, or the first join) to the first request the origin served:
+    the same clock in both runs (empty for the model, which does not time requests)."""
+    return [
+        o.first_served_t - o.arrival_t for o in record.registrants if o.first_served_t is not None
+    ]
+
+
+def eta_bias_by_third(record: RunRecord) -> list[float | None]:
+    """Median of actual wait minus estimate for the first, middle and last third of the
+    post-opening joiners (by join time): a bias for late joiners shows here, not in the
+    overall median."""
+    samples = sorted(
+        (o.joined_t or 0.0, o.wait_s - o.eta_at_join_s)
+        for o in record.registrants
+        if o.wait_s is not None and o.eta_at_join_s is not None and not o.prequeue
+        and record.meta.mode == "queued"
+    )  # fmt: skip
+    n = len(samples)
+    thirds = [samples[k * n // 3 : (k + 1) * n // 3] for k in range(3)]
+    return [percentile([e for _, e in part], 0.5) for part in thirds]
+
+
+def rate_limited_bot_share(record: RunRecord) -> float | None:
+    """The share of the 429s that went to bots (scripted clients, joki accounts)."""
+    total = sum(o.rate_limited for o in record.registrants)
+    if not total:
+        return None
+    return sum(o.rate_limited for o in record.registrants if o.is_bot) / total
 
 
 def eta_errors(record: RunRecord) -> list[float]:
     """Actual wait minus the wait estimated at joining, for registrants who joined after
-    opening (the pre-queue shows no estimate) and were admitted."""
+    opening (the pre-queue shows no estimate) and were admitted (through Gelombang only:
+    without it nobody estimates anything)."""
+    if record.meta.mode != "queued":
+        return []
     return [
         o.wait_s - o.eta_at_join_s
         for o in record.registrants
@@ -139,22 +182,49 @@ def post_opening_admitted(record: RunRecord) -> list[RegistrantOutcome]:
     ]
 
 
+def signed_order(outcomes: Sequence[RegistrantOutcome]) -> bool:
+    """Whether every outcome carries the queue's own record of its admission (ticket and
+    signed second): live runs through Gelombang."""
+    return bool(outcomes) and all(
+        o.ticket is not None and o.admitted_iat is not None for o in outcomes
+    )
+
+
+def join_and_admission_keys(
+    outcomes: Sequence[RegistrantOutcome], signed: bool
+) -> tuple[list[float], list[float]]:
+    """(join order, admission order) keys: the queue's ticket numbers and signed seconds, or
+    (the model) exact join and admission times."""
+    if signed:
+        return [float(o.ticket or 0) for o in outcomes], [
+            float(o.admitted_iat or 0) for o in outcomes
+        ]
+    return [o.joined_t or 0.0 for o in outcomes], [o.admitted_t or 0.0 for o in outcomes]
+
+
 def fairness(record: RunRecord) -> dict[str, Any]:
     later = post_opening_admitted(record)
     block = [o for o in record.registrants if o.admitted_t is not None and o.prequeue]
-    join_t = [o.joined_t or 0.0 for o in later]
-    admit_t = [o.admitted_t or 0.0 for o in later]
-    tau = kendall_tau_b(join_t, admit_t)
+    signed = signed_order(later + block)
+    join_key, admit_key = join_and_admission_keys(later, signed)
+    tau = kendall_tau_b(join_key, admit_key)
     pairs = len(later) * (len(later) - 1) // 2
-    overtaken = count_inversions([a for _, a in sorted(zip(join_t, admit_t, strict=True))])
+    # strictly later: two admissions in the same signed second overtook nobody
+    overtaken = count_inversions([a for _, a in sorted(zip(join_key, admit_key, strict=True))])
     displacement = None  # nobody admitted after opening: nothing was displaced or kept
     if later:
-        displacement = max(abs(a - b) for a, b in zip(ranks(join_t), ranks(admit_t), strict=True))
-    last_block = max((o.admitted_t or 0.0 for o in block), default=None)
-    first_later = min(admit_t, default=None)
+        in_join_order = sorted(zip(join_key, admit_key, strict=True))
+        admit_rank = ranks([a for _, a in in_join_order])  # same second: join order
+        displacement = max(abs(k - r) for k, r in enumerate(admit_rank))
+    _, block_admitted = join_and_admission_keys(block, signed)
+    last_block = max(block_admitted, default=None)
+    first_later = min(admit_key, default=None)
     block_first = None
     if last_block is not None and first_later is not None:
+        # the same signed second counts as in order: whole seconds cannot tell more, and the
+        # queue admits the whole pre-queue block before any later ticket (guarantee 4)
         block_first = last_block <= first_later
+    # inside the block, the finer times: the whole block is often admitted within a second
     block_tau = kendall_tau_b(
         [o.joined_t or 0.0 for o in block], [o.admitted_t or 0.0 for o in block]
     )
@@ -182,6 +252,7 @@ def summarise(record: RunRecord) -> dict[str, Any]:
     """Every figure of one run. Keys are stable (`report.json` readers depend on them)."""
     meta, totals, series = record.meta, record.totals, record.series
     wait_values = waits(record)
+    origin_wait_values = origin_waits(record)
     to_complete = [
         o.completed_t - o.arrival_t for o in record.registrants if o.completed_t is not None
     ]
@@ -215,6 +286,10 @@ def summarise(record: RunRecord) -> dict[str, Any]:
         "arrived": totals.arrived,
         "joined": totals.joined,
         "admitted": totals.admitted,
+        "queue_admitted": totals.admitted if meta.mode == "queued" else None,
+        "reached_origin": sum(o.first_served_t is not None for o in record.registrants)
+        if meta.source == "live"
+        else None,
         "completed": totals.completed,
         "gave_up": gave_up,
         "gave_up_errors": gave_up.get("errors", 0),
@@ -224,6 +299,10 @@ def summarise(record: RunRecord) -> dict[str, Any]:
         "origin_errors": totals.origin_errors,
         "origin_timeouts": totals.origin_timeouts,
         "rate_limited": totals.rate_limited,
+        "rate_limited_bot_share": _round(rate_limited_bot_share(record), 4),
+        "bot_share": _round(sum(o.is_bot for o in record.registrants) / len(record.registrants), 4)
+        if record.registrants
+        else None,
         "requests": totals.requests,
         "peak_live_registrants": totals.peak_live_registrants,
         "peak_origin_inflight": peak,
@@ -236,6 +315,12 @@ def summarise(record: RunRecord) -> dict[str, Any]:
             "p99": _round(percentile(wait_values, 0.99)),
             "n": len(wait_values),
         },
+        "origin_wait_s": {
+            "p50": _round(percentile(origin_wait_values, 0.50)),
+            "p95": _round(percentile(origin_wait_values, 0.95)),
+            "p99": _round(percentile(origin_wait_values, 0.99)),
+            "n": len(origin_wait_values),
+        },
         "time_to_complete_s": {
             "p50": _round(percentile(to_complete, 0.50)),
             "p95": _round(percentile(to_complete, 0.95)),
@@ -244,7 +329,15 @@ def summarise(record: RunRecord) -> dict[str, Any]:
         "eta_error_s": {
             "median": _round(percentile(errors, 0.5)),
             "median_abs": _round(percentile([abs(e) for e in errors], 0.5)),
+            "p90_abs": _round(percentile([abs(e) for e in errors], 0.9)),
             "n": len(errors),
+            **dict(
+                zip(
+                    ("early_median", "middle_median", "late_median"),
+                    map(_round, eta_bias_by_third(record)),
+                    strict=True,
+                )
+            ),
         },
         "fairness": {
             # The overtaken share is small when it matters (0.04 %): keep its digits.

@@ -7,11 +7,13 @@ disagree. Everything here reads `simulator.stats.summarise(record)` dictionaries
 - `verdict(summaries) -> str`: one line to paste into a change request.
 - `FIGURES`, `format_value(value, figure)`, `figure_value(summary, figure)`: the summary rows.
 - `SETTINGS`, `setting_value(summary, setting)`: the wave settings the runs used.
-- `render_text(summaries) -> str`: the terminal summary (verdict, settings, figures).
+- `render_text(summaries) -> str`: the terminal summary (verdict, settings, figures, each
+  group's meaning below it, wrapped to the terminal).
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -44,15 +46,23 @@ def _one(label: str, key: str, meaning: str, kind: Kind = "count", digits: int =
 
 
 FIGURES: tuple[FigureGroup, ...] = (
+    # Every row means the same in both runs: where a figure has no meaning without the queue
+    # (there is no line, no estimate, no admission), that run shows "–".
     _one(
         "arrived",
         "arrived",
         "registrants who made a first attempt during the run (the same crowd both times)",
     ),
     _one(
-        "admitted",
-        "admitted",
-        "through Gelombang: let in by the queue; without it: had a first request served",
+        "reached the origin",
+        "reached_origin",
+        "had at least one request served by the registration server (the origin)",
+    ),
+    _one(
+        "admitted by the queue",
+        "queue_admitted",
+        "let in by Gelombang with an admission token (without it nobody is admitted: the "
+        "crowd goes straight at the origin)",
     ),
     _one(
         "registrations completed",
@@ -79,12 +89,21 @@ FIGURES: tuple[FigureGroup, ...] = (
     ),
     FigureGroup(
         (
-            Figure("wait p50 (s)", "wait_s.p50", "seconds"),
-            Figure("wait p95 (s)", "wait_s.p95", "seconds"),
-            Figure("wait p99 (s)", "wait_s.p99", "seconds"),
+            Figure("wait to reach the origin p50 (s)", "origin_wait_s.p50", "seconds"),
+            Figure("wait to reach the origin p95 (s)", "origin_wait_s.p95", "seconds"),
+            Figure("wait to reach the origin p99 (s)", "origin_wait_s.p99", "seconds"),
         ),
-        "from joining (without Gelombang: arriving) to admission; half / 95 % / 99 % waited at "
-        "most this",
+        "first attempt to the first request the origin served, one clock for both runs: half, "
+        "95 in 100 and 99 in 100 of those served waited at most this",
+    ),
+    FigureGroup(
+        (
+            Figure("wait in line p50 (s)", "wait_s.p50", "seconds"),
+            Figure("wait in line p95 (s)", "wait_s.p95", "seconds"),
+            Figure("wait in line p99 (s)", "wait_s.p99", "seconds"),
+        ),
+        "joining the queue to admission, as the queue signed it into the token (without "
+        "Gelombang there is no line)",
     ),
     _one(
         "time to complete p50 (s)",
@@ -92,11 +111,19 @@ FIGURES: tuple[FigureGroup, ...] = (
         "first attempt to finished registration: half of those who finished took at most this",
         "seconds",
     ),
-    _one(
-        "ETA error, median |actual − estimate| (s)",
-        "eta_error_s.median_abs",
-        "how far the actual wait was from the wait the queue estimated at joining (median)",
-        "seconds",
+    FigureGroup(
+        (
+            Figure(
+                "ETA error, median |actual − estimate| (s)", "eta_error_s.median_abs", "seconds"
+            ),
+            Figure("ETA error, p90 |actual − estimate| (s)", "eta_error_s.p90_abs", "seconds"),
+            Figure("ETA bias, first third to join (s)", "eta_error_s.early_median", "seconds"),
+            Figure("ETA bias, middle third to join (s)", "eta_error_s.middle_median", "seconds"),
+            Figure("ETA bias, last third to join (s)", "eta_error_s.late_median", "seconds"),
+        ),
+        "the wait in line people had against the wait the queue estimated when they joined "
+        "(after opening): how far off for half and for 90 %; then the median of actual − "
+        "estimate by when they joined (+ = waited longer than told)",
     ),
     _one(
         "gave up: errors",
@@ -118,10 +145,15 @@ FIGURES: tuple[FigureGroup, ...] = (
         "still_trying_at_end",
         "waiting or mid-flow when the run stopped (runs are bounded)",
     ),
-    _one(
-        "429 rate limited",
-        "rate_limited",
-        "requests refused by rate limits: mostly bots and multi-tab pollers, who gain nothing",
+    FigureGroup(
+        (
+            Figure("429 rate limited", "rate_limited"),
+            Figure("429s that went to bots", "rate_limited_bot_share", "percent"),
+            Figure("bots in the crowd", "bot_share", "percent"),
+        ),
+        "requests refused by rate limits (a 429 costs nobody a place), the share of them that "
+        "went to bots against the bots' share of the crowd; the rest went to people polling "
+        "from several tabs or refreshing by hand",
     ),
     _one(
         "requests sent",
@@ -136,13 +168,14 @@ FIGURES: tuple[FigureGroup, ...] = (
     _one(
         "fairness: Kendall tau-b, join vs admission (post-opening)",
         "fairness.tau_b",
-        "join order vs admission order after opening; 1 = first come, first served (ties: < 1)",
+        "join order (ticket number) vs admission order (the second the queue signed) after "
+        "opening; 1 = first come, first served, less the ties of admissions in one second",
         "ratio",
     ),
     _one(
         "fairness: overtaken pair share",
         "fairness.overtaken_pair_share",
-        "pairs of registrants in which the later joiner was admitted strictly earlier",
+        "pairs of registrants in which the later joiner was admitted in a strictly earlier second",
         "percent",
     ),
     _one(
@@ -153,7 +186,9 @@ FIGURES: tuple[FigureGroup, ...] = (
     _one(
         "pre-queue admitted before later arrivals",
         "fairness.prequeue_admitted_first",
-        "everyone who joined before opening was admitted before anyone who joined after",
+        "no pre-queue admission was signed in a later second than any admission of someone "
+        "who joined after opening (the same second is in order: the queue admits the block "
+        "first)",
         "yesno",
     ),
     _one(
@@ -214,7 +249,7 @@ def verdict(summaries: Sequence[dict[str, Any]]) -> str:
     """One line an SRE can paste into a change request, e.g. "without Gelombang: 5,894 origin
     5xx errors and 37 timeouts, 625 of 1,964 registrants completed registration; through
     Gelombang: 0 origin 5xx errors and 0 timeouts, 1,135 of 1,964 completed registration,
-    fair order τ = 0.993"."""
+    fair order: nobody overtaken, τ = 0.993"."""
     parts = []
     for s in summaries:
         part = (
@@ -223,15 +258,23 @@ def verdict(summaries: Sequence[dict[str, Any]]) -> str:
             "registrants completed registration"
         )
         if s["mode"] == "queued":
-            tau = lookup(s, "fairness.tau_b")
-            part += (
-                f", fair order τ = {format_value(tau, 'ratio')}"
-                if tau is not None
-                else ", fair order not measured (fewer than 2 admitted after opening)"
-            )
+            part += ", " + _fair_order(s)
         parts.append(part)
     text = "; ".join(parts)
     return text[:1].upper() + text[1:]
+
+
+def _fair_order(summary: dict[str, Any]) -> str:
+    tau = lookup(summary, "fairness.tau_b")
+    if tau is None:
+        return "fair order not measured (fewer than 2 admitted after opening)"
+    overtaken = lookup(summary, "fairness.overtaken_pair_share")
+    who = (
+        "nobody overtaken"
+        if not overtaken
+        else f"{format_value(overtaken, 'percent')} of pairs overtaken"
+    )
+    return f"fair order: {who}, τ = {format_value(tau, 'ratio')}"
 
 
 # ----------------------------------------------------------------------------- settings
@@ -334,5 +377,7 @@ def render_text(summaries: Sequence[dict[str, Any]]) -> str:
                 figure_value(s, figure).rjust(w) for s, w in zip(summaries, widths, strict=True)
             )
             lines.append(figure.label.ljust(width) + cells)
-        lines.append(f"    {group.meaning}")
+        lines += textwrap.wrap(
+            group.meaning, TEXT_WIDTH - 1, initial_indent="    ", subsequent_indent="    "
+        )
     return "\n".join(lines)

@@ -3,12 +3,18 @@
     gelombang wave list [--tz Asia/Jakarta] [--json]
     gelombang wave show prakerja-1 [--tz Asia/Jakarta] [--json]
     gelombang wave put prakerja-1 --set admit_rate=250 --set max_active=22500
+    gelombang wave put prakerja-1 --file waves.toml        # its [[waves]] entry of that id
     gelombang wave pause prakerja-1
     gelombang wave delete prakerja-1 [--force]
 
 The admin token is read from GELOMBANG_ADMIN_TOKEN (never a flag: flags show up in `ps`); the
 service at GELOMBANG_URL (default http://127.0.0.1:8080). `list` prints one line per wave;
-`--json` prints what the admin API answered, for scripts.
+`--json` prints what the admin API answered, for scripts. `put --file` takes a JSON object of
+wave fields, or TOML: the service's config file (its `[[waves]]` entry with the wave's id) or
+a file of wave fields alone. Every failure is one line on stderr (exit 1, or 2 for usage).
+
+A wave opens once: `put` refuses to move the opening of a wave that has opened into the future
+(`wave_already_opened`). To hold admission, `pause` it; for a new opening, create a new wave.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ import argparse
 import json
 import os
 import sys
+import tomllib
 import urllib.error
 import urllib.request
-from datetime import datetime
+from datetime import date, datetime, time
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,7 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("GELOMBANG_URL", "http://127.0.0.1:8080"),
         help="queue service base URL (env GELOMBANG_URL; default http://127.0.0.1:8080)",
     )
-    parser.add_argument("--file", help="put: a JSON file with wave fields")
+    parser.add_argument(
+        "--file",
+        help="put: wave fields from a JSON or TOML file (a config file's [[waves]] entry "
+        "with this id, or the fields alone)",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -60,13 +72,57 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+class UsageError(Exception):
+    """A mistake on the command line or in a file given to it: one line, exit 2."""
+
+
+def _plain(value: Any) -> Any:
+    """TOML values as the admin API takes them (times as ISO 8601 text)."""
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def read_wave_file(path: str, wave: str) -> dict[str, Any]:
+    """Wave fields from `path`: a JSON object, or TOML (the service's config file, whose
+    `[[waves]]` entry with id `wave` is taken, or a file of wave fields alone)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text") from None
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError as json_error:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as toml_error:
+            raise UsageError(
+                f"{path} is neither JSON ({json_error}) nor TOML ({toml_error})"
+            ) from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} must hold an object of wave fields")
+    if "waves" in data:
+        entries = [w for w in data["waves"] if isinstance(w, dict) and w.get("id") == wave]
+        if not entries:
+            ids = ", ".join(str(w.get("id")) for w in data["waves"] if isinstance(w, dict))
+            raise UsageError(f"{path} has no [[waves]] entry with id {wave!r} (it has: {ids})")
+        data = entries[0]
+    return {k: _plain(v) for k, v in data.items()}
+
+
 def build_request(args: argparse.Namespace, token: str) -> urllib.request.Request:
     base = args.url.rstrip("/") + "/admin/v1/waves"
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     if args.action == "list":
         return urllib.request.Request(base, headers=headers)
     if not args.wave:
-        raise SystemExit(f"gelombang wave {args.action}: give the wave id")
+        raise UsageError("give the wave id")
     url = f"{base}/{args.wave}"
     if args.action == "show":
         return urllib.request.Request(url, headers=headers)
@@ -76,12 +132,11 @@ def build_request(args: argparse.Namespace, token: str) -> urllib.request.Reques
     if args.action == "put":
         body: dict[str, Any] = {}
         if args.file:
-            with open(args.file, encoding="utf-8") as fh:
-                body.update(json.load(fh))
+            body.update(read_wave_file(args.file, args.wave))
         for item in args.set:
             field, sep, value = item.partition("=")
             if not sep:
-                raise SystemExit(f"gelombang wave put: --set needs FIELD=VALUE, got {item!r}")
+                raise UsageError(f"--set needs FIELD=VALUE, got {item!r}")
             body[field] = _parse_value(value)
         return urllib.request.Request(
             url, data=json.dumps(body).encode(), headers=headers, method="PUT"
@@ -172,17 +227,36 @@ def run(args: argparse.Namespace) -> int:
     except (ZoneInfoNotFoundError, ValueError):
         print(f"gelombang wave: unknown time zone {args.tz!r}", file=sys.stderr)
         return 2
-    request = build_request(args, token)
+    try:
+        request = build_request(args, token)
+    except UsageError as exc:
+        print(f"gelombang wave {args.action}: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # e.g. a --url that is not a URL
+        print(f"gelombang wave: --url {args.url!r}: {exc}", file=sys.stderr)
+        return 2
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             raw = response.read()
+            content_type = response.headers.get_content_type()
     except urllib.error.HTTPError as exc:
-        print(f"gelombang wave {args.action}: HTTP {exc.code}: {_error(exc)}", file=sys.stderr)
+        if is_queue(args.url):
+            print(f"gelombang wave {args.action}: {_error(exc)}", file=sys.stderr)
+        else:  # another server's refusal (an origin's "malformed token") would mislead
+            print(f"gelombang wave: {not_a_queue(args.url, exc.code)}", file=sys.stderr)
         return 1
-    except urllib.error.URLError as exc:
-        print(f"gelombang wave: cannot reach {args.url}: {exc.reason}", file=sys.stderr)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        print(f"gelombang wave: cannot reach {args.url}: {reason}", file=sys.stderr)
         return 1
-    answer = json.loads(raw) if raw else {}
+    try:
+        answer = json.loads(raw) if raw else {}
+    except ValueError:
+        answer = None
+    if raw and (content_type != "application/json" or not isinstance(answer, dict)):
+        print(f"gelombang wave: {not_a_queue(args.url, response.status)}", file=sys.stderr)
+        return 1
+    assert answer is not None
     if args.json:
         print(json.dumps(answer, indent=2, ensure_ascii=False))
     elif args.action == "delete":
@@ -194,10 +268,35 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+QUEUE_TITLE = "Gelombang queue service"
+"""The title of the queue's OpenAPI document (/api/openapi.json): how a queue is told apart."""
+
+
+def is_queue(url: str) -> bool:
+    """Whether `url` is a Gelombang queue service (it serves its OpenAPI document)."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/api/openapi.json", timeout=5) as answer:
+            return bool(json.loads(answer.read())["info"]["title"] == QUEUE_TITLE)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def not_a_queue(url: str, status: int) -> str:
+    return (
+        f"{url} is not a Gelombang queue service (it answered HTTP {status} and serves no "
+        "queue API); check --url or GELOMBANG_URL: the queue's base URL, e.g. "
+        "http://127.0.0.1:8080"
+    )
+
+
 def _error(exc: urllib.error.HTTPError) -> str:
-    body = exc.read().decode(errors="replace")
+    """One line: the queue's own error message and code."""
+    body = exc.read(65536).decode(errors="replace")
     try:
         error = json.loads(body)["error"]
-        return f"{error['message']} ({error['code']})"
+        message, code = str(error["message"]), str(error["code"])
     except (ValueError, KeyError, TypeError):
-        return body.strip()
+        return f"HTTP {exc.code}: {body.strip()[:200]}"
+    if code == "wave_in_use":
+        message = message.replace("?force=true (gelombang wave delete --force)", "--force")
+    return f"HTTP {exc.code}: {message} ({code})"

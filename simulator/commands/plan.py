@@ -12,6 +12,12 @@ full size. The chosen rate is then checked once at full size.
 
 "The backlog clears" means the line is short enough that a new arrival waits at most
 `--clear-wait` seconds (default 60), or the quota is filled.
+
+It ends with what the plan asks of the whole system and the `gelombang wave put` command that
+applies it, complete enough to create a new wave: the opening (`--opens-at`, else the
+scenario's next opening time), the close as long after it as the scenario's, and the origin
+(`--origin-url`; a registration.example placeholder, named as such, until given). One line
+per model run; a run longer than a few seconds (the full-size check) says how far it got.
 """
 
 from __future__ import annotations
@@ -21,12 +27,41 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from simulator import sizing
     from simulator.records import RunRecord
     from simulator.scenario import Scenario
+
+
+PROGRESS_EVERY_S = 5.0
+"""A run taking longer than this says how far it has got, every this many seconds."""
+
+
+def _schedule(args: argparse.Namespace, scenario: Scenario) -> sizing.Schedule:
+    """The times and URLs of the printed command: the options, else the scenario's next
+    opening and placeholders."""
+    from simulator import sizing
+
+    default = sizing.next_opening(scenario, datetime.now(sizing.WIB))
+    opens = default.opens_at
+    if args.opens_at:
+        try:
+            opens = datetime.fromisoformat(args.opens_at)
+        except ValueError:
+            raise ValueError(f"--opens-at {args.opens_at!r} is not ISO 8601") from None
+        if opens.tzinfo is None:
+            raise ValueError("--opens-at needs a UTC offset, e.g. +07:00")
+    clock = scenario.clock
+    return sizing.Schedule(
+        opens_at=opens,
+        closes_at=opens + timedelta(seconds=clock.closes_at_s - clock.opens_at_s),
+        origin_url=args.origin_url or default.origin_url,
+        enqueue_jwks_url=args.enqueue_jwks_url or default.enqueue_jwks_url,
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +89,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, help="model seed (unset: the scenario's)")
     parser.add_argument("--report", type=Path, help="also write the report of the chosen rate here")
+    parser.add_argument(
+        "--opens-at",
+        help="the wave's real opening for the command it prints (ISO 8601 with an offset, "
+        "e.g. 2026-12-08T12:00:00+07:00; unset: the scenario's next opening time)",
+    )
+    parser.add_argument(
+        "--origin-url", help="where admitted people go (unset: a registration.example placeholder)"
+    )
+    parser.add_argument(
+        "--enqueue-jwks-url",
+        help="the registration site's enqueue-token keys, for verified joins (unset: a "
+        "placeholder)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -240,6 +288,11 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
 
+    try:
+        schedule = _schedule(args, scenario)
+    except ValueError as exc:
+        print(f"gelombang plan: {exc}", file=sys.stderr)
+        return 2
     started = time.monotonic()
     runs = 0
 
@@ -251,15 +304,18 @@ def run(args: argparse.Namespace) -> int:
         nonlocal runs
         runs += 1
         label = f"run {runs}: admit_rate {rate:,.1f}/s on {scale_now:.0%} of the wave"
-        last_shown = [0.0]
+        last_shown = [time.monotonic()]
+        run_h = scenario.clock.duration_s / 3600
 
         def progress(t: float, arrivals: int) -> None:
+            # one line per run; a long run (the full-size check) also says how far it is
             now = time.monotonic()
-            if args.quiet or now - last_shown[0] < 1.0:
+            if args.quiet or now - last_shown[0] < PROGRESS_EVERY_S:
                 return
             last_shown[0] = now
             print(
-                f"  {label}: virtual time {t / 3600:5.1f} h, {arrivals:,} arrivals",
+                f"  {label}: {t / 3600:.1f} of {run_h:.1f} h of the wave modelled, "
+                f"{arrivals:,} arrivals",
                 file=sys.stderr,
                 flush=True,
             )
@@ -352,7 +408,8 @@ def run(args: argparse.Namespace) -> int:
         from simulator import sizing
 
         print()
-        print(sizing.render(sizing.size(scenario, final.record, final.admit_rate, max_active)))
+        sized = sizing.size(scenario, final.record, final.admit_rate, max_active, schedule=schedule)
+        print(sizing.render(sized))
     if args.report is not None:
         from simulator.model import run_model
         from simulator.report import write_report

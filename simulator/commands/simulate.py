@@ -5,8 +5,12 @@
 
 Targets must be loopback. Every run is bounded by --max-registrants and --max-seconds. In queued
 mode with an admin token (--admin-token or GELOMBANG_ADMIN_TOKEN) the wave (--wave, default the
-scenario's) is (re)configured from the scenario to open `clock.opens_at_s` after the run starts;
-without one it must exist. Before a queued run `simulator.preflight` checks that the wave exists,
+scenario's) is created, or reconfigured, from the scenario to open `clock.opens_at_s` and close
+`clock.closes_at_s` after the run starts; the command prints every setting it changes. A wave
+opens once: one that has already opened cannot be made to open again, so the command stops and
+says so, unless --recreate deletes it (and every ticket in it) first; or name a new wave. Without
+a token the wave must exist and is driven as it is. Before a queued run `simulator.preflight`
+checks that the wave exists,
 that the origin protects that wave and that the queue believes each registrant's own address
 (X-Forwarded-For; else per-address limits refuse the crowd): an error stops the command (exit
 2), a warning is printed. Exit 1 when a run completed no registration at all, with the reasons.
@@ -18,14 +22,24 @@ import argparse
 import os
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from simulator.records import MODES
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from simulator.driver import DriverConfig, LiveResult
     from simulator.scenario import Scenario
+
+QUEUE_TIMEOUT_S = 10.0
+SHOWN_SETTINGS = (
+    "admit_rate", "admit_burst", "max_active", "session_ttl_s", "quota", "prequeue_s",
+    "abandon_after_s", "expected_session_s", "origin_url", "verified_joins", "enqueue_jwks_url",
+)  # fmt: skip
+"""The wave settings a run takes from the scenario, printed when they change."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, help="population and arrival seed (scenario's)")
     parser.add_argument("--wave", help="the queue's wave to drive (default: the scenario's)")
+    parser.add_argument(
+        "--recreate",
+        action="store_true",
+        help="queued, with an admin token: delete the wave (and every ticket in it) and create "
+        "it anew, when it has already opened (a wave opens once)",
+    )
     parser.add_argument(
         "--no-completions-ok",
         action="store_true",
@@ -89,12 +109,13 @@ def run(args: argparse.Namespace) -> int:
             )
             for mode in modes
         ]
+        recreate = bool(getattr(args, "recreate", False))
     except (ScenarioError, NotLoopback, ValueError) as exc:
         print(f"gelombang simulate: {exc}", file=sys.stderr)
         return 2
     queued = next((c for c in configs if c.mode == "queued"), None)
     if queued is not None:
-        ok = uvloop.run(preflight(scenario, queued))
+        ok = uvloop.run(preflight(scenario, queued, recreate=recreate))
         if not ok:
             return 2
     results: dict[str, LiveResult] = {}
@@ -106,8 +127,9 @@ def run(args: argparse.Namespace) -> int:
     return 0 if args.no_completions_ok else nothing_completed(results)
 
 
-async def preflight(scenario: Scenario, config: DriverConfig) -> bool:
-    """Print what would make the run meaningless; False when it should not start."""
+async def preflight(scenario: Scenario, config: DriverConfig, *, recreate: bool = False) -> bool:
+    """Print what would make the run meaningless, and what the run will change; False when
+    it should not start."""
     import aiohttp
 
     from simulator import preflight as checks
@@ -117,6 +139,18 @@ async def preflight(scenario: Scenario, config: DriverConfig) -> bool:
     wave = config.wave or scenario.wave.id
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
         if config.admin_token:
+            admin = WaveAdmin(session, config.queue_url, config.admin_token)
+            current = await admin.view(wave)
+            if current is not None and has_opened(current, time.time()):
+                if not recreate:
+                    print(f"gelombang simulate: {opened_message(wave, current)}",
+                          file=sys.stderr)  # fmt: skip
+                    return False
+                people = await admin.delete(wave)
+                print(f"gelombang simulate: deleted wave {wave} ({people}) to create it anew",
+                      file=sys.stderr)  # fmt: skip
+            for line in describe_changes(scenario, config, wave, current, recreate=recreate):
+                print(f"gelombang simulate: {line}", file=sys.stderr)
             # (re)create the wave an hour ahead: probe joins then make no ticket; the run
             # configures it again to open relative to its own start
             run = LiveRun(scenario, config, session)
@@ -131,6 +165,101 @@ async def preflight(scenario: Scenario, config: DriverConfig) -> bool:
     for error in result.errors:
         print(f"gelombang simulate: {error}", file=sys.stderr)
     return not result.errors
+
+
+class WaveAdmin:
+    """The few admin calls the command makes before a run (reads, and one delete)."""
+
+    def __init__(self, session: aiohttp.ClientSession, queue_url: str, token: str) -> None:
+        self.session = session
+        self.url = queue_url.rstrip("/") + "/admin/v1/waves/"
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def view(self, wave: str) -> dict[str, Any] | None:
+        """The admin view of the wave, None when it does not exist."""
+        import aiohttp
+
+        async with self.session.get(
+            self.url + wave, headers=self.headers, timeout=aiohttp.ClientTimeout(QUEUE_TIMEOUT_S)
+        ) as response:
+            if response.status == 404:
+                return None
+            body: dict[str, Any] = await response.json(content_type=None)
+            return body if response.status == 200 else None
+
+    async def delete(self, wave: str) -> str:
+        """Delete the wave and its data; says how many people it held."""
+        import aiohttp
+
+        view = await self.view(wave)
+        counts = view["counts"] if view else {}
+        people = sum(counts.get(k, 0) for k in ("prequeue", "waiting", "active"))
+        async with self.session.delete(
+            self.url + wave + "?force=true",
+            headers=self.headers,
+            timeout=aiohttp.ClientTimeout(QUEUE_TIMEOUT_S),
+        ) as response:
+            if response.status != 204:
+                raise RuntimeError(f"could not delete wave {wave}: {response.status}")
+        return "nobody in it" if not people else f"{people:,} people in it"
+
+
+def _when(iso: str) -> datetime:
+    return datetime.fromisoformat(iso)
+
+
+def has_opened(view: dict[str, Any], now: float) -> bool:
+    """Whether the wave has opened (its opening is past: it cannot open again)."""
+    return _when(view["wave"]["opens_at"]).timestamp() <= now
+
+
+def opened_message(wave: str, view: dict[str, Any]) -> str:
+    opened = _when(view["wave"]["opens_at"]).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (
+        f"wave {wave} opened at {opened} (it is {view['state']}); a wave opens once, so this "
+        "run cannot make it open again with a pre-queue. Rehearse on a new wave (--wave "
+        f"{wave}-2: the run creates it), or add --recreate to delete {wave} and every ticket "
+        "in it first."
+    )
+
+
+def describe_changes(
+    scenario: Scenario,
+    config: DriverConfig,
+    wave: str,
+    current: dict[str, Any] | None,
+    *,
+    recreate: bool = False,
+) -> list[str]:
+    """What the run will do to the wave, in words: its opening and closing relative to the
+    run's start, and every other setting that changes (old -> new; `current`: the wave as it
+    is, or was before --recreate deleted it)."""
+    from simulator.driver import wave_settings
+
+    clock = scenario.clock
+    new = wave_settings(scenario, config.origin_url.rstrip("/"), 0.0)
+    verb = "creates" if current is None else "re-creates" if recreate else "reconfigures"
+    lines = [
+        f"the run {verb} wave {wave} from scenario {scenario.name!r}: it opens "
+        f"{clock.opens_at_s:g} s after the run starts (pre-queue from {scenario.wave.prequeue_s:g}"
+        f" s before that) and closes {clock.closes_at_s:g} s after it"
+    ]
+    old = current["wave"] if current is not None else {}
+    changed = [
+        f"{name} {_shown(old[name])} -> {_shown(new[name])}" if name in old
+        else f"{name} {_shown(new[name])}"
+        for name in SHOWN_SETTINGS
+        if name in new and old.get(name) != new[name]
+    ]  # fmt: skip
+    if changed:
+        lines.append(("settings: " if current is None else "changes: ") + ", ".join(changed))
+    elif current is not None:
+        lines.append("no other setting changes")
+    return lines
+
+
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def nothing_completed(results: dict[str, LiveResult]) -> int:

@@ -78,7 +78,7 @@ async def sign_in(request: web.Request) -> web.Response:
         kid=signer.kid,
         lifetime_s=ENQUEUE_TOKEN_LIFETIME_S,
     )
-    link = f"{signer.queue_url.rstrip('/')}/w/{wave}?enqueue_token={quote(token)}"
+    link = f"{signer.queue_url.rstrip('/')}/w/{wave}#enqueue_token={quote(token)}"
     payload = {"account": account, "enqueue_token": token, "queue_url": link}
     return web.Response(body=orjson.dumps(payload), content_type="application/json")
 

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from queue_service.tokens import KeyRing, key_id
-from tests.helpers.processes import ServeProcess
+from tests.helpers.processes import OriginProcess, ServeProcess
 from tests.helpers.support import ADMIN_TOKEN, SAMPLE_CONFIG
 
 
@@ -139,3 +139,65 @@ def test_help_names_every_setting_and_has_no_noise() -> None:
     for command in COMMANDS:
         text = gelombang(command, "--help").stdout
         assert "(default: None)" not in text and "default: []" not in text, command
+
+
+def test_the_wave_client_reads_toml_refuses_a_postponement_and_says_one_line(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """`wave put --file` takes the service's own config file (it used to end in a traceback on
+    its TOML times); moving the opening of an opened wave is refused with what to do instead;
+    a client pointed at something that is not a queue says so, not "malformed token"; `| head`
+    is no error."""
+    config = tmp_path / "waves.toml"
+    config.write_text(
+        SAMPLE_CONFIG.replace('admin_token = "from-file"\n', "").replace(
+            'opens_at = "2030-01-01T12:00:00+07:00"', "opens_at = 2030-01-01T12:00:00+07:00"
+        )  # a TOML datetime, not a string
+    )
+    with ServeProcess(redis_url, tmp_path) as server:
+        env = {"GELOMBANG_URL": server.url, "GELOMBANG_ADMIN_TOKEN": ADMIN_TOKEN}
+        put = gelombang("wave", "put", "gelombang-1", "--file", str(config), "--json", env=env)
+        assert put.returncode == 0, put.stderr
+        assert json.loads(put.stdout)["wave"]["opens_at"] == "2030-01-01T05:00:00+00:00"
+        missing = gelombang("wave", "put", "other", "--file", str(config), env=env)
+        assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+        assert "no [[waves]] entry with id 'other' (it has: gelombang-1)" in missing.stderr
+
+        now = int(time.time())
+        opened = gelombang("wave", "put", "gelombang-1", "--set", f"opens_at={now - 60}",
+                           env=env)  # fmt: skip
+        assert opened.returncode == 0, opened.stderr
+        later = gelombang("wave", "put", "gelombang-1", "--set", f"opens_at={now + 600}",
+                          env=env)  # fmt: skip
+        assert later.returncode == 1 and later.stderr.count("\n") == 1
+        assert "(wave_already_opened)" in later.stderr
+        assert "gelombang wave pause gelombang-1" in later.stderr
+        shown = json.loads(gelombang("wave", "show", "gelombang-1", "--json", env=env).stdout)
+        assert shown["state"] == "open"  # not "open" with a future opening time
+
+        join = urllib.request.Request(
+            f"{server.url}/api/v1/waves/gelombang-1/join",
+            data=json.dumps({"registrant": "someone"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(join, timeout=10) as response:
+            assert response.status == 201
+        kept = gelombang("wave", "delete", "gelombang-1", env=env)
+        assert kept.returncode == 1
+        assert (
+            "1 person is waiting" in kept.stderr and "delete it anyway with --force" in kept.stderr
+        )
+
+        head = subprocess.run(
+            f"{sys.executable} -m queue_service.cli wave show gelombang-1 | head -1",
+            shell=True, capture_output=True, text=True, timeout=60, env={**os.environ, **env},
+        )  # fmt: skip
+        assert head.stdout.startswith("WAVE") and "Traceback" not in head.stderr, head.stderr
+
+        # pointed at the registration origin by mistake: it refuses the admin token as a
+        # "malformed token", which must not be what the SRE reads
+        with OriginProcess(server.url, tmp_path / "origin.log") as origin:
+            wrong = gelombang("wave", "list", env={**env, "GELOMBANG_URL": origin.url})
+        assert wrong.returncode == 1 and wrong.stderr.count("\n") == 1
+        assert f"{origin.url} is not a Gelombang queue service" in wrong.stderr
+        assert "malformed" not in wrong.stderr

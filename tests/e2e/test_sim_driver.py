@@ -161,6 +161,13 @@ def test_post_opening_admission_order_matches_join_order(runs: dict[str, LiveRes
     joined = [a.joined_t for a in later]
     inversions = sum(1 for x, y in itertools.pairwise(joined) if y < x - 0.5)
     assert inversions == 0
+    # The report judges order on the same record: the queue's tickets and signed seconds
+    fair = summarise(runs["queued"].record)["fairness"]
+    assert fair["prequeue_admitted_first"] is check.prequeue_first is True
+    assert fair["overtaken_pair_share"] == 0.0 and fair["max_rank_displacement"] == 0
+    assert fair["tau_b"] == pytest.approx(check.tau_b, abs=1e-3)
+    served = [o for o in runs["queued"].record.registrants if o.first_served_t is not None]
+    assert served and all(o.first_served_t >= o.admitted_t for o in served)  # type: ignore[operator]
 
 
 def test_the_last_progress_line_tells_the_summarys_numbers(live_runs: LiveRuns) -> None:

@@ -1,6 +1,9 @@
 """The README's "Run a wave yourself" tour, end to end on loopback: `gelombang serve` (embedded
 Redis, per-address limits on, loopback trusted as the proxy), `gelombang origin --wave demo`,
-`gelombang wave put demo ...`, then `gelombang simulate --wave demo`: registrations complete.
+`gelombang wave put demo ...`, then `gelombang simulate --wave demo --recreate`: the wave that
+opened a minute ago is created anew to open 10 s into the run, with a pre-queue (a wave opens
+once: without --recreate the command stops and says so), every setting it changes is printed,
+registrations complete and the pre-queue figures are measured.
 And what the simulator says when the set-up cannot work: an origin guarding another wave
 (exit 2, before any traffic), a queue that does not believe the registrants' addresses (a
 warning, and exit 1 when nobody completed, with the reasons)."""
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from simulator.records import RunRecord
 from tests.helpers.paths import REPO
 from tests.helpers.processes import GelombangProcess, ServeProcess
 from tests.helpers.support import ADMIN_TOKEN
@@ -55,9 +59,12 @@ def test_the_readme_tour_uses_these_commands() -> None:
     assert "GELOMBANG_TRUSTED_PROXIES=127.0.0.1/32 .venv/bin/gelombang serve --port 8080" in lines
     assert ".venv/bin/gelombang origin --port 9000 --wave demo" in lines
     assert "wave put demo" in lines and "origin_url=http://127.0.0.1:9000/" in lines
-    assert ".venv/bin/gelombang simulate --scenario laptop --wave demo --mode queued" in re.sub(
-        r"\s+", " ", lines
+    assert "--set id_kind=nik" in lines  # the example joins a NIK: one NIK, one place
+    assert (
+        ".venv/bin/gelombang simulate --scenario laptop --wave demo --recreate --mode queued"
+        in re.sub(r"\s+", " ", lines)
     )
+    assert "-c jar " not in lines  # the tour leaves no cookie file in the repository
 
 
 def test_the_tour_completes_registrations(tmp_path: Path) -> None:
@@ -71,19 +78,39 @@ def test_the_tour_completes_registrations(tmp_path: Path) -> None:
         put = gelombang(
             "wave", "--url", serve.url, "put", "demo",
             "--set", f"opens_at={now - 60}", "--set", f"closes_at={now + 3600}",
-            "--set", "admit_rate=5", "--set", "max_active=50",
+            "--set", "admit_rate=5", "--set", "max_active=50", "--set", "id_kind=nik",
             "--set", f"origin_url={origin.url}/",
         )  # fmt: skip
         assert put.returncode == 0, put.stderr
-        run = gelombang(
-            "simulate", "--scenario", "laptop", "--wave", "demo", "--mode", "queued",
-            "--queue-url", serve.url, "--origin-url", origin.url,
-            "--max-seconds", str(TOUR_SECONDS), "--quiet",
-        )  # fmt: skip
+        args = ("simulate", "--scenario", "laptop", "--wave", "demo", "--mode", "queued",
+                "--queue-url", serve.url, "--origin-url", origin.url,
+                "--max-seconds", str(TOUR_SECONDS), "--quiet")  # fmt: skip
+        refused = gelombang(*args)  # demo opened a minute ago: it cannot open again
+        assert refused.returncode == 2, refused.stderr
+        assert "wave demo opened at " in refused.stderr and "--recreate" in refused.stderr
+        run = gelombang(*args, "--recreate", "--out", str(tmp_path / "out"))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "warning" not in run.stderr, run.stderr
+    said = " ".join(run.stderr.split())
+    assert "deleted wave demo (nobody in it) to create it anew" in said
+    assert (
+        "the run re-creates wave demo from scenario 'laptop': it opens 10 s after the run starts "
+        "(pre-queue from 10 s before that) and closes 100 s after it"
+    ) in said
+    assert "changes: admit_rate 5 -> 20, admit_burst 5 -> 20, max_active 50 -> 40" in said
     completed = int(re.search(r"registrations completed\s+(\d+)", run.stdout).group(1))  # type: ignore[union-attr]
     assert completed >= 50, run.stdout
+    # a real opening: people joined a pre-queue, and once its members were admitted the
+    # pre-queue figures are measured, not "–" (they were, when the wave had already opened)
+    record = RunRecord.load(tmp_path / "out" / "run-queued.json")
+    assert record.totals.prequeue > 0
+    block_admitted = [o for o in record.registrants if o.prequeue and o.admitted_t is not None]
+    row = next(
+        line
+        for line in run.stdout.splitlines()
+        if line.startswith("pre-queue admitted before later arrivals")
+    )
+    assert row.rstrip().endswith("yes") if block_admitted else True, row
 
 
 def test_a_set_up_that_cannot_work_is_named(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from aiohttp import web
 from playwright.async_api import Browser
 
 from queue_service.app import create_app
-from queue_service.appkeys import KEYRING
+from queue_service.appkeys import KEYRING, OVERLOAD
 from queue_service.settings import Settings
 from queue_service.tokens import TokenVerifier
 from tests.helpers.pages import Exchange, Tab, launch_chromium, open_tab, wait_until
@@ -381,6 +381,8 @@ async def test_admission_shows_the_admitted_state_and_redirects_with_a_valid_tok
     await wait_for(page, in_state("admitted"))
     shown = await snapshot(page)
     assert shown["badge"] == "Giliran Anda!"
+    # how long the registration session lasts, and until when (the token's exp)
+    assert "Sesi pendaftaran Anda berlaku ± 15 menit, sampai " in shown["message"]
     assert shown["progress"] == 100 >= start  # the bar only moves forward
     assert shown["scrollWidth"] <= PHONE_WIDTH
     button = await page.page.evaluate(
@@ -644,7 +646,7 @@ async def test_without_javascript_the_page_shows_the_real_state_and_refreshes_it
     assert await notice.is_visible()
     box = await notice.bounding_box()
     assert box is not None and box["y"] + box["height"] < PHONE_HEIGHT / 3  # at the top
-    assert "Aktifkan JavaScript" in await notice.text_content()
+    assert "JavaScript tidak aktif" in await notice.text_content()
     assert await tab.page.text_content("#state") == "Dijeda"
     assert await tab.page.text_content("#position") == str(OTHERS_AHEAD + 1)
     async with service.http.get(
@@ -728,8 +730,135 @@ async def test_a_verified_join_comes_with_the_sites_enqueue_token_and_hides_it(
     await wait_for(bare, in_state("verify"))
     assert "signed in at the registration site" in (await snapshot(bare))["message"]
 
+    # after '#', as the README tells sites to: never in a server log or a Referer
     token = mint_enqueue_token(site_key, wave=WAVE, account="acct-1", kid=jwk["kid"])
-    page = await open_page(browser, service.page_url(f"?enqueue_token={token}"), "en-US")
+    page = await open_page(browser, service.page_url(f"#enqueue_token={token}"), "en-US")
     await wait_for(page, IN_LINE)
     assert "enqueue_token" not in page.page.url  # kept out of the address bar and history
+    assert_no_page_errors(page)
+    # in the query it works too (a site that cannot do otherwise), once per token
+    other = mint_enqueue_token(site_key, wave=WAVE, account="acct-2", kid=jwk["kid"])
+    second = await open_page(browser, service.page_url(f"?enqueue_token={other}"), "en-US")
+    await wait_for(second, IN_LINE)
+    assert "enqueue_token" not in second.page.url
+    assert_no_page_errors(second)
+
+
+# -- the page under load, without JavaScript, and from a link -------------------------------
+
+SCREENSHOTS = Path("/tmp/gelombang-screenshots")
+"""Where the page tests leave what a phone showed, to be looked at (never committed)."""
+
+
+async def screenshot(tab: Tab, name: str) -> None:
+    SCREENSHOTS.mkdir(exist_ok=True)  # noqa: ASYNC240  (once, a local folder)
+    await tab.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+BUSY = "document.body.innerText.includes('Antrean sedang sangat ramai')"
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+async def test_under_load_the_page_stays_a_page_and_comes_back_by_itself(
+    service: Service, browser: Browser, javascript: bool
+) -> None:
+    """A process shedding load answers the page with a small page in both languages that
+    says the place is safe, then loads the waiting page again by itself (script or meta
+    refresh): never a blank page of JSON in English."""
+    joined = await join_as(service, f"busy-{javascript}")
+    tab = await open_tab(browser, width=PHONE_WIDTH, height=PHONE_HEIGHT, locale="id-ID",
+                         javascript=javascript)  # fmt: skip
+    await tab.context.add_cookies(
+        [{"name": "gelombang_ticket", "value": joined["ticket"], "url": service.page_url()}]
+    )
+    guard = service.app[OVERLOAD]
+    max_lag_s, guard.max_lag_s = guard.max_lag_s, 0.0  # every page request is shed
+    try:
+        response = await tab.page.goto(service.page_url())
+        assert response is not None and response.status == 503
+        text = await tab.page.evaluate("document.body.innerText")
+        assert "Antrean sedang sangat ramai" in text and "The queue is very busy" in text
+        assert "tempat Anda tetap aman" in text and "it is safe" in text
+        assert '"error"' not in text
+        assert await tab.page.evaluate("document.documentElement.scrollWidth") <= PHONE_WIDTH
+        await screenshot(tab, f"shed-{'js' if javascript else 'nojs'}")
+    finally:
+        guard.max_lag_s = max_lag_s
+    # Retry-After is 2 s; the script adds up to as long again at random
+    await wait_until(tab.page, "!!document.getElementById('position')", timeout_s=10)
+    assert await tab.page.text_content("#position") == str(OTHERS_AHEAD + 1)
+    assert tab.console_errors == []
+    await tab.close()
+
+
+async def test_without_javascript_a_registrant_joins_with_the_button_and_keeps_the_place(
+    service: Service, browser: Browser
+) -> None:
+    tab = await open_tab(browser, width=PHONE_WIDTH, height=PHONE_HEIGHT, locale="id-ID",
+                         javascript=False)  # fmt: skip
+    await tab.page.goto(service.page_url())
+    assert await tab.page.text_content("#state") == "Belum dalam antrean"  # not "Memuat…"
+    assert "tidak menghilangkan tempat" not in (await tab.page.text_content("#tip") or "")
+    button = tab.page.get_by_role("button", name="Masuk antrean")
+    box = await button.bounding_box()
+    assert box is not None and box["height"] >= 48 and box["y"] < PHONE_HEIGHT  # in view
+    await screenshot(tab, "nojs-join")
+
+    await button.click()  # a plain form post, then back to the page
+    await tab.page.wait_for_url(service.page_url())
+    assert await tab.page.text_content("#state") == "Dijeda"
+    assert await tab.page.text_content("#position") == str(OTHERS_AHEAD + 1)
+    assert "tidak menghilangkan tempat Anda" in (await tab.page.text_content("#tip") or "")
+    await screenshot(tab, "nojs-in-line")
+    await tab.page.reload()  # the place is kept: the same ticket, no second join
+    assert await tab.page.text_content("#position") == str(OTHERS_AHEAD + 1)
+    assert (await service.counts())["waiting"] == OTHERS_AHEAD + 1
+
+    await service.admit_everyone()  # admitted: a link on, and how long the session lasts
+    await asyncio.sleep(0.5)
+    await tab.page.reload()
+    assert await tab.page.text_content("#state") == "Giliran Anda!"
+    assert "Sesi pendaftaran Anda berlaku" in (await tab.page.text_content("#message") or "")
+    await screenshot(tab, "nojs-admitted")
+    await tab.page.get_by_role("link", name="Lanjutkan pendaftaran").click()
+    await tab.page.wait_for_url(lambda url: url.startswith(service.origin.url))
+    assert len(service.origin.tokens) == 1
+    await tab.close()
+
+
+async def test_a_ticket_in_the_link_is_the_place_shown_and_kept(
+    service: Service, browser: Browser
+) -> None:
+    """`/w/{wave}?ticket=...` (a link carrying the place) shows that place, and the page's
+    script keeps it: it used to join anew and show the holder a worse place."""
+    joined = await join_as(service, "linked-1")
+    page = await open_page(browser, service.page_url(f"?ticket={joined['ticket']}"), "en-US")
+    await wait_for(page, IN_LINE)
+    assert (await snapshot(page))["position"] == str(joined["position"])
+    assert [e for e in page.exchanges if e.url.endswith("/join")] == []
+    assert "ticket=" not in page.page.url  # kept out of the address bar and of history
+    await page.page.reload()
+    await wait_for(page, IN_LINE)
+    assert (await snapshot(page))["position"] == str(joined["position"])
+    assert [e for e in page.exchanges if e.url.endswith("/join")] == []
+    assert_no_page_errors(page)
+
+
+async def test_the_page_shows_who_runs_the_queue_and_what_to_have_ready(
+    service: Service, browser: Browser
+) -> None:
+    await service.put_wave(
+        operator_name="Manajemen Pelaksana Program Kartu Prakerja",
+        official_url="https://www.prakerja.go.id/",
+        have_ready=["NIK dan nomor KK", "Foto KTP (JPEG/PNG, < 2 MB)", "HP untuk kode OTP"],
+    )
+    page = await open_page(browser, service.page_url(), "id-ID")
+    await wait_for(page, IN_LINE)
+    text = await page.page.evaluate("document.body.innerText")
+    assert "Manajemen Pelaksana Program Kartu Prakerja" in text
+    assert "www.prakerja.go.id" in text and "Foto KTP" in text
+    assert await page.page.evaluate("document.documentElement.scrollWidth") <= PHONE_WIDTH
+    await screenshot(page, "trust-id")
+    await page.page.click("#lang")
+    assert "Have ready now" in await page.page.evaluate("document.body.innerText")
     assert_no_page_errors(page)

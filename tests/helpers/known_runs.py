@@ -6,12 +6,16 @@ from __future__ import annotations
 from simulator.records import RegistrantOutcome, RunMeta, RunRecord, TimeSeries
 
 PREQUEUE_ORDER = [3, 7, 0, 9, 1, 5, 8, 2, 6, 4]  # pre-queue registrant k is admitted at rank i
+WALL_T0 = 1_900_000_000  # the run's t = 0 as Unix seconds (what admission tokens sign)
 
 
 def known_run(mode: str, errors_per_s: int, peak: int) -> RunRecord:
     """40 s run, opening at t=10. Ten pre-queue registrants (joined 0..9) admitted in a
     shuffled order at 10..19; then 100 registrants joining at 10 + k*0.25, admitted FIFO, each
-    waiting exactly k+1 seconds... except in direct mode, where the order is reversed."""
+    waiting exactly k+1 seconds... except in direct mode, where the order is reversed. Through
+    Gelombang each admission carries its ticket (join order) and signed second, and every
+    registrant's first origin request is served half a second after admission."""
+    queued = mode == "queued"
     series = TimeSeries.empty(40.0)
     outcomes = []
     for rank, k in enumerate(PREQUEUE_ORDER):
@@ -23,7 +27,10 @@ def known_run(mode: str, errors_per_s: int, peak: int) -> RunRecord:
                 joined_t=float(k),
                 prequeue=True,
                 admitted_t=10.0 + rank * 0.1,
+                first_served_t=10.5 + rank * 0.1,
                 completed_t=12.0 + rank * 0.1,
+                ticket=k + 1 if queued else None,
+                admitted_iat=WALL_T0 + int(10.0 + rank * 0.1) if queued else None,
             )
         )
     for k in range(100):
@@ -39,7 +46,10 @@ def known_run(mode: str, errors_per_s: int, peak: int) -> RunRecord:
                 position_at_join=k + 1,
                 eta_at_join_s=wait + 2.0,
                 admitted_t=admitted,
+                first_served_t=admitted + 0.5 if queued else admitted,
                 completed_t=admitted + 1.0,
+                ticket=11 + k if queued else None,
+                admitted_iat=WALL_T0 + int(admitted) if queued else None,
             )
         )
         series.add("arrivals", joined)
@@ -50,7 +60,10 @@ def known_run(mode: str, errors_per_s: int, peak: int) -> RunRecord:
         series.set("queue_length", t, max(0, 50 - abs(t - 15) * 4))
         series.set("admit_rate_target", t, 4.0 if mode == "queued" else 0.0)
         series.add("admissions", t, 4 if 10 <= t < 38 else 0)
-    queued = mode == "queued"
+        series.add("rate_limited", t, 3 if queued and 10 <= t < 20 else 0)
+    if queued:  # 30 429s: 20 to the one bot, 10 to a person polling from two tabs
+        outcomes[10].is_bot, outcomes[10].rate_limited = True, 20
+        outcomes[11].rate_limited = 10
     meta = RunMeta(
         mode=mode,
         scenario="known",

@@ -21,9 +21,11 @@ import subprocess
 from collections.abc import Iterator
 from typing import Any
 
-QUICK_TEST_LIMIT_S = 15.0
+QUICK_TEST_LIMIT_S = 60.0
 """A quick test's longest run (setup, call and teardown) before it fails as misfiled: far above
-what a quick test takes (well under a second), so a slow day does not trip it."""
+what a quick test takes (well under a second, the longest 3-4 s), so neither a slow day nor a
+machine shared with other work trips it (seen: a 3.4 s test took 16 s with the load at 4 on
+2 cores); tests over QUICK_TEST_WARN_S are listed at the end of every run."""
 QUICK_TEST_WARN_S = 3.0
 """Listed at the end of a run: quick tests getting close to needing the mark."""
 ALLOWED_IN_QUICK = frozenset({"redis-server"})

@@ -177,3 +177,38 @@ async def test_the_ticket_cookie_is_secure_when_tls_ended_at_a_trusted_proxy(
         cookie = response.headers["Set-Cookie"]
         assert ("; Secure" in cookie) is secure, (trusted, proto, cookie)
         assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+async def test_an_opened_wave_cannot_be_postponed_and_is_told_how_to_hold_admission(
+    client: TestClient, clock: ManualClock
+) -> None:
+    """A wave opens once (its pre-queue is drawn and frozen then). Moving opens_at of an opened
+    wave into the future used to be accepted silently: the wave kept admitting while showing
+    a future opening. Now it is refused with what to do instead; a wave that has not opened
+    yet can still be postponed."""
+    await put_wave(client, "w")  # opened 10 s ago
+    await join_ok(client, "w", "a")
+    before = await admin_view(client, "w")
+    moved = await client.put("/admin/v1/waves/w", json={"opens_at": T0 + 600}, headers=ADMIN)
+    assert moved.status == 409
+    error = (await moved.json())["error"]
+    assert error["code"] == "wave_already_opened"
+    assert "gelombang wave pause w" in error["message"] and "new wave" in error["message"]
+    after = await admin_view(client, "w")
+    assert after["state"] == "open" and after["wave"] == before["wave"]  # nothing changed
+    # other changes, and an opening moved within the past, are no postponement
+    await client.put("/admin/v1/waves/w", json={"opens_at": T0 - 5}, headers=ADMIN)
+    assert (await admin_view(client, "w"))["wave"]["opens_at"].startswith("2030-03-17T17:46:35")
+
+    await put_wave(client, "later", opens_at=T0 + 600, closes_at=T0 + 7200)
+    postponed = await client.put(
+        "/admin/v1/waves/later", json={"opens_at": T0 + 1200}, headers=ADMIN
+    )
+    assert postponed.status == 200 and (await postponed.json())["state"] == "scheduled"
+
+
+async def test_a_new_wave_missing_fields_is_told_all_of_them(client: TestClient) -> None:
+    response = await client.put("/admin/v1/waves/new", json={"admit_rate": 5}, headers=ADMIN)
+    assert response.status == 400
+    message = (await response.json())["error"]["message"]
+    assert message.endswith("missing: opens_at, closes_at and origin_url")

@@ -47,3 +47,24 @@ def test_every_path_a_document_names_exists() -> None:
         if not exists(path, document)
     )
     assert not dead, "\n".join(dead)
+
+
+RUN_FROM_THE_CLONE = {
+    "README.md": ("## A five-minute tour", "## How it works"),
+    "docs/loadtesting.md": ("", ""),
+    "docs/demo.md": ("", ""),
+}
+"""Documents (or the part between two headings) whose commands are run in a clone after
+scripts/setup: the tools are in .venv/bin (nothing is installed on PATH, no environment is
+activated). The deployment sections speak of an installed `gelombang`."""
+BARE_TOOL = re.compile(r"^(?:[A-Z_]+=\S+ )*(gelombang|locust|python|pytest|ruff|mypy) ", re.M)
+
+
+def test_commands_for_a_fresh_clone_name_the_virtual_environments_tools() -> None:
+    for name, (start, end) in RUN_FROM_THE_CLONE.items():
+        text = (REPO / name).read_text("utf-8")
+        if start:
+            text = text[text.index(start) : text.index(end)]
+        for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+            bare = BARE_TOOL.findall(block)
+            assert not bare, f"{name}: {bare} without .venv/bin/ in\n{block}"

@@ -130,6 +130,8 @@ def test_template_variables_query_exposed_metrics() -> None:
     series = known_series()
     for name, board in dashboards():
         for variable in board["templating"]["list"]:
+            if variable["type"] == "datasource":
+                continue  # lists datasources, queries no metric
             metric, label = re.fullmatch(
                 r"label_values\((\w+),\s*(\w+)\)", variable["definition"]
             ).groups()  # type: ignore[union-attr]
@@ -164,8 +166,9 @@ def test_dashboards_show_what_the_sre_on_duty_needs() -> None:
 
 def test_dashboards_are_well_formed_for_grafana_provisioning() -> None:
     datasources = yaml.safe_load((GRAFANA / "provisioning/datasources/prometheus.yml").read_text())
-    datasource_uid = datasources["datasources"][0]["uid"]
     assert datasources["datasources"][0]["url"] == "http://prometheus:9090"
+    # the provisioned Prometheus is the default, which the datasource variable starts on
+    assert datasources["datasources"][0]["isDefault"] is True
     providers = yaml.safe_load((GRAFANA / "provisioning/dashboards/gelombang.yml").read_text())
     assert providers["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
     assert {path.name for path in DASHBOARD_FILES} == {"wave-overview.json", "service.json"}
@@ -185,7 +188,7 @@ def test_dashboards_are_well_formed_for_grafana_provisioning() -> None:
             occupied |= cells
             if panel["type"] == "row":
                 continue
-            assert panel["datasource"]["uid"] == datasource_uid, (name, panel["title"])
+            assert panel["datasource"]["uid"] == "${datasource}", (name, panel["title"])
             assert panel["targets"], (name, panel["title"])
     assert len(uids) == len(DASHBOARD_FILES)
 
@@ -193,3 +196,16 @@ def test_dashboards_are_well_formed_for_grafana_provisioning() -> None:
 def test_dashboard_files_are_built_from_the_generator() -> None:
     module = runpy.run_path(str(DASHBOARDS / "build_dashboards.py"))
     assert module["main"](["--check"]) == 0, "run .venv/bin/python dashboards/build_dashboards.py"
+
+
+def test_dashboards_name_no_datasource_uid_so_an_import_shows_data() -> None:
+    """Imported into a Grafana whose Prometheus has another uid, a dashboard that hard-codes
+    one shows no data. Every reference goes through the `datasource` variable, which lists
+    the Grafana's Prometheus datasources and starts on its default."""
+    for name, board in dashboards():
+        variables = board["templating"]["list"]
+        assert variables[0]["name"] == "datasource" and variables[0]["type"] == "datasource"
+        assert variables[0]["query"] == "prometheus" and variables[0]["current"] == {}
+        uids = re.findall(r'"uid": "([^"]*)"', json.dumps(board))
+        refs = {uid for uid in uids if uid != board["uid"]}
+        assert refs == {"${datasource}"}, (name, refs)

@@ -157,3 +157,34 @@ def test_prometheus_config_is_valid_with_the_rule_files(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     found = sum(int(n) for n in re.findall(r"SUCCESS: (\d+) rules found", result.stdout))
     assert found == len(all_rules()), result.stdout
+
+
+def runbook_sections() -> dict[str, str]:
+    """Heading -> body of every `##` and `###` section of the runbook."""
+    parts = re.split(r"^#{2,3} (.+)$", RUNBOOK.read_text(), flags=re.MULTILINE)
+    return {heading.strip(): body for heading, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def test_every_runbook_entry_says_what_to_type_and_what_to_tell_registrants() -> None:
+    """An SRE at midnight pastes commands, and someone has to tell a million people what is
+    happening: each alert's entry has literal commands and a message for registrants, and
+    the runbook says how to postpone an opening."""
+    from queue_service import metrics
+    from queue_service.commands.wave import ACTIONS
+
+    sections = runbook_sections()
+    entries = {name: sections[name] for name in (r["alert"] for r in alert_rules())}
+    entries["Postpone an opening"] = sections["Postpone an opening"]
+    for name, body in entries.items():
+        assert "```sh\n" in body, f"{name}: no command to paste"
+        assert "**Tell registrants:**" in body, f"{name}: nothing to tell registrants"
+    postpone = entries["Postpone an opening"]
+    assert "gelombang wave pause $WAVE" in postpone and "--set opens_at=" in postpone
+    assert "wave_already_opened" in postpone
+    text = RUNBOOK.read_text()
+    for action in re.findall(r"gelombang wave (\w+)", text):
+        assert action in ACTIONS, action
+    exposed = {m._name for m in vars(metrics).values() if hasattr(m, "_name")}
+    for name in re.findall(r"\bgelombang_([a-z_]+?)(?:_total)?\b", text):
+        named = f"gelombang_{name}"  # a whole name, or the prefix of a grep pattern
+        assert any(e == named or e.startswith(named) for e in exposed), named

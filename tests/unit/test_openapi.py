@@ -297,6 +297,9 @@ async def test_real_answers_match_the_document(
     jwks = await conform(spec, await client.get("/.well-known/jwks.json"))
     assert len(jwks["keys"]) == 1
     assert "<html" in (await conform(spec, await client.get("/w/w1"))).lower()
+    form_join = await client.post("/w/w1", data={"registrant": "akun-4"}, allow_redirects=False)
+    assert form_join.status == 303 and await conform(spec, form_join) is None
+    assert form_join.headers["Location"] == "/w/w1"
     assert "gelombang_" in await conform(spec, await client.get("/metrics"))
     assert await conform(spec, await client.get("/healthz")) == {"status": "ok"}
     assert await conform(spec, await client.get("/readyz")) == {"status": "ready"}
@@ -368,7 +371,6 @@ async def test_refusals_match_the_document(spec: Spec, client: Client) -> None:
         ("invalid_wave_id", "POST", "/api/v1/waves/Bad!/join", {"json": {"registrant": "a"}}),
         ("unknown_wave", "POST", "/api/v1/waves/nope/join", {"json": {"registrant": "a"}}),
         ("unknown_wave", "GET", "/api/v1/waves/nope", {}),
-        ("unknown_wave", "GET", "/w/nope", {}),
         ("payload_too_large", "POST", f"{base}/join", {"data": b"x" * 5000}),
         ("missing_ticket", "GET", f"{base}/status", {}),
         ("invalid_ticket", "GET", f"{base}/status", {"headers": {"X-Queue-Ticket": "1.forged"}}),
@@ -386,6 +388,14 @@ async def test_refusals_match_the_document(spec: Spec, client: Client) -> None:
     for expected, method, path, options in refusals:
         response = await client.request(method, path, **options)
         assert await error_code(spec, response) == expected, f"{method} {path}"
+
+    # The waiting page stays a page: an unknown wave or a bad id is a page that says so.
+    for path in ("/w/nope", "/w/Bad!"):
+        response = await client.get(path)
+        assert response.status == 404
+        assert "Wave not found" in await conform(spec, response)
+    moved = await client.put("/admin/v1/waves/w1", json={"opens_at": T0 + 600}, headers=ADMIN)
+    assert await error_code(spec, moved) == "wave_already_opened"
 
     # Outside every documented route the error shape and its code enum still hold.
     for path, method, expected in (

@@ -424,7 +424,7 @@ async def test_signing_in_hands_out_an_enqueue_token_the_queue_accepts(
     )
     assert signed_in.status == 200
     body = await signed_in.json()
-    assert body["queue_url"].startswith(f"{queue.make_url(f'/w/{WAVE}')}?enqueue_token=")
+    assert body["queue_url"].startswith(f"{queue.make_url(f'/w/{WAVE}')}#enqueue_token=")
     assert "ani@example.com" not in body["enqueue_token"]  # the account is opaque
     joined = await queue.post(
         f"/api/v1/waves/{WAVE}/join", json={"enqueue_token": body["enqueue_token"]}

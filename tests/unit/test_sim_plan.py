@@ -8,17 +8,22 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
+from datetime import UTC, datetime
 
 import pytest
+from aiohttp.test_utils import TestClient
 
 from queue_service import pacing
-from queue_service.waves import parse_wave
+from queue_service.commands import wave as wave_command
 from simulator import sizing
 from simulator.commands import plan
 from simulator.measured import RESULTS
 from simulator.model import run_model
 from simulator.scenario import load_scenario
 from tests.helpers.paths import REPO
+from tests.helpers.support import ADMIN, ADMIN_TOKEN
+
+JSON_BODY = {"Content-Type": "application/json"}
 
 
 def test_the_planners_measured_figures_are_those_of_results_md() -> None:
@@ -83,24 +88,54 @@ def test_sizing_follows_from_the_run_and_the_measured_figures() -> None:
     assert s.peak_sessions == scenario.wave.max_active
 
 
-def test_plan_prints_the_system_and_a_command_the_service_accepts(
+async def test_plan_prints_the_system_and_a_command_that_creates_the_wave(
+    capsys: pytest.CaptureFixture[str], client: TestClient
+) -> None:
+    """The "apply it" command, as printed, creates a new wave (it used to lack opens_at,
+    closes_at and origin_url), through the admin client's own request builder; and a run
+    prints one line, not a line a second of "virtual time 0.0 h"."""
+    parser = argparse.ArgumentParser()
+    plan.add_arguments(parser)
+    args = parser.parse_args(
+        ["--scenario", "laptop", "--hours", "0.02", "--opens-at", "2030-01-01T12:00:00+07:00",
+         "--origin-url", "http://127.0.0.1:9/daftar"]
+    )  # fmt: skip
+    assert plan.run(args) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    for label in ("queue tier", "Redis", "origin", "people", "ETA prior"):
+        assert label in out
+    progress = [line for line in captured.err.splitlines() if line.startswith("  run ")]
+    runs = {line.split(":")[0] for line in progress}
+    assert len(progress) == len(runs), progress  # one line per run
+    assert "virtual time" not in captured.err
+    command = next(line.strip() for line in out.splitlines() if "gelombang wave put" in line)
+    words = shlex.split(command)
+    assert words[:4] == ["gelombang", "wave", "put", "laptop"]
+    wave_cli = argparse.ArgumentParser()
+    wave_command.add_arguments(wave_cli)
+    request = wave_command.build_request(wave_cli.parse_args(words[2:]), ADMIN_TOKEN)
+    assert request.data is not None
+    created = await client.put(
+        "/admin/v1/waves/laptop", data=request.data, headers={**ADMIN, **JSON_BODY}
+    )
+    assert created.status == 201, await created.text()
+    view = (await created.json())["wave"]
+    assert view["opens_at"] == "2030-01-01T05:00:00+00:00"
+    assert view["closes_at"] == "2030-01-01T05:01:30+00:00"  # the scenario's 90 s wave
+    assert view["origin_url"] == "http://127.0.0.1:9/daftar"
+    assert view["max_active"] == 40 and view["expected_session_s"] > 1.0
+
+
+def test_without_the_real_values_the_command_says_which_are_placeholders(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     parser = argparse.ArgumentParser()
     plan.add_arguments(parser)
-    args = parser.parse_args(["--scenario", "laptop", "--hours", "0.02", "--quiet"])
-    assert plan.run(args) == 0
+    assert plan.run(parser.parse_args(["--scenario", "laptop", "--hours", "0.02", "--quiet"])) == 0
     out = capsys.readouterr().out
-    for label in ("queue tier", "Redis", "origin", "people", "ETA prior"):
-        assert label in out
-    command = next(line.strip() for line in out.splitlines() if "gelombang wave put" in line)
-    words = shlex.split(command)
-    assert words[:4] == ["gelombang", "wave", "put", "laptop"]
-    fields = dict(w.split("=", 1) for w in words[5::2])
-    config = parse_wave(
-        "laptop",
-        {"opens_at": 2e9, "closes_at": 2e9 + 3600, "origin_url": "http://127.0.0.1:9/",
-         **{k: float(v) if "." in v else int(v) for k, v in fields.items()}},
-    )  # fmt: skip
-    assert config.max_active == 40
-    assert config.expected_session_s > 1.0
+    command = next(line for line in out.splitlines() if "gelombang wave put" in line)
+    assert f"--set origin_url={sizing.PLACEHOLDER_ORIGIN}" in command
+    assert "(origin_url: placeholders on registration.example; give --origin-url" in out
+    opens = next(w for w in shlex.split(command) if w.startswith("opens_at="))
+    assert datetime.fromisoformat(opens.split("=", 1)[1]) > datetime.now(UTC)

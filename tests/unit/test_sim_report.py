@@ -46,8 +46,10 @@ async def test_the_report_renders_in_a_real_browser(tmp_path: Path) -> None:
             "Queue length over time",
             "Admissions per second vs admit_rate",
             "Origin concurrency vs capacity",
-            "Errors over time",
-            "Wait-time distribution",
+            "Origin errors over time",
+            "Requests refused by rate limits",
+            "Wait to reach the origin",
+            "Wait in line",
             "ETA error: estimated vs actual wait",
             "Fairness: join order vs admission order",
         ):
@@ -58,7 +60,7 @@ async def test_the_report_renders_in_a_real_browser(tmp_path: Path) -> None:
             " return {name: s.dataset.chart, w: r.width, h: r.height,"
             " marks: s.querySelectorAll('polyline, rect, circle').length}; })"
         )
-        assert len(charts) == 8
+        assert len(charts) == 10
         for chart in charts:
             assert chart["w"] > 300 and chart["h"] > 100, chart
             assert chart["marks"] > 0, chart
@@ -73,7 +75,7 @@ async def test_the_report_renders_in_a_real_browser(tmp_path: Path) -> None:
         assert cells["peak / capacity"] == ["2.25", "0.75"]
         assert cells["fairness: Kendall tau-b, join vs admission (post-opening)"] == ["-1", "1"]
         assert cells["pre-queue admitted before later arrivals"] == ["yes", "yes"]
-        assert cells["wait p95 (s)"][1] == "95"
+        assert cells["wait in line p95 (s)"][1] == "95"
         # It opens with the verdict, then the settings the runs used.
         opening = await page.evaluate(
             "[...document.body.children].slice(0, 4).map(e => e.tagName + ' ' + e.id)"
@@ -109,5 +111,5 @@ async def test_the_report_renders_in_a_real_browser(tmp_path: Path) -> None:
 def test_one_run_is_enough_for_a_report() -> None:
     run = known_run("queued", 0, 15)
     page = render_html([run], [summarise(run)])
-    assert page.count('<svg class="chart"') == 8
+    assert page.count('<svg class="chart"') == 10
     assert 'data-run="queued"' in page

@@ -24,7 +24,7 @@ from simulator.stats import (
     summarise,
     waits,
 )
-from tests.helpers.known_runs import PREQUEUE_ORDER, known_run
+from tests.helpers.known_runs import PREQUEUE_ORDER, WALL_T0, known_run
 
 # ----------------------------------------------------------------------------- pure functions
 
@@ -282,3 +282,71 @@ def test_the_live_driver_depends_on_the_statistics_but_not_on_charts_or_the_page
     assert "simulator.stats" in loaded
     for module in ("simulator.charts", "simulator.report", "simulator.summary"):
         assert module not in loaded, f"simulator.driver imports {module}"
+
+
+# ------------------------------------------------------------- figures with one definition
+
+
+def signed_pair(prequeue_noticed: float, later_noticed: float, prequeue_iat: int) -> RunRecord:
+    """A pre-queue registrant and one who joined after opening, both admitted in the signed
+    second 10 of the run (the queue admits the pre-queue block first within it); their
+    `admitted_t` is what the driver records: mid-second, or the poll that noticed, if sooner."""
+    record = known_run("queued", 0, 15)
+    pre, later = record.registrants[0], record.registrants[10]
+    for outcome, noticed, iat, ticket in (
+        (pre, prequeue_noticed, prequeue_iat, 1),
+        (later, later_noticed, 10, 11),
+    ):
+        signed = iat + 0.5
+        outcome.admitted_t = min(noticed, max(outcome.joined_t or 0.0, signed))
+        outcome.admitted_iat, outcome.ticket = WALL_T0 + iat, ticket
+    later.joined_t = later.arrival_t = 10.1
+    record.registrants[:] = [pre, later]
+    return RunRecord.build(record.meta, record.series, record.registrants)
+
+
+def test_the_prequeue_line_is_judged_on_signed_seconds_and_does_not_flip_on_a_tie() -> None:
+    """Both admitted in the same signed second; the later arrival's poll happened to notice
+    first (10.3 s) while the pre-queue holder's time is the mid-second (10.5 s): the old
+    figure said "no" although the queue kept its order. A pre-queue admission signed in a
+    later second than someone who joined after opening is a real "no"."""
+    tie = signed_pair(prequeue_noticed=10.9, later_noticed=10.3, prequeue_iat=10)
+    assert tie.registrants[0].admitted_t > tie.registrants[1].admitted_t  # type: ignore[operator]
+    assert fairness(tie)["prequeue_admitted_first"] is True
+    late = signed_pair(prequeue_noticed=11.9, later_noticed=10.3, prequeue_iat=11)
+    assert fairness(late)["prequeue_admitted_first"] is False
+
+
+def test_every_figure_means_the_same_in_both_runs() -> None:
+    """A figure the run without Gelombang cannot have is "–" there, never a number with
+    another meaning: its wait to reach the origin runs on the same clock as the queue's."""
+    direct = summarise(known_run("direct", errors_per_s=3, peak=45))
+    queued = summarise(known_run("queued", errors_per_s=0, peak=15))
+    for key in ("queue_admitted", "wait_s", "eta_error_s", "rate_limited_bot_share"):
+        value = direct[key]
+        assert value is None or all(v in (None, 0) for v in value.values()), key
+    assert queued["wait_s"]["p50"] == 45.0  # joining to admission, pre-queue included
+    # first attempt to first request served: without Gelombang, arriving to the first answer;
+    # through it, arriving to the first answer after admission (here 0.5 s after)
+    assert direct["origin_wait_s"]["n"] == queued["origin_wait_s"]["n"] == 110
+    assert queued["origin_wait_s"]["p50"] == pytest.approx(queued["wait_s"]["p50"] + 0.5, abs=1)
+    assert direct["reached_origin"] == queued["reached_origin"] == 110
+
+
+def test_the_share_of_429s_that_went_to_bots_is_counted_not_assumed() -> None:
+    queued = summarise(known_run("queued", errors_per_s=0, peak=15))
+    assert queued["rate_limited_bot_share"] == pytest.approx(20 / 30, abs=1e-4)
+    assert queued["bot_share"] == pytest.approx(1 / 110, abs=1e-4)
+
+
+def test_eta_bias_is_shown_by_when_people_joined() -> None:
+    """Everyone is told 2 s too much, except the last third, who wait 30 s longer than told:
+    the overall median hides it, the late third's median shows it."""
+    record = known_run("queued", errors_per_s=0, peak=15)
+    later = [o for o in record.registrants if not o.prequeue]
+    for outcome in later[67:]:
+        outcome.eta_at_join_s = (outcome.wait_s or 0.0) - 30.0
+    errors = summarise(record)["eta_error_s"]
+    assert errors["median"] == -2.0
+    assert errors["early_median"] == errors["middle_median"] == -2.0
+    assert errors["late_median"] == 30.0
