@@ -123,6 +123,9 @@ def audit(
         "admitted": sum(1 for e in tickets if e.fields.get("outcome") == "admitted"),
         "skipped": dict(sorted(reasons.items())),
         "config_changes": sum(1 for e in entries.parsed if e.kind == "config"),
+        "states": [
+            f"{e.fields.get('state')}@{e.at_ms}" for e in entries.parsed if e.kind == "state"
+        ],
         "head": entries.hashes[-1].hex() if entries.hashes else GENESIS_PREV.hex(),
     }
     return report

@@ -48,7 +48,7 @@ FULL_PAGE_CACHE = 256
 """Full pages kept per process (immutable: a CDN or a newsroom's readers ask for the same)."""
 INTEGER_FIELDS = frozenset({"order", "seq", "prequeue", "max_active", "quota"})
 NUMBER_FIELDS = frozenset({"admit_rate", "admit_burst"})
-KINDS = ("genesis", "config", "draw", "ticket")
+KINDS = ("genesis", "config", "draw", "ticket", "state")
 """The kinds this version writes; readers keep (and hash) any other kind they meet."""
 OUTCOMES = ("admitted", "skipped")
 SKIP_REASONS = ("abandoned", "left")

@@ -244,7 +244,8 @@ end
 --   '<version> <position> <kind> <at ms> <name>=<value> ...'
 -- version 1; position = the entry's 0-based index in the ledger; kinds: genesis (wave,
 -- commitment), config (the admission settings in force from then on), draw (the pre-queue
--- size and the revealed seed), ticket (one per admission-order position the cursor decided).
+-- size and the revealed seed), ticket (one per admission-order position the cursor decided),
+-- state (the wave's state, when an admission step finds it changed).
 -- Values hold no space and no '='; new kinds and new names may be added, never reordered.
 -- The hash chain over the lines is computed by the service (queue_service/ledger.py: Redis
 -- scripts have no SHA-256), and the lines themselves never change once written.

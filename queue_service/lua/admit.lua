@@ -25,8 +25,9 @@
 -- ledger in the same call (lua/_lib.lua: ledger_append), with why a ticket was skipped:
 -- 'abandoned' (missed its deadline), or the reason left at give-up time in its 'gone' bucket
 -- ('left'; 'unknown' if none: never expected); the admission settings are recorded as a config
--- entry by the first step that uses them, so the ledger tells the rate in force over time. The
--- pre-queue is walked only once it is drawn (ctl.drawn, draw.lua).
+-- entry by the first step that uses them, so the ledger tells the rate in force over time, and
+-- the wave's state when a step finds it changed (a state entry). The pre-queue is walked only
+-- once it is drawn (ctl.drawn, draw.lua).
 -- Returns {counts as name/value pairs, admitted, left}: admitted holds 4 values per ticket
 -- admitted now (seq, joined ms, ETA promised at join s, registrant hash); left holds the
 -- seqs of the left list from position counts.left_from on (at most 1000).
@@ -85,6 +86,15 @@ if now > tokens_at then
 end
 
 local state = wave_state(cfg, ctl, now)
+-- public proof: the wave's state when a step finds it changed (opened, paused, resumed, full,
+-- closed), before the places it decides: the ledger tells why places stopped being decided
+local function note_state(now_state)
+  if redis.call('HGET', ledger_state_key, 'state') ~= now_state then
+    redis.call('HSET', ledger_state_key, 'state', now_state)
+    ledger_entries[#ledger_entries + 1] = {now, 'state', 'state=' .. now_state}
+  end
+end
+note_state(state)
 local admitted_now = {}
 local abandoned_now = 0
 -- the pre-queue has no order until it is drawn (a moment after the opening): nobody is
@@ -154,6 +164,7 @@ if state == 'open' and not drawing then
 end
 redis.call('HSET', KEYS[2], 'tokens', string.format('%.6f', tokens), 'tokens_at', tokens_at,
   'step_at', now)
+note_state(state)  -- as the step leaves it (full, after its admissions)
 ledger_append(prefix, ledger_entries)
 
 -- The left list: its head is trimmed while the cursor has passed those tickets (no process

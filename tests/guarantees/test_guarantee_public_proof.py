@@ -118,7 +118,9 @@ async def test_the_ledger_lists_every_decision_with_no_personal_data(
     record = await lottery(client, clock)
     entries = [e for page in record["pages"] for e in page["entries"]]
     kinds = [e["kind"] for e in entries]
-    assert kinds[:3] == ["genesis", "config", "draw"]
+    assert kinds[:4] == ["genesis", "config", "state", "draw"]  # the first step: at the opening
+    states = [e["fields"]["state"] for e in entries if e["kind"] == "state"]
+    assert states == ["open"]
     assert entries[1]["fields"] == {
         "admit_rate": 2.0, "admit_burst": 2.0, "max_active": 0, "quota": 0,
     }  # fmt: skip
@@ -134,7 +136,7 @@ async def test_the_ledger_lists_every_decision_with_no_personal_data(
     names = {name for e in entries for name in e["fields"]}
     assert names <= {
         "wave", "commitment", "admit_rate", "admit_burst", "max_active", "quota", "prequeue",
-        "seed", "order", "seq", "from", "outcome", "reason",
+        "seed", "order", "seq", "from", "outcome", "reason", "state",
     }  # fmt: skip
     text = str(entries)
     for i in range(PREQUEUE):
@@ -328,3 +330,23 @@ async def test_across_pages_the_stored_checkpoints_expose_an_entry_changed_later
     report = run_audit(again)
     assert "chain" in failed(report)
     assert "page from 9" in next(c.detail for c in report.checks if c.name == "chain")
+
+
+async def test_the_ledger_tells_when_the_wave_paused_filled_and_closed(
+    client: TestClient, clock: ManualClock
+) -> None:
+    await put_wave(client, WAVE, admit_rate=1, admit_burst=1, quota=2)
+    for i in range(4):
+        await join_ok(client, WAVE, f"r{i}")
+    await admit(client, WAVE)
+    for action in ("pause", "resume"):
+        await client.post(f"/admin/v1/waves/{WAVE}/{action}", headers=ADMIN)
+        clock.advance(1)
+        await admit(client, WAVE)
+    await client.post(f"/admin/v1/waves/{WAVE}/close", headers=ADMIN)
+    await admit(client, WAVE)
+    record = await download(client, WAVE)
+    states = [e["fields"]["state"] for e in entries_of(record) if e["kind"] == "state"]
+    assert states == ["open", "paused", "open", "full", "closed"]
+    report = run_audit(record)
+    assert report.ok and report.stats["admitted"] == 2 and len(report.stats["states"]) == 5
