@@ -68,6 +68,8 @@ log = logging.getLogger(__name__)
 
 PREQUEUE_SCORE_BITS = 52  # exact in a Redis sorted-set score (a double)
 PREQUEUE_SCORE_BYTES = 7
+FEED_SEQ_MAX = 999_999_999_999_999
+"""Above any sequence number within one millisecond of the revocations stream."""
 CLIENT_BACKOFF_CAP_MS = 60_000
 """Longest a waiting page waits between retries after errors: a poll refused by a rate limit
 or the state store is given this long (plus the grace) before it counts as missed."""
@@ -518,12 +520,19 @@ class QueueService:
             entries = await self.store.revoked_after(wave, after)
         except UnknownWave:
             raise self._unknown_wave(wave) from None
-        next_after = entries[-1][0] if entries else after
+        next_after, next_after_ms = after, int(after.partition("-")[0])
+        if entries:
+            next_after = entries[-1][0]
+            next_after_ms = int(next_after.partition("-")[0])
+        elif "-" not in after:
+            # a bare millisecond (after_ms, inclusive) with nothing from it on: the feed position
+            # just before it, so the next read misses nothing (a position, as documented)
+            next_after = f"{next_after_ms - 1}-{FEED_SEQ_MAX}" if next_after_ms else "0-0"
         return {
             "wave": wave,
             "revoked": [jti for _, jti in entries],
             "next_after": next_after,
-            "next_after_ms": int(next_after.partition("-")[0]),
+            "next_after_ms": next_after_ms,
             "more": len(entries) >= REVOKED_PAGE,
             "as_of_ms": int(time.time() * 1000),
         }
