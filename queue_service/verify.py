@@ -25,11 +25,14 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from queue_service.clock import Clock, SystemClock
+from queue_service.errors import StoreUnavailable
 from queue_service.store import REVOKED_PAGE, Store
 from queue_service.tokens import AdmissionClaims, InvalidAdmissionToken, TokenVerifier
 
 REVOCATION_MIRROR_S = 0.5
 """A session ended anywhere is refused by every process's verify route within this."""
+REVOCATION_STALE_LIMIT_S = 30.0
+"""While Redis is unreachable, checks go on from the last copy of the revocations this long."""
 CLAIMS_CACHE_SIZE = 16_384
 BINDINGS_CACHE_SIZE = 65_536
 BINDING_BYTES = 16
@@ -54,6 +57,9 @@ class _Mirror:
 
     after: str = "0-0"
     read_at: float = -1e9
+    """When it was last read (monotonic); never yet: far in the past."""
+    retry_at: float = 0.0
+    """After a failed read, not before this (monotonic)."""
     revoked: dict[str, float] = field(default_factory=dict)
     """jti -> when this process learnt of it (monotonic); kept for a session's length."""
     refreshing: asyncio.Future[None] | None = None
@@ -116,7 +122,8 @@ class AdmissionCheck:
 
     async def _is_revoked(self, wave: str, token_id: str, session_ttl_s: float) -> bool:
         mirror = self._mirrors.setdefault(wave, _Mirror())
-        if time.monotonic() - mirror.read_at > REVOCATION_MIRROR_S:
+        now = time.monotonic()
+        if now - mirror.read_at > REVOCATION_MIRROR_S and now >= mirror.retry_at:
             if mirror.refreshing is None:
                 mirror.refreshing = asyncio.ensure_future(
                     self._refresh(wave, mirror, session_ttl_s)
@@ -124,6 +131,13 @@ class AdmissionCheck:
             refreshing = mirror.refreshing
             try:
                 await asyncio.shield(refreshing)
+            except StoreUnavailable:
+                mirror.retry_at = now + REVOCATION_MIRROR_S  # not every check waits on Redis
+                # A session ends only through Redis, so while no process can reach it nothing is
+                # revoked: the copy stays good for a while. Past REVOCATION_STALE_LIMIT_S (this
+                # process alone may be cut off while others write), refuse to answer (503).
+                if time.monotonic() - mirror.read_at > REVOCATION_STALE_LIMIT_S:
+                    raise
             finally:
                 if mirror.refreshing is refreshing and refreshing.done():
                     mirror.refreshing = None

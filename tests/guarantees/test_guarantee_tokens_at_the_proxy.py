@@ -7,15 +7,19 @@ has seen before without verifying its signature again."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 from unittest import mock
 
 import jwt
+import pytest
 from aiohttp.test_utils import TestClient
 
+from queue_service import verify as verify_module
 from queue_service.clock import ManualClock
-from queue_service.tokens import TokenVerifier
-from queue_service.verify import REVOCATION_MIRROR_S
+from queue_service.errors import StoreUnavailable
+from queue_service.tokens import KeyRing, TokenIssuer, TokenVerifier
+from queue_service.verify import REVOCATION_MIRROR_S, AdmissionCheck, Admitted
 from tests.helpers.support import admit, join_ok, poll_ok, put_wave
 
 VERIFY = "/api/v1/waves/{wave}/verify"
@@ -157,3 +161,39 @@ async def test_whatever_a_proxy_or_browser_sends_is_a_clear_answer_never_a_5xx(
         for query in ("", "?proxy=forward"):
             status, _, body = await ask(client, "w", headers, query)
             assert status in (200, 302, 401), (headers, status, body)
+
+
+class _RedisAway:
+    """A store whose Redis has gone (every read raises StoreUnavailable), after one good read."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def revoked_after(self, wave: str, position: str) -> list[tuple[str, str]]:
+        self.reads += 1
+        if self.reads > 1:
+            raise StoreUnavailable("gone", retry_after_s=2)
+        return [("1-0", "ended-session")]
+
+
+async def test_while_redis_is_away_checks_go_on_from_the_last_revocations_for_a_while(
+    keyring: KeyRing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sessions end only through Redis: while it is unreachable nothing new is revoked, so the
+    verify route keeps answering from its copy, for REVOCATION_STALE_LIMIT_S, then 503s."""
+    seconds = [1000.0]
+    monkeypatch.setattr(verify_module.time, "monotonic", lambda: seconds[0])
+    store = _RedisAway()
+    check = AdmissionCheck(store, TokenVerifier.from_keyring(keyring))  # type: ignore[arg-type]
+    issuer = TokenIssuer(keyring)
+    now = time.time()
+    token = issuer.issue(wave="w", subject="s", ticket=1, incarnation="i", stamp="t",
+                         admitted_at=now, expires_at=now + 600)  # fmt: skip
+    assert isinstance(await check.check("w", token, None, 600), Admitted)
+    seconds[0] += REVOCATION_MIRROR_S + 1  # due for a read: Redis is away
+    assert isinstance(await check.check("w", token, None, 600), Admitted)
+    assert isinstance(await check.check("w", token, None, 600), Admitted)
+    assert store.reads == 2  # a failed read is not tried again at every check
+    seconds[0] += verify_module.REVOCATION_STALE_LIMIT_S
+    with pytest.raises(StoreUnavailable):
+        await check.check("w", token, None, 600)
