@@ -36,7 +36,7 @@ pytestmark = pytest.mark.slow
 WAVE = "prakerja-70"  # the wave id both configurations name
 NGINX_CONF = REPO / "deploy" / "nginx-protect.conf"
 CADDYFILE = REPO / "deploy" / "Caddyfile"
-REVOCATION_WITHIN_S = 3.0
+REVOCATION_WITHIN_S = 10.0  # nominally 0.5 s (verify.REVOCATION_MIRROR_S); slack for load
 
 
 def replace_once(pattern: str, replacement: str, text: str, name: str) -> str:
