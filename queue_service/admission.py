@@ -134,8 +134,14 @@ class AdmissionLoop:
         sealed_count, sealed_at = self._sealed.get(wave, (0, 0.0))
         now = time.monotonic()
         if step.counts.ledger_length > sealed_count and now - sealed_at >= SEAL_INTERVAL_S:
-            head = await ledger.seal(self._store, wave)
-            self._sealed[wave] = (head.count, now + random.uniform(0, 0.2 * SEAL_INTERVAL_S))
+            jitter = random.uniform(0, 0.2 * SEAL_INTERVAL_S)
+            try:
+                head = await ledger.seal(self._store, wave)
+            except Exception as exc:  # admission goes on; sealing is tried again later
+                log.warning("wave %s: sealing the ledger failed: %s", wave, exc)
+                self._sealed[wave] = (sealed_count, now + jitter)
+                return
+            self._sealed[wave] = (head.count, now + jitter)
 
 
 async def step_wave(
