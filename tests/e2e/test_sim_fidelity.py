@@ -23,6 +23,10 @@ waiting; the model with seed 7 was within 8.3% of their mean on every figure. So
   0.20-0.27 over model seeds; the ETA is hardest here, most people join in the spike before
   anything is measured), while the formula broken to 1/admit_rate, or to the measured rate
   alone, gives 0.53-0.59: the test fails when the ETA formula is broken.
+
+The spread was measured with nothing else running, so the module runs `exclusive`: a live
+run sharing the two cores with other tests waits longer than one alone (CI, 2026-12-07: wait
+p50 11.4 s live against 13.3 s modelled from the same run).
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ TOLERANCE = {
     **{f"waiting_at_{t:g}s": 0.10 for t in WAITING_AT_S},
 }
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.exclusive]
 
 
 @pytest.fixture(scope="module")
