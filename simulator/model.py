@@ -43,7 +43,7 @@ from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from queue_service import pacing
+from queue_service import admission_policy, pacing
 from queue_service.pacing import PaceEstimate, PacePrior
 from simulator import sessions
 from simulator.model_draws import Draws
@@ -421,7 +421,7 @@ class WaveModel:
         silent = self.rnd() < self.beh.silent_abandon_share
         tk.silent[ticket] = silent
         if silent:
-            deadline = last_poll + told_s * pacing.DEADLINE_SLACK + self.grace
+            deadline = admission_policy.poll_deadline(last_poll, told_s, self.grace)
             tk.skip_at[ticket] = max(gone, deadline)
         else:
             tk.skip_at[ticket] = gone
@@ -464,9 +464,7 @@ class WaveModel:
         self.opened = True
         block = self.prequeue_block
         self.draws.rng.shuffle(block)
-        spread = min(pacing.PREQUEUE_MAX_SPREAD_S,
-                     max(1.0, len(block) / pacing.PREQUEUE_POLL_BUDGET_PER_S))  # fmt: skip
-        self.prequeue_spread_s = spread
+        self.prequeue_spread_s = admission_policy.prequeue_spread_s(len(block))
         for ticket in block:
             self.tickets.position[ticket] = self.line_base + len(self.line)
             self.line.append(ticket)
