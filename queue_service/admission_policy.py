@@ -75,7 +75,7 @@ def keeps_place(deadline: float, service_now: float) -> bool:
 def claim_until(now: float, deadline: float, service_now: float, session_ttl: float) -> float:
     """Until when an admission holds its slot before its holder's poll claims it: the holder's
     deadline (counted on the service clock), never longer than a session."""
-    return now + min(deadline - service_now, session_ttl)
+    return min(deadline + (now - service_now), now + session_ttl)
 
 
 def prequeue_spread_s(prequeue_size: int) -> float:
