@@ -84,7 +84,7 @@ class Departures:
         self.present = [0, 0, 0]
         self.left = 0
 
-    def add(self, t: float, kind: int, leaves: bool, sign: int = 1) -> None:
+    def add(self, t: float, kind: int, leaves: int, sign: int = 1) -> None:
         tick = int(t // self.tick_s)
         if tick <= self.applied:
             self.present[kind] -= sign
@@ -96,7 +96,7 @@ class Departures:
         row[kind] += sign
         row[3] += sign * leaves
 
-    def cancel(self, t: float, kind: int, leaves: bool) -> None:
+    def cancel(self, t: float, kind: int, leaves: int) -> None:
         self.add(t, kind, leaves, -1)
 
     def apply(self, tick: int) -> None:
@@ -258,19 +258,17 @@ class People:
         of the last poll)."""
         tk = self.tickets
         tk.gone_at[ticket] = gone
-        silent = behaviour.abandons_silently(self.draws, self.beh)
-        tk.silent[ticket] = silent
-        if silent:
+        if behaviour.abandons_silently(self.draws, self.beh):
             deadline = admission_policy.poll_deadline(last_poll, told_s, self.grace)
-            tk.skip_at[ticket] = max(gone, deadline)
+            self.queue.promise(ticket, max(gone, deadline))
         else:
-            tk.skip_at[ticket] = gone
-        self.departures.add(gone, tk.kind[ticket], not silent)
+            self.queue.leave(gone, ticket)
+        self.departures.add(gone, tk.kind[ticket], tk.left[ticket])
 
     def _cancel_leaving(self, ticket: int) -> None:
         tk = self.tickets
         if tk.gone_at[ticket] < INF:
-            self.departures.cancel(tk.gone_at[ticket], tk.kind[ticket], not tk.silent[ticket])
+            self.departures.cancel(tk.gone_at[ticket], tk.kind[ticket], tk.left[ticket])
         tk.gone_at[ticket] = tk.skip_at[ticket] = INF
 
     # ------------------------------------------------------------------ admission

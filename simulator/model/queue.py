@@ -85,12 +85,12 @@ class Tickets:
         self.skip_at = array("d")  # the cursor skips it from then on (INF while polled)
         self.admitted_at = array("d")
         self.slot_until = array("d")  # when its slot is freed (the event that counts)
+        self.left = bytearray()  # its holder gave the place up (leave): skipped, not abandoned
         # the holder's
         self.owner = array("q")  # registrant index
         self.kind = bytearray()  # how they poll (simulator.model.people)
         self.patience = array("d")
         self.gone_at = array("d")  # its holder stopped polling (INF while present)
-        self.silent = bytearray()  # its holder went without `leave`
         self.balked = bytearray()  # its holder left at once, on seeing the ETA
         self.may_return = bytearray()  # its holder has not come back yet (people do once)
         self.superseded = bytearray()  # its holder came back and took a new ticket
@@ -105,11 +105,11 @@ class Tickets:
         self.skip_at.append(INF)
         self.admitted_at.append(INF)
         self.slot_until.append(INF)
+        self.left.append(0)
         self.owner.append(owner)
         self.kind.append(kind)
         self.patience.append(patience)
         self.gone_at.append(INF)
-        self.silent.append(0)
         self.balked.append(0)
         self.may_return.append(1)
         self.superseded.append(0)
@@ -165,11 +165,23 @@ class ModelQueue:
         """The old ticket, if a join with it as proof hands its place back; else -1."""
         tk = self.tickets
         state = tk.state[old]
-        if state == IN_LINE and (tk.silent[old] or tk.gone_at[old] == INF):
+        if state == IN_LINE and (not tk.left[old] or tk.gone_at[old] == INF):
             return old  # not reached yet, and no `leave` marked it: the place holds
         if state == OFFERED and tk.slot_until[old] > t:
             return old
         return -1
+
+    def promise(self, ticket: int, deadline: float) -> None:
+        """The holder's last poll deadline: the cursor skips the ticket after it (as
+        abandoned), and admits it until then. INF: the holder keeps polling."""
+        self.tickets.skip_at[ticket] = deadline
+        self.tickets.left[ticket] = 0
+
+    def leave(self, at: float, ticket: int) -> None:
+        """The holder gives the place up at `at` (leave.lua): skipped from then on, for free,
+        and not counted abandoned."""
+        self.tickets.skip_at[ticket] = at
+        self.tickets.left[ticket] = 1
 
     def ahead(self, ticket: int) -> int:
         """Tickets the cursor has not reached ahead of this one (ghosts included)."""
@@ -233,7 +245,7 @@ class ModelQueue:
             self.head += 1
             if tk.skip_at[ticket] <= t:
                 tk.state[ticket] = FINISHED
-                self.abandoned += tk.silent[ticket]  # a missed deadline (leaves count at once)
+                self.abandoned += 1 - tk.left[ticket]  # a missed deadline, not a leave
                 passed(t, ticket, True)
                 continue
             self.tokens -= 1.0
