@@ -38,7 +38,10 @@ class Recorder:
             fates.extend(bytes(index + 1 - len(fates) + 1024))
         if fates[index] != REGISTERED_FATE:
             fates[index] = fate
-        self.series.gave_up[self.bin(t)] += 1
+        k = int(t // self.step)
+        self.series.gave_up[k if k < self.bins else self.bins - 1] += 1
+        if index % self.every:
+            return  # not sampled
         o = self.outcomes.get(index)
         if o is not None and o.completed_t is None:
             o.gave_up_t, o.gave_up_reason = t, FATE_NAMES[fate]
