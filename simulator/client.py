@@ -160,6 +160,8 @@ class Answer:
     reset: bool = False
     """No answer to an upload because the connection was reset while it was sent (a server
     that refuses an upload early, before reading it)."""
+    rate_limit_policy: str = ""
+    """The RateLimit-Policy header of a 429: which rule refused (e.g. `"join_per_ip";...`)."""
 
     @property
     def error_code(self) -> str | None:
@@ -183,6 +185,7 @@ def parse_answer(
     *,
     elapsed_s: float = 0.0,
     reset: bool = False,
+    rate_limit_policy: str | None = None,
 ) -> Answer:
     """One HTTP answer as the registrant reads it; `status` None: no answer at all."""
     body: Any = {}
@@ -197,6 +200,7 @@ def parse_answer(
         retry_after_s=retry_after_s(retry_after),
         elapsed_s=elapsed_s,
         reset=reset,
+        rate_limit_policy=rate_limit_policy or "",
     )
 
 

@@ -56,9 +56,11 @@ async def send(
             content = await response.read()
             status = response.status
             retry_after = response.headers.get("Retry-After")
+            policy = response.headers.get("RateLimit-Policy")
     except (TimeoutError, aiohttp.ClientError) as exc:
         reset = request.upload is not None and isinstance(
             exc, aiohttp.ClientOSError | aiohttp.ServerDisconnectedError
         )
         return Answer(None, {}, elapsed_s=time.monotonic() - started, reset=reset)
-    return parse_answer(status, content, retry_after, elapsed_s=time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    return parse_answer(status, content, retry_after, elapsed_s=elapsed, rate_limit_policy=policy)
