@@ -31,10 +31,15 @@ told, renege when patience runs out) -> LEAVING (saying so; silent leavers skip 
 the registration flow at the origin with the token; a run without a queue starts here) ->
 COMPLETING (the session ends at the queue, unless the person just closed the tab) -> DONE.
 
-A new stage (say, away waiting to be called back) is a member of `Stage`, the handlers that
-emit its calls and pauses, and their continuations: the executors need no change, since every
-action is a request to send or a time to wait. The `JourneyObserver` hears what happened
-(a place taken, an admission, the flow's answers, a registration) for the executor's records.
+A new stage is a member of `Stage`, the handlers that emit its calls and pauses, and their
+continuations; the executors need no change, since every action is a request to send or a
+time to wait. Call-backs, for instance: opting in is a `Call` (the contact, to the wave's
+notify route, built by `simulator.client`), leaving the page is a stage AWAY_CALLED whose
+`Pause` lasts until the return the person decided on (`simulator.behaviour`), and coming back
+by the return link is a `Call` of that link; the one new input would be the notification
+itself, fed in like an answer (`journey.notified(link, now)`) by whatever receives it. The
+`JourneyObserver` hears what happened (a place taken, an admission, the flow's answers, a
+registration) for the executor's records.
 """
 
 from __future__ import annotations
