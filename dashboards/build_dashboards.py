@@ -260,6 +260,37 @@ def wave_overview() -> dict[str, Any]:
                   "Requests refused with 429 (bots, refresh storms).",
                   (q("rule:gelombang_rate_limited:rate1m", "{{rule}}"),), unit="reqps"),
         )),
+        Row("Autopilot", (
+            Panel("Autopilot target against the origin's latency",
+                  "The concurrency the autopilot decided (applied as max_active when on), the "
+                  "sessions really active, and the origin's latency it read (right axis; its "
+                  "target is the wave's latency_target_s). A target at its floor with people "
+                  "waiting pages (GelombangAutopilotAtFloor).",
+                  (q(f"max by (wave) (gelombang_autopilot_target_active{{{WAVE}}})", "{{wave}} target"),
+                   q(f"wave:gelombang_sessions_active:max{{{WAVE}}}", "{{wave}} active"),
+                   q(f"max by (wave) (gelombang_autopilot_latency_seconds{{{WAVE}}})", "{{wave}} origin latency (s)")),
+                  width=12,
+                  extra={"fieldConfig": {"defaults": {"unit": "short", "color": {"mode": "palette-classic"}}, "overrides": [
+                      {"matcher": {"id": "byRegexp", "options": ".*latency.*"},
+                       "properties": [{"id": "custom.axisPlacement", "value": "right"},
+                                      {"id": "unit", "value": "s"}]}]}}),
+            Panel("Autopilot: origin errors and the admission rate it set",
+                  "The origin's error ratio the autopilot read (its error_target breached: the "
+                  "target drops) and admit_rate = target / measured session time.",
+                  (q(f"max by (wave) (gelombang_autopilot_error_ratio{{{WAVE}}})", "{{wave}} origin errors"),
+                   q(f"max by (wave) (gelombang_autopilot_admit_rate{{{WAVE}}})", "{{wave}} admit_rate (/s)")),
+                  width=8,
+                  extra={"fieldConfig": {"defaults": {"unit": "percentunit", "color": {"mode": "palette-classic"}}, "overrides": [
+                      {"matcher": {"id": "byRegexp", "options": ".*admit_rate.*"},
+                       "properties": [{"id": "custom.axisPlacement", "value": "right"},
+                                      {"id": "unit", "value": "reqps"}]}]}}),
+            Panel("Autopilot decisions per interval",
+                  "increase, decrease, hold, stale (a signal missing: it held), manual_hold "
+                  "(an operator's change stands).",
+                  (q(f"sum by (wave, action) (increase(gelombang_autopilot_decisions_total{{{WAVE}}}[{RATE}]))",
+                     "{{wave}} {{action}}"),),
+                  width=4),
+        )),
         Row("Origin health", (
             Panel("Origin in-flight vs capacity", "Requests being served against capacity.",
                   (q("sum by (job) (gelombang_origin_inflight)", "{{job}} in-flight"),

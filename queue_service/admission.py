@@ -19,8 +19,9 @@ import logging
 import random
 import time
 
-from queue_service import metrics
+from queue_service import ledger, metrics
 from queue_service.errors import ApiError
+from queue_service.prequeue_draw import draw_prequeue
 from queue_service.registry import WaveRegistry
 from queue_service.store import AdmitStep, HighWater, Store, UnknownWave
 
@@ -41,6 +42,9 @@ MIN_OUTAGE_GAP_MS) while anyone waits means no process reached Redis: it does no
 toward abandonment."""
 MIN_OUTAGE_GAP_MS = 1000
 
+
+SEAL_INTERVAL_S = 1.0
+"""How often a process stores the chain of a growing ledger (public proof)."""
 
 LOCAL_STATUS_AGE_STEPS = 20
 """A process answers status from its copy of a wave only while the copy is at most this many
@@ -76,6 +80,8 @@ class AdmissionLoop:
         self._due: dict[str, float] = {}
         """Wave -> when (monotonic) it is next stepped; absent = now."""
         self._failing = False
+        self._sealed: dict[str, tuple[int, float]] = {}
+        """Wave -> (entries of its ledger this process saw sealed, when)."""
 
     async def run(self) -> None:
         while True:
@@ -120,6 +126,22 @@ class AdmissionLoop:
             raise
         wait = cadence_s(step, self._interval_s) * random.uniform(0.8, 1.2)
         self._due[wave] = time.monotonic() + wait
+        await self._seal_ledger(wave, step)
+
+    async def _seal_ledger(self, wave: str, step: AdmitStep) -> None:
+        """Public proof: store the ledger's hash chain about every SEAL_INTERVAL_S while it
+        grows, so an entry changed in Redis later breaks what the service serves."""
+        sealed_count, sealed_at = self._sealed.get(wave, (0, 0.0))
+        now = time.monotonic()
+        if step.counts.ledger_length > sealed_count and now - sealed_at >= SEAL_INTERVAL_S:
+            jitter = random.uniform(0, 0.2 * SEAL_INTERVAL_S)
+            try:
+                head = await ledger.seal(self._store, wave)
+            except Exception as exc:  # admission goes on; sealing is tried again later
+                log.warning("wave %s: sealing the ledger failed: %s", wave, exc)
+                self._sealed[wave] = (sealed_count, now + jitter)
+                return
+            self._sealed[wave] = (head.count, now + jitter)
 
 
 async def step_wave(
@@ -135,6 +157,12 @@ async def step_wave(
         known=runtime.high_water if runtime else HighWater(),
     )
     await record_step(registry, wave, step)
+    counts = step.counts
+    if counts.open_seq >= 0 and not counts.drawn:
+        # the opening: the pre-queue is drawn (public proof), then admitted from at once
+        drawn = await draw_prequeue(store, wave)
+        if drawn and counts.seq > counts.cursor:  # held back for the draw: admit now
+            return await step_wave(store, registry, wave, outage_gap)
     return step
 
 

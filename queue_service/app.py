@@ -11,15 +11,18 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from queue_service import http_admin, http_public, metrics
+from queue_service import http_admin, http_proof, http_public, metrics
 from queue_service.admission import AdmissionLoop, local_status_max_age_s
 from queue_service.appkeys import (
     ADMIN_FAILURES,
+    ADMISSION_CHECK,
     KEYRING,
+    LEDGER,
     OVERLOAD,
     REDIS,
     SERVICE,
     SETTINGS,
+    STATUS_BOARD,
     STORE,
 )
 from queue_service.autopilot_loop import AutopilotLoop
@@ -35,6 +38,7 @@ from queue_service.endpoint import (
     unmatched,
 )
 from queue_service.errors import ApiError
+from queue_service.ledger import Ledger
 from queue_service.logs import redacted_url
 from queue_service.loop_lag import monitor_event_loop_lag
 from queue_service.metrics_http import metrics_handler
@@ -45,9 +49,11 @@ from queue_service.redis_client import connect_redis
 from queue_service.registry import WaveRegistry
 from queue_service.service import QueueService
 from queue_service.settings import Settings, StartupError
+from queue_service.status_page import StatusBoard
 from queue_service.store import Store
 from queue_service.tickets import TicketCodec, resolve_secret
 from queue_service.tokens import KeyRing, TokenIssuer, TokenVerifier
+from queue_service.verify import AdmissionCheck
 from queue_service.waves import parse_wave
 
 log = logging.getLogger(__name__)
@@ -126,6 +132,9 @@ def create_app(
         await load_config_waves(settings, store)
         metrics.init_process_series()
         app[REDIS], app[STORE], app[SERVICE] = redis, store, service
+        app[LEDGER] = Ledger(store, keyring_now)  # public proof (issue 25)
+        app[ADMISSION_CHECK] = AdmissionCheck(store, service.verifier, clock)
+        app[STATUS_BOARD] = StatusBoard(store, service, registry)
         yield
         await service.drain()
         await redis.aclose()
@@ -164,11 +173,18 @@ def add_routes(app: web.Application, max_body_bytes: int) -> None:
     routes: list[tuple[str, str, Handler]] = [
         ("POST", "/api/v1/waves/{wave}/join", p.join),
         ("GET", "/api/v1/waves/{wave}/status", p.status),
+        # asked before every request to a protected origin: early, as routes are tried in turn
+        ("GET", "/api/v1/waves/{wave}/verify", http_proof.verify),
         ("POST", "/api/v1/waves/{wave}/leave", p.leave),
         ("POST", "/api/v1/waves/{wave}/complete", p.complete),
         ("GET", "/api/v1/waves/{wave}", p.wave_info),
         ("GET", "/api/v1/waves/{wave}/revoked", p.revoked),
         ("GET", "/api/v1/waves/{wave}/challenge", p.challenge),
+        # public proof (issue 25)
+        ("GET", "/api/v1/waves/{wave}/ledger", http_proof.ledger_page),
+        ("GET", "/api/v1/waves/{wave}/ledger/head", http_proof.ledger_head),
+        ("GET", "/api/v1/status", http_proof.status_board),
+        ("GET", "/status", http_proof.status_page),
         ("GET", "/.well-known/jwks.json", p.jwks),
         ("GET", "/w/{wave}", p.waiting_page),
         ("POST", "/w/{wave}", p.page_join),

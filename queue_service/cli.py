@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("queue_service.commands.serve", "run the queue service"),
     "wave": ("queue_service.commands.wave", "admin client: list, show, create and control waves"),
     "keygen": ("queue_service.commands.keygen", "write a new Ed25519 admission signing key"),
+    "audit": ("queue_service.commands.audit", "check a wave from public data (draw, order, rate)"),
     **SIMULATOR_COMMANDS,
 }
 

@@ -44,6 +44,27 @@ Per wave, prefix `glb:{w:<wave>}:`
   rl:<rule>:<id> string GCRA theoretical arrival time of a join rule; PX TTL = until it no
                         longer matters
 
+  Public proof (docs/audit.md); kept with the wave, no TTL, no personal data in any of them
+  draw           hash   the pre-queue draw: seed (secret until the draw: never served before
+                        `drawn_ms` is set), commitment (SHA-256 of the seed, public from the
+                        wave's creation), committed_ms, prequeue (N, at the draw), drawn_ms,
+                        owner + lease_until (the process drawing), legacy (the wave was already
+                        admitting when this version first saw it: no verifiable draw)
+  ledger         list   the admission ledger, one canonical line per entry, append only
+                        (queue_service/ledger.py): genesis, config, draw and one ticket entry
+                        per admission-order position the cursor decided, in order
+  ledger:state   hash   cfg (the admission settings the last config entry recorded), sealed
+                        (entries covered by the stored hash chain), head (hex chain hash after
+                        entry sealed-1)
+  ledger:cp      list   the chain hash after each full page of ledger.PAGE_SIZE entries (entry k
+                        of this list: after ledger entry (k+1)*PAGE_SIZE-1): a served page is
+                        checked against it, and an entry changed in Redis shows as a break
+  gone:<seq/100> hash   seq -> why a waiting ticket was given up ('left'), kept until the
+                        admission cursor passes it and records the reason in the ledger (the
+                        ticket's own state is reclaimed at once)
+  bind:<jti>     string the browser binding of a one-time admission token (verify route); PXAT
+                        the token's expiry
+
 Global (no tag; admin paths only, never on the hot path)
   glb:waves      set    ids of every wave
   glb:secret     string service secret generated once when none is configured
@@ -96,6 +117,25 @@ class WaveKeys:
     def fixed(self) -> list[str]:
         """The keys every script is called with, in the order lua/_lib.lua names them."""
         return [self.cfg, self.ctl, self.prequeue, self.active, self.left, self.revocations]
+
+    @property
+    def draw(self) -> str:
+        return self.prefix + "draw"
+
+    @property
+    def ledger(self) -> str:
+        return self.prefix + "ledger"
+
+    @property
+    def ledger_state(self) -> str:
+        return self.prefix + "ledger:state"
+
+    @property
+    def ledger_checkpoints(self) -> str:
+        return self.prefix + "ledger:cp"
+
+    def binding(self, token_id: str) -> str:
+        return f"{self.prefix}bind:{token_id}"
 
     def registrant_bucket(self, bucket: int) -> str:
         return f"{self.prefix}reg:{bucket}"

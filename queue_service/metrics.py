@@ -328,6 +328,11 @@ REDIS_OPS = (
     "revoked",
     "wave_admin",
     "ping",
+    # public proof (issue 25): the draw, the ledger's seal and reads, one-time token bindings
+    "draw",
+    "ledger_seal",
+    "proof",
+    "bind",
 )
 
 

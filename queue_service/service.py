@@ -34,6 +34,7 @@ from queue_service.errors import (
 from queue_service.identity import canonical_registrant, signed_account
 from queue_service.local_status import answer_locally
 from queue_service.net import rate_limit_key
+from queue_service.proof import DrawCache
 from queue_service.proof_of_work import ChallengeCodec
 from queue_service.protocol import JoinResult, TicketState, WaveState
 from queue_service.ratelimit import Rule, limited_headers
@@ -67,6 +68,8 @@ log = logging.getLogger(__name__)
 
 PREQUEUE_SCORE_BITS = 52  # exact in a Redis sorted-set score (a double)
 PREQUEUE_SCORE_BYTES = 7
+FEED_SEQ_MAX = 999_999_999_999_999
+"""Above any sequence number within one millisecond of the revocations stream."""
 CLIENT_BACKOFF_CAP_MS = 60_000
 """Longest a waiting page waits between retries after errors: a poll refused by a rate limit
 or the state store is given this long (plus the grace) before it counts as missed."""
@@ -159,6 +162,8 @@ class QueueService:
         self.challenges = challenges
         self.clock = clock or SystemClock()
         self.seen = SeenBuffer(store)
+        self.draws = DrawCache(store)
+        """The pre-queue draw's commitment and seed, as the wave info shows them."""
         self.enqueue = EnqueueVerifier(self.clock)
         self._local_max_age_s = local_status_max_age_s
         self._joins: Coalescer[str, JoinRequest, JoinedTicket] = Coalescer(
@@ -502,6 +507,9 @@ class QueueService:
             "verified_joins": config.verified_joins,
             "pow_bits": config.pow_bits,
             "id_kind": config.id_kind,
+            # public proof: the draw's commitment (its seed after the opening) and the ledger
+            "draw": await self.draws.public(config.id, runtime.uid, counts.drawn),
+            "ledger": f"/api/v1/waves/{config.id}/ledger",
         }
 
     async def revoked(self, wave: str, after: str) -> dict[str, Any]:
@@ -512,12 +520,19 @@ class QueueService:
             entries = await self.store.revoked_after(wave, after)
         except UnknownWave:
             raise self._unknown_wave(wave) from None
-        next_after = entries[-1][0] if entries else after
+        next_after, next_after_ms = after, int(after.partition("-")[0])
+        if entries:
+            next_after = entries[-1][0]
+            next_after_ms = int(next_after.partition("-")[0])
+        elif "-" not in after:
+            # a bare millisecond (after_ms, inclusive) with nothing from it on: the feed position
+            # just before it, so the next read misses nothing (a position, as documented)
+            next_after = f"{next_after_ms - 1}-{FEED_SEQ_MAX}" if next_after_ms else "0-0"
         return {
             "wave": wave,
             "revoked": [jti for _, jti in entries],
             "next_after": next_after,
-            "next_after_ms": int(next_after.partition("-")[0]),
+            "next_after_ms": next_after_ms,
             "more": len(entries) >= REVOKED_PAGE,
             "as_of_ms": int(time.time() * 1000),
         }

@@ -45,6 +45,10 @@ class Settings:
     """Key for ticket MACs and registrant hashes, identical on every replica. None = one
     generated once and kept in Redis (shared by every process using that Redis)."""
     issuer: str = "gelombang"
+    public_url: str | None = None
+    """The queue's public base URL (https://antrean.example.go.id): the verify route sends a
+    browser without a valid admission token to `<public_url>/w/<wave>`; none = `/w/<wave>` on
+    the origin's own host (its proxy routes /w/ and /api/ to the queue)."""
     trusted_proxies: tuple[str, ...] = ()
     """CIDRs of load balancers whose X-Forwarded-For is believed."""
     max_body_bytes: int = 4096

@@ -21,7 +21,7 @@ from prometheus_client import Histogram
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisClusterException, RedisError
 
-from queue_service import metrics
+from queue_service import draw, metrics
 from queue_service.clock import Clock
 from queue_service.errors import StoreUnavailable
 from queue_service.keys import WAVES_KEY, WaveKeys
@@ -51,6 +51,8 @@ SCRIPTS = (
     "put_wave",
     "control",
     "autopilot",
+    "draw",
+    "ledger_seal",
 )
 READ_ONLY_SCRIPTS = frozenset({"read_counts"})
 STORE_RETRY_AFTER_S = 2
@@ -183,6 +185,10 @@ class WaveCounts:
     """Ended incarnations whose tickets must be checked in Redis (lua/_lib.lua)."""
     left_total: int
     """Length of the wave's left list."""
+    drawn: bool = True
+    """The pre-queue is drawn (public proof): reported by the admission step only."""
+    ledger_length: int = 0
+    """Entries in the wave's admission ledger: reported by the admission step only."""
 
     @property
     def waiting(self) -> int:
@@ -301,6 +307,8 @@ def _counts(pairs: Sequence[Any]) -> tuple[WaveCounts, _StepExtras]:
         ended_incarnations=_ended_incarnations(_s(raw["incs"])),
         rolled_back=_rolled_back(_s(raw["incs"])),
         left_total=number["left_total"],
+        drawn=bool(number.get("drawn", 1)),
+        ledger_length=number.get("ledger", 0),
     )
     extras = _StepExtras(
         number["abandoned_now"], number["expired_now"], number["left_from"], _s(raw["began"])
@@ -502,7 +510,8 @@ class Store:
     # -- configuration (admin paths) --------------------------------------------------------
 
     async def put_wave(self, config: WaveConfig) -> str:
-        flat: list[str] = [secrets.token_urlsafe(12)]
+        seed = draw.new_seed()  # kept only by a wave that has none yet (lua/put_wave.lua)
+        flat: list[str] = [secrets.token_urlsafe(12), seed, draw.commitment(seed)]
         for field, value in config.to_redis().items():
             flat += [field, value]
         result = _s(await self._script("put_wave", config.id, flat))
@@ -595,3 +604,77 @@ class Store:
         if batch:
             removed += await unlink_batch()
         return removed
+
+    # -- public proof (issue 25): the draw, the ledger, one-time bindings ---------------------
+
+    async def draw_begin(self, wave: str, owner: str, lease_ms: int) -> tuple[str, str, int]:
+        """('drawing', seed, N) when this caller must draw the pre-queue's N tickets now; else
+        ('drawn' | 'busy' | 'not_open', '', 0) (lua/draw.lua)."""
+        prefix, _ = _wave_keys(wave)
+        seed = draw.new_seed()
+        args = ["begin", prefix, self.now_arg(), owner, lease_ms, seed, draw.commitment(seed)]
+        raw = await self._script("draw", wave, args)
+        if _s(raw[0]) != "drawing":
+            return _s(raw[0]), "", 0
+        return "drawing", _s(raw[1]), int(raw[2])
+
+    async def draw_rank(self, wave: str, owner: str, size: int, ranks: Sequence[int]) -> bool:
+        """Score pre-queue tickets by their rank: `ranks` is rank, seq, rank, seq, ..."""
+        prefix, _ = _wave_keys(wave)
+        args = ["rank", prefix, self.now_arg(), owner, size, *ranks]
+        return _s(await self._script("draw", wave, args)) == "ok"
+
+    async def draw_finish(self, wave: str, owner: str, size: int) -> bool:
+        prefix, _ = _wave_keys(wave)
+        args = ["finish", prefix, self.now_arg(), owner, size]
+        return _s(await self._script("draw", wave, args)) == "done"
+
+    async def draw_public(self, wave: str) -> dict[str, str]:
+        """The draw's public fields: the commitment always; the seed only once drawn."""
+        raw = await self._call(
+            "proof",
+            self.redis.hmget(
+                WaveKeys(wave).draw, "commitment", "seed", "drawn_ms", "prequeue", "legacy"
+            ),
+        )
+        commitment, seed, drawn_ms, prequeue, legacy = (_s(v) if v else "" for v in raw)
+        public = {"commitment": commitment}
+        if drawn_ms:
+            public.update(seed=seed, drawn_ms=drawn_ms, prequeue=prequeue, legacy=legacy)
+        return public
+
+    async def ledger_unsealed(self, wave: str, most: int) -> tuple[int, str, int, list[str], int]:
+        """(sealed, head hex, checkpoints stored, up to `most` lines from `sealed` on, length)."""
+        prefix, _ = _wave_keys(wave)
+        sealed, head, checkpoints, lines, length = await self._script(
+            "ledger_seal", wave, ["read", prefix, most]
+        )
+        return int(sealed), _s(head), int(checkpoints), [_s(x) for x in lines], int(length)
+
+    async def ledger_store_seal(
+        self, wave: str, expected: int, sealed: int, head: str, checkpoints: Sequence[str]
+    ) -> tuple[bool, int, str]:
+        """Store the chain up to `sealed` if nobody did since `expected`: (written, sealed,
+        head) as stored now."""
+        prefix, _ = _wave_keys(wave)
+        args = ["write", prefix, expected, sealed, head, *checkpoints]
+        status, now_sealed, now_head = await self._script("ledger_seal", wave, args)
+        return _s(status) == "ok", int(now_sealed), _s(now_head)
+
+    async def ledger_lines(
+        self, wave: str, start: int, stop: int, checkpoint: int
+    ) -> tuple[list[str], str | None, int]:
+        """Lines start..stop (inclusive), the stored checkpoint number `checkpoint` (None when
+        absent, or when -1 is asked), and the ledger's length; one round trip."""
+        prefix, _ = _wave_keys(wave)
+        args = ["page", prefix, start, stop, checkpoint]
+        lines, stored, length = await self._script("ledger_seal", wave, args)
+        return [_s(x) for x in lines], (_s(stored) or None), int(length)
+
+    async def bind_once(self, wave: str, token_id: str, binding: str, until_ms: int) -> str:
+        """Bind a one-time token to `binding` unless it is bound: the binding it has now."""
+        key = WaveKeys(wave).binding(token_id)
+        previous = await self._call(
+            "bind", self.redis.set(key, binding, nx=True, get=True, pxat=max(1, until_ms))
+        )
+        return binding if previous is None else _s(previous)

@@ -233,6 +233,11 @@ class TokenVerifier:
         return cls(keys, **kwargs)
 
     @property
+    def leeway_s(self) -> float:
+        """Clock skew forgiven on `exp` and `iat`."""
+        return self._leeway
+
+    @property
     def public_keys(self) -> dict[str, Ed25519PublicKey]:
         return dict(self._keys)
 

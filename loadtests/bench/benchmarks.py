@@ -18,6 +18,7 @@ import redis
 from loadtests.bench import flood, peer, redis_ceiling, seed, simulation
 from loadtests.bench import idle as idle_waves
 from loadtests.bench import reclaim as reclaim_state
+from loadtests.bench import tokens as bench_tokens
 from loadtests.bench.processes import Server, hello_server, queue_server, redis_server
 from loadtests.bench.report import Row
 from loadtests.bench.wrk import WrkResult, run_wrk
@@ -469,7 +470,86 @@ def reclaim(o: Options, work: Path) -> list[Row]:
     )
 
 
-WRK_BENCHMARKS = ("throughput", "latency", "workers", "scale", "overload")
+def verify(o: Options, work: Path) -> list[Row]:
+    """(n) The verify route a reverse proxy asks before every request to a protected origin
+    (nginx auth_request, Caddy forward_auth), against the status poll in the same run,
+    interleaved, server on one CPU and wrk on the other: `o.sample` browsers' tokens sent as
+    the cookie, rotating (each token's claims are cached after its first check)."""
+    status_runs: list[Measured] = []
+    verify_runs: list[Measured] = []
+    verify_path = f"/api/v1/waves/{STATUS_WAVE}/verify"
+    with redis_server(work, {int(o.client_cpu)}) as rs:
+        tickets = _status_tickets(work, rs.url, STATUS_WAVE, o.tickets, o.sample)
+        keyring = bench_tokens.write_signing_key(work / "state")
+        tokens = bench_tokens.write_tokens(work / "tokens.txt", keyring, STATUS_WAVE, o.sample)
+        config = seed.write_config(work / "bench.toml")
+        with queue_server(work, rs.url, config, cpus=o.server_cpu) as queue:
+
+            def check_run() -> Measured:
+                return _measured(
+                    queue,
+                    "verify",
+                    lambda: run_wrk(
+                        queue.url + verify_path,
+                        duration_s=o.duration_s,
+                        connections=o.connections,
+                        script="status.lua",
+                        script_args=[
+                            verify_path,
+                            str(tokens),
+                            "Cookie",
+                            "gelombang_admission=",
+                        ],
+                        cpus=o.client_cpu,
+                    ),
+                )
+
+            # every browser's first check verifies the token's signature; later ones find its
+            # claims cached: the first run pays the first checks, the measured runs the rest
+            first = check_run()
+            for _ in range(o.runs):
+                status_runs.append(_status_run(queue, STATUS_WAVE, tickets, o, o.client_cpu))
+                verify_runs.append(check_run())
+    status_rate = statistics.median(r.wrk.requests_per_s for r in status_runs)
+    status_cpu = statistics.median(r.cpu_us for r in status_runs)
+    verify_cpu = statistics.median(r.cpu_us for r in verify_runs)
+    verify_rate = statistics.median(r.wrk.requests_per_s for r in verify_runs)
+    return [
+        Row(
+            f"verify: status poll, same run ({o.tickets:,} waiting)",
+            "req/s",
+            [r.wrk.requests_per_s for r in status_runs],
+            target="reference",
+            p99_ms=statistics.median(r.wrk.p99_ms for r in status_runs),
+            cpu_us=status_cpu,
+        ),
+        Row(
+            f"verify: auth_request check, {o.sample:,} browsers' tokens",
+            "req/s",
+            [r.wrk.requests_per_s for r in verify_runs],
+            target="CPU/request <= the status poll's (+10%)",
+            met=verify_cpu <= 1.1 * status_cpu,
+            ratio=verify_rate / status_rate,
+            p99_ms=statistics.median(r.wrk.p99_ms for r in verify_runs),
+            cpu_us=verify_cpu,
+            cpu_ratio=status_cpu / verify_cpu,
+            note=f"{verify_rate / status_rate:.2f}x the status poll's req/s, "
+            f"{verify_cpu:.1f} against {status_cpu:.1f} us of server CPU per request, each "
+            "token's claims cached after its first check",
+        ),
+        Row(
+            f"verify: first checks included, {o.sample:,} new browsers",
+            "req/s",
+            [first.wrk.requests_per_s],
+            target="measured",
+            cpu_us=first.cpu_us,
+            note=f"the first run: {o.sample:,} tokens' signatures verified among "
+            f"{first.wrk.requests:,} checks, {first.cpu_us:.1f} us per check on average",
+        ),
+    ]
+
+
+WRK_BENCHMARKS = ("throughput", "latency", "workers", "scale", "overload", "verify")
 BENCHMARKS = (
     *WRK_BENCHMARKS, "ceiling", "cluster", "admission", "idle", "reclaim", "driver", "model",
 )  # fmt: skip

@@ -32,6 +32,7 @@ ENVIRONMENT = {
     "secret": "key of ticket MACs and registrant hashes, the same on every replica",
     "signing_keys": "Ed25519 PEM files, comma-separated: the first signs admission tokens",
     "issuer": "iss of admission tokens (gelombang)",
+    "public_url": "public base URL: the verify route sends browsers to <it>/w/<wave>",
     "trusted_proxies": "CIDRs whose X-Forwarded-For (and -Proto) is believed",
     "rate_limits": "off: no rate limits (benchmarks); the rules are the config file's",
     "max_body_bytes": "larger request bodies are refused before they are read (4096)",

@@ -42,7 +42,8 @@ local function load_cfg(cfg_key)
 end
 
 local CTL_NUMBERS = {'seq', 'cursor', 'open_seq', 'admitted', 'abandoned', 'left', 'completed',
-  'expired', 'tokens', 'tokens_at', 'paused', 'closed', 'down_ms', 'step_at', 'left_base'}
+  'expired', 'tokens', 'tokens_at', 'paused', 'closed', 'down_ms', 'step_at', 'left_base',
+  'drawn'}
 local CTL_TEXTS = {'inc', 'inc_run', 'incs'}
 
 local function load_ctl(ctl_key)
@@ -54,7 +55,7 @@ local function load_ctl(ctl_key)
   for i, name in ipairs(CTL_NUMBERS) do ctl[name] = tonumber(raw[i]) end
   for i, name in ipairs(CTL_TEXTS) do ctl[name] = raw[#CTL_NUMBERS + i] or '' end
   for _, name in ipairs({'seq', 'cursor', 'admitted', 'abandoned', 'left', 'completed',
-      'expired', 'paused', 'closed', 'down_ms', 'step_at', 'left_base'}) do
+      'expired', 'paused', 'closed', 'down_ms', 'step_at', 'left_base', 'drawn'}) do
     ctl[name] = ctl[name] or 0
   end
   ctl.open_seq = ctl.open_seq or -1
@@ -212,6 +213,8 @@ local function ticket_view(prefix, ctl, seq, now, wave_state_now)
   if mark == SEEN.completed then return {'completed', -1, tonumber(string.sub(seen, 2)), seen} end
   if wave_state_now == 'closed' or wave_state_now == 'full' then return {'closed', -1, 0, seen} end
   if ctl.open_seq < 0 then return {'prequeue', -1, 0, seen} end
+  -- the pre-queue's order exists once it is drawn (draw.lua), moments after the opening
+  if seq <= ctl.open_seq and ctl.drawn ~= 1 then return {'prequeue', -1, 0, seen} end
   return {'waiting', order_of(prefix, ctl, seq), 0, seen}
 end
 
@@ -234,4 +237,55 @@ local function end_session(prefix, ctl_key, seq, seen, jti, now)
   redis.call('HINCRBY', ctl_key, 'completed', 1)
   if jti ~= '' then redis.call('XADD', KEYS[6], '*', 'jti', jti) end
   return true
+end
+
+-- Public proof (issue 25, docs/audit.md): the admission ledger, one canonical line per entry,
+-- appended here only, in the order things were decided:
+--   '<version> <position> <kind> <at ms> <name>=<value> ...'
+-- version 1; position = the entry's 0-based index in the ledger; kinds: genesis (wave,
+-- commitment), config (the admission settings in force from then on), draw (the pre-queue
+-- size and the revealed seed), ticket (one per admission-order position the cursor decided),
+-- state (the wave's state, when an admission step finds it changed).
+-- Values hold no space and no '='; new kinds and new names may be added, never reordered.
+-- The hash chain over the lines is computed by the service (queue_service/ledger.py: Redis
+-- scripts have no SHA-256), and the lines themselves never change once written.
+local LEDGER_VERSION = '1'
+
+-- entries: a list of {at ms, kind, 'name=value ...'}, appended in order.
+local function ledger_append(prefix, entries)
+  if #entries == 0 then return end
+  local key = prefix .. 'ledger'
+  local base = redis.call('LLEN', key)
+  local lines = {}
+  for i, entry in ipairs(entries) do
+    lines[#lines + 1] = string.format('%s %d %s %d %s', LEDGER_VERSION, base + i - 1, entry[2],
+      entry[1], entry[3])
+    if #lines == 1000 then
+      redis.call('RPUSH', key, unpack(lines))
+      lines = {}
+    end
+  end
+  if #lines > 0 then redis.call('RPUSH', key, unpack(lines)) end
+end
+
+-- The first entry: which wave this ledger is, and the draw's commitment (made at creation).
+local function ledger_start(prefix, now)
+  if redis.call('LLEN', prefix .. 'ledger') > 0 then return end
+  local wave = redis.call('HGET', prefix .. 'cfg', 'id') or ''
+  local commitment = redis.call('HGET', prefix .. 'draw', 'commitment') or 'none'
+  ledger_append(prefix, {{now, 'genesis', 'wave=' .. wave .. ' commitment=' .. commitment}})
+end
+
+-- The draw is complete: the seed is revealed (a ledger entry) and admission may walk the
+-- pre-queue (ctl.drawn). For a pre-queue of one ticket or more the service computes the order
+-- first (draw.lua); an empty one has none to compute (admit.lua reveals at once).
+local function draw_reveal(prefix, ctl_key, ctl, now)
+  local draw_key = prefix .. 'draw'
+  ledger_start(prefix, now)
+  local seed = redis.call('HGET', draw_key, 'seed') or 'none'
+  redis.call('HSET', draw_key, 'drawn_ms', now, 'prequeue', ctl.open_seq)
+  redis.call('HDEL', draw_key, 'owner', 'lease_until')
+  redis.call('HSET', ctl_key, 'drawn', 1)
+  ctl.drawn = 1
+  ledger_append(prefix, {{now, 'draw', string.format('prequeue=%d seed=%s', ctl.open_seq, seed)}})
 end

@@ -21,6 +21,13 @@
 -- What the cursor has passed is reclaimed: abandoned tickets and expired sessions (their
 -- records), the pre-queue order once it is all behind the cursor, the head of the left list
 -- once the cursor has passed those tickets, revocations older than a session.
+-- Public proof (issue 25): every position the cursor decides is appended to the wave's
+-- ledger in the same call (lua/_lib.lua: ledger_append), with why a ticket was skipped:
+-- 'abandoned' (missed its deadline), or the reason left at give-up time in its 'gone' bucket
+-- ('left'; 'unknown' if none: never expected); the admission settings are recorded as a config
+-- entry by the first step that uses them, so the ledger tells the rate in force over time, and
+-- the wave's state when a step finds it changed (a state entry). The pre-queue is walked only
+-- once it is drawn (ctl.drawn, draw.lua).
 -- Returns {counts as name/value pairs, admitted, left}: admitted holds 4 values per ticket
 -- admitted now (seq, joined ms, ETA promised at join s, registrant hash); left holds the
 -- seqs of the left list from position counts.left_from on (at most 1000).
@@ -37,6 +44,17 @@ local ctl = load_ctl(KEYS[2])
 open_if_due(KEYS[2], ctl, cfg, now)
 local began = begin_incarnation_if_needed(KEYS[2], ctl, new_inc, known_inc, known_seq) or ''
 local active_key = KEYS[4]
+
+-- public proof: the ledger's first entry once, then the settings this step admits under
+ledger_start(prefix, now)
+local ledger_entries = {}
+local ledger_state_key = prefix .. 'ledger:state'
+local settings_line = string.format('admit_rate=%.14g admit_burst=%.14g max_active=%d quota=%d',
+  cfg.admit_rate, cfg.admit_burst, cfg.max_active, cfg.quota)
+if redis.call('HGET', ledger_state_key, 'cfg') ~= settings_line then
+  redis.call('HSET', ledger_state_key, 'cfg', settings_line)
+  ledger_append(prefix, {{now, 'config', settings_line}})
+end
 
 -- Only a waiting holder's deadline can be missed; with nobody waiting a gap is no outage (an
 -- idle wave is stepped rarely: admission.py).
@@ -68,9 +86,23 @@ if now > tokens_at then
 end
 
 local state = wave_state(cfg, ctl, now)
+-- public proof: the wave's state when a step finds it changed (opened, paused, resumed, full,
+-- closed), before the places it decides: the ledger tells why places stopped being decided
+local function note_state(now_state)
+  if redis.call('HGET', ledger_state_key, 'state') ~= now_state then
+    redis.call('HSET', ledger_state_key, 'state', now_state)
+    ledger_entries[#ledger_entries + 1] = {now, 'state', 'state=' .. now_state}
+  end
+end
+note_state(state)
 local admitted_now = {}
 local abandoned_now = 0
-if state == 'open' then
+-- the pre-queue has no order until it is drawn (a moment after the opening): nobody is
+-- admitted before, not even later arrivals, who come after the whole pre-queue; so the ledger
+-- reveals the seed before its first ticket entry, pre-queue or not
+if ctl.open_seq == 0 and ctl.drawn ~= 1 then draw_reveal(prefix, KEYS[2], ctl, now) end
+local drawing = ctl.open_seq >= 0 and ctl.drawn ~= 1
+if state == 'open' and not drawing then
   local allowance = math.min(math.floor(tokens), max_admit)
   local active = redis.call('ZCARD', active_key)
   if cfg.max_active > 0 then allowance = math.min(allowance, cfg.max_active - active) end
@@ -86,6 +118,9 @@ if state == 'open' then
     end
     local seen_key = bucket_key(prefix, 'seen', seq)
     local deadline = tonumber(redis.call('HGET', seen_key, seq))
+    local from = 'line'
+    if ctl.cursor < ctl.open_seq then from = 'prequeue' end
+    local decided = string.format('order=%d seq=%d from=%s ', ctl.cursor, seq, from)
     if deadline and service_now <= deadline then
       redis.call('HSET', seen_key, seq, SEEN.admitted .. now)
       local claim_until = now + math.min(deadline - service_now, cfg.session_ttl_ms)
@@ -98,10 +133,19 @@ if state == 'open' then
       admitted = admitted + 1
       allowance = allowance - 1
       tokens = tokens - 1
+      ledger_entries[#ledger_entries + 1] = {now, 'ticket', decided .. 'outcome=admitted'}
     elseif deadline then
       reclaim(prefix, seq, nil)  -- abandoned: the holder missed their own deadline
       abandoned = abandoned + 1
-    end  -- no state: left (already reclaimed), passed over at no cost
+      ledger_entries[#ledger_entries + 1] =
+        {now, 'ticket', decided .. 'outcome=skipped reason=abandoned'}
+    else  -- no state: given up (already reclaimed), passed over at no cost
+      local gone_key = bucket_key(prefix, 'gone', seq)
+      local reason = redis.call('HGET', gone_key, seq)
+      if reason then redis.call('HDEL', gone_key, seq) else reason = 'unknown' end
+      ledger_entries[#ledger_entries + 1] =
+        {now, 'ticket', decided .. 'outcome=skipped reason=' .. reason}
+    end
     ctl.cursor = ctl.cursor + 1
     scanned = scanned + 1
   end
@@ -120,6 +164,8 @@ if state == 'open' then
 end
 redis.call('HSET', KEYS[2], 'tokens', string.format('%.6f', tokens), 'tokens_at', tokens_at,
   'step_at', now)
+note_state(state)  -- as the step leaves it (full, after its admissions)
+ledger_append(prefix, ledger_entries)
 
 -- The left list: its head is trimmed while the cursor has passed those tickets (no process
 -- needs to know they left any more); positions stay absolute (left_base counts the trimmed).
@@ -151,5 +197,6 @@ local counts = {'state', state, 'seq', ctl.seq, 'cursor', ctl.cursor, 'open_seq'
   'expired', ctl.expired, 'tokens', string.format('%.6f', tokens), 'cfg_version', cfg.version,
   'now_ms', now, 'down_ms', ctl.down_ms, 'inc', ctl.inc, 'incs', ctl.incs,
   'left_total', ctl.left_base + left_length, 'left_from', ctl.left_base + index,
-  'abandoned_now', abandoned_now, 'expired_now', expired_now, 'began', began}
+  'abandoned_now', abandoned_now, 'expired_now', expired_now, 'began', began,
+  'drawn', ctl.drawn, 'ledger', redis.call('LLEN', prefix .. 'ledger')}
 return {counts, admitted_now, left}

@@ -4,8 +4,8 @@
 -- ARGV[5] stamp, ARGV[6] the jti its admission token would carry.
 -- A waiting ticket becomes "left": its record is reclaimed at once (admission skips it at no
 -- cost; its status is 'expired'), and its number is logged in the wave's left list so every
--- process stops answering it as waiting. An admitted session ends, frees its max_active slot
--- and its token is revoked. A ticket whose number now belongs to somebody else (a different
+-- process stops answering it as waiting, and its reason in its 'gone' bucket for the ledger.
+-- An admitted session ends, frees its max_active slot and its token is revoked. A ticket whose number now belongs to somebody else (a different
 -- stamp) changes nothing.
 -- Returns 'left', 'ended', 'none' or 'unknown_wave'.
 
@@ -25,6 +25,8 @@ if mark == SEEN.admitted or mark == SEEN.claimed then
 end
 if tonumber(seen) then
   reclaim(prefix, seq, record)
+  -- public proof: why the cursor will find no state here (recorded in the ledger then)
+  redis.call('HSET', bucket_key(prefix, 'gone', seq), seq, 'left')
   redis.call('HINCRBY', KEYS[2], 'left', 1)
   redis.call('RPUSH', KEYS[5], seq)
   return 'left'

@@ -22,4 +22,5 @@ return {'state', wave_state(cfg, ctl, now), 'seq', ctl.seq, 'cursor', ctl.cursor
   'expired', ctl.expired + expired_due, 'tokens', tostring(ctl.tokens or cfg.admit_burst),
   'cfg_version', cfg.version, 'now_ms', now, 'down_ms', ctl.down_ms, 'inc', ctl.inc,
   'incs', ctl.incs, 'left_total', ctl.left_base + redis.call('LLEN', KEYS[5]),
-  'left_from', ctl.left_base, 'abandoned_now', 0, 'expired_now', 0, 'began', ''}
+  'left_from', ctl.left_base, 'abandoned_now', 0, 'expired_now', 0, 'began', '',
+  'drawn', ctl.drawn, 'ledger', redis.call('LLEN', prefix .. 'ledger')}

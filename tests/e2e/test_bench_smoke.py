@@ -36,6 +36,11 @@ EXPECTED_ROWS = {
     "cluster": ["cluster: joins over 3 waves on 3 masters"],
     "idle": ["idle: 20 waves open, nobody waiting", "idle: 20 waves closed"],
     "reclaim": ["reclaim: Redis bytes per finished ticket", "reclaim: queue process RSS"],
+    "verify": [
+        "verify: status poll, same run",
+        "verify: auth_request check",
+        "verify: first checks included",
+    ],
 }
 MAY_MEASURE_NOTHING = ("idle: ", "reclaim: ")
 """Rows whose figure may be 0 in a tiny run (CPU time is counted in 10 ms ticks; nothing may be

@@ -436,3 +436,69 @@ async def test_limits_and_disabled_admin_match_the_document(
     assert int(limited.headers["Retry-After"]) >= 1
     disabled = await client.get("/admin/v1/waves", headers=ADMIN)
     assert await error_code(spec, disabled) == "admin_disabled"
+
+
+async def test_public_proof_answers_match_the_document(
+    spec: Spec, client: Client, clock: ManualClock
+) -> None:
+    """The ledger's pages, head, 304s and refusals; the wave info's draw (issue 25)."""
+    await client.put("/admin/v1/waves/w1", json=wave_body(admit_rate=5), headers=ADMIN)
+    for i in range(3):
+        await client.post("/api/v1/waves/w1/join", json={"registrant": f"akun-{i}"})
+    await admit(client, "w1")
+    info = await conform(spec, await client.get("/api/v1/waves/w1"))
+    assert info["draw"]["seed"] and info["ledger"] == "/api/v1/waves/w1/ledger"
+    page = await client.get("/api/v1/waves/w1/ledger?from=0&limit=2")
+    assert (await conform(spec, page))["complete"]
+    again = await client.get(
+        "/api/v1/waves/w1/ledger?from=0&limit=2", headers={"If-None-Match": page.headers["ETag"]}
+    )
+    assert again.status == 304 and await conform(spec, again) is None
+    tail = await conform(spec, await client.get("/api/v1/waves/w1/ledger?from=2"))
+    assert tail["next"] is None and tail["entries"][-1]["kind"] == "ticket"
+    head = await client.get("/api/v1/waves/w1/ledger/head")
+    assert (await conform(spec, head))["count"] == tail["total"]
+    cached = await client.get(
+        "/api/v1/waves/w1/ledger/head", headers={"If-None-Match": head.headers["ETag"]}
+    )
+    assert cached.status == 304 and await conform(spec, cached) is None
+    bad = await client.get("/api/v1/waves/w1/ledger?limit=5000")
+    assert await error_code(spec, bad) == "invalid_query"
+    unknown = await client.get("/api/v1/waves/nope/ledger/head")
+    assert await error_code(spec, unknown) == "unknown_wave"
+
+
+async def test_the_verify_route_answers_match_the_document(
+    spec: Spec, client: Client, clock: ManualClock
+) -> None:
+    """What nginx, Caddy and Traefik read from the verify route (issue 25)."""
+    await client.put("/admin/v1/waves/w1", json=wave_body(admit_rate=5), headers=ADMIN)
+    joined = await (await client.post("/api/v1/waves/w1/join", json={"registrant": "a"})).json()
+    await admit(client, "w1")
+    view = await (
+        await client.get("/api/v1/waves/w1/status", headers={"X-Queue-Ticket": joined["ticket"]})
+    ).json()
+    client.session.cookie_jar.clear()
+    verify = "/api/v1/waves/w1/verify"
+    bearer = {"Authorization": f"Bearer {view['token']}"}
+    assert (await client.get(verify, headers=bearer)).status == 200
+    await conform(spec, await client.get(verify, headers=bearer))
+    from_url = {"X-Forwarded-Uri": f"/daftar?gelombang_token={view['token']}"}
+    moved = await client.get(f"{verify}?proxy=forward", headers=from_url, allow_redirects=False)
+    assert moved.status == 302 and await conform(spec, moved) is None
+    client.session.cookie_jar.clear()
+    assert await error_code(spec, await client.get(verify)) == "missing_token"
+    forged = {"Authorization": "Bearer x.y.z"}
+    assert await error_code(spec, await client.get(verify, headers=forged)) == "invalid_token"
+    assert await error_code(spec, await client.get(f"{verify}?proxy=x")) == "invalid_query"
+
+
+async def test_the_status_board_answers_match_the_document(spec: Spec, client: Client) -> None:
+    await client.put("/admin/v1/waves/w1", json=wave_body(), headers=ADMIN)
+    board = await conform(spec, await client.get("/api/v1/status"))
+    assert [w["wave"] for w in board["waves"]] == ["w1"]
+    page = await client.get("/status?lang=en")
+    assert "Queue status" in await conform(spec, page)
+    same = await client.get("/status?lang=en", headers={"If-None-Match": page.headers["ETag"]})
+    assert same.status == 304 and await conform(spec, same) is None
+    assert await error_code(spec, await client.get("/status?lang=xx")) == "invalid_query"
