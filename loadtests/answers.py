@@ -1,9 +1,12 @@
-"""Reading the queue's answers in Locust users, kept apart from Locust (importing Locust
-monkey-patches the process), so that tests can import it."""
+"""Reading an answer in a Locust user: the fast client's response as `simulator.client` reads
+every answer. Kept apart from Locust (importing Locust monkey-patches the process), so that
+tests can import it."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from simulator.client import Answer, parse_answer
 
 
 def plain_headers(headers: Any) -> dict[str, str]:
@@ -12,10 +15,8 @@ def plain_headers(headers: Any) -> dict[str, str]:
     return {str(name).lower(): str(value) for name, value in (headers or {}).items()}
 
 
-def retry_after_s(headers: dict[str, str]) -> float | None:
-    """The Retry-After seconds of `plain_headers(...)`, if any and numeric."""
-    value = headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+def answer_of(status: int, content: bytes | None, headers: Any) -> Answer:
+    """A Locust response (`status_code`, `content`, `headers`) as an `Answer`; a status of 0
+    (the fast client's "no answer") is None."""
+    retry_after = plain_headers(headers).get("retry-after")
+    return parse_answer(status or None, content, retry_after)

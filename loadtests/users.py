@@ -1,8 +1,9 @@
 """Locust user classes: who hits the waiting room during a rehearsal.
 
-- `RegistrantUser`: a synthetic person from `simulator.registrants.Population` who joins, polls
-  as `simulator.behaviour` says (honouring `poll_after_ms` and Retry-After, balking, reneging),
-  follows the admission token to the origin, registers with `simulator.flow`, and completes.
+- `RegistrantUser`: a synthetic person from `simulator.registrants.Population` on their
+  journey (`simulator.journey`, the live driver's own: join, poll as told, balk or renege,
+  come back once, register at the origin with the admission token, complete). The user only
+  executes it: sleeps when it pauses (compressed by --poll-cap-s) and sends what it calls.
 - `BotUser`: a scripted client that hammers join and status as fast as it can and ignores
   Retry-After; the queue should refuse most of it (429).
 - `RefreshStormUser`: a person who keeps hitting F5 (page, re-join, status in quick bursts);
@@ -10,17 +11,18 @@
 - `AdminUser`: one SRE who changes the wave's admit_rate mid-test through the admin API.
 
 All of them use `FastHttpUser` (geventhttpclient): the queue's hot paths are cheap, so the load
-generator, not the service, would otherwise be the bottleneck. Dynamic URLs are grouped with
-`name=` and every answer is judged with `catch_response=True`.
+generator, not the service, would otherwise be the bottleneck. Requests are built by
+`simulator.client` (dynamic URLs grouped by its `name`), every answer is read by it and judged
+with `catch_response=True`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
-import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -29,50 +31,36 @@ from locust import FastHttpUser, between, constant, task
 from urllib3 import encode_multipart_formdata
 
 from loadtests import counters
-from loadtests.answers import plain_headers, retry_after_s
+from loadtests.answers import answer_of
 from loadtests.options import LoadSettings
 from loadtests.runtime import load_settings, population
 from loadtests.tally import TALLY
 from loadtests.targets import DEFAULT_HOST
-from simulator import behaviour
-from simulator.flow import STEPS, FlowContext, RequestSpec, Step, pick_photo
+from queue_service.protocol import HolderState
+from simulator.behaviour import PersonDraws
+from simulator.client import (
+    JOIN,
+    QUEUE,
+    STATUS,
+    Answer,
+    QueueApi,
+    Request,
+    enqueue_token,
+)
+from simulator.journey import Call, Journey, JourneyObserver, JourneySettings, Pause
 from simulator.registrants import Registrant
 
 log = logging.getLogger("loadtests.users")
 
-JOIN = "/api/v1/waves/[wave]/join"
-STATUS = "/api/v1/waves/[wave]/status"
-LEAVE = "/api/v1/waves/[wave]/leave"
-COMPLETE = "/api/v1/waves/[wave]/complete"
-PAGE = "/w/[wave]"
 ADMIN_WAVE = "/admin/v1/waves/[wave]"
 
-# A journey gives up on one origin step after this many tries (each spaced as behaviour says).
-ORIGIN_STEP_ATTEMPTS = 4
-
-Answer = tuple[int, dict[str, Any], dict[str, str]]
-Judge = Callable[[int, dict[str, Any]], str | None]
+Judge = Callable[[Answer], str | None]
 
 _next_index = itertools.count()
 
 
-def _json_body(content: bytes | None) -> dict[str, Any]:
-    if not content:
-        return {}
-    try:
-        body = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _error_code(body: dict[str, Any]) -> str:
-    error = body.get("error")
-    return str(error.get("code")) if isinstance(error, dict) else ""
-
-
 class QueueUser(FastHttpUser):
-    """Shared plumbing: settings, an RNG, and one way to call the queue and judge the answer."""
+    """Shared plumbing: settings, draws, and one way to send a request and judge the answer."""
 
     abstract = True
     host = DEFAULT_HOST  # loopback unless --host names another target
@@ -80,35 +68,28 @@ class QueueUser(FastHttpUser):
     is_bot_traffic = False
 
     settings: LoadSettings
-    rng: random.Random
+    rng: PersonDraws
+    api: QueueApi
 
     def on_start(self) -> None:
         self.settings = load_settings(self.environment)
-        self.rng = random.Random()
+        self.rng = PersonDraws()
+        self.api = QueueApi(self.settings.wave)
 
-    @property
-    def wave_path(self) -> str:
-        return f"/api/v1/waves/{self.settings.wave}"
-
-    def call_queue(
-        self,
-        method: str,
-        path: str,
-        *,
-        name: str,
-        expect: Iterable[int],
-        json: Any = None,
-        headers: dict[str, str] | None = None,
-        judge: Judge | None = None,
-    ) -> Answer:
-        """One queue request; `expect` are the statuses that are a correct answer here (a 429
-        is correct for a bot, for instance). 5xx and lost answers are always failures."""
+    def call_queue(self, request: Request, judge: Judge | None = None) -> Answer:
+        """One queue request; its `expect` are the statuses that are a correct answer here (a
+        429 is correct for a bot, for instance). 5xx and lost answers are always failures."""
+        json = None if request.json is None else dict(request.json)
         with self.client.request(
-            method, path, name=name, json=json, headers=headers, catch_response=True
+            request.method,
+            request.path,
+            name=request.name,
+            json=json,
+            headers=dict(request.headers),
+            catch_response=True,
         ) as response:
             status = int(response.status_code or 0)
-            body = _json_body(response.content)
-            answer_headers = plain_headers(response.headers)
+            answer = answer_of(status, response.content, response.headers)
             TALLY.add(counters.QUEUE_REQUESTS)
             if self.is_bot_traffic:
                 TALLY.add(counters.BOT_REQUESTS)
@@ -119,228 +100,33 @@ class QueueUser(FastHttpUser):
             if status >= 500:
                 TALLY.add(counters.QUEUE_5XX)
             problem = None
-            if status not in set(expect) or status >= 500 or status == 0:
-                problem = f"unexpected {status} {_error_code(body)}".strip()
+            if status not in request.expect or status >= 500 or status == 0:
+                problem = f"unexpected {status} {answer.error_code or ''}".strip()
             elif judge is not None:
-                problem = judge(status, body)
+                problem = judge(answer)
             if problem:
                 response.failure(problem)
             else:
                 response.success()
-        return status, body, answer_headers
+        return answer
 
-    def identity(self, registrant: Registrant) -> dict[str, str] | None:
-        """Who joins: the registrant id, or, in a wave with verified joins (the scenario
-        says so), an enqueue token from signing in at the origin, fresh for every join."""
-        if not self.settings.scenario.wave.verified_joins:
-            return {"registrant": registrant.registrant_id}
-        with self.client.request(
-            "POST",
-            self.settings.origin_url + "/api/v1/sign-in",
-            name="origin sign-in",
-            json={"email": registrant.email, "phone": registrant.phone, "wave": self.settings.wave},
-            catch_response=True,
-        ) as response:
-            body = _json_body(response.content)
-            TALLY.add(counters.ORIGIN_REQUESTS)
-            if not isinstance(body.get("enqueue_token"), str):
-                response.failure(f"sign-in {response.status_code} {_error_code(body)}".strip())
-                return None
-            response.success()
-        return {"enqueue_token": body["enqueue_token"]}
-
-    def pause(self, seconds: float) -> None:
-        """Sleep like a person would, compressed by --poll-cap-s for rehearsals."""
-        gevent.sleep(max(0.0, min(seconds, self.settings.poll_cap_s)))
-
-
-class RegistrantUser(QueueUser):
-    """One journey per task run: join, wait, register at the origin, complete; then the next
-    registrant. Pacing inside a journey comes from `simulator.behaviour`; `wait_time` is the gap
-    before the next person takes this slot (it also keeps a closed wave from being hammered)."""
-
-    weight = 85
-    wait_time = between(0.2, 1.0)
-
-    @task
-    def register(self) -> None:
-        scenario = self.settings.scenario
-        params = scenario.behaviour
-        registrant = population(self.environment)[next(_next_index)]
-        ticket_answer = self.join(registrant, params)
-        if ticket_answer is None:
-            return
-        ticket, first = ticket_answer
-        if behaviour.balks(self.rng, registrant, first.get("state"), first.get("eta_s"), params):
-            self.walk_away(ticket, params)
-            return
-        token = self.wait_for_admission(registrant, ticket, first, params)
-        if token is None:
-            return
-        TALLY.add(counters.ADMISSIONS_SEEN)
-        if behaviour.drops_out_in_flow(self.rng, params):
-            return  # closes the tab: the session frees its slot when it expires
-        self.register_at_origin(registrant, token, params)
-        self.complete(token)
-
-    # ---------------------------------------------------------------- queue side
-
-    def join(
-        self, registrant: Registrant, params: behaviour.BehaviourParams
-    ) -> tuple[str, dict[str, Any]] | None:
-        for attempt in itertools.count(1):
-            identity = self.identity(registrant)
-            if identity is None:
-                return None  # the registration site would not sign this person in
-            status, body, headers = self.call_queue(
-                "POST",
-                f"{self.wave_path}/join",
-                name=JOIN,
-                json=identity,
-                expect=(200, 201, 409, 429),
-            )
-            if status in (200, 201) and body.get("ticket"):
-                return str(body["ticket"]), body
-            if status == 409 and _error_code(body) != "wave_not_open_yet":
-                return None  # closed or full: nothing left to queue for
-            retry_after = retry_after_s(headers)
-            delay = behaviour.retry_delay_s(self.rng, registrant, attempt, params, retry_after)
-            if delay is None:
-                return None  # gave up
-            self.pause(delay)
-        return None
-
-    def wait_for_admission(
-        self,
-        registrant: Registrant,
-        ticket: str,
-        first: dict[str, Any],
-        params: behaviour.BehaviourParams,
-    ) -> str | None:
-        headers = {"X-Queue-Ticket": ticket}
-        started = time.monotonic()
-        last = first
-        last_position = first.get("position")
-        failures = 0
-
-        def position_never_worsens(status: int, body: dict[str, Any]) -> str | None:
-            position = body.get("position")
-            if (
-                isinstance(position, int)
-                and isinstance(last_position, int)
-                and position > last_position
-            ):
-                TALLY.add(counters.POSITION_WORSENED)
-                return f"position worsened from {last_position} to {position}"
-            return None
-
-        while True:
-            if first.get("state") == "admitted" and first.get("token"):
-                return str(first["token"])
-            poll_after_ms = last.get("poll_after_ms")
-            self.pause(behaviour.poll_delay_s(self.rng, registrant, poll_after_ms, params))
-            if behaviour.reneges(registrant, time.monotonic() - started):
-                self.walk_away(ticket, params)
-                return None
-            status, body, answer_headers = self.call_queue(
-                "GET",
-                f"{self.wave_path}/status",
-                name=STATUS,
-                headers=headers,
-                expect=(200, 429),
-                judge=position_never_worsens,
-            )
-            if status == 200:
-                failures = 0
-                last = body
-                if isinstance(body.get("position"), int):
-                    last_position = body["position"]
-                state = body.get("state")
-                if state == "admitted" and body.get("token"):
-                    return str(body["token"])
-                if state in ("expired", "closed"):
-                    return None
-                continue
-            if status == 429:
-                self.pause(retry_after_s(answer_headers) or 1.0)
-                continue
-            failures += 1
-            delay = behaviour.retry_delay_s(
-                self.rng, registrant, failures, params, retry_after_s(answer_headers)
-            )
-            if delay is None:
-                return None
-            self.pause(delay)
-
-    def walk_away(self, ticket: str, params: behaviour.BehaviourParams) -> None:
-        if behaviour.abandons_silently(self.rng, params):
-            return
-        self.call_queue(
-            "POST",
-            f"{self.wave_path}/leave",
-            name=LEAVE,
-            headers={"X-Queue-Ticket": ticket},
-            expect=(204, 401, 404),
-        )
-
-    def complete(self, token: str) -> None:
-        status, _, _ = self.call_queue(
-            "POST",
-            f"{self.wave_path}/complete",
-            name=COMPLETE,
-            headers={"Authorization": f"Bearer {token}"},
-            expect=(204,),
-        )
-        if status == 204:
-            TALLY.add(counters.SESSIONS_COMPLETED)
-
-    # ---------------------------------------------------------------- origin side
-
-    def register_at_origin(
-        self, registrant: Registrant, token: str, params: behaviour.BehaviourParams
-    ) -> bool:
-        ctx = FlowContext(registrant, photo=pick_photo(self.rng))
-        for step in STEPS:
-            if not self.origin_step(step, ctx, token, params):
-                return False
-        TALLY.add(counters.REGISTRATIONS_COMPLETED)
-        return True
-
-    def origin_step(
-        self, step: Step, ctx: FlowContext, token: str, params: behaviour.BehaviourParams
-    ) -> bool:
-        for attempt in range(1, ORIGIN_STEP_ATTEMPTS + 1):
-            status, body, headers = self.call_origin(step, step.build(ctx), token)
-            if status in step.ok:
-                step.remember(ctx, body)
-                return True
-            if status == 413 and step.name == "ktp":
-                ctx.resize_photo()  # the person shrinks the photo and uploads again
-                continue
-            if 400 <= status < 500:
-                return False  # a refusal (bad NIK, under age, OTP locked): the journey ends
-            delay = behaviour.retry_delay_s(
-                self.rng, ctx.registrant, attempt, params, retry_after_s(headers)
-            )
-            if delay is None:
-                return False
-            self.pause(delay)
-        return False
-
-    def call_origin(self, step: Step, spec: RequestSpec, token: str) -> Answer:
-        headers = {"Authorization": f"Bearer {token}"}
+    def call_origin(self, request: Request) -> Answer:
+        """One request to the registration site: 4xx are its business answers (bad NIK, photo
+        too large, under age); 5xx and lost answers are failures."""
+        headers = dict(request.headers)
         data: bytes | None = None
-        if spec.upload is not None:
-            fields: list[tuple[str, Any]] = list(spec.upload.fields.items())
-            fields.extend(spec.upload.requests_files().items())
+        if request.upload is not None:
+            upload = request.upload
+            fields: list[tuple[str, Any]] = list(upload.fields.items())
+            fields.append((upload.file_field, upload.file_tuple()))
             data, headers["Content-Type"] = encode_multipart_formdata(fields)
-        elif spec.json is not None:
-            data = orjson.dumps(spec.json)
+        elif request.json is not None:
+            data = orjson.dumps(request.json)
             headers["Content-Type"] = "application/json"
         with self.client.request(
-            spec.method,
-            self.settings.origin_url + spec.path,
-            name=f"origin {step.name}",
+            request.method,
+            self.settings.origin_url + request.path,
+            name=request.name,
             # locust annotates data as str | dict, but sends bytes as they are (its docstring
             # says "String/bytes"); the body is bytes (JSON or multipart), kept as it is.
             data=data,  # type: ignore[arg-type]
@@ -348,16 +134,101 @@ class RegistrantUser(QueueUser):
             catch_response=True,
         ) as response:
             status = int(response.status_code or 0)
-            body = _json_body(response.content)
-            answer_headers = plain_headers(response.headers)
+            answer = answer_of(status, response.content, response.headers)
             TALLY.add(counters.ORIGIN_REQUESTS)
-            if status >= 500 or status == 0:
-                TALLY.add(counters.ORIGIN_5XX)
-                response.failure(f"origin {status} {_error_code(body)}".strip())
+            wrong = bool(request.expect) and status not in request.expect
+            if status >= 500 or status == 0 or wrong:
+                if status >= 500 or status == 0:
+                    TALLY.add(counters.ORIGIN_5XX)
+                response.failure(f"origin {status} {answer.error_code or ''}".strip())
             else:
-                # 4xx are the origin's business answers (bad NIK, photo too large, under age).
                 response.success()
-        return status, body, answer_headers
+        return answer
+
+    def send(self, request: Request, judge: Judge | None = None) -> Answer:
+        if request.target == QUEUE:
+            return self.call_queue(request, judge)
+        return self.call_origin(request)
+
+    def identity(self, registrant: Registrant) -> dict[str, str] | None:
+        """Who joins: the registrant id, or, in a wave with verified joins (the scenario
+        says so), an enqueue token from signing in at the origin, fresh for every join."""
+        if not self.settings.scenario.wave.verified_joins:
+            return {"registrant": registrant.registrant_id}
+        token = enqueue_token(
+            self.call_origin(self.api.sign_in(registrant.email, registrant.phone))
+        )
+        return None if token is None else {"enqueue_token": token}
+
+    def pause(self, seconds: float) -> None:
+        """Sleep like a person would, compressed by --poll-cap-s for rehearsals."""
+        gevent.sleep(max(0.0, min(seconds, self.settings.poll_cap_s)))
+
+
+class Tallied(JourneyObserver):
+    """What a registrant's journey adds to the verdict's counts."""
+
+    def admitted(self, token: str, now: float) -> None:
+        TALLY.add(counters.ADMISSIONS_SEEN)
+
+    def registered(self, now: float) -> None:
+        TALLY.add(counters.REGISTRATIONS_COMPLETED)
+
+    def completed(self, acknowledged: bool) -> None:
+        if acknowledged:
+            TALLY.add(counters.SESSIONS_COMPLETED)
+
+
+class RegistrantUser(QueueUser):
+    """One journey per task run, then the next registrant. Pacing inside a journey is the
+    journey's; `wait_time` is the gap before the next person takes this slot (it also keeps a
+    closed wave from being hammered)."""
+
+    weight = 85
+    wait_time = between(0.2, 1.0)
+
+    def on_start(self) -> None:
+        super().on_start()
+        # the wave is open when the run starts (wave_setup): patience counts from each join
+        self.journeys = JourneySettings.of(
+            self.settings.scenario, queued=True, wave=self.settings.wave, opens_at_s=0.0
+        )
+
+    @task
+    def register(self) -> None:
+        registrant = population(self.environment)[next(_next_index)]
+        journey = Journey(registrant, self.journeys, self.rng, Tallied())
+        action = journey.begin(time.monotonic())
+        while True:
+            if isinstance(action, Pause):
+                self.pause(action.seconds)
+                action = journey.resumed(time.monotonic())
+            elif isinstance(action, Call):
+                judge = position_never_worsens(journey) if action.request.name == STATUS else None
+                answers = [self.send(action.request, judge) for _ in range(action.copies)]
+                action = journey.answered(answers, time.monotonic())
+            else:
+                return
+
+
+def worse_position(answer: Answer, than: int | None) -> int | None:
+    """The position the answer shows, when it is worse than `than` (counted for the verdict)."""
+    view = answer.view
+    if view is None or view.position is None or than is None or view.position <= than:
+        return None
+    TALLY.add(counters.POSITION_WORSENED)
+    return view.position
+
+
+def position_never_worsens(journey: Journey) -> Judge:
+    """A status answer must not show a worse place than the journey's latest view."""
+    before = journey.view.position if journey.view is not None else None
+
+    def judge(answer: Answer) -> str | None:
+        worse = worse_position(answer, before)
+        return None if worse is None else f"position worsened from {before} to {worse}"
+
+    return judge
 
 
 class BotUser(QueueUser):
@@ -380,27 +251,16 @@ class BotUser(QueueUser):
         identity = self.identity(self.account)
         if identity is None:
             return
-        status, body, _ = self.call_queue(
-            "POST",
-            f"{self.wave_path}/join",
-            name=JOIN + " (bot)",
-            json=identity,
-            expect=(200, 201, 409, 429),
-        )
-        if status in (200, 201) and body.get("ticket"):
-            self.ticket = str(body["ticket"])
+        request = dataclasses.replace(self.api.join(identity), name=JOIN + " (bot)")
+        view = self.call_queue(request).view
+        if view is not None and view.ticket:
+            self.ticket = view.ticket
 
     @task(3)
     def hammer_status(self) -> None:
         if self.ticket is None:
             return
-        self.call_queue(
-            "GET",
-            f"{self.wave_path}/status",
-            name=STATUS + " (bot)",
-            headers={"X-Queue-Ticket": self.ticket},
-            expect=(200, 429),
-        )
+        self.call_queue(dataclasses.replace(self.api.status(self.ticket), name=STATUS + " (bot)"))
 
 
 class RefreshStormUser(QueueUser):
@@ -426,70 +286,40 @@ class RefreshStormUser(QueueUser):
             gevent.sleep(self.rng.uniform(0.05, 0.3))
 
     def refresh_once(self) -> None:
-        with self.client.request(
-            "GET", f"/w/{self.settings.wave}", name=PAGE, catch_response=True
-        ) as page:
-            TALLY.add(counters.QUEUE_REQUESTS)
-            page_status = int(page.status_code or 0)
-            if page_status >= 500:
-                TALLY.add(counters.QUEUE_5XX)
-            if page_status == 200:
-                page.success()
-            else:
-                page.failure(f"waiting page answered {page_status}")
+        self.call_queue(self.api.page())
 
-        def same_ticket(status: int, body: dict[str, Any]) -> str | None:
-            if status in (200, 201) and self.ticket and body.get("ticket") != self.ticket:
+        def same_ticket(answer: Answer) -> str | None:
+            view = answer.view
+            if view is not None and self.ticket and view.ticket != self.ticket:
                 return "a refresh gave a different ticket"
             return None
 
         identity = self.identity(self.registrant)
         if identity is None:
             return
-        status, body, _ = self.call_queue(
-            "POST",
-            f"{self.wave_path}/join",
-            name=JOIN + " (refresh)",
-            json=identity,
-            expect=(200, 201, 409, 429),
-            judge=same_ticket,
-        )
-        if status in (200, 201) and self.ticket is None:
-            self.ticket = str(body.get("ticket") or "") or None
+        join = dataclasses.replace(self.api.join(identity), name=JOIN + " (refresh)")
+        joined = self.call_queue(join, judge=same_ticket).view
+        if joined is not None and self.ticket is None:
+            self.ticket = joined.ticket
         if self.ticket is None:
             return
 
-        def never_worse(status: int, body: dict[str, Any]) -> str | None:
-            position = body.get("position")
+        def never_worse(answer: Answer) -> str | None:
             best = self.best_position
-            if isinstance(position, int) and best is not None and position > best:
-                TALLY.add(counters.POSITION_WORSENED)
-                return f"refresh worsened position {best} -> {position}"
-            return None
+            worse = worse_position(answer, best)
+            return None if worse is None else f"refresh worsened position {best} -> {worse}"
 
-        status, body, _ = self.call_queue(
-            "GET",
-            f"{self.wave_path}/status",
-            name=STATUS + " (refresh)",
-            headers={"X-Queue-Ticket": self.ticket},
-            expect=(200, 429),
-            judge=never_worse,
-        )
-        if status != 200:
+        status = dataclasses.replace(self.api.status(self.ticket), name=STATUS + " (refresh)")
+        view = self.call_queue(status, judge=never_worse).view
+        if view is None:
             return
-        if isinstance(body.get("position"), int):
-            self.best_position = body["position"]
-        if body.get("state") == "admitted" and body.get("token"):
+        if view.position is not None:
+            self.best_position = view.position
+        if view.admitted and view.token:
             TALLY.add(counters.ADMISSIONS_SEEN)
-            self.call_queue(
-                "POST",
-                f"{self.wave_path}/complete",
-                name=COMPLETE,
-                headers={"Authorization": f"Bearer {body['token']}"},
-                expect=(204,),
-            )
+            self.call_queue(self.api.complete(view.token))
             self.new_identity()
-        elif body.get("state") in ("expired", "closed"):
+        elif view.state in (HolderState.EXPIRED, HolderState.CLOSED):
             self.new_identity()
 
 
@@ -507,39 +337,41 @@ class AdminUser(QueueUser):
         self.started = time.monotonic()
         self.changed = False
 
-    @property
-    def admin_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.settings.admin_token}"}
+    def admin_request(self, method: str, name: str, **changes: Any) -> Request:
+        return Request(
+            QUEUE,
+            method,
+            f"/admin/v1/waves/{self.settings.wave}",
+            name,
+            headers={"Authorization": f"Bearer {self.settings.admin_token}"},
+            expect=frozenset({200, 201, 204}),
+            **changes,
+        )
 
     @task
     def watch_and_steer(self) -> None:
         if not self.settings.admin_token:
             return  # idles (raising StopUser here would be logged as an error)
-        path = f"/admin/v1/waves/{self.settings.wave}"
         due = time.monotonic() - self.started >= self.settings.admin_change_after_s
         if due and not self.changed:
             new_rate = self.settings.admin_new_rate
 
-            def applied(status: int, body: dict[str, Any]) -> str | None:
-                return None if status != 200 else _rate_applied(body, new_rate)
+            def applied(answer: Answer) -> str | None:
+                return None if answer.status != 200 else _rate_applied(answer.body, new_rate)
 
-            status, _, _ = self.call_queue(
-                "PUT",
-                path,
-                name=ADMIN_WAVE + " (set admit_rate)",
-                json={"admit_rate": new_rate},
-                headers=self.admin_headers,
-                expect=(200, 201, 204),
-                judge=applied,
+            request = self.admin_request(
+                "PUT", ADMIN_WAVE + " (set admit_rate)", json={"admit_rate": new_rate}
             )
-            self.changed = status in (200, 201, 204)
+            answer = self.call_queue(request, judge=applied)
+            self.changed = answer.status in (200, 201, 204)
             if self.changed:
                 log.info("admin user set admit_rate of %s to %s", self.settings.wave, new_rate)
             return
-        self.call_queue("GET", path, name=ADMIN_WAVE, headers=self.admin_headers, expect=(200,))
+        watch = self.admin_request("GET", ADMIN_WAVE)
+        self.call_queue(dataclasses.replace(watch, expect=frozenset({200})))
 
 
-def _rate_applied(body: dict[str, Any], rate: float) -> str | None:
+def _rate_applied(body: Any, rate: float) -> str | None:
     wave = body.get("wave", body)
     configured = wave.get("admit_rate") if isinstance(wave, dict) else None
     if configured is None or abs(float(configured) - rate) < 1e-9:

@@ -19,6 +19,7 @@ from locust.runners import WorkerRunner
 from loadtests.options import LoadSettings
 from loadtests.runtime import load_settings
 from loadtests.targets import HTTP_TIMEOUT_S, put_wave
+from simulator.wave_definition import wave_definition
 
 log = logging.getLogger("loadtests.wave_setup")
 
@@ -32,31 +33,24 @@ LOADTEST_IP_LIMITS: dict[str, Any] = {
 WAVE_OPEN_FOR_S = 6 * 3600.0
 
 
-def wave_definition(settings: LoadSettings, now: float) -> dict[str, Any]:
-    wave = settings.scenario.wave
+def rehearsal_wave(settings: LoadSettings, now: float) -> dict[str, Any]:
+    """The scenario's wave (`simulator.wave_definition`), open from now for the run: at the
+    rehearsal's admit_rate and max_active, no quota and no pre-queue, per-IP limits wide."""
     rate_limits: dict[str, Any] = dict(LOADTEST_IP_LIMITS)
     if not settings.wave_rate_limits:
         rate_limits["enabled"] = False
-    return {
-        "title": f"Locust rehearsal ({settings.scenario.name})",
-        "opens_at": now - 1.0,
-        "closes_at": now + WAVE_OPEN_FOR_S,
-        "admit_rate": settings.admit_rate,
-        # The scenario's burst belongs to the scenario's rate; with another rate, the default.
-        "admit_burst": wave.admit_burst if settings.admit_rate == wave.admit_rate else 0,
-        "max_active": settings.max_active,
-        "session_ttl_s": wave.session_ttl_s,
-        "quota": 0,
-        "prequeue_s": 0,
-        "abandon_after_s": wave.abandon_after_s,
-        "origin_url": settings.origin_url + "/",
-        "rate_limits": rate_limits,
-        # a verified wave (the Prakerja scenario): registrants sign in at the origin first
-        "verified_joins": wave.verified_joins,
-        "enqueue_jwks_url": (
-            settings.origin_url + "/.well-known/enqueue-jwks.json" if wave.verified_joins else ""
-        ),
-    }
+    return wave_definition(
+        settings.scenario,
+        opens_at=now - 1.0,
+        closes_at=now + WAVE_OPEN_FOR_S,
+        origin_url=settings.origin_url + "/",
+        admit_rate=settings.admit_rate,
+        max_active=settings.max_active,
+        quota=0,
+        prequeue_s=0,
+        title=f"Locust rehearsal ({settings.scenario.name})",
+        rate_limits=rate_limits,
+    )
 
 
 def prepare_wave(environment: Any, **_kwargs: Any) -> None:
@@ -69,7 +63,7 @@ def prepare_wave(environment: Any, **_kwargs: Any) -> None:
                 settings.host,
                 settings.admin_token,
                 settings.wave,
-                wave_definition(settings, time.time()),
+                rehearsal_wave(settings, time.time()),
             )
             log.info(
                 "wave %s open at %s: admit_rate=%s max_active=%s",

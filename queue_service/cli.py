@@ -1,7 +1,8 @@
 """`gelombang`: the one command-line entry point.
 
-Sub-commands are registered here; each lives in the module that does the work and is imported
-only when that command runs, so the service never loads the simulator and `--help` is fast.
+Sub-commands are registered here, the simulator's by the simulator (`simulator.commands`, a
+table); each lives in the module that does the work and is imported only when that command
+runs, so the service never loads the simulator's code and `--help` is fast.
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ import sys
 from collections.abc import Sequence
 
 from queue_service.settings import SettingsError, StartupError
+from simulator.commands import COMMANDS as SIMULATOR_COMMANDS
 
 # name -> (module, help). Each module has `add_arguments(parser)` and `run(args) -> int`.
+# The simulator's commands are registered by the simulator (a table, nothing else imported).
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("queue_service.commands.serve", "run the queue service"),
     "wave": ("queue_service.commands.wave", "admin client: list, show, create and control waves"),
     "keygen": ("queue_service.commands.keygen", "write a new Ed25519 admission signing key"),
     "audit": ("queue_service.commands.audit", "check a wave from public data (draw, order, rate)"),
-    "origin": ("simulator.commands.origin", "run the sample Prakerja-like registration origin"),
-    "simulate": ("simulator.commands.simulate", "drive synthetic registrants at a live wave"),
-    "demo": ("simulator.commands.demo", "embedded Redis + origin + queue + a simulated wave"),
-    "plan": ("simulator.commands.plan", "offline wave model: what rate clears a wave in time"),
+    **SIMULATOR_COMMANDS,
 }
 
 

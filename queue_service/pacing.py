@@ -20,18 +20,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from queue_service import admission_policy
+
 MIN_POLL_MS = 1_000
 MAX_POLL_MS = 15 * 60 * 1_000
 POLL_SHARE = 0.05
 """Poll again after this share of the expected wait. A twentieth keeps a holder who is admitted
 sooner than predicted (the rate was raised, many ahead gave up) from arriving late by more
 than 5% of their wait, and still costs O(log N) polls."""
-DEADLINE_SLACK = 1.1
-"""Clients jitter their polls by up to +10% (the waiting page, the simulator)."""
-PREQUEUE_POLL_BUDGET_PER_S = 5_000.0
-"""At opening every pre-queue holder comes back at once; spread them so they cost at most
-about this many polls per second."""
-PREQUEUE_MAX_SPREAD_S = 60.0
 EWMA_HALF_LIFE_S = 20.0
 """Memory of the measured pace: what happened 20 s ago counts half as much as now."""
 EVIDENCE_HALF_LIFE_S = 10.0
@@ -249,17 +245,19 @@ def poll_after_ms(eta_seconds: float) -> int:
 def prequeue_poll_after_ms(until_open_s: float, prequeue_size: int, spread_draw: float) -> int:
     """When a pre-queue holder should poll again: halfway to the opening while it is far, then
     just after the opening, at a random point (`spread_draw` in [0, 1)) of a window wide enough
-    that the whole pre-queue returning costs at most PREQUEUE_POLL_BUDGET_PER_S."""
+    that the whole pre-queue returning costs at most
+    `admission_policy.PREQUEUE_POLL_BUDGET_PER_S`."""
     if until_open_s > 2 * MIN_POLL_MS / 1000:
         return int(min(MAX_POLL_MS, max(MIN_POLL_MS, until_open_s * 500)))
-    spread_s = min(PREQUEUE_MAX_SPREAD_S, max(1.0, prequeue_size / PREQUEUE_POLL_BUDGET_PER_S))
+    spread_s = admission_policy.prequeue_spread_s(prequeue_size)
     return int(max(0.0, until_open_s) * 1000 + MIN_POLL_MS + spread_draw * spread_s * 1000)
 
 
 def poll_deadline_ms(service_now_ms: int, poll_ms: int, grace_ms: int) -> int:
     """The latest service time by which a holder told to poll in `poll_ms` must have polled
-    again to keep the place (lua/admit.lua skips a ticket whose deadline passed)."""
-    return service_now_ms + int(poll_ms * DEADLINE_SLACK) + grace_ms
+    again to keep the place (lua/admit.lua skips a ticket whose deadline passed), in whole
+    milliseconds: `admission_policy.poll_deadline`."""
+    return int(admission_policy.poll_deadline(service_now_ms, poll_ms, grace_ms))
 
 
 def total_poll_rate(waiting: int, admissions_per_s: float, skip_fraction: float = 0.0) -> float:

@@ -31,6 +31,22 @@ class TicketState(IntEnum):
     to a lagging replica): the number may now belong to somebody else, so it is refused."""
 
 
+class HolderState(StrEnum):
+    """What a ticket holder is told: the `state` of a join or status answer (`views.py`; the
+    OpenAPI document's `TicketState`, kept equal by a test). The closed set clients parse
+    answers into (`simulator.client`): a new state is added here first."""
+
+    PREQUEUE = "prequeue"
+    WAITING = "waiting"
+    CLOSING = "closing"
+    """Waiting, but the wave closes or fills before this turn by the current estimate."""
+    PAUSED = "paused"
+    ADMITTED = "admitted"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    CLOSED = "closed"
+
+
 class JoinResult(IntEnum):
     NEW = 0
     EXISTING = 1

@@ -1,14 +1,22 @@
-"""How registrants behave: pure decisions, deterministic given an RNG.
+"""How registrants behave: pure decisions, deterministic given the draws.
 
-Shared by the live driver, the Locust scenarios and the offline model, so every tool makes the
-same choices. Nothing here does I/O or reads the clock: callers pass the RNG, the registrant's
-traits and what the server said, and get a number of seconds or a yes/no back.
+Shared by the registrant's journey (`simulator.journey`: the live driver and the Locust users)
+and the offline model, so every tool makes the same choices. Nothing here does I/O or reads
+the clock: callers pass the draws, the registrant's traits and what the server said, and get a
+number of seconds or a yes/no back.
 
-Interface (every function takes `rng: random.Random` first where it draws):
+Draws come through the `Draw` protocol: `random()`, `uniform(low, high)` and
+`lognormal(median, sigma)`. A person of the live driver or of Locust draws with `PersonDraws`
+(a seeded `random.Random`); the model with its own table-backed draws
+(`simulator.model.draws.Draws`), which keep millions of decisions fast. Every function below
+draws the same way from either.
+
+Interface (every function takes `rng: Draw` first where it draws):
 
 - `poll_delay_s(rng, r, poll_after_ms, params)`: seconds until the next status poll.
   Humans follow `poll_after_ms` with jitter; manual refreshers reload every U(10, 60) s;
-  bots poll every U(0.2, 1) s whatever the server says.
+  bots poll every U(0.2, 1) s whatever the server says. `poll_gaps(r, poll_after_ms,
+  params)` is the range those gaps are drawn from (the model's "time to the next poll").
 - `retry_delay_s(rng, r, attempt, params, retry_after_s=None)`: seconds before retry number
   `attempt` (1 = first retry) after an error, or `None` when the registrant gives up.
   Humans keep going with probability p_k = 0.95 * 0.85^(k-1); their delay is 50% "F5"
@@ -35,6 +43,23 @@ import math
 import random
 from dataclasses import dataclass
 from typing import Protocol
+
+from queue_service.protocol import HolderState
+
+
+class Draw(Protocol):
+    """The draws behaviour needs: uniform on [0, 1), uniform on [low, high], lognormal."""
+
+    def random(self) -> float: ...
+    def uniform(self, a: float, b: float) -> float: ...
+    def lognormal(self, median: float, sigma: float) -> float: ...
+
+
+class PersonDraws(random.Random):
+    """One person's draws in a live run (the driver, Locust): a seeded `random.Random`."""
+
+    def lognormal(self, median: float, sigma: float) -> float:
+        return median * math.exp(sigma * self.gauss(0.0, 1.0))
 
 
 class Traits(Protocol):
@@ -116,22 +141,26 @@ class BehaviourParams:
 DEFAULT_PARAMS = BehaviourParams()
 
 
-def _lognormal(rng: random.Random, median: float, sigma: float) -> float:
-    return median * math.exp(sigma * rng.gauss(0.0, 1.0))
+def poll_gaps(
+    r: Traits, poll_after_ms: float | None, params: BehaviourParams = DEFAULT_PARAMS
+) -> tuple[float, float, float]:
+    """The poll gaps of registrant `r` told `poll_after_ms`: U(low, high) x scale seconds."""
+    if r.is_bot:
+        return params.bot_poll_min_s, params.bot_poll_max_s, 1.0
+    if r.manual_refresher:
+        return params.manual_refresh_min_s, params.manual_refresh_max_s, 1.0
+    base = params.default_poll_s if poll_after_ms is None else poll_after_ms / 1000.0
+    return 1.0 - params.poll_jitter, 1.0 + params.poll_jitter, base
 
 
 def poll_delay_s(
-    rng: random.Random,
+    rng: Draw,
     r: Traits,
     poll_after_ms: float | None,
     params: BehaviourParams = DEFAULT_PARAMS,
 ) -> float:
-    if r.is_bot:
-        return rng.uniform(params.bot_poll_min_s, params.bot_poll_max_s)
-    if r.manual_refresher:
-        return rng.uniform(params.manual_refresh_min_s, params.manual_refresh_max_s)
-    base = params.default_poll_s if poll_after_ms is None else poll_after_ms / 1000.0
-    return base * rng.uniform(1.0 - params.poll_jitter, 1.0 + params.poll_jitter)
+    low, high, scale = poll_gaps(r, poll_after_ms, params)
+    return scale * rng.uniform(low, high)
 
 
 def persistence(attempt: int, params: BehaviourParams = DEFAULT_PARAMS) -> float:
@@ -142,7 +171,7 @@ def persistence(attempt: int, params: BehaviourParams = DEFAULT_PARAMS) -> float
 
 
 def retry_delay_s(
-    rng: random.Random,
+    rng: Draw,
     r: Traits,
     attempt: int,
     params: BehaviourParams = DEFAULT_PARAMS,
@@ -159,7 +188,7 @@ def retry_delay_s(
     if rng.random() < params.f5_share:
         delay = rng.uniform(params.f5_min_s, params.f5_max_s)
     else:
-        delay = _lognormal(rng, params.retry_median_s, params.retry_sigma)
+        delay = rng.lognormal(params.retry_median_s, params.retry_sigma)
     # The waiting page's script honours Retry-After; a human cannot retry sooner through it.
     if retry_after_s is not None:
         delay = max(delay, retry_after_s)
@@ -170,14 +199,14 @@ def balk_probability(eta_s: float, params: BehaviourParams = DEFAULT_PARAMS) -> 
     return 1.0 - math.exp(-max(0.0, eta_s) / params.balk_scale_s)
 
 
-BALKING_STATES = frozenset({"waiting", "closing"})
+BALKING_STATES = frozenset({HolderState.WAITING, HolderState.CLOSING})
 """Answers that show a wait to balk at (the pre-queue's ETA is the time to the opening)."""
 
 
 def balks(
-    rng: random.Random,
+    rng: Draw,
     r: Traits,
-    state: str | None,
+    state: HolderState | None,
     eta_s: float | None,
     params: BehaviourParams = DEFAULT_PARAMS,
 ) -> bool:
@@ -194,17 +223,17 @@ def patience_from(joined_t: float, opens_at_s: float) -> float:
     return max(joined_t, opens_at_s)
 
 
-def abandons_silently(rng: random.Random, params: BehaviourParams = DEFAULT_PARAMS) -> bool:
+def abandons_silently(rng: Draw, params: BehaviourParams = DEFAULT_PARAMS) -> bool:
     return rng.random() < params.silent_abandon_share
 
 
-def returns_later_s(rng: random.Random, params: BehaviourParams = DEFAULT_PARAMS) -> float | None:
+def returns_later_s(rng: Draw, params: BehaviourParams = DEFAULT_PARAMS) -> float | None:
     if rng.random() >= params.return_later_p:
         return None
-    return _lognormal(rng, params.return_median_s, params.return_sigma)
+    return rng.lognormal(params.return_median_s, params.return_sigma)
 
 
-def drops_out_in_flow(rng: random.Random, params: BehaviourParams = DEFAULT_PARAMS) -> bool:
+def drops_out_in_flow(rng: Draw, params: BehaviourParams = DEFAULT_PARAMS) -> bool:
     return rng.random() < params.in_flow_dropout
 
 

@@ -5,7 +5,7 @@ definition for both sides (`simulator.model` and `simulator.driver` record them 
 - `admissions_per_s`: the queue's admissions (taken up or not) per second while the wave
   was open;
 - `wait_p50_s`, `wait_p95_s`: from the latest join to the queue's admission, over the people
-  who took their admission up;
+  who took their admission up (the report's nearest-rank percentile, `stats.percentile`);
 - `waiting_at_<t>s`: the queue's waiting + pre-queue tickets at t (mean over 3 s);
 - `eta_mdape`: median absolute percentage error of the ETA shown at join against the wait it
   promised, the time until admission reached the ticket (admitted or skipped), over
@@ -19,14 +19,7 @@ import statistics
 from dataclasses import dataclass
 
 from simulator.records import RunRecord
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest rank (the report's definition)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+from simulator.stats import percentile
 
 
 def waiting_at(record: RunRecord, t: float, window_s: float = 3.0) -> float:

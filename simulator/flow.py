@@ -1,32 +1,29 @@
-"""The registration flow at the sample origin, as seen from the registrant's side.
+"""The registration flow at the sample origin, as seen from the registrant's side, with no I/O.
 
-The flow is a pure description (`STEPS`: method, path, body builder, accepted statuses, what to
-remember from the answer) so the live driver and the Locust scenarios run the same requests;
-`run_step` executes one step with aiohttp. Locust builds the same request from
-`step.build(ctx)` (`RequestSpec.json`, or `upload.fields` as `data=` and
-`upload.requests_files()` as `files=` for the KTP form), accepts `step.ok` statuses and calls
-`step.remember(ctx, response_json)` so the next step has the account id and OTP code.
+`STEPS` describe it: each step builds its request (`simulator.client.Request`, to the origin,
+with the admission token when there is one), says which statuses are a success, what to
+remember from the answer (the account id, the OTP code) and how any other answer reads
+(`Step.judge`). The registrant's journey (`simulator.journey`) walks them, and every executor
+(the live driver, the Locust users) sends what it is given:
 
-    ctx = FlowContext(registrant, photo=pick_photo(rng))
-    for step in STEPS:
-        result = await run_step(session, origin_url, step, ctx, token=token)
+    ctx = FlowContext(registrant, photo=pick_photo(rng), token=token)
+    request = STEPS[0].build(ctx)      # send it, then:
+    STEPS[0].judge(answer)             # ok, refused, timeout or overload
+    STEPS[0].remember(ctx, answer.body)
 """
 
 from __future__ import annotations
 
-import io
 import random
 import struct
-import time
 import zlib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
 from functools import cache
 from typing import Any
 
-import aiohttp
-import orjson
-
+from simulator.client import ORIGIN, Answer, Request, Upload
 from simulator.registrants import Registrant
 
 MAX_PHOTO_BYTES = 2 * 1024 * 1024
@@ -83,6 +80,8 @@ class FlowContext:
 
     registrant: Registrant
     photo: bytes
+    token: str | None = None
+    """The admission token every request carries (None: no waiting room in front)."""
     account_id: str | None = None
     otp_code: str | None = None
 
@@ -92,48 +91,40 @@ class FlowContext:
         self.photo = pool[self.registrant.index % len(pool)]
 
 
-@dataclass(frozen=True)
-class Upload:
-    """A multipart form: text fields and one file."""
-
-    fields: Mapping[str, str]
-    file_field: str
-    filename: str
-    content: bytes
-    content_type: str
-
-    def form_data(self) -> aiohttp.FormData:
-        form = aiohttp.FormData()
-        for name, value in self.fields.items():
-            form.add_field(name, value)
-        # A BytesIO, not raw bytes: aiohttp refuses (warns on) large raw-bytes bodies.
-        form.add_field(
-            self.file_field,
-            io.BytesIO(self.content),
-            filename=self.filename,
-            content_type=self.content_type,
-        )
-        return form
-
-    def requests_files(self) -> dict[str, tuple[str, bytes, str]]:
-        """`files=` for `requests`/Locust (`data=` is `fields`)."""
-        return {self.file_field: (self.filename, self.content, self.content_type)}
-
-
-@dataclass(frozen=True)
-class RequestSpec:
-    method: str
-    path: str
-    json: dict[str, Any] | None = None
-    upload: Upload | None = None
+class StepOutcome(Enum):
+    OK = "ok"
+    REFUSED = "refused"
+    """A 4xx (the origin's business answer: bad NIK, under age, photo too large, rate
+    limited), or an upload refused by a reset before it was read."""
+    TIMEOUT = "timeout"
+    """No answer in time, or a 504 (the origin's gateway gave up waiting for a worker)."""
+    OVERLOAD = "overload"
+    """Any other 5xx (the origin shedding load)."""
 
 
 @dataclass(frozen=True)
 class Step:
     name: str  # the origin's metric step: account, ktp, otp_send, otp_verify, join
-    build: Callable[[FlowContext], RequestSpec]
+    request: Callable[[FlowContext], Request]
     ok: frozenset[int]
     remember: Callable[[FlowContext, dict[str, Any]], None] = lambda ctx, body: None
+
+    def build(self, ctx: FlowContext) -> Request:
+        request = self.request(ctx)
+        if ctx.token:
+            request = request.with_headers(Authorization=f"Bearer {ctx.token}")
+        return request
+
+    def judge(self, answer: Answer) -> StepOutcome:
+        status = answer.status
+        if status in self.ok:
+            return StepOutcome.OK
+        if status is None:
+            # an early 413 may reset the connection while the photo is still being sent
+            return StepOutcome.REFUSED if answer.reset else StepOutcome.TIMEOUT
+        if status == 504:
+            return StepOutcome.TIMEOUT
+        return StepOutcome.OVERLOAD if status >= 500 else StepOutcome.REFUSED
 
 
 def _account_path(ctx: FlowContext, tail: str) -> str:
@@ -150,14 +141,18 @@ def _remember_code(ctx: FlowContext, body: dict[str, Any]) -> None:
     ctx.otp_code = str(body["simulated_sms_code"])
 
 
-def _account(ctx: FlowContext) -> RequestSpec:
+def _post(path: str, step: str, json: dict[str, Any] | None = None) -> Request:
+    return Request(ORIGIN, "POST", path, f"origin {step}", json=json)
+
+
+def _account(ctx: FlowContext) -> Request:
     r = ctx.registrant
-    return RequestSpec(
-        "POST", "/api/v1/accounts", json={"email": r.email, "phone": r.phone, "name": r.name}
+    return _post(
+        "/api/v1/accounts", "account", {"email": r.email, "phone": r.phone, "name": r.name}
     )
 
 
-def _ktp(ctx: FlowContext) -> RequestSpec:
+def _ktp(ctx: FlowContext) -> Request:
     r = ctx.registrant
     upload = Upload(
         fields={"nik": r.nik, "kk": r.kk},
@@ -166,19 +161,19 @@ def _ktp(ctx: FlowContext) -> RequestSpec:
         content=ctx.photo,
         content_type="image/png",
     )
-    return RequestSpec("POST", _account_path(ctx, "ktp"), upload=upload)
+    return Request(ORIGIN, "POST", _account_path(ctx, "ktp"), "origin ktp", upload=upload)
 
 
-def _otp_send(ctx: FlowContext) -> RequestSpec:
-    return RequestSpec("POST", _account_path(ctx, "otp/send"))
+def _otp_send(ctx: FlowContext) -> Request:
+    return _post(_account_path(ctx, "otp/send"), "otp_send")
 
 
-def _otp_verify(ctx: FlowContext) -> RequestSpec:
-    return RequestSpec("POST", _account_path(ctx, "otp/verify"), json={"code": ctx.otp_code})
+def _otp_verify(ctx: FlowContext) -> Request:
+    return _post(_account_path(ctx, "otp/verify"), "otp_verify", {"code": ctx.otp_code})
 
 
-def _join(ctx: FlowContext) -> RequestSpec:
-    return RequestSpec("POST", _account_path(ctx, "join"))
+def _join(ctx: FlowContext) -> Request:
+    return _post(_account_path(ctx, "join"), "join")
 
 
 STEPS: tuple[Step, ...] = (
@@ -188,80 +183,3 @@ STEPS: tuple[Step, ...] = (
     Step("otp_verify", _otp_verify, frozenset({200})),
     Step("join", _join, frozenset({200, 201})),
 )
-
-
-# ----------------------------------------------------------------------------- execution
-
-
-@dataclass
-class StepResult:
-    step: str
-    status: int | None  # None: no answer (timeout or connection error)
-    elapsed_s: float
-    body: dict[str, Any] = field(default_factory=dict)
-    retry_after_s: float | None = None
-    failure: str | None = None  # None (ok), "overload" (5xx), "timeout", "refused" (4xx)
-
-    @property
-    def ok(self) -> bool:
-        return self.failure is None
-
-    @property
-    def error_code(self) -> str | None:
-        error = self.body.get("error")
-        return str(error.get("code")) if isinstance(error, dict) else None
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-async def run_step(
-    session: aiohttp.ClientSession,
-    origin_url: str,
-    step: Step,
-    ctx: FlowContext,
-    *,
-    token: str | None = None,
-    timeout_s: float = 30.0,
-) -> StepResult:
-    """Send one step; remember what the answer taught (account id, OTP code) when it is ok.
-    Never raises for HTTP trouble: a lost answer is `failure="timeout"`."""
-    spec = step.build(ctx)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    kwargs: dict[str, Any] = {"headers": headers, "timeout": aiohttp.ClientTimeout(timeout_s)}
-    if spec.upload is not None:
-        kwargs["data"] = spec.upload.form_data()
-    elif spec.json is not None:
-        kwargs["data"] = orjson.dumps(spec.json)
-        headers["Content-Type"] = "application/json"
-    started = time.monotonic()
-    try:
-        async with session.request(spec.method, origin_url + spec.path, **kwargs) as response:
-            raw = await response.read()
-            status = response.status
-            retry_after = _retry_after(response.headers)
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        # An early 413 may reset the connection while the body is still being sent.
-        failure = "refused" if spec.upload is not None and _is_reset(exc) else "timeout"
-        return StepResult(step.name, None, time.monotonic() - started, failure=failure)
-    elapsed = time.monotonic() - started
-    try:
-        body = orjson.loads(raw) if raw else {}
-    except orjson.JSONDecodeError:
-        body = {}
-    if not isinstance(body, dict):
-        body = {}
-    if status in step.ok:
-        step.remember(ctx, body)
-        return StepResult(step.name, status, elapsed, body, retry_after)
-    failure = "overload" if status >= 500 else "refused"
-    return StepResult(step.name, status, elapsed, body, retry_after, failure)
-
-
-def _is_reset(exc: BaseException) -> bool:
-    return isinstance(exc, aiohttp.ClientOSError | aiohttp.ServerDisconnectedError)

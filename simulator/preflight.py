@@ -25,11 +25,14 @@ import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from simulator.client import QueueApi
 from simulator.driver import SYNTHETIC_NETWORK
+from simulator.transport import send
 
 PROBE_JOINS = 200
 """Joins sent from one address at most: above the default join_per_ip burst (60)."""
-TIMEOUT = aiohttp.ClientTimeout(5)
+TIMEOUT_S = 5.0
+TIMEOUT = aiohttp.ClientTimeout(TIMEOUT_S)
 
 
 @dataclass
@@ -111,22 +114,19 @@ async def _addresses_believed(
     session: aiohttp.ClientSession, queue_url: str, wave: str
 ) -> bool | None:
     probe = secrets.token_hex(4)
+    api = QueueApi(wave)
     tickets: list[str] = []
 
     async def join(n: int, address: str) -> tuple[int | None, str]:
-        body = orjson.dumps({"registrant": f"gelombang-preflight-{probe}-{n}"})
-        headers = {"X-Forwarded-For": address, "Content-Type": "application/json"}
-        try:
-            async with session.post(
-                f"{queue_url}/api/v1/waves/{wave}/join", data=body, headers=headers,
-                timeout=TIMEOUT,
-            ) as response:  # fmt: skip
-                answer = orjson.loads(await response.read() or b"{}")
-                if isinstance(answer, dict) and "ticket" in answer:
-                    tickets.append(str(answer["ticket"]))
-                return response.status, response.headers.get("RateLimit-Policy", "")
-        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError):
-            return None, ""
+        request = api.join({"registrant": f"gelombang-preflight-{probe}-{n}"})
+        answer = await send(
+            session, queue_url, request, timeout_s=TIMEOUT_S,
+            headers={"X-Forwarded-For": address},
+        )  # fmt: skip
+        view = answer.view
+        if view is not None and view.ticket:
+            tickets.append(view.ticket)
+        return answer.status, answer.rate_limit_policy
 
     try:
         limited = False
@@ -141,11 +141,4 @@ async def _addresses_believed(
         return not (status == 429 and "join_per_ip" in policy)
     finally:
         for ticket in tickets:
-            try:
-                async with session.post(
-                    f"{queue_url}/api/v1/waves/{wave}/leave",
-                    headers={"X-Queue-Ticket": ticket}, timeout=TIMEOUT,
-                ):  # fmt: skip
-                    pass
-            except (TimeoutError, aiohttp.ClientError):
-                pass
+            await send(session, queue_url, api.leave(ticket), timeout_s=TIMEOUT_S)

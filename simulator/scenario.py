@@ -94,6 +94,13 @@ class WaveParams:
     def burst(self) -> float:
         return self.admit_burst if self.admit_burst > 0 else max(1.0, self.admit_rate)
 
+    def burst_at(self, admit_rate: float) -> float:
+        """The burst of this wave run at another `admit_rate`: the scenario's, in proportion
+        (the planner tries other rates; a rehearsal may set its own)."""
+        if admit_rate == self.admit_rate:
+            return self.burst
+        return max(1.0, self.burst * admit_rate / self.admit_rate)
+
 
 @dataclass(frozen=True)
 class OriginParams:

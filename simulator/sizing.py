@@ -20,6 +20,7 @@ from simulator.flow import STEPS
 from simulator.measured import RESULTS, Measured
 from simulator.records import RunRecord
 from simulator.scenario import Scenario
+from simulator.wave_definition import wave_definition
 
 ADMISSION_STEPS_PER_S = 20
 """Every process runs the admission step for every live wave each 50 ms."""
@@ -112,21 +113,17 @@ def size(
     refused = totals.gave_up.get("rejected", 0)
     hold = mean_slot_hold_s(record)
     when = schedule or next_opening(scenario, datetime.now(WIB))
-    settings = {
-        "opens_at": when.opens_at.isoformat(),
-        "closes_at": when.closes_at.isoformat(),
-        "origin_url": when.origin_url,
-        "admit_rate": f"{admit_rate:.3g}",
-        "max_active": str(max_active),
-        "quota": str(wave.quota),
-        "session_ttl_s": f"{wave.session_ttl_s:g}",
-        "abandon_after_s": f"{wave.abandon_after_s:g}",
-        "prequeue_s": f"{wave.prequeue_s:g}",
-        "expected_session_s": f"{hold:.1f}",
-    }
-    if wave.verified_joins:  # the registration site's key set: the SRE names the real one
-        settings["verified_joins"] = "true"
-        settings["enqueue_jwks_url"] = when.enqueue_jwks_url
+    definition = wave_definition(
+        scenario,
+        opens_at=when.opens_at.isoformat(),
+        closes_at=when.closes_at.isoformat(),
+        origin_url=when.origin_url,
+        enqueue_jwks_url=when.enqueue_jwks_url,
+        admit_rate=admit_rate,
+        max_active=max_active,
+        expected_session_s=hold,
+    )
+    settings = {name: command_value(name, value) for name, value in definition.items()}
     command = f"gelombang wave put {wave.id} " + " ".join(
         f"--set {shlex.quote(f'{name}={value}')}" for name, value in settings.items()
     )
@@ -152,6 +149,19 @@ def size(
         command=command,
         placeholders=tuple(placeholders),
     )
+
+
+SHOWN_DIGITS = {"admit_rate": ".3g", "admit_burst": ".3g", "expected_session_s": ".1f"}
+"""How the command shows a planned figure (the rest as `:g`)."""
+
+
+def command_value(name: str, value: object) -> str:
+    """A setting as `gelombang wave put --set` takes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return format(value, SHOWN_DIGITS.get(name, "g"))
+    return str(value)
 
 
 def _shares(by_work: dict[str, float]) -> str:

@@ -18,7 +18,7 @@ and `gelombang plan` compute their figures here, so every consumer shows the sam
   in the same second); the share of overtaken pairs and the largest rank displacement; for the
   pre-queue block, whether every member was admitted before every later arrival, and tau
   inside the block (a uniform shuffle gives tau near 0). A live run is judged on the queue's
-  own record, as `simulator.driver.admission_order` does: join order is the ticket number,
+  own record: join order is the ticket number,
   admission the second signed into the token (`iat`); the model on its exact virtual times.
 - `rate_limited_bot_share(record)`: the share of 429s that went to bots.
 - `summarise(record)`: every figure of one run as plain data (what `report.json` holds).
@@ -29,7 +29,8 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from simulator.records import MODE_TITLES, RegistrantOutcome, RunRecord
 
@@ -345,3 +346,41 @@ def summarise(record: RunRecord) -> dict[str, Any]:
             for k, v in fair.items()
         },
     }
+
+
+class SignedAdmission(Protocol):
+    """An admission as the queue signed it (`simulator.driver.Admission`)."""
+
+    @property
+    def prequeue(self) -> bool: ...
+    @property
+    def ticket(self) -> int | None: ...
+    @property
+    def issued_at(self) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class OrderCheck:
+    """How well admission kept join order after opening (pre-queue tickets excluded)."""
+
+    admitted: int  # post-opening admissions with claims
+    tau_b: float | None  # Kendall's tau-b, ticket sequence vs signed admission second
+    overtaken_pairs: int  # pairs admitted in a strictly earlier second despite joining later
+    prequeue_first: bool  # every pre-queue admission came no later than the first other one
+
+
+def admission_order(admissions: Sequence[SignedAdmission]) -> OrderCheck:
+    """Fairness: the queue's ticket sequence (join order) against the admission time it
+    signed into each token. Tokens carry whole seconds, so admissions in the same second tie;
+    tau-b counts ties, and `overtaken_pairs` counts only real inversions (0 is first come,
+    first served)."""
+    later = sorted(
+        (a for a in admissions if not a.prequeue and a.ticket is not None and a.issued_at),
+        key=lambda a: a.ticket or 0,
+    )
+    tickets = [float(a.ticket or 0) for a in later]
+    seconds = [float(a.issued_at or 0) for a in later]
+    early = [a.issued_at for a in admissions if a.prequeue and a.issued_at]
+    prequeue_first = not early or not seconds or max(early) <= min(seconds)
+    overtaken = count_inversions(seconds)
+    return OrderCheck(len(later), kendall_tau_b(tickets, seconds), overtaken, prequeue_first)

@@ -40,6 +40,8 @@ from loadtests.bench.report import Row
 from queue_service.store import Store
 from queue_service.subprocesses import ChildProcess
 from queue_service.waves import parse_wave
+from simulator.scenario import load_scenario
+from simulator.wave_definition import wave_definition
 
 DRIVER_TARGET = 10_000
 MODEL_TARGET_S = 30.0
@@ -178,6 +180,8 @@ duration_s = {plan.run_s}
 
 [wave]
 id = "{DRIVER_WAVE}"
+admit_rate = 1.0
+abandon_after_s = {ABANDON_AFTER_S}
 
 [arrivals]
 p_pre = 1.0
@@ -201,20 +205,20 @@ async def _put_wave(redis_url: str, fields: dict[str, object]) -> None:
         await redis.aclose()
 
 
-def create_prequeue_wave(redis_url: str, origin_url: str, plan: DriverPlan) -> None:
-    """The wave, written into Redis before the queue starts (as `seed` does): its pre-queue is
-    open now and it opens only after the run has ended."""
+def create_prequeue_wave(redis_url: str, origin_url: str, plan: DriverPlan, scenario: Path) -> None:
+    """The scenario's wave (`simulator.wave_definition`), written into Redis before the queue
+    starts (as `seed` does): its pre-queue is open now and it opens only after the run has
+    ended."""
     now = time.time()
     opens_at = now + plan.run_s + OPENS_AFTER_RUN_S
-    fields: dict[str, object] = {
-        "opens_at": opens_at,
-        "closes_at": opens_at + 3600,
-        "prequeue_s": opens_at - now + 60,
-        "admit_rate": 1.0,
-        "abandon_after_s": ABANDON_AFTER_S,
-        "origin_url": origin_url + "/",
-    }
-    asyncio.run(_put_wave(redis_url, fields))
+    definition = wave_definition(
+        load_scenario(scenario),
+        opens_at=opens_at,
+        closes_at=opens_at + 3600,
+        origin_url=origin_url + "/",
+        prequeue_s=opens_at - now + 60,
+    )
+    asyncio.run(_put_wave(redis_url, definition))
 
 
 def read_summary(text: str) -> dict[str, str]:
@@ -304,7 +308,7 @@ def driver_benchmark(work: Path, registrants: int, server_cpu: str, client_cpu: 
         redis_server(work, cpu_set(server_cpu)) as rs,
         origin_server(work, server_cpu) as origin_url,
     ):
-        create_prequeue_wave(rs.url, origin_url, plan)
+        create_prequeue_wave(rs.url, origin_url, plan, scenario)
         config = seed.write_config(work / "bench.toml")
         with queue_server(work, rs.url, config, cpus=server_cpu) as queue:
             usage = run_pinned(

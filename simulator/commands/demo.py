@@ -27,6 +27,7 @@ import aiohttp  # noqa: F401  (checked at import so a broken install fails befor
 from queue_service.redis_server import free_port
 from queue_service.subprocesses import ChildProcess, HttpReady, stop_all
 from simulator.scenario import Scenario
+from simulator.wave_definition import as_toml, wave_definition
 
 READY_TIMEOUT_S = 30.0
 # The whole simulated crowd comes from 127.0.0.1: per-IP limits are raised to fit it, while the
@@ -159,21 +160,14 @@ class LocalStack:
 
     def waves_toml(self) -> str:
         """The wave, scheduled an hour ahead; the driver re-opens it relative to its run."""
-        wave = self.scenario.wave
         now = time.time()
-        return CROWD_RATE_LIMITS + (
-            "\n[[waves]]\n"
-            f'id = "{wave.id}"\n'
-            f"opens_at = {now + 3600:.0f}\n"
-            f"closes_at = {now + 7200:.0f}\n"
-            f"admit_rate = {wave.admit_rate}\n"
-            f"max_active = {wave.max_active}\n"
-            f"session_ttl_s = {wave.session_ttl_s}\n"
-            f"quota = {wave.quota}\n"
-            f"prequeue_s = {wave.prequeue_s}\n"
-            f"abandon_after_s = {wave.abandon_after_s}\n"
-            f'origin_url = "{self.protected_origin_url}/"\n'
+        definition = wave_definition(
+            self.scenario,
+            opens_at=round(now + 3600),
+            closes_at=round(now + 7200),
+            origin_url=self.protected_origin_url + "/",
         )
+        return CROWD_RATE_LIMITS + "\n" + as_toml(self.scenario.wave.id, definition)
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         # Its own process group: Ctrl-C reaches only us; we stop the children in order.

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from queue_service.origin_guard import JwksVerifier
-    from simulator.origin import OriginConfig
+    from simulator.origin.config import OriginConfig
 
 log = logging.getLogger("gelombang.origin")
 
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     from queue_service.commands.serve import check_can_listen
     from queue_service.origin_guard import RevocationFeed
-    from simulator.origin import create_app
+    from simulator.origin.app import create_app
     from simulator.origin.sign_in import EnqueueSigner
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -137,8 +137,7 @@ def run(args: argparse.Namespace) -> int:
 
 def origin_config(args: argparse.Namespace) -> OriginConfig:
     """Flags win over the scenario's [origin] table, which wins over the built-in defaults."""
-    from simulator.origin import OriginConfig
-    from simulator.origin.config import DEFAULT_SERVICE_S
+    from simulator.origin.config import DEFAULT_SERVICE_S, OriginConfig
 
     capacity, queue_timeout = 50, 2.0
     service_s = dict(DEFAULT_SERVICE_S)

@@ -148,12 +148,6 @@ def clears_after(record: RunRecord, rate: float, clear_wait_s: float) -> tuple[f
     return (min(candidates) if candidates else None), quota_filled
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    from simulator.stats import percentile
-
-    return percentile(values, q)
-
-
 def run_trial(
     scenario: Scenario,
     rate: float,
@@ -164,6 +158,7 @@ def run_trial(
     progress: Any,
 ) -> Trial:
     from simulator.model import run_model
+    from simulator.stats import percentile
 
     population = max(1, round(scenario.population_size * scale))
     quota = scenario.wave.quota
@@ -187,7 +182,7 @@ def run_trial(
         admitted=round(record.totals.admitted / scale),
         completed=round(record.totals.completed / scale),
         peak_queue=round(record.totals.peak_queue_length / scale),
-        wait_p95_s=_percentile(waits, 0.95),
+        wait_p95_s=percentile(waits, 0.95),
         peak_active=round(max(record.series.active, default=0) / scale),
         max_active=max_active,
         record=record,

@@ -29,9 +29,7 @@ from typing import TYPE_CHECKING, Any
 from simulator.records import MODES
 
 if TYPE_CHECKING:
-    import aiohttp
-
-    from simulator.driver import DriverConfig, LiveResult
+    from simulator.driver import DriverConfig, LiveResult, LiveRun
     from simulator.scenario import Scenario
 
 QUEUE_TIMEOUT_S = 10.0
@@ -138,8 +136,9 @@ async def preflight(scenario: Scenario, config: DriverConfig, *, recreate: bool 
     assert config.queue_url is not None
     wave = config.wave or scenario.wave.id
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-        if config.admin_token:
-            admin = WaveAdmin(session, config.queue_url, config.admin_token)
+        run = LiveRun(scenario, config, session)
+        if run.admin is not None:
+            admin = run.admin
             current = await admin.view(wave)
             if current is not None and has_opened(current, time.time()):
                 if not recreate:
@@ -149,13 +148,12 @@ async def preflight(scenario: Scenario, config: DriverConfig, *, recreate: bool 
                 people = await admin.delete(wave)
                 print(f"gelombang simulate: deleted wave {wave} ({people}) to create it anew",
                       file=sys.stderr)  # fmt: skip
-            for line in describe_changes(scenario, config, wave, current, recreate=recreate):
+            for line in describe_changes(run, current, recreate=recreate):
                 print(f"gelombang simulate: {line}", file=sys.stderr)
             # (re)create the wave an hour ahead: probe joins then make no ticket; the run
             # configures it again to open relative to its own start
-            run = LiveRun(scenario, config, session)
             try:
-                await run._configure_wave(time.time() + 3600)
+                await run.configure_wave(time.time() + 3600)
             except RuntimeError as exc:
                 print(f"gelombang simulate: {exc}", file=sys.stderr)
                 return False
@@ -165,43 +163,6 @@ async def preflight(scenario: Scenario, config: DriverConfig, *, recreate: bool 
     for error in result.errors:
         print(f"gelombang simulate: {error}", file=sys.stderr)
     return not result.errors
-
-
-class WaveAdmin:
-    """The few admin calls the command makes before a run (reads, and one delete)."""
-
-    def __init__(self, session: aiohttp.ClientSession, queue_url: str, token: str) -> None:
-        self.session = session
-        self.url = queue_url.rstrip("/") + "/admin/v1/waves/"
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    async def view(self, wave: str) -> dict[str, Any] | None:
-        """The admin view of the wave, None when it does not exist."""
-        import aiohttp
-
-        async with self.session.get(
-            self.url + wave, headers=self.headers, timeout=aiohttp.ClientTimeout(QUEUE_TIMEOUT_S)
-        ) as response:
-            if response.status == 404:
-                return None
-            body: dict[str, Any] = await response.json(content_type=None)
-            return body if response.status == 200 else None
-
-    async def delete(self, wave: str) -> str:
-        """Delete the wave and its data; says how many people it held."""
-        import aiohttp
-
-        view = await self.view(wave)
-        counts = view["counts"] if view else {}
-        people = sum(counts.get(k, 0) for k in ("prequeue", "waiting", "active"))
-        async with self.session.delete(
-            self.url + wave + "?force=true",
-            headers=self.headers,
-            timeout=aiohttp.ClientTimeout(QUEUE_TIMEOUT_S),
-        ) as response:
-            if response.status != 204:
-                raise RuntimeError(f"could not delete wave {wave}: {response.status}")
-        return "nobody in it" if not people else f"{people:,} people in it"
 
 
 def _when(iso: str) -> datetime:
@@ -224,20 +185,14 @@ def opened_message(wave: str, view: dict[str, Any]) -> str:
 
 
 def describe_changes(
-    scenario: Scenario,
-    config: DriverConfig,
-    wave: str,
-    current: dict[str, Any] | None,
-    *,
-    recreate: bool = False,
+    run: LiveRun, current: dict[str, Any] | None, *, recreate: bool = False
 ) -> list[str]:
     """What the run will do to the wave, in words: its opening and closing relative to the
     run's start, and every other setting that changes (old -> new; `current`: the wave as it
     is, or was before --recreate deleted it)."""
-    from simulator.driver import wave_settings
-
+    scenario, wave = run.scenario, run.wave
     clock = scenario.clock
-    new = wave_settings(scenario, config.origin_url.rstrip("/"), 0.0)
+    new = run.definition(0.0)
     verb = "creates" if current is None else "re-creates" if recreate else "reconfigures"
     lines = [
         f"the run {verb} wave {wave} from scenario {scenario.name!r}: it opens "

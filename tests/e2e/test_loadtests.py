@@ -276,11 +276,11 @@ def test_retry_after_is_read_from_the_fast_clients_headers() -> None:
     code = (
         "from geventhttpclient.header import Headers\n"
         "from requests.structures import CaseInsensitiveDict\n"
-        "from loadtests.answers import plain_headers, retry_after_s\n"
+        "from loadtests.answers import answer_of\n"
         "h = Headers(); h.add('Retry-After', '3'); h.add('Content-Type', 'application/json')\n"
-        "print(retry_after_s(plain_headers(h)),\n"
-        "      retry_after_s(plain_headers(CaseInsensitiveDict({'Retry-After': '2'}))),\n"
-        "      retry_after_s(plain_headers(Headers())))\n"
+        "print(answer_of(429, b'', h).retry_after_s,\n"
+        "      answer_of(429, b'', CaseInsensitiveDict({'Retry-After': '2'})).retry_after_s,\n"
+        "      answer_of(429, b'', Headers()).retry_after_s)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True

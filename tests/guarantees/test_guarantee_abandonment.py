@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
-from queue_service import pacing
+from queue_service import admission_policy
 from queue_service.app import create_app
 from queue_service.appkeys import SERVICE
 from queue_service.clock import ManualClock
@@ -88,7 +88,7 @@ async def test_a_holder_who_stops_polling_is_skipped_after_deadline_and_grace(
     await client.post(
         "/admin/v1/waves/w/pause", headers={"Authorization": "Bearer test-admin-token"}
     )
-    deadline_s = told / 1000 * pacing.DEADLINE_SLACK + 10
+    deadline_s = told / 1000 * admission_policy.DEADLINE_SLACK + 10
     elapsed = 0.0
     while elapsed < deadline_s + 1:
         await poll_ok(client, "w", live)

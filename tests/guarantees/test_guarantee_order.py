@@ -1,5 +1,6 @@
 """Guarantee 4: after opening, live tickets are admitted in join order; pre-queue arrivals go
-first, in a uniformly random order (tested statistically)."""
+first, in a uniformly random order (tested statistically). Each on the queue service over
+Redis and on the offline model's queue (`backend`, tests/helpers/backends.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from aiohttp.test_utils import TestClient
 
 from queue_service.clock import ManualClock
 from queue_service.service import PREQUEUE_SCORE_BITS, prequeue_scores
-from tests.helpers.support import T0, admit, join_ok, poll_ok, put_wave
+from simulator.stats import count_inversions, kendall_tau_b
+from tests.helpers.backends import AdmissionBackend
+from tests.helpers.support import T0, admit, join_ok, put_wave
 
 PREQUEUE_SIZE = 6
 TRIALS = 300
+BLOCK_SIZE = 150
 
 
 def chi2_quantile(df: int, z: float) -> float:
@@ -25,40 +29,51 @@ def chi2_quantile(df: int, z: float) -> float:
 CHI2_CRITICAL = chi2_quantile((PREQUEUE_SIZE - 1) ** 2, 3.719)
 
 
-async def test_post_opening_tickets_are_admitted_in_join_order(
-    client: TestClient, clock: ManualClock
-) -> None:
-    await put_wave(client, "w", admit_rate=1, admit_burst=1)
-    tickets = [(await join_ok(client, "w", f"r{i}"))["ticket"] for i in range(30)]
-    order = []
+async def test_post_opening_tickets_are_admitted_in_join_order(backend: AdmissionBackend) -> None:
+    await backend.put_wave("w", admit_rate=1, admit_burst=1, closes_at=T0 + 3600)
+    joined = {}
+    for i in range(30):
+        ticket = await backend.join("w", f"r{i}")
+        assert ticket.seq is not None
+        joined[ticket.seq] = backend.clock.now()
+        last = ticket.ticket
+    admitted_at: dict[int, float] = {}
     for _ in range(40):
-        order += [a.seq for a in (await admit(client, "w")).admitted]
-        clock.advance(1)
+        for seq in await backend.admit("w"):
+            admitted_at[seq] = backend.clock.now()
+        backend.clock.advance(1)
+    order = list(admitted_at)
     assert order == list(range(1, 31))
-    assert (await poll_ok(client, "w", tickets[-1]))["state"] == "admitted"
+    assert last is not None and await backend.poll("w", last) == "admitted"
+    # first come, first served: join order and admission time agree, nobody overtaken
+    join_order = [joined[seq] for seq in order]
+    admission = [admitted_at[seq] for seq in order]
+    assert kendall_tau_b([float(s) for s in order], admission) == 1.0
+    assert count_inversions(admission) == 0
+    assert all(join_order[k] <= admission[k] < T0 + 3600 for k in range(len(order)))
 
 
-async def prequeue_trial(client: TestClient, clock: ManualClock, wave: str) -> list[int]:
-    """Join PREQUEUE_SIZE people in the pre-queue and 3 after opening; the admission order,
-    as join indexes (0-based)."""
-    clock.set(T0)
-    await put_wave(client, wave, opens_at=T0 + 60, prequeue_s=120, admit_rate=1000)
-    for i in range(PREQUEUE_SIZE):
-        body = await join_ok(client, wave, f"p{i}")
-        assert body["state"] == "prequeue" and body["position"] is None
-    clock.set(T0 + 61)
+async def prequeue_trial(backend: AdmissionBackend, wave: str, size: int) -> list[int]:
+    """Join `size` people in the pre-queue and 3 after opening; the admission order, as join
+    indexes (0-based)."""
+    backend.clock.set(T0)
+    await backend.put_wave(wave, opens_at=T0 + 60, prequeue_s=120, admit_rate=1000)
+    for i in range(size):
+        joined = await backend.join(wave, f"p{i}")
+        assert joined.state == "prequeue", joined
+    backend.clock.set(T0 + 61)
     for i in range(3):
-        await join_ok(client, wave, f"late{i}")
-    return [a.seq - 1 for a in (await admit(client, wave)).admitted]
+        await backend.join(wave, f"late{i}")
+    return [seq - 1 for seq in await backend.admit(wave)]
 
 
 async def test_prequeue_is_admitted_first_in_a_uniformly_random_order(
-    client: TestClient, clock: ManualClock
+    backend: AdmissionBackend,
 ) -> None:
     counts = [[0] * PREQUEUE_SIZE for _ in range(PREQUEUE_SIZE)]
     permutations = set()
     for trial in range(TRIALS):
-        order = await prequeue_trial(client, clock, f"pq{trial}")
+        order = await prequeue_trial(backend, f"pq{trial}", PREQUEUE_SIZE)
         prequeue_block, later = order[:PREQUEUE_SIZE], order[PREQUEUE_SIZE:]
         assert sorted(prequeue_block) == list(range(PREQUEUE_SIZE))
         assert later == [PREQUEUE_SIZE, PREQUEUE_SIZE + 1, PREQUEUE_SIZE + 2]  # then FIFO
@@ -73,6 +88,20 @@ async def test_prequeue_is_admitted_first_in_a_uniformly_random_order(
     # joining first in the pre-queue gives no edge: mean rank of the first joiner is central
     mean_rank_first = sum(r * c for r, c in enumerate(counts[0])) / TRIALS
     assert abs(mean_rank_first - (PREQUEUE_SIZE - 1) / 2) < 0.5
+    # a block the size of a wave's opening minute: joining early in it buys nothing either
+    taus = []
+    for trial in range(4):
+        order = await prequeue_trial(backend, f"block{trial}", BLOCK_SIZE)
+        block, later = order[:BLOCK_SIZE], order[BLOCK_SIZE:]
+        assert sorted(block) == list(range(BLOCK_SIZE)) and later == [
+            BLOCK_SIZE + k for k in range(3)
+        ]
+        tau = kendall_tau_b([float(j) for j in block], [float(r) for r in range(BLOCK_SIZE)])
+        assert tau is not None
+        taus.append(tau)
+    # Under a uniform shuffle tau has mean 0 and sd about 0.05 for ~150 people.
+    assert all(abs(t) < 0.2 for t in taus)
+    assert abs(sum(taus) / len(taus)) < 0.1
 
 
 async def test_a_batch_of_concurrent_prequeue_joins_is_shuffled_too(

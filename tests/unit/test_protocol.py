@@ -4,6 +4,7 @@ own, every script declares its keys, and Python decodes replies with the same en
 
 from __future__ import annotations
 
+import json
 import re
 from enum import IntEnum
 from importlib import resources
@@ -11,9 +12,11 @@ from importlib import resources
 import pytest
 import redis
 
+from queue_service import metrics
 from queue_service.protocol import (
     JOIN_RESULTS,
     TICKET_STATES,
+    HolderState,
     JoinResult,
     SeenMark,
     TicketState,
@@ -88,3 +91,12 @@ def test_reply_codes_decode_to_their_members(
 ) -> None:
     assert [table[int(m)] for m in enum] == list(enum)
     assert len(table) == len(enum)
+
+
+def test_the_states_a_holder_is_told_are_the_documented_ones() -> None:
+    """Clients parse answers into `HolderState` (simulator.client): it is the OpenAPI
+    document's TicketState and the metrics' ticket states, no more and no fewer."""
+    document = json.loads((resources.files("queue_service") / "static/openapi.json").read_text())
+    documented = document["components"]["schemas"]["TicketState"]["enum"]
+    assert [s.value for s in HolderState] == documented
+    assert set(metrics.TICKET_STATES) == set(documented)

@@ -8,6 +8,7 @@ import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,15 +21,35 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from queue_service.origin_guard import JwksVerifier
 from queue_service.tokens import KeyRing, TokenIssuer, TokenVerifier
-from simulator.flow import STEPS, FlowContext, oversized_photo, photo_pool, run_step
-from simulator.origin import OriginConfig, create_app
+from simulator.client import Answer
+from simulator.flow import STEPS, FlowContext, Step, StepOutcome, oversized_photo, photo_pool
+from simulator.origin.app import create_app
+from simulator.origin.config import OriginConfig
 from simulator.origin.state import ORIGIN
 from simulator.registrants import Population
+from simulator.transport import send
 from tests.helpers.processes import GelombangProcess
 from tests.helpers.support import put_wave
 
 WAVE = "gelombang-test"
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    answer: Answer
+    outcome: StepOutcome
+
+
+async def run_step(
+    session: aiohttp.ClientSession, base: str, step: Step, ctx: FlowContext
+) -> StepResult:
+    """One step of the flow as the live driver sends it; what it taught is remembered."""
+    answer = await send(session, base, step.build(ctx), timeout_s=30.0)
+    outcome = step.judge(answer)
+    if outcome is StepOutcome.OK:
+        step.remember(ctx, dict(answer.body))
+    return StepResult(answer, outcome)
 
 
 @pytest.fixture
@@ -222,12 +243,12 @@ async def test_oversized_photo_refused_with_413_before_the_body_is_read(
     try:
         base = str(client.make_url("")).rstrip("/")
         for step in STEPS[:1]:
-            assert (await run_step(session, base, step, ctx)).ok
+            assert (await run_step(session, base, step, ctx)).outcome is StepOutcome.OK
         too_big = await run_step(session, base, STEPS[1], ctx)
-        assert too_big.failure == "refused"
-        assert too_big.status in (413, None)
+        assert too_big.outcome is StepOutcome.REFUSED
+        assert too_big.answer.status in (413, None)
         ctx.resize_photo()
-        assert (await run_step(session, base, STEPS[1], ctx)).ok
+        assert (await run_step(session, base, STEPS[1], ctx)).outcome is StepOutcome.OK
     finally:
         await session.close()
 
@@ -282,13 +303,13 @@ async def test_full_flow_completes_and_otp_resends_lock_out(
         ctx = FlowContext(adult(), photo=photo_pool()[1])
         for step in STEPS:
             result = await run_step(session, base, step, ctx)
-            assert result.ok, (step.name, result.status, result.body)
+            assert result.outcome is StepOutcome.OK, (step.name, result.answer)
         other = FlowContext(adult(5), photo=photo_pool()[2])
         await run_step(session, base, STEPS[0], other)
         sends = [await run_step(session, base, STEPS[2], other) for _ in range(7)]
-    assert [s.status for s in sends] == [202] * 6 + [429]
-    assert sends[-1].error_code == "otp_locked"
-    assert sends[-1].retry_after_s == 7200
+    assert [s.answer.status for s in sends] == [202] * 6 + [429]
+    assert sends[-1].answer.error_code == "otp_locked"
+    assert sends[-1].answer.retry_after_s == 7200
     metrics = await (await client.get("/metrics")).text()
     assert metric_value(metrics, "gelombang_origin_registrations_completed_total") == 1
     # Joining before the checks passed is refused.

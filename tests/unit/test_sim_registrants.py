@@ -4,13 +4,13 @@ shared behaviour decisions."""
 from __future__ import annotations
 
 import datetime as dt
-import random
 import re
 import statistics
 import time
 
 import pytest
 
+from queue_service.protocol import HolderState
 from simulator import behaviour
 from simulator.registrants import (
     NETWORK_CLASSES,
@@ -159,7 +159,7 @@ def test_mix_rejects_impossible_shares() -> None:
 
 
 def test_humans_follow_poll_after_and_bots_ignore_it() -> None:
-    rng = random.Random(1)
+    rng = behaviour.PersonDraws(1)
     people = list(Population(2, 3000))
     human = next(r for r in people if not r.is_bot and not r.manual_refresher)
     manual = next(r for r in people if r.manual_refresher)
@@ -174,7 +174,7 @@ def test_human_persistence_decays_and_retries_mix_f5_and_walking_away() -> None:
     assert behaviour.persistence(1) == pytest.approx(0.95)
     assert behaviour.persistence(3) == pytest.approx(0.95 * 0.85**2)
     human = next(r for r in Population(2, 500) if not r.is_bot)
-    rng = random.Random(3)
+    rng = behaviour.PersonDraws(3)
     first = [behaviour.retry_delay_s(rng, human, 1) for _ in range(4000)]
     gave_up = sum(d is None for d in first) / len(first)
     assert 0.03 < gave_up < 0.07  # 1 - 0.95
@@ -189,7 +189,7 @@ def test_human_persistence_decays_and_retries_mix_f5_and_walking_away() -> None:
 
 def test_scripted_clients_use_full_jitter_and_ignore_retry_after() -> None:
     bot = next(r for r in Population(2, 3000) if r.is_bot)
-    rng = random.Random(4)
+    rng = behaviour.PersonDraws(4)
     for attempt in range(1, 12):
         window = min(60.0, 2.0**attempt)
         delays = [
@@ -201,16 +201,19 @@ def test_scripted_clients_use_full_jitter_and_ignore_retry_after() -> None:
 def test_balking_follows_the_eta() -> None:
     assert behaviour.balk_probability(0) == 0.0
     assert behaviour.balk_probability(6 * 3600) == pytest.approx(1 - 2.718281828**-1)
-    rng = random.Random(5)
+    rng = behaviour.PersonDraws(5)
     people = Population(2, 3000)
     human = next(r for r in people if not r.is_bot)
     bot = next(r for r in people if r.is_bot)
-    share = sum(behaviour.balks(rng, human, "waiting", 3 * 3600.0) for _ in range(20_000)) / 20_000
+    share = (
+        sum(behaviour.balks(rng, human, HolderState.WAITING, 3 * 3600.0) for _ in range(20_000))
+        / 20_000
+    )
     assert share == pytest.approx(1 - 2.718281828**-0.5, abs=0.015)
-    assert not behaviour.balks(rng, human, "waiting", None)
+    assert not behaviour.balks(rng, human, HolderState.WAITING, None)
     # the pre-queue's countdown is not a wait to balk at, and scripts never balk
-    assert not any(behaviour.balks(rng, human, "prequeue", 1e9) for _ in range(100))
-    assert not any(behaviour.balks(rng, bot, "waiting", 1e9) for _ in range(100))
+    assert not any(behaviour.balks(rng, human, HolderState.PREQUEUE, 1e9) for _ in range(100))
+    assert not any(behaviour.balks(rng, bot, HolderState.WAITING, 1e9) for _ in range(100))
 
 
 def test_bots_never_renege_and_patience_starts_at_the_opening() -> None:

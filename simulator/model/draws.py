@@ -1,4 +1,9 @@
-"""Fast random draws for the offline model (pure Python, millions of registrants)."""
+"""Fast random draws for the offline model (pure Python, millions of registrants).
+
+`Draws` is the `simulator.behaviour.Draw` protocol (`random`, `uniform`, `lognormal`), so the
+model takes its people's decisions through the same behaviour functions as the live driver and
+Locust, at table-backed speed; plus what only the model needs (`residual`, `poisson`).
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,431 @@
+"""One registrant's journey through a wave: every decision the registrant takes, as a state
+machine with no I/O and no clock of its own.
+
+The shape is h11's: everything that affects the journey lives here, on the instance; the
+caller feeds in what happened (the answers to the requests it was told to send, the time now)
+and gets the next action out:
+
+    journey = Journey(registrant, settings, rng, observer)
+    action = journey.begin(now)
+    while not isinstance(action, Stop):
+        if isinstance(action, Pause):          # sleep, then
+            action = journey.resumed(now)
+        else:                                  # a Call: send `action.request` `copies` times
+            action = journey.answered(answers, now)
+
+Executors (the live driver's `simulator.driver.registrant` on aiohttp, the Locust
+`RegistrantUser` on gevent) do only that: sleep, send a `simulator.client.Request`, parse the
+answer with `simulator.client.parse_answer`. Which request to send, how long to wait, when to
+give up and why, are the journey's. The offline model takes the same decisions from the same
+`simulator.behaviour` functions on virtual time, without a journey per person (millions).
+
+Actions: `Call(request, copies)` (join, sign in, poll from every open tab, leave, a step of the
+origin's registration flow, complete), `Pause(seconds)` (until the next poll, before a
+retry, the time on a form, away before coming back), `Stop(reason, detail)` (registered, or
+gave up: balked, reneged, errors, abandoned, rejected).
+
+Stages (`journey.stage`): JOINING (signing in at the registration site first when the wave
+verifies joins, retrying as people do) -> WAITING (holding a place: balk at the ETA, poll as
+told, renege when patience runs out) -> LEAVING (saying so; silent leavers skip it) -> AWAY
+(a reneger coming back once, with the old ticket) or DONE; WAITING -> IN_FLOW (admitted:
+the registration flow at the origin with the token; a run without a queue starts here) ->
+COMPLETING (the session ends at the queue, unless the person just closed the tab) -> DONE.
+
+A new stage is a member of `Stage`, the handlers that emit its calls and pauses, and their
+continuations; the executors need no change, since every action is a request to send or a
+time to wait. Call-backs, for instance: opting in is a `Call` (the contact, to the wave's
+notify route, built by `simulator.client`), leaving the page is a stage AWAY_CALLED whose
+`Pause` lasts until the return the person decided on (`simulator.behaviour`), and coming back
+by the return link is a `Call` of that link; the one new input would be the notification
+itself, fed in like an answer (`journey.notified(link, now)`) by whatever receives it. The
+`JourneyObserver` hears what happened (a place taken, an admission, the flow's answers, a
+registration) for the executor's records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from queue_service.protocol import HolderState
+from simulator import behaviour, sessions
+from simulator.behaviour import BehaviourParams, PersonDraws
+from simulator.client import (
+    FINAL_STATES,
+    WAVE_NOT_OPEN_YET,
+    Answer,
+    QueueApi,
+    Request,
+    TicketView,
+    enqueue_token,
+)
+from simulator.flow import STEPS, FlowContext, StepOutcome, pick_photo
+from simulator.registrants import Registrant
+from simulator.scenario import OriginParams, Scenario
+
+REGISTERED = "registered"
+"""`Stop.reason` of a journey that finished the registration flow."""
+FINAL_REASONS = {
+    HolderState.CLOSED: "rejected",  # the wave closed or filled before this turn
+    HolderState.EXPIRED: "abandoned",  # the place lapsed
+    HolderState.COMPLETED: "rejected",  # used already: nothing left to wait for
+}
+
+
+class Stage(Enum):
+    JOINING = "joining"
+    WAITING = "waiting"
+    LEAVING = "leaving"
+    AWAY = "away"
+    IN_FLOW = "in_flow"
+    COMPLETING = "completing"
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    request: Request
+    copies: int = 1
+    """Send it this many times at once (one status poll from every open tab)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    reason: str
+    """REGISTERED, or why the registrant gave up (`simulator.records.GIVE_UP_REASONS`)."""
+    detail: str
+    """Finer than the reason, e.g. `rejected: origin 409 nik_taken at ktp`."""
+
+
+Action = Call | Pause | Stop
+
+
+class JourneyObserver:
+    """What an executor may want to record; every method does nothing unless overridden."""
+
+    def stage_changed(self, old: Stage | None, new: Stage, now: float) -> None: ...
+    def placed(self, view: TicketView, now: float, new_place: bool) -> None:
+        """A join answered with a place: a new one, or the holder's own handed back."""
+
+    def polled(self, view: TicketView, now: float) -> None:
+        """A status answer (the freshest of the open tabs')."""
+
+    def admitted(self, token: str, now: float) -> None: ...
+    def origin_answered(self, step: str, answer: Answer, outcome: StepOutcome, now: float) -> None:
+        """An answer to a request of the registration flow."""
+
+    def registered(self, now: float) -> None:
+        """The registration flow finished at the origin."""
+
+    def completed(self, acknowledged: bool) -> None:
+        """The queue answered `complete` (acknowledged: 204)."""
+
+    def went_away(self, reason: str, now: float) -> None:
+        """Gave up for now, and will come back (`came_back`)."""
+
+    def came_back(self, now: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class JourneySettings:
+    """What every registrant of one run shares."""
+
+    wave: str
+    queued: bool
+    """False: no waiting room, straight at the origin."""
+    verified_joins: bool
+    opens_at_s: float
+    """The opening on the executor's clock (patience in the pre-queue starts there)."""
+    behaviour: BehaviourParams
+    origin: OriginParams
+
+    @classmethod
+    def of(
+        cls, scenario: Scenario, *, queued: bool, wave: str | None = None, opens_at_s: float
+    ) -> JourneySettings:
+        return cls(
+            wave=wave or scenario.wave.id,
+            queued=queued,
+            verified_joins=scenario.wave.verified_joins,
+            opens_at_s=opens_at_s,
+            behaviour=scenario.behaviour,
+            origin=scenario.origin,
+        )
+
+
+Answered = Callable[[Sequence[Answer], float], Action]
+Resumed = Callable[[float], Action]
+
+
+class Journey:
+    """One registrant, one run. Not thread-safe; one executor drives it."""
+
+    def __init__(
+        self,
+        registrant: Registrant,
+        settings: JourneySettings,
+        rng: PersonDraws,
+        observer: JourneyObserver | None = None,
+    ) -> None:
+        self.registrant = registrant
+        self.settings = settings
+        self.params = settings.behaviour
+        self.rng = rng
+        self.observer = observer or JourneyObserver()
+        self.api = QueueApi(settings.wave)
+        self.stage: Stage | None = None
+        self.ticket: str | None = None
+        """The holder's ticket: shown again on every join, it hands the place back."""
+        self.view: TicketView | None = None
+        """The latest view the queue gave (join or status)."""
+        self.poll_after_ms: int | None = None
+        """What the last answer said about the next poll (None: it said nothing)."""
+        self.token: str | None = None
+        self.patience_from = 0.0
+        self.may_return = True
+        self.join_failures = 0
+        self.poll_failures = 0
+        self.flow: FlowContext | None = None
+        self.step = 0
+        self.step_failures = 0
+        self.drop_at: int | None = None
+        self.think_s = 0.0
+        self._on_answer: Answered | None = None
+        self._on_resume: Resumed | None = None
+
+    # ------------------------------------------------------------------ feeding it
+
+    def begin(self, now: float) -> Action:
+        if not self.settings.queued:
+            return self._start_flow(now)
+        return self._join(now)
+
+    def answered(self, answers: Sequence[Answer], now: float) -> Action:
+        """The answers to the last `Call` (one per copy, in any order)."""
+        handle, self._on_answer = self._on_answer, None
+        if handle is None or not answers:
+            raise RuntimeError(f"no call is waiting for an answer (stage {self.stage})")
+        return handle(answers, now)
+
+    def resumed(self, now: float) -> Action:
+        """The last `Pause` is over."""
+        resume, self._on_resume = self._on_resume, None
+        if resume is None:
+            raise RuntimeError(f"no pause to resume from (stage {self.stage})")
+        return resume(now)
+
+    # ------------------------------------------------------------------ emitting actions
+
+    def _enter(self, stage: Stage, now: float) -> None:
+        if stage is not self.stage:
+            old, self.stage = self.stage, stage
+            self.observer.stage_changed(old, stage, now)
+
+    def _call(self, request: Request, then: Answered, copies: int = 1) -> Call:
+        self._on_answer = then
+        return Call(request, copies)
+
+    def _pause(self, seconds: float, then: Resumed) -> Pause:
+        self._on_resume = then
+        return Pause(seconds)
+
+    def _stop(self, reason: str, detail: str, now: float) -> Stop:
+        self._enter(Stage.DONE, now)
+        return Stop(reason, detail)
+
+    # ------------------------------------------------------------------ joining
+
+    def _join(self, now: float) -> Action:
+        self._enter(Stage.JOINING, now)
+        r = self.registrant
+        if self.settings.verified_joins:  # a fresh enqueue token for every join: they live minutes
+            return self._call(self.api.sign_in(r.email, r.phone), self._signed_in)
+        return self._call(self.api.join({"registrant": r.registrant_id}, self.ticket), self._joined)
+
+    def _signed_in(self, answers: Sequence[Answer], now: float) -> Action:
+        answer = answers[0]
+        token = enqueue_token(answer)
+        if token is None:
+            if answer.status is None or answer.status >= 500:
+                return self._stop("errors", "errors: sign-in at the origin failed", now)
+            detail = f"rejected: sign-in {answer.status} {answer.error_code}"
+            return self._stop("rejected", detail, now)
+        return self._call(self.api.join({"enqueue_token": token}, self.ticket), self._joined)
+
+    def _joined(self, answers: Sequence[Answer], now: float) -> Action:
+        answer = answers[0]
+        view = answer.view
+        if view is not None and view.ticket:
+            new_place = view.ticket != self.ticket
+            self.ticket = view.ticket
+            self.observer.placed(view, now, new_place)
+            return self._hold(view, now)
+        status = answer.status
+        if status == 409 and answer.error_code == WAVE_NOT_OPEN_YET:
+            return self._pause(answer.retry_after_s or 1.0, self._join)
+        if status is not None and 400 <= status < 500 and status != 429:
+            return self._stop("rejected", f"rejected: join {status} {answer.error_code}", now)
+        self.join_failures += 1
+        delay = behaviour.retry_delay_s(
+            self.rng, self.registrant, self.join_failures, self.params, answer.retry_after_s
+        )
+        if delay is None:
+            return self._stop("errors", "errors", now)
+        return self._pause(delay, self._join)
+
+    # ------------------------------------------------------------------ waiting
+
+    def _hold(self, view: TicketView, now: float) -> Action:
+        """A place: balk at the ETA shown, or start waiting (patience counts from now, or
+        from the opening for a place in the pre-queue)."""
+        self._enter(Stage.WAITING, now)
+        self.view, self.poll_after_ms = view, view.poll_after_ms
+        self.join_failures = self.poll_failures = 0
+        if behaviour.balks(self.rng, self.registrant, view.state, view.eta_s, self.params):
+            return self._leave("balked", now)
+        self.patience_from = behaviour.patience_from(now, self.settings.opens_at_s)
+        return self._wait(now)
+
+    def _wait(self, now: float) -> Action:
+        view = self.view
+        assert view is not None
+        if view.admitted and view.token:
+            return self._admitted(view.token, now)
+        if view.state in FINAL_STATES:
+            reason = FINAL_REASONS[view.state]
+            return self._stop(reason, f"{reason}: queue said {view.state}", now)
+        delay = behaviour.poll_delay_s(self.rng, self.registrant, self.poll_after_ms, self.params)
+        return self._pause(delay, self._poll)
+
+    def _poll(self, now: float) -> Action:
+        if behaviour.reneges(self.registrant, now - self.patience_from):
+            return self._leave("reneged", now)
+        assert self.ticket is not None
+        copies = behaviour.open_tabs(self.registrant)
+        return self._call(self.api.status(self.ticket), self._polled, copies)
+
+    def _polled(self, answers: Sequence[Answer], now: float) -> Action:
+        views = [view for answer in answers if answer.status == 200 and (view := answer.view)]
+        if views:  # the freshest tab: one that brings the token, else any
+            view = next((v for v in views if v.admitted), views[0])
+            self.view, self.poll_after_ms = view, view.poll_after_ms
+            self.observer.polled(view, now)
+            return self._wait(now)
+        answer = answers[0]
+        self.poll_after_ms = None  # told nothing: the default period
+        if answer.status in (401, 404):
+            return self._stop(
+                "rejected", f"rejected: status {answer.status} {answer.error_code}", now
+            )
+        if answer.status == 429:
+            # The waiting page honours Retry-After; a bot does not (and gains nothing).
+            if not self.registrant.is_bot and answer.retry_after_s:
+                return self._pause(answer.retry_after_s, self._wait)
+            return self._wait(now)
+        self.poll_failures += 1
+        delay = behaviour.retry_delay_s(
+            self.rng, self.registrant, self.poll_failures, self.params, answer.retry_after_s
+        )
+        if delay is None:
+            return self._stop("errors", "errors", now)
+        return self._pause(delay, self._wait)
+
+    # ------------------------------------------------------------------ leaving
+
+    def _leave(self, reason: str, now: float) -> Action:
+        if behaviour.abandons_silently(self.rng, self.params):
+            return self._gone(reason, now)
+        self._enter(Stage.LEAVING, now)
+        assert self.ticket is not None
+        return self._call(self.api.leave(self.ticket), lambda _, at: self._gone(reason, at))
+
+    def _gone(self, reason: str, now: float) -> Action:
+        """Gone: for good, or (a reneger, once) to come back later with the old ticket, so a
+        place still held is handed back."""
+        if reason == "reneged" and self.may_return:
+            back = behaviour.returns_later_s(self.rng, self.params)
+            if back is not None:
+                self.may_return = False
+                self._enter(Stage.AWAY, now)
+                self.observer.went_away(reason, now)
+                return self._pause(back, self._come_back)
+        return self._stop(reason, reason, now)
+
+    def _come_back(self, now: float) -> Action:
+        self.observer.came_back(now)
+        return self._join(now)
+
+    # ------------------------------------------------------------------ the origin
+
+    def _admitted(self, token: str, now: float) -> Action:
+        self.token = token
+        self.observer.admitted(token, now)
+        return self._start_flow(now)
+
+    def _start_flow(self, now: float) -> Action:
+        self._enter(Stage.IN_FLOW, now)
+        rng = self.rng
+        self.flow = FlowContext(self.registrant, photo=pick_photo(rng), token=self.token)
+        dropping = behaviour.drops_out_in_flow(rng, self.params)
+        self.drop_at = rng.randrange(len(STEPS)) if dropping else None
+        # the person's own time on the forms, between requests (simulator.sessions)
+        self.think_s = sessions.think_time_s(rng, self.settings.origin) / len(STEPS)
+        self.step = 0
+        return self._next_step(now)
+
+    def _next_step(self, now: float) -> Action:
+        if self.step == len(STEPS):
+            self.observer.registered(now)
+            return self._end_session(REGISTERED, REGISTERED, now)
+        if self.step == self.drop_at:
+            # closes the tab: no `complete`, the slot waits for the session's TTL
+            return self._stop("abandoned", "abandoned", now)
+        self.step_failures = 0
+        return self._pause(self.think_s, self._send_step)
+
+    def _send_step(self, now: float) -> Action:
+        assert self.flow is not None
+        return self._call(STEPS[self.step].build(self.flow), self._step_answered)
+
+    def _step_answered(self, answers: Sequence[Answer], now: float) -> Action:
+        answer, step, flow = answers[0], STEPS[self.step], self.flow
+        assert flow is not None
+        outcome = step.judge(answer)
+        self.observer.origin_answered(step.name, answer, outcome, now)
+        if outcome is StepOutcome.OK:
+            step.remember(flow, dict(answer.body))
+            self.step += 1
+            return self._next_step(now)
+        if outcome is StepOutcome.REFUSED:
+            if answer.status in (413, None) and step.name == "ktp":
+                flow.resize_photo()  # the person shrinks the photo and uploads it again
+                return self._send_step(now)
+            if answer.status == 429:
+                return self._pause(answer.retry_after_s or 1.0, self._send_step)
+            detail = f"rejected: origin {answer.status} {answer.error_code} at {step.name}"
+            return self._end_session("rejected", detail, now)
+        self.step_failures += 1
+        delay = behaviour.retry_delay_s(
+            self.rng, self.registrant, self.step_failures, self.params, answer.retry_after_s
+        )
+        if delay is None:
+            return self._end_session("errors", "errors", now)
+        return self._pause(delay, self._send_step)
+
+    def _end_session(self, reason: str, detail: str, now: float) -> Action:
+        """The end of an admitted session: the queue is told, so the slot is freed at once."""
+        if self.token is None:
+            return self._stop(reason, detail, now)
+        self._enter(Stage.COMPLETING, now)
+
+        def told(answers: Sequence[Answer], at: float) -> Action:
+            self.observer.completed(answers[0].status == 204)
+            return self._stop(reason, detail, at)
+
+        return self._call(self.api.complete(self.token), told)

@@ -1,0 +1,78 @@
+"""The wave a scenario describes, as the queue takes it: one definition for every place that
+creates a wave from a scenario (the live driver and `gelombang simulate`, the demo's config
+file, the Locust set-up, the planner's `gelombang wave put` command, the driver benchmark).
+
+    wave_definition(scenario, opens_at=..., closes_at=..., origin_url=...)
+
+gives the body of `PUT /admin/v1/waves/{wave}` (the fields of a `[[waves]]` table of the config
+file, `as_toml` renders one): the scenario's `[wave]` table, with the times and the
+registration site only the caller knows. A caller that runs the wave at another `admit_rate`
+gets the scenario's burst in proportion (`WaveParams.burst_at`, as the offline model runs it);
+any other field can be changed by name (`max_active=0`, `title=...`, `rate_limits=...`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urljoin
+
+from simulator.scenario import Scenario
+
+ENQUEUE_JWKS_PATH = "/.well-known/enqueue-jwks.json"
+"""Where the sample origin publishes the keys of the enqueue tokens it signs."""
+
+
+def wave_definition(
+    scenario: Scenario,
+    *,
+    opens_at: float | str,
+    closes_at: float | str,
+    origin_url: str,
+    admit_rate: float | None = None,
+    enqueue_jwks_url: str | None = None,
+    **changes: Any,
+) -> dict[str, Any]:
+    """`opens_at`, `closes_at`: Unix seconds or ISO 8601 with an offset; `origin_url`: where
+    admitted registrants go; `enqueue_jwks_url`: the registration site's enqueue keys (a wave
+    with verified joins; default: the sample origin's, next to `origin_url`)."""
+    wave = scenario.wave
+    rate = wave.admit_rate if admit_rate is None else admit_rate
+    definition: dict[str, Any] = {
+        "opens_at": opens_at,
+        "closes_at": closes_at,
+        "admit_rate": rate,
+        "admit_burst": wave.burst_at(rate),
+        "max_active": wave.max_active,
+        "session_ttl_s": wave.session_ttl_s,
+        "quota": wave.quota,
+        "prequeue_s": wave.prequeue_s,
+        "abandon_after_s": wave.abandon_after_s,
+        "expected_session_s": wave.expected_session_s,
+        "origin_url": origin_url,
+        "verified_joins": wave.verified_joins,
+    }
+    if wave.verified_joins:  # the registration site signs registrants in and vouches for them
+        definition["enqueue_jwks_url"] = enqueue_jwks_url or urljoin(origin_url, ENQUEUE_JWKS_PATH)
+    definition.update(changes)
+    return definition
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string: the same escapes
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def as_toml(wave_id: str, definition: Mapping[str, Any]) -> str:
+    """One `[[waves]]` table of the config file (`gelombang serve --config`)."""
+    lines = ["[[waves]]", f"id = {_toml_value(wave_id)}"]
+    lines += [f"{name} = {_toml_value(value)}" for name, value in definition.items()]
+    return "\n".join(lines) + "\n"
