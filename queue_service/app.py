@@ -16,6 +16,7 @@ from queue_service.admission import AdmissionLoop, local_status_max_age_s
 from queue_service.appkeys import (
     ADMIN_FAILURES,
     ADMISSION_CHECK,
+    CALLBACKS,
     KEYRING,
     LEDGER,
     OVERLOAD,
@@ -24,8 +25,10 @@ from queue_service.appkeys import (
     SETTINGS,
     STATUS_BOARD,
     STORE,
+    VAPID_PUBLIC_KEY,
 )
 from queue_service.autopilot_loop import AutopilotLoop
+from queue_service.callback_setup import callback_channels, deployment_callbacks
 from queue_service.clock import Clock
 from queue_service.endpoint import (
     CATCH_ALL_PATTERN,
@@ -104,7 +107,11 @@ def create_app(
     clock: Clock | None = None,
     keyring: KeyRing | None = None,
     run_admission: bool = True,
+    run_outbox: bool | None = None,
 ) -> web.Application:
+    """`run_admission`: the admission loop (tests step it by hand); `run_outbox`: the call-back
+    senders (default: with the admission loop)."""
+    run_outbox = run_admission if run_outbox is None else run_outbox
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[KEYRING] = keyring or load_keyring(settings)
@@ -119,6 +126,7 @@ def create_app(
         registry = WaveRegistry(store, settings.rate_limits, clock)
         secret = await resolve_secret(redis, settings.secret)
         keyring_now = app[KEYRING]
+        callbacks, vapid_public = deployment_callbacks(settings, store, secret)
         service = QueueService(
             store,
             registry,
@@ -128,10 +136,12 @@ def create_app(
             ChallengeCodec(secret),
             clock=clock,
             local_status_max_age_s=local_status_max_age_s(settings.admission_interval_s),
+            callbacks=callbacks,
         )
         await load_config_waves(settings, store)
         metrics.init_process_series()
         app[REDIS], app[STORE], app[SERVICE] = redis, store, service
+        app[CALLBACKS], app[VAPID_PUBLIC_KEY] = callbacks, vapid_public
         app[LEDGER] = Ledger(store, keyring_now)  # public proof (issue 25)
         app[ADMISSION_CHECK] = AdmissionCheck(store, service.verifier, clock)
         app[STATUS_BOARD] = StatusBoard(store, service, registry)
@@ -145,16 +155,22 @@ def create_app(
             asyncio.create_task(app[SERVICE].seen.run(), name="seen-flush"),
         ]
         if run_admission:
-            loop = AdmissionLoop(app[STORE], app[SERVICE].registry, settings.admission_interval_s)
+            loop = AdmissionLoop(
+                app[STORE], app[SERVICE].registry, settings.admission_interval_s, app[CALLBACKS]
+            )
             tasks.append(asyncio.create_task(loop.run(), name="admission"))
             autopilot = AutopilotLoop(app[STORE], app[SERVICE].registry)
             tasks.append(asyncio.create_task(autopilot.run(), name="autopilot"))
-        yield
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        async with callback_channels(settings, app[CALLBACKS]) as channels:
+            if run_outbox:
+                sender = channels.sender(app[STORE], app[SERVICE].registry)
+                tasks.append(asyncio.create_task(sender.run(), name="callback-senders"))
+            yield
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app.cleanup_ctx.append(state_ctx)
     app.cleanup_ctx.append(background_ctx)

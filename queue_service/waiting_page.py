@@ -47,7 +47,7 @@ BRAND = "Gelombang"
 """Shown at the top of the page when the wave names no operator."""
 WIB = timezone(timedelta(hours=7))
 """Times on the page are Western Indonesian Time, as the programme announces them."""
-SERVER_ONLY_PREFIXES = ("nojs_", "busy_")
+SERVER_ONLY_PREFIXES = ("nojs_", "busy_", "cbm_", "cbr_")
 SERVER_ONLY_KEYS = frozenset(
     {"months", "time_format", "join", "s_join", "s_needjs", "m_needjs", "s_busy"}
 )
