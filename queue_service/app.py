@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from queue_service import http_admin, http_proof, http_public, metrics
+from queue_service import http_admin, http_callbacks, http_proof, http_public, metrics
 from queue_service.admission import AdmissionLoop, local_status_max_age_s
 from queue_service.appkeys import (
     ADMIN_FAILURES,
@@ -185,7 +185,7 @@ PAGE_PREFIX = "/w/"
 
 
 def add_routes(app: web.Application, max_body_bytes: int) -> None:
-    p, a = http_public, http_admin
+    p, a, c = http_public, http_admin, http_callbacks
     routes: list[tuple[str, str, Handler]] = [
         ("POST", "/api/v1/waves/{wave}/join", p.join),
         ("GET", "/api/v1/waves/{wave}/status", p.status),
@@ -196,6 +196,9 @@ def add_routes(app: web.Application, max_body_bytes: int) -> None:
         ("GET", "/api/v1/waves/{wave}", p.wave_info),
         ("GET", "/api/v1/waves/{wave}/revoked", p.revoked),
         ("GET", "/api/v1/waves/{wave}/challenge", p.challenge),
+        # call-backs (issue 24)
+        ("POST", "/api/v1/waves/{wave}/notify", c.notify),
+        ("POST", "/api/v1/waves/{wave}/return", c.api_return),
         # public proof (issue 25)
         ("GET", "/api/v1/waves/{wave}/ledger", http_proof.ledger_page),
         ("GET", "/api/v1/waves/{wave}/ledger/head", http_proof.ledger_head),
@@ -204,6 +207,10 @@ def add_routes(app: web.Application, max_body_bytes: int) -> None:
         ("GET", "/.well-known/jwks.json", p.jwks),
         ("GET", "/w/{wave}", p.waiting_page),
         ("POST", "/w/{wave}", p.page_join),
+        ("POST", "/w/{wave}/notify", c.page_notify),
+        ("GET", "/w/{wave}/return", c.return_page),
+        ("POST", "/w/{wave}/return", c.page_return),
+        ("GET", "/push-sw.js", c.push_worker),
         ("GET", "/api/openapi.json", p.openapi),
         ("GET", "/healthz", p.healthz),
         ("GET", "/readyz", p.readyz),

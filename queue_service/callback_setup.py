@@ -59,10 +59,15 @@ def load_callback_keys(settings: Settings) -> tuple[bytes, bytes, bytes]:
 
 def deployment_callbacks(settings: Settings, store: Store, secret: bytes) -> tuple[Callbacks, str]:
     contact_key, _, vapid_pem = load_callback_keys(settings)
+    public_key = vapid_public_key(vapid_pem)
     callbacks = Callbacks(
-        store, ContactCipher(contact_key), ReturnCodes(secret), available_channels(settings)
+        store,
+        ContactCipher(contact_key),
+        ReturnCodes(secret),
+        available_channels(settings),
+        public_key,
     )
-    return callbacks, vapid_public_key(vapid_pem)
+    return callbacks, public_key
 
 
 @dataclass

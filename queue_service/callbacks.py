@@ -71,8 +71,15 @@ def callback_view(runtime: WaveRuntime, contact: Contact, mark: str) -> dict[str
 
 class Callbacks:
     def __init__(
-        self, store: Store, cipher: ContactCipher, codes: ReturnCodes, channels: frozenset[str]
+        self,
+        store: Store,
+        cipher: ContactCipher,
+        codes: ReturnCodes,
+        channels: frozenset[str],
+        vapid_public_key: str = "",
     ) -> None:
+        self.vapid_public_key = vapid_public_key
+        """The Web Push applicationServerKey pages subscribe with."""
         self.store = store
         self.cipher = cipher
         self.codes = codes

@@ -145,8 +145,11 @@ async def join(request: web.Request) -> web.Response:
     wave = _wave(request)
     body = await read_json_object(request)
     result = await request.app[SERVICE].join(wave, body, _ip(request), presented_ticket(request))
+    answer: dict[str, Any] = {**result.view, "ticket": result.ticket}
+    if result.callback is not None:
+        answer["callback"] = result.callback  # call-backs: what was kept, or why not
     response = json_response(
-        {**result.view, "ticket": result.ticket},
+        answer,
         status=201 if result.created else 200,
         headers=NO_STORE,
     )

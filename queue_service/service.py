@@ -272,7 +272,8 @@ class QueueService:
         if wants_callback and self.callbacks is not None and view["state"] in CALLABLE_STATES:
             contacts = verified.contacts if verified is not None else {}
             try:
-                callback = (await self.callbacks.opt_in(runtime, ticket, body, contacts)).view
+                opted = await self.callbacks.opt_in(runtime, ticket, body, contacts)
+                callback = opted.view["callback"]
             except ApiError as exc:
                 # the place is taken and stays: the holder is told why nobody will call, and
                 # may opt in again (POST .../notify) rather than lose the join
@@ -554,6 +555,19 @@ class QueueService:
             # public proof: the draw's commitment (its seed after the opening) and the ledger
             "draw": await self.draws.public(config.id, runtime.uid, counts.drawn),
             "ledger": f"/api/v1/waves/{config.id}/ledger",
+            "callbacks": self._callback_info(runtime),
+        }
+
+    def _callback_info(self, runtime: WaveRuntime) -> dict[str, Any] | None:
+        """What the waiting page needs to offer call-backs (None: the wave offers none)."""
+        notify = runtime.config.notify
+        if not notify.enabled or self.callbacks is None:
+            return None
+        return {
+            "channels": list(notify.channels),
+            "lead_s": notify.lead_s,
+            "return_window_s": notify.return_window_s,
+            "vapid_public_key": self.callbacks.vapid_public_key,
         }
 
     async def revoked(self, wave: str, after: str) -> dict[str, Any]:

@@ -414,7 +414,7 @@ was refused together does not return together. Without JavaScript the meta refre
 PAGE_SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
-    "style-src 'unsafe-inline'; img-src 'self' data:; worker-src blob:; "
+    "style-src 'unsafe-inline'; img-src 'self' data:; worker-src 'self' blob:; "
     "frame-ancestors 'none'",
 }
 SHED_PAGE_HEADERS = {
