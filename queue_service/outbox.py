@@ -32,8 +32,10 @@ log = logging.getLogger(__name__)
 
 READ_BATCH = 50
 IDLE_SLEEP_S = 0.5
-RETRY_IDLE_MS = 5_000
-"""A pending message idle this long is claimed again (its sender failed it or died)."""
+RETRY_IDLE_MS = 30_000
+"""A pending message idle this long is claimed again (its sender failed it or died): longer
+than a try can take (channels.SEND_TIMEOUT_S, an SMTP exchange), so no two processes send one
+message at once; a failed try waits its back-off on top (outbox_due)."""
 BACKOFF_BASE_MS = 5_000
 BACKOFF_CAP_MS = 300_000
 MAX_TRIES = 8

@@ -793,7 +793,10 @@ class Store:
                     keys.outbox, OUTBOX_GROUP, consumer, retry_idle_ms, count=count - len(entries)
                 ),
             )
-            entries += [(_s(i), _decode_fields(f)) for i, f in claimed[1] if f]
+            taken = {entry_id for entry_id, _ in entries}
+            entries += [
+                (_s(i), _decode_fields(f)) for i, f in claimed[1] if f and _s(i) not in taken
+            ]
         return entries
 
     async def outbox_done(self, wave: str, entry_id: str) -> None:
