@@ -6,6 +6,7 @@ for a ticket that ended is dropped."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email
 import os
@@ -271,7 +272,7 @@ async def test_a_failing_gateway_gets_the_message_again_with_the_same_key_and_no
         )
         for _ in range(30):
             await sender.round()
-            time.sleep(0.01)
+            await asyncio.sleep(0.01)
         assert gateway.deliveries == 3 and len(gateway.received) == 1
         # a redelivery of a message already received (a sender that died before its
         # acknowledgement) is recognised by its key: still one in effect
