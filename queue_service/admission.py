@@ -21,6 +21,7 @@ import time
 
 from queue_service import ledger, metrics
 from queue_service.callbacks import NOTIFY_INTERVAL_S, Callbacks
+from queue_service.carry_over import CarryOver, LeaseLost
 from queue_service.errors import ApiError
 from queue_service.prequeue_draw import draw_prequeue
 from queue_service.registry import WaveRegistry
@@ -77,8 +78,10 @@ class AdmissionLoop:
         registry: WaveRegistry,
         interval_s: float,
         callbacks: Callbacks | None = None,
+        carry: CarryOver | None = None,
     ) -> None:
         self._callbacks = callbacks
+        self._carry = carry
         self._notified: dict[str, float] = {}
         """Wave -> when (monotonic) this process last ran its notify step (call-backs)."""
         self._store = store
@@ -138,6 +141,17 @@ class AdmissionLoop:
         self._due[wave] = time.monotonic() + wait
         await self._seal_ledger(wave, step)
         await self._notify(wave)
+        await self._carry_over(wave, step)
+
+    async def _carry_over(self, wave: str, step: AdmitStep) -> None:
+        """Call-backs: a wave with carry_over_to that has ended moves its verified holders."""
+        runtime = self._registry.loaded.get(wave)
+        if self._carry is None or runtime is None or step.counts.state not in FINISHED_STATES:
+            return
+        try:
+            await self._carry.run_if_due(runtime)
+        except LeaseLost:
+            log.info("wave %s: another process took the carry-over over", wave)
 
     async def _notify(self, wave: str) -> None:
         """Call-backs: tell the holders whose turn is near, about once a second per wave."""

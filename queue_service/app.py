@@ -29,6 +29,7 @@ from queue_service.appkeys import (
 )
 from queue_service.autopilot_loop import AutopilotLoop
 from queue_service.callback_setup import callback_channels, deployment_callbacks
+from queue_service.carry_over import CarryOver
 from queue_service.clock import Clock
 from queue_service.endpoint import (
     CATCH_ALL_PATTERN,
@@ -155,8 +156,10 @@ def create_app(
             asyncio.create_task(app[SERVICE].seen.run(), name="seen-flush"),
         ]
         if run_admission:
+            service = app[SERVICE]
+            carry = CarryOver(app[STORE], service.registry, app[CALLBACKS], service.codec)
             loop = AdmissionLoop(
-                app[STORE], app[SERVICE].registry, settings.admission_interval_s, app[CALLBACKS]
+                app[STORE], service.registry, settings.admission_interval_s, app[CALLBACKS], carry
             )
             tasks.append(asyncio.create_task(loop.run(), name="admission"))
             autopilot = AutopilotLoop(app[STORE], app[SERVICE].registry)

@@ -8,7 +8,8 @@ Checks, each passed or failed with the first offending entry:
 - head: the signed head names the last entry's hash, and its signature verifies with the JWKS;
 - commitment: SHA-256 of the revealed seed is the commitment in the ledger's first entry, in
   the wave info, and the one the auditor saved before the opening (when given);
-- draw: the pre-queue tickets were admitted or skipped in the order the seed gives;
+- draw: the pre-queue tickets were admitted or skipped in the order the seed gives (after the
+  tickets carried over ahead of everyone from an earlier wave, which the ledger lists first);
 - order: after the pre-queue, ticket n+1 is decided at place n (first in, first out); every
   place is decided once, skipped places say why;
 - outflow: a token bucket replayed with the admission settings in force over time (the config
@@ -106,7 +107,7 @@ def audit(
         return report
     prequeue, seed = _check_commitment(report, entries, info, wave, saved_commitment)
     tickets = [e for e in entries.parsed if e.kind == "ticket"]
-    _check_order(report, tickets, prequeue, seed, wave)
+    _check_order(report, tickets, prequeue, seed, wave, _carried_ahead(entries.parsed))
     _check_outflow_and_quota(report, entries.parsed)
     _check_returns(report, entries.parsed)
     reasons = Counter(
@@ -275,12 +276,34 @@ def _check_commitment(
     return prequeue, seed
 
 
+def _carried_ahead(parsed: list[Any]) -> list[int]:
+    """Tickets carried over ahead of everyone (call-backs): the `carry` entries with
+    place=ahead written before the draw, in order; the draw puts them first (draw.py)."""
+    first: list[int] = []
+    for entry in parsed:
+        if entry.kind == "draw":
+            break
+        if entry.kind == "carry" and entry.fields.get("place") == "ahead":
+            try:
+                first.append(int(entry.fields["seq"]))
+            except (KeyError, ValueError):
+                continue
+    return first
+
+
 def _check_order(
-    report: AuditReport, tickets: list[Any], prequeue: int | None, seed: str | None, wave: str
+    report: AuditReport,
+    tickets: list[Any],
+    prequeue: int | None,
+    seed: str | None,
+    wave: str,
+    first: Sequence[int] = (),
 ) -> None:
     order_problems: list[str] = []
     draw_problems: list[str] = []
-    drawn = draw.draw_order(seed, wave, prequeue) if seed and prequeue is not None else None
+    drawn = (
+        draw.draw_order(seed, wave, prequeue, first) if seed and prequeue is not None else None
+    )
     seen: set[int] = set()
     for expected_order, entry in enumerate(tickets):
         try:

@@ -91,8 +91,11 @@ Per wave, prefix `glb:{w:<wave>}:`
                         standing over (`notify.carry_over_to`), encrypted like a contact;
                         deleted with the ticket
   carry          hash   the carry-over of a closed or full wave: owner + lease_until (the
-                        process moving holders), order (the admission order moved up to),
-                        moved, done (ms)
+                        process moving holders), position (how far along the line it has
+                        moved), moved (holders), done (ms)
+  carried        list   tickets carried over ahead of everyone into this wave's pre-queue, in
+                        their order: the draw puts them first (draw.py); public in the ledger's
+                        `carry` entries
 
 Global (no tag; admin paths only, never on the hot path)
   glb:waves      set    ids of every wave
@@ -202,3 +205,7 @@ class WaveKeys:
     @property
     def carry(self) -> str:
         return self.prefix + "carry"
+
+    @property
+    def carried(self) -> str:
+        return self.prefix + "carried"

@@ -57,6 +57,7 @@ SCRIPTS = (
     "notify",
     "return_link",
     "outbox",
+    "carry",
 )
 READ_ONLY_SCRIPTS = frozenset({"read_counts"})
 STORE_RETRY_AFTER_S = 2
@@ -747,6 +748,77 @@ class Store:
         number = int(seq)
         incarnation = incarnation_of(number, current, _ended_incarnations(ended))
         return result, Ticket(number, incarnation, stamp)
+
+    async def carried_ahead(self, wave: str) -> list[int]:
+        """Tickets carried over ahead of everyone into this wave's pre-queue, in order."""
+        raw = await self._call("carry", self.redis.lrange(WaveKeys(wave).carried, 0, -1))
+        return [int(_s(x)) for x in raw]
+
+    async def carry_begin(self, wave: str, owner: str, lease_ms: int) -> tuple[str, int]:
+        prefix, _ = _wave_keys(wave)
+        raw = await self._script("carry", wave, ["begin", prefix, self.now_arg(), owner, lease_ms])
+        return _s(raw[0]), int(raw[1]) if len(raw) > 1 else 0
+
+    async def carry_out(
+        self, wave: str, owner: str, seqs: Sequence[int]
+    ) -> list[tuple[int, str, str, str]] | None:
+        """(seq, stamp, account ciphertext, call-back record) of the holders still waiting and
+        verified among `seqs`; None when the lease was lost."""
+        prefix, _ = _wave_keys(wave)
+        raw = await self._script("carry", wave, ["out", prefix, self.now_arg(), owner, *seqs])
+        if _s(raw[0]) != "ok":
+            return None
+        items = [_s(x) for x in raw[1:]]
+        return [
+            (int(items[i]), items[i + 1], items[i + 2], items[i + 3])
+            for i in range(0, len(items), 4)
+        ]
+
+    async def carry_done(
+        self, wave: str, owner: str, position: int, finished: bool, moved: Sequence[int]
+    ) -> bool:
+        prefix, _ = _wave_keys(wave)
+        args = ["done", prefix, self.now_arg(), owner, position, "1" if finished else "0", *moved]
+        return _s(await self._script("carry", wave, args)) == "ok"
+
+    async def carry_in(
+        self, wave: str, order: str, origin: str, items: Sequence[Sequence[str | int]]
+    ) -> tuple[str, list[str]]:
+        """Create the carried holders' places in `wave` (8 values each, lua/carry.lua): the
+        wave's state, and per holder 'moved:<seq>', 'held' or 'refused'."""
+        prefix, _ = _wave_keys(wave)
+        flat = [value for item in items for value in item]
+        raw = await self._script(
+            "carry", wave, ["in", prefix, self.now_arg(), order, origin, *flat]
+        )
+        return _s(raw[0]), [_s(x) for x in raw[1:]]
+
+    async def carry_candidates(self, wave: str, position: int, count: int) -> tuple[list[int], int]:
+        """Tickets of an ended wave from admission-order `position` on (the line's part the
+        cursor had not reached), at most `count`: (seqs, total positions)."""
+        keys = WaveKeys(wave)
+        raw = await self._call("carry", self.redis.hmget(keys.ctl, "cursor", "seq", "open_seq"))
+        cursor, seq, open_seq = (int(_s(v)) if v is not None else 0 for v in raw)
+        if raw[2] is None:
+            open_seq = -1
+        prequeue = seq if open_seq < 0 else open_seq
+        total = max(0, seq - cursor) if open_seq >= 0 else seq
+        start = (cursor if open_seq >= 0 else 0) + position
+        seqs: list[int] = []
+        if start < prequeue:
+            stop = min(prequeue, start + count) - 1
+            members = await self._call("carry", self.redis.zrange(keys.prequeue, start, stop))
+            seqs = [int(_s(m)) for m in members]
+            start = stop + 1
+        while len(seqs) < count and start < seq:
+            seqs.append(start + 1)  # after the pre-queue, order n is ticket n + 1
+            start += 1
+        return seqs, total
+
+    async def called_now(self, wave: str) -> list[int]:
+        """Holders the line reached while away (within their window): at the front."""
+        raw = await self._call("carry", self.redis.zrange(WaveKeys(wave).called, 0, -1))
+        return [int(_s(x)) for x in raw]
 
     async def keep_account(self, wave: str, seq: int, sealed: str) -> None:
         """A verified holder's encrypted account (ca:), for carry-over."""

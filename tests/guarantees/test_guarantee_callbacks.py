@@ -400,3 +400,76 @@ def _audit_args(record: dict[str, Any]) -> dict[str, Any]:
         "head": record["head"],
         "jwks": record["jwks"],
     }
+
+
+async def test_verified_holders_still_waiting_keep_their_standing_in_the_next_wave(
+    client: TestClient, clock: ManualClock, redis_client: aioredis.Redis
+) -> None:
+    """Wave a closes with four verified holders waiting, three of them opted in. The three
+    get a place in wave b ahead of b's own pre-queue, in their order in a, and are told; the
+    one who did not opt in is not carried (nobody could tell them, or keep their place away).
+    Signing in for b finds the carried place; b's draw puts them first; the audit agrees."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from queue_service.carry_over import CarryOver
+    from queue_service.enqueue import mint_enqueue_token
+    from queue_service.tokens import public_jwk
+    from tests.guarantees.test_guarantee_public_proof import download
+
+    key = Ed25519PrivateKey.generate()
+    verified = {"verified_joins": True, "enqueue_keys": [public_jwk(key.public_key())]}
+    notify = {**NOTIFY, "carry_over_to": "b", "carry_over_order": "ahead"}
+    await put_wave(client, "a", abandon_after_s=5, notify=notify, **verified)
+    await put_wave(
+        client, "b", opens_at=T0 + 3600, closes_at=T0 + 7200, prequeue_s=7200, notify=NOTIFY,
+        **verified,
+    )  # fmt: skip
+    await client.post("/admin/v1/waves/a/pause", headers=ADMIN)
+
+    def token(wave: str, account: str) -> str:
+        return mint_enqueue_token(key, wave=wave, account=account, now=clock.now())
+
+    async def join_verified(wave: str, account: str, contact: bool) -> Any:
+        body: dict[str, Any] = {"enqueue_token": token(wave, account)}
+        if contact:
+            body["contact"] = {"kind": "sms", "address": "0812 3456 7890"}
+        client.session.cookie_jar.clear()
+        response = await client.post(f"/api/v1/waves/{wave}/join", json=body)
+        assert response.status in (200, 201), await response.text()
+        return await response.json()
+
+    newcomer = await join_verified("b", "someone-new", contact=False)  # b's own pre-queue
+    for account in ("acct-1", "acct-2", "acct-3", "acct-4"):
+        await join_verified("a", account, contact=account != "acct-3")
+    await client.post("/admin/v1/waves/a/close", headers=ADMIN)
+    await admit(client, "a")
+    runtime = await client.app[SERVICE].registry.get("a")
+    service = client.app[SERVICE]
+    carry = CarryOver(client.app[STORE], service.registry, client.app[CALLBACKS], service.codec)
+    assert await carry.run_if_due(runtime) == 3
+    assert await carry.run_if_due(runtime) == 0  # once
+
+    keys_b = WaveKeys("b")
+    carried = [int(s) for s in await redis_client.lrange(keys_b.carried, 0, -1)]
+    assert carried == [2, 3, 4]  # after b's newcomer (seq 1), in their order in a
+    told = await redis_client.xrange(keys_b.outbox)
+    assert [f[b"kind"] for _, f in told] == [b"carried"] * 3
+    # the contacts left wave a with them
+    assert not [k async for k in redis_client.scan_iter(match=WaveKeys("a").prefix + "ct:*")]
+    # signing in for b finds the carried place (the same account), not a new one
+    again = await join_verified("b", "acct-2", contact=False)
+    assert int(again["ticket"].split(".")[0]) == 3 and again["state"] == "prequeue"
+
+    # b opens: the carried lead its draw, in order; then the rest as drawn
+    clock.advance(3601)
+    await client.post("/admin/v1/waves/b/pause", headers=ADMIN)
+    await admit(client, "b")
+    await client.post("/admin/v1/waves/b/resume", headers=ADMIN)
+    first = await admit(client, "b")
+    ledger = [line.decode() for line in await redis_client.lrange(keys_b.ledger, 0, -1)]
+    decided = [line for line in ledger if " ticket " in line]
+    assert [int(line.split("seq=")[1].split()[0]) for line in decided[:3]] == [2, 3, 4]
+    assert first.counts.drawn
+    report = audit("b", **_audit_args(await download(client, "b")))
+    assert report.ok, report.as_json()
+    assert newcomer["state"] == "prequeue"
