@@ -301,9 +301,7 @@ def _check_order(
 ) -> None:
     order_problems: list[str] = []
     draw_problems: list[str] = []
-    drawn = (
-        draw.draw_order(seed, wave, prequeue, first) if seed and prequeue is not None else None
-    )
+    drawn = draw.draw_order(seed, wave, prequeue, first) if seed and prequeue is not None else None
     seen: set[int] = set()
     for expected_order, entry in enumerate(tickets):
         try:
