@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from queue_service.logs import redacted_url
-from queue_service.settings import Settings, StartupError
+from queue_service.settings import Settings, SettingsError, StartupError
 
 log = logging.getLogger("queue_service.serve")
 
@@ -98,6 +98,7 @@ def check_can_listen(host: str, port: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from queue_service.app import load_keyring
+    from queue_service.callback_setup import load_callback_keys
     from queue_service.logs import configure_logging
     from queue_service.redis_server import EmbeddedRedis
 
@@ -105,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
     check_can_listen(settings.host, settings.port)
     configure_logging(settings.log_format, settings.log_level)
     load_keyring(settings)  # create the development key once, before workers race to
+    try:  # call-backs' development keys too; a configured key that is not one stops here
+        load_callback_keys(settings)
+    except (ValueError, OSError) as exc:
+        raise SettingsError(f"call-backs: {exc}") from None
     embedded = None
     if not settings.redis_url:
         embedded = EmbeddedRedis(settings.state_dir / "redis").start()
