@@ -87,6 +87,22 @@ def _template() -> str:
 
 
 @functools.cache
+def _callback_script() -> str:
+    """static/waiting_callbacks.js as sent (like the template): only on a wave with call-backs,
+    so a plain waiting page stays as light as it was."""
+    lines = _static("waiting_callbacks.js").splitlines()
+    return "\n".join(line.lstrip() for line in lines if not line.lstrip().startswith("//"))
+
+
+CALLBACK_CSS = (
+    "<style>h2{font-size:1.1rem;margin:0 0 8px}fieldset{border:0;margin:0 0 8px;padding:0}"
+    ".cbk{display:inline-block;min-height:48px;margin-right:16px;padding-top:12px}"
+    "#cb-address{display:block;width:100%;min-height:48px;margin:4px 0 8px;padding:8px;"
+    "border:2px solid #8a97a6;border-radius:8px;font:inherit}</style>"
+)
+
+
+@functools.cache
 def messages() -> dict[str, dict[str, str]]:
     table: dict[str, dict[str, str]] = json.loads(_static("messages.json"))
     return table
@@ -444,6 +460,7 @@ def render(
         "callback_html": _callback_html(wave, config, state, view, callback_kind, refused, lang)
         if offers_callbacks and config is not None
         else "",
+        "callback_css_html": CALLBACK_CSS if offers_callbacks else "",
     }
 
     def fill(match: re.Match[str]) -> str:
@@ -454,6 +471,7 @@ def render(
     return (
         page.replace("__WAVE_ID_JSON__", _script_json(wave))
         .replace("__MESSAGES_JSON__", script_messages_json(offers_callbacks))
+        .replace("__CALLBACK_JS__", _callback_script() if offers_callbacks else "")
         .replace("__INITIAL_JSON__", _script_json(view))
         .replace("__INFO_JSON__", _script_json(info))
     )

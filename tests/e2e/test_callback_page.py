@@ -30,6 +30,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 WAVE = "prakerja-73"
 PHONE_WIDTH, PHONE_HEIGHT = 320, 640
+CALLBACK_PAGE_BUDGET_BYTES = 40_000  # a plain page's 32 KB and the call-back box in both languages
+CALLBACK_WIRE_BUDGET_BYTES = 14_000
 
 
 @dataclass
@@ -116,6 +118,14 @@ async def test_a_registrant_opts_in_closes_the_page_and_comes_back_with_the_link
     stack: Stack, browser: Browser
 ) -> None:
     await stack.control("pause")  # everyone waits while the registrant is away
+    # the call-back box, its texts and script come only with a wave that offers call-backs
+    async with stack.http.get(f"{stack.base}/w/{WAVE}") as response:
+        assert len(await response.read()) < CALLBACK_PAGE_BUDGET_BYTES
+    async with (
+        aiohttp.ClientSession(auto_decompress=False) as raw,
+        raw.get(f"{stack.base}/w/{WAVE}", headers={"Accept-Encoding": "gzip"}) as response,
+    ):
+        assert len(await response.read()) < CALLBACK_WIRE_BUDGET_BYTES
     tab = await open_tab(browser, width=PHONE_WIDTH, height=PHONE_HEIGHT, locale="id-ID")
     await tab.page.goto(f"{stack.base}/w/{WAVE}")
     await wait_until(tab.page, "document.getElementById('state').dataset.state === 'paused'")
