@@ -50,22 +50,30 @@ class CarryOver:
         self._finished: set[str] = set()
 
     async def run_if_due(self, runtime: WaveRuntime) -> int:
-        """Carry the wave's holders over if it has ended and nobody has yet: holders moved."""
-        config = runtime.config
-        counts = runtime.counts
-        wave = config.id
-        if (
-            not config.notify.carry_over_to
-            or counts is None
-            or counts.state not in ("closed", "full")
-            or wave in self._finished
-        ):
+        """When the wave has ended: carry its holders over (if it says so and nobody has yet),
+        then delete every contact it still holds (their tickets ended with it: nobody will
+        be called in it any more). Holders moved."""
+        counts, wave = runtime.counts, runtime.config.id
+        if counts is None or counts.state not in ("closed", "full") or wave in self._finished:
             return 0
+        moved = 0
+        if runtime.config.notify.carry_over_to:
+            carried = await self._carry(runtime)
+            if carried is None:
+                return 0  # another process is carrying them: it forgets the contacts after
+            moved = carried
+        if await self._store.forget_contacts(wave):
+            self._finished.add(wave)
+        return moved
+
+    async def _carry(self, runtime: WaveRuntime) -> int | None:
+        """Holders moved; None while another process holds the lease."""
+        config, wave = runtime.config, runtime.config.id
         status, position = await self._store.carry_begin(wave, OWNER, LEASE_MS)
         if status == "done":
-            self._finished.add(wave)
-        if status != "carrying":
             return 0
+        if status != "carrying":
+            return None
         try:
             target = await self._registry.get(config.notify.carry_over_to)
         except ApiError:
@@ -78,7 +86,6 @@ class CarryOver:
             )  # fmt: skip
             await self._store.carry_done(wave, OWNER, position, True, [])
             metrics.callback_carried.labels(wave, "refused").inc()
-            self._finished.add(wave)
             return 0
         moved = 0
         if position == 0:  # the called holders were at the front: first
@@ -91,7 +98,6 @@ class CarryOver:
             moved += await self._batch(runtime, target, seqs, position, done=finished)
             if finished:
                 break
-        self._finished.add(wave)
         log.info(
             "wave %s ended: %d verified holders carried over to %s (%s)",
             wave, moved, target.config.id, config.notify.carry_over_order,

@@ -92,7 +92,8 @@ Per wave, prefix `glb:{w:<wave>}:`
                         deleted with the ticket
   carry          hash   the carry-over of a closed or full wave: owner + lease_until (the
                         process moving holders), position (how far along the line it has
-                        moved), moved (holders), done (ms)
+                        moved), moved (holders), done (ms), forgotten (ms: every contact the
+                        ended wave still held was deleted then)
   carried        list   tickets carried over ahead of everyone into this wave's pre-queue, in
                         their order: the draw puts them first (draw.py); public in the ledger's
                         `carry` entries

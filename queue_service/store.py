@@ -815,6 +815,21 @@ class Store:
             start += 1
         return seqs, total
 
+    async def forget_contacts(self, wave: str, buckets_per_call: int = 5000) -> bool:
+        """An ended wave's contacts, accounts, call-back sets and return codes, deleted (in
+        calls of `buckets_per_call` ticket buckets); False if the wave has not ended."""
+        from queue_service.contacts import RETURN_BUCKETS
+
+        prefix, _ = _wave_keys(wave)
+        bucket = 0
+        while True:
+            args = ["forget", prefix, self.now_arg(), bucket, buckets_per_call, RETURN_BUCKETS]
+            bucket, done = (int(x) for x in await self._script("carry", wave, args))
+            if done:
+                return True
+            if bucket == 0:
+                return False
+
     async def called_now(self, wave: str) -> list[int]:
         """Holders the line reached while away (within their window): at the front."""
         raw = await self._call("carry", self.redis.zrange(WaveKeys(wave).called, 0, -1))

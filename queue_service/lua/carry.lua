@@ -13,6 +13,10 @@
 --          ciphertext, call-back record, ...} for those still waiting and verified
 --   done   ARGV[4] owner, ARGV[5] position done, ARGV[6] '1' when all is done, ARGV[7..] seqs
 --          moved (their contact and account are forgotten here) -> 'ok' | 'lost'
+--   forget ARGV[4] first bucket, ARGV[5] buckets, ARGV[6] return-code buckets
+--          (contacts.RETURN_BUCKETS): the contacts and accounts of every ticket
+--          still held in the ended wave are deleted, bucket by bucket (ct:, ca:); past the
+--          last bucket the call-back sets and return-code indexes go too -> {next bucket, done}
 --   in     ARGV[4] order ('ahead' | 'prequeue'), ARGV[5] from wave, then 8 values per holder:
 --          registrant hash, registrant bucket, stamp, record head ('lang|kind|code hash|code
 --          bucket'), contact ciphertext, account ciphertext, pre-queue score, order in the ended
@@ -79,6 +83,28 @@ if op == 'done' then
     redis.call('HDEL', carry_key, 'owner', 'lease_until')
   end
   return 'ok'
+end
+
+if op == 'forget' then
+  local state = wave_state(cfg, ctl, now)
+  if state ~= 'closed' and state ~= 'full' then return {0, 0} end
+  local first, count, return_buckets = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+  local last = math.floor(ctl.seq / BUCKET_SIZE)
+  local bucket = first
+  while bucket <= last and bucket < first + count do
+    redis.call('UNLINK', prefix .. 'ct:' .. bucket, prefix .. 'ca:' .. bucket)
+    bucket = bucket + 1
+  end
+  if bucket <= last then return {bucket, 0} end
+  redis.call('UNLINK', prefix .. 'cb', prefix .. 'cb:pq', prefix .. 'called', prefix .. 'rt')
+  local batch = {}
+  for b = 0, return_buckets - 1 do
+    batch[#batch + 1] = prefix .. 'rc:' .. b
+    if #batch == 512 then redis.call('UNLINK', unpack(batch)); batch = {} end
+  end
+  if #batch > 0 then redis.call('UNLINK', unpack(batch)) end
+  redis.call('HSET', carry_key, 'forgotten', now)
+  return {bucket, 1}
 end
 
 if op == 'in' then

@@ -473,3 +473,30 @@ async def test_verified_holders_still_waiting_keep_their_standing_in_the_next_wa
     report = audit("b", **_audit_args(await download(client, "b")))
     assert report.ok, report.as_json()
     assert newcomer["state"] == "prequeue"
+
+
+async def test_when_a_wave_ends_the_contacts_it_still_holds_are_deleted(
+    client: TestClient, clock: ManualClock, redis_client: aioredis.Redis
+) -> None:
+    """Nobody is called in a closed wave: the tickets still waiting ended with it, and their
+    contacts, return codes and call-back sets go (the admission loop does it once)."""
+    from queue_service.carry_over import CarryOver
+
+    await callback_wave(client)
+    await client.post(f"/admin/v1/waves/{WAVE}/pause", headers=ADMIN)
+    for i in range(250):  # three ticket buckets
+        ticket = (await join_ok(client, WAVE, f"r{i}"))["ticket"]
+        if i % 50 == 0:
+            await opt_in(client, ticket)
+    keys = WaveKeys(WAVE)
+    assert [k async for k in redis_client.scan_iter(match=keys.prefix + "ct:*")]
+    service = client.app[SERVICE]
+    carry = CarryOver(client.app[STORE], service.registry, client.app[CALLBACKS], service.codec)
+    await admit(client, WAVE)
+    assert await carry.run_if_due(await service.registry.get(WAVE)) == 0  # not ended: kept
+    assert [k async for k in redis_client.scan_iter(match=keys.prefix + "ct:*")]
+    await client.post(f"/admin/v1/waves/{WAVE}/close", headers=ADMIN)
+    await admit(client, WAVE)
+    await carry.run_if_due(await service.registry.get(WAVE))
+    for pattern in ("ct:*", "rc:*", "cb", "cb:pq", "called"):
+        assert not [k async for k in redis_client.scan_iter(match=keys.prefix + pattern)], pattern
