@@ -500,3 +500,40 @@ async def test_when_a_wave_ends_the_contacts_it_still_holds_are_deleted(
     await carry.run_if_due(await service.registry.get(WAVE))
     for pattern in ("ct:*", "rc:*", "cb", "cb:pq", "called"):
         assert not [k async for k in redis_client.scan_iter(match=keys.prefix + pattern)], pattern
+
+
+async def test_a_verified_join_may_use_the_number_the_registration_site_verified(
+    client: TestClient, redis_client: aioredis.Redis
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from queue_service.enqueue import mint_enqueue_token
+    from queue_service.tokens import public_jwk
+
+    key = Ed25519PrivateKey.generate()
+    await put_wave(
+        client, WAVE, verified_joins=True, enqueue_keys=[public_jwk(key.public_key())],
+        notify=NOTIFY,
+    )  # fmt: skip
+    claims = {"phone_number": "+6281299998888", "phone_number_verified": True}
+    token = mint_enqueue_token(key, wave=WAVE, account="acct-9", now=T0, extra_claims=claims)
+    response = await client.post(
+        f"/api/v1/waves/{WAVE}/join", json={"enqueue_token": token, "contact": {"kind": "sms"}}
+    )
+    body = await response.json()
+    assert response.status == 201 and body["callback"]["kind"] == "sms", body
+    seq, stamp = seq_of(body["ticket"]), body["ticket"].split(".")[2]
+    record = await redis_client.hget(WaveKeys(WAVE).callback_bucket(seq), str(seq))
+    sealed = record.decode().split("|", 5)[5]
+    runtime = await client.app[SERVICE].registry.get(WAVE)
+    cipher = client.app[CALLBACKS].cipher
+    plain = cipher.open(sealed, cipher.associated(WAVE, runtime.uid, stamp))
+    assert Contact.from_bytes(plain or b"{}").address == "+6281299998888"
+    # without a verified number, the address is needed: the place is taken, the reason told
+    unverified = mint_enqueue_token(key, wave=WAVE, account="acct-10", now=T0)
+    response = await client.post(
+        f"/api/v1/waves/{WAVE}/join",
+        json={"enqueue_token": unverified, "contact": {"kind": "sms"}},
+    )
+    body = await response.json()
+    assert response.status == 201 and body["callback"]["error"]["code"] == "invalid_contact"
