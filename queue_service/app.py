@@ -46,6 +46,7 @@ from queue_service.ledger import Ledger
 from queue_service.logs import redacted_url
 from queue_service.loop_lag import monitor_event_loop_lag
 from queue_service.metrics_http import metrics_handler
+from queue_service.notify_config import check_channels
 from queue_service.overload import OverloadGuard
 from queue_service.proof_of_work import ChallengeCodec
 from queue_service.ratelimit_local import LocalGcra
@@ -88,13 +89,20 @@ async def wait_for_redis(store: Store, url: str) -> None:
     )
 
 
-async def load_config_waves(settings: Settings, store: Store) -> None:
+async def load_config_waves(
+    settings: Settings, store: Store, channels: frozenset[str] = frozenset()
+) -> None:
     """Waves from the config file are created when missing; an existing wave is left as it is,
-    so a restarted process never reverts a change an SRE made live through the admin API."""
+    so a restarted process never reverts a change an SRE made live through the admin API. A
+    wave asking for call-back channels this deployment cannot send stops start-up."""
     for definition in settings.waves:
         data = dict(definition)
         wave_id = str(data.pop("id", ""))
         config = parse_wave(wave_id, data)
+        try:
+            check_channels(config.notify, channels, wave_id)
+        except ApiError as exc:
+            raise StartupError(f"{settings.config}: [[waves]] {wave_id!r}: {exc.message}") from None
         if await store.get_wave(wave_id) is None:
             await store.put_wave(config)
             log.info("wave %s created from %s", wave_id, settings.config)
@@ -139,7 +147,7 @@ def create_app(
             local_status_max_age_s=local_status_max_age_s(settings.admission_interval_s),
             callbacks=callbacks,
         )
-        await load_config_waves(settings, store)
+        await load_config_waves(settings, store, callbacks.channels)
         metrics.init_process_series()
         app[REDIS], app[STORE], app[SERVICE] = redis, store, service
         app[CALLBACKS], app[VAPID_PUBLIC_KEY] = callbacks, vapid_public

@@ -537,3 +537,62 @@ async def test_a_verified_join_may_use_the_number_the_registration_site_verified
     )
     body = await response.json()
     assert response.status == 201 and body["callback"]["error"]["code"] == "invalid_contact"
+
+
+async def carried_into(
+    client: TestClient, clock: ManualClock, order: str, next_wave: dict[str, Any]
+) -> list[int]:
+    """Wave a closes with two verified holders waiting and opted in; b is `next_wave`. The
+    seqs the two got in b."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from queue_service.carry_over import CarryOver
+    from queue_service.enqueue import mint_enqueue_token
+    from queue_service.tokens import public_jwk
+
+    key = Ed25519PrivateKey.generate()
+    verified = {"verified_joins": True, "enqueue_keys": [public_jwk(key.public_key())]}
+    notify = {**NOTIFY, "carry_over_to": "b", "carry_over_order": order}
+    await put_wave(client, "a", abandon_after_s=5, notify=notify, **verified)
+    await put_wave(client, "b", notify=NOTIFY, **verified, **next_wave)
+    await client.post("/admin/v1/waves/a/pause", headers=ADMIN)
+    for wave, account in (("b", "b-own"), ("a", "x"), ("a", "y")):
+        body: dict[str, Any] = {
+            "enqueue_token": mint_enqueue_token(key, wave=wave, account=account, now=clock.now()),
+            "contact": {"kind": "sms", "address": "081234567890"},
+        }
+        client.session.cookie_jar.clear()
+        response = await client.post(f"/api/v1/waves/{wave}/join", json=body)
+        assert response.status == 201, await response.text()
+    await client.post("/admin/v1/waves/a/close", headers=ADMIN)
+    await admit(client, "a")
+    service = client.app[SERVICE]
+    carry = CarryOver(client.app[STORE], service.registry, client.app[CALLBACKS], service.codec)
+    assert await carry.run_if_due(await service.registry.get("a")) == 2
+    return [2, 3]
+
+
+async def test_carried_into_a_wave_that_has_opened_they_join_the_back_of_its_line(
+    client: TestClient, clock: ManualClock, redis_client: aioredis.Redis
+) -> None:
+    await carried_into(client, clock, "ahead", {})  # b opened ten seconds ago
+    keys = WaveKeys("b")
+    assert await redis_client.llen(keys.carried) == 0  # nobody ahead of b's own line
+    # opted in at the back, in their order in a: told when their turn is near, like anyone
+    pending = await redis_client.zrange(keys.prefix + "cb", 0, -1, withscores=True)
+    assert [(int(m), int(s)) for m, s in pending] == [(1, 0), (2, 1), (3, 2)]
+
+
+async def test_carried_into_a_shuffled_prequeue_they_are_drawn_with_everyone(
+    client: TestClient, clock: ManualClock, redis_client: aioredis.Redis
+) -> None:
+    later = {"opens_at": T0 + 3600, "closes_at": T0 + 7200, "prequeue_s": 7200}
+    await carried_into(client, clock, "prequeue", later)
+    keys = WaveKeys("b")
+    assert await redis_client.llen(keys.carried) == 0  # nobody leads the draw
+    assert sorted(int(m) for m in await redis_client.zrange(keys.prequeue, 0, -1)) == [1, 2, 3]
+    ledger = [line.decode() for line in await redis_client.lrange(keys.ledger, 0, -1)]
+    assert [line.split(" carry ")[1].split()[-1] for line in ledger if " carry " in line] == [
+        "place=prequeue",
+        "place=prequeue",
+    ]
