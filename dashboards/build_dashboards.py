@@ -291,6 +291,33 @@ def wave_overview() -> dict[str, Any]:
                      "{{wave}} {{action}}"),),
                   width=4),
         )),
+        Row("Call-backs (people away from the page)", (
+            Panel("Opted in, told, called and back",
+                  "Holders who opted in per minute by channel; holders waiting to be told; "
+                  "holders the line reached while away (no slot held).",
+                  (q(f"sum by (wave, channel) (increase(gelombang_callback_optins_total{{{WAVE}}}[1m]))", "{{wave}} opted in by {{channel}}/min"),
+                   q(f"max by (wave) (gelombang_callback_pending{{{WAVE}}})", "{{wave}} waiting to be told"),
+                   q(f"max by (wave) (gelombang_callback_called{{{WAVE}}})", "{{wave}} called, within the window")),
+                  width=8),
+            Panel("Messages by channel and outcome",
+                  "Sent, failed (retried with back-off), dead (given up), dropped (the ticket "
+                  "ended first). Pages when over 20% fail for 5m.",
+                  (q(f"sum by (wave, channel, outcome) (rate(gelombang_callback_messages_total{{{WAVE}}}[{RATE}]))",
+                     "{{wave}} {{channel}} {{outcome}}"),),
+                  unit="ops", width=8),
+            Panel("Outbox backlog and delivery time",
+                  "Messages waiting to be sent; p95 from the message's creation to delivery.",
+                  (q(f"max by (wave) (gelombang_callback_outbox{{{WAVE}}})", "{{wave}} backlog"),
+                   q(f"histogram_quantile(0.95, sum by (channel, le) (rate(gelombang_callback_delivery_seconds_bucket[{RATE}])))",
+                     "p95 delivery {{channel}} (s)")),
+                  width=4),
+            Panel("Called back and came back in time (30m)",
+                  "Share of called holders whose window ended in the last 30 minutes who came "
+                  "back in time; a warning below 50%.",
+                  (q(f"sum by (wave) (increase(gelombang_callback_returns_total{{{WAVE}, outcome=\"returned\"}}[30m])) / sum by (wave) (increase(gelombang_callback_returns_total{{{WAVE}}}[30m]))",
+                     "{{wave}}"),),
+                  unit="percentunit", kind="stat", width=4, thresholds=((0.0, "red"), (0.5, "orange"), (0.8, "green"))),
+        )),
         Row("Origin health", (
             Panel("Origin in-flight vs capacity", "Requests being served against capacity.",
                   (q("sum by (job) (gelombang_origin_inflight)", "{{job}} in-flight"),

@@ -20,6 +20,8 @@ import random
 import time
 
 from queue_service import ledger, metrics
+from queue_service.callbacks import NOTIFY_INTERVAL_S, Callbacks
+from queue_service.carry_over import CarryOver, LeaseLost
 from queue_service.errors import ApiError
 from queue_service.prequeue_draw import draw_prequeue
 from queue_service.registry import WaveRegistry
@@ -70,7 +72,18 @@ def cadence_s(step: AdmitStep, interval_s: float) -> float:
 
 
 class AdmissionLoop:
-    def __init__(self, store: Store, registry: WaveRegistry, interval_s: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        registry: WaveRegistry,
+        interval_s: float,
+        callbacks: Callbacks | None = None,
+        carry: CarryOver | None = None,
+    ) -> None:
+        self._callbacks = callbacks
+        self._carry = carry
+        self._notified: dict[str, float] = {}
+        """Wave -> when (monotonic) this process last ran its notify step (call-backs)."""
         self._store = store
         self._registry = registry
         self._interval_s = interval_s
@@ -127,6 +140,29 @@ class AdmissionLoop:
         wait = cadence_s(step, self._interval_s) * random.uniform(0.8, 1.2)
         self._due[wave] = time.monotonic() + wait
         await self._seal_ledger(wave, step)
+        await self._notify(wave)
+        await self._carry_over(wave, step)
+
+    async def _carry_over(self, wave: str, step: AdmitStep) -> None:
+        """Call-backs: a wave with carry_over_to that has ended moves its verified holders."""
+        runtime = self._registry.loaded.get(wave)
+        if self._carry is None or runtime is None or step.counts.state not in FINISHED_STATES:
+            return
+        try:
+            await self._carry.run_if_due(runtime)
+        except LeaseLost:
+            log.info("wave %s: another process took the carry-over over", wave)
+
+    async def _notify(self, wave: str) -> None:
+        """Call-backs: tell the holders whose turn is near, about once a second per wave."""
+        runtime = self._registry.loaded.get(wave)
+        if self._callbacks is None or runtime is None or not runtime.config.notify.enabled:
+            return
+        now = time.monotonic()
+        if now - self._notified.get(wave, 0.0) < NOTIFY_INTERVAL_S:
+            return
+        self._notified[wave] = now + random.uniform(0, 0.2 * NOTIFY_INTERVAL_S)
+        await self._callbacks.notify_step(runtime)
 
     async def _seal_ledger(self, wave: str, step: AdmitStep) -> None:
         """Public proof: store the ledger's hash chain about every SEAL_INTERVAL_S while it
@@ -185,6 +221,17 @@ async def record_step(registry: WaveRegistry, wave: str, step: AdmitStep) -> Non
         series.abandoned.inc(step.abandoned_now)
     if step.expired_now:
         series.expired.inc(step.expired_now)
+    if config.notify.enabled:
+        calls = metrics.callback_series(wave)
+        calls.outbox.set(counts.outbox)
+        calls.called.set(counts.called)
+        called, returned, not_returned = step.callbacks
+        if called:
+            calls.calls.inc(called)
+        if returned:
+            calls.returned.inc(returned)
+        if not_returned:
+            calls.not_returned.inc(not_returned)
     if not step.admitted:
         return
     series.admissions.inc(len(step.admitted))

@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from queue_service import http_admin, http_proof, http_public, metrics
+from queue_service import http_admin, http_callbacks, http_proof, http_public, metrics
 from queue_service.admission import AdmissionLoop, local_status_max_age_s
 from queue_service.appkeys import (
     ADMIN_FAILURES,
     ADMISSION_CHECK,
+    CALLBACKS,
     KEYRING,
     LEDGER,
     OVERLOAD,
@@ -24,8 +25,11 @@ from queue_service.appkeys import (
     SETTINGS,
     STATUS_BOARD,
     STORE,
+    VAPID_PUBLIC_KEY,
 )
 from queue_service.autopilot_loop import AutopilotLoop
+from queue_service.callback_setup import callback_channels, deployment_callbacks
+from queue_service.carry_over import CarryOver
 from queue_service.clock import Clock
 from queue_service.endpoint import (
     CATCH_ALL_PATTERN,
@@ -42,6 +46,7 @@ from queue_service.ledger import Ledger
 from queue_service.logs import redacted_url
 from queue_service.loop_lag import monitor_event_loop_lag
 from queue_service.metrics_http import metrics_handler
+from queue_service.notify_config import check_channels
 from queue_service.overload import OverloadGuard
 from queue_service.proof_of_work import ChallengeCodec
 from queue_service.ratelimit_local import LocalGcra
@@ -84,13 +89,20 @@ async def wait_for_redis(store: Store, url: str) -> None:
     )
 
 
-async def load_config_waves(settings: Settings, store: Store) -> None:
+async def load_config_waves(
+    settings: Settings, store: Store, channels: frozenset[str] = frozenset()
+) -> None:
     """Waves from the config file are created when missing; an existing wave is left as it is,
-    so a restarted process never reverts a change an SRE made live through the admin API."""
+    so a restarted process never reverts a change an SRE made live through the admin API. A
+    wave asking for call-back channels this deployment cannot send stops start-up."""
     for definition in settings.waves:
         data = dict(definition)
         wave_id = str(data.pop("id", ""))
         config = parse_wave(wave_id, data)
+        try:
+            check_channels(config.notify, channels, wave_id)
+        except ApiError as exc:
+            raise StartupError(f"{settings.config}: [[waves]] {wave_id!r}: {exc.message}") from None
         if await store.get_wave(wave_id) is None:
             await store.put_wave(config)
             log.info("wave %s created from %s", wave_id, settings.config)
@@ -104,7 +116,11 @@ def create_app(
     clock: Clock | None = None,
     keyring: KeyRing | None = None,
     run_admission: bool = True,
+    run_outbox: bool | None = None,
 ) -> web.Application:
+    """`run_admission`: the admission loop (tests step it by hand); `run_outbox`: the call-back
+    senders (default: with the admission loop)."""
+    run_outbox = run_admission if run_outbox is None else run_outbox
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[KEYRING] = keyring or load_keyring(settings)
@@ -119,6 +135,7 @@ def create_app(
         registry = WaveRegistry(store, settings.rate_limits, clock)
         secret = await resolve_secret(redis, settings.secret)
         keyring_now = app[KEYRING]
+        callbacks, vapid_public = deployment_callbacks(settings, store, secret)
         service = QueueService(
             store,
             registry,
@@ -128,10 +145,12 @@ def create_app(
             ChallengeCodec(secret),
             clock=clock,
             local_status_max_age_s=local_status_max_age_s(settings.admission_interval_s),
+            callbacks=callbacks,
         )
-        await load_config_waves(settings, store)
+        await load_config_waves(settings, store, callbacks.channels)
         metrics.init_process_series()
         app[REDIS], app[STORE], app[SERVICE] = redis, store, service
+        app[CALLBACKS], app[VAPID_PUBLIC_KEY] = callbacks, vapid_public
         app[LEDGER] = Ledger(store, keyring_now)  # public proof (issue 25)
         app[ADMISSION_CHECK] = AdmissionCheck(store, service.verifier, clock)
         app[STATUS_BOARD] = StatusBoard(store, service, registry)
@@ -145,16 +164,24 @@ def create_app(
             asyncio.create_task(app[SERVICE].seen.run(), name="seen-flush"),
         ]
         if run_admission:
-            loop = AdmissionLoop(app[STORE], app[SERVICE].registry, settings.admission_interval_s)
+            service = app[SERVICE]
+            carry = CarryOver(app[STORE], service.registry, app[CALLBACKS], service.codec)
+            loop = AdmissionLoop(
+                app[STORE], service.registry, settings.admission_interval_s, app[CALLBACKS], carry
+            )
             tasks.append(asyncio.create_task(loop.run(), name="admission"))
             autopilot = AutopilotLoop(app[STORE], app[SERVICE].registry)
             tasks.append(asyncio.create_task(autopilot.run(), name="autopilot"))
-        yield
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        async with callback_channels(settings, app[CALLBACKS]) as channels:
+            if run_outbox:
+                sender = channels.sender(app[STORE], app[SERVICE].registry)
+                tasks.append(asyncio.create_task(sender.run(), name="callback-senders"))
+            yield
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app.cleanup_ctx.append(state_ctx)
     app.cleanup_ctx.append(background_ctx)
@@ -169,7 +196,7 @@ PAGE_PREFIX = "/w/"
 
 
 def add_routes(app: web.Application, max_body_bytes: int) -> None:
-    p, a = http_public, http_admin
+    p, a, c = http_public, http_admin, http_callbacks
     routes: list[tuple[str, str, Handler]] = [
         ("POST", "/api/v1/waves/{wave}/join", p.join),
         ("GET", "/api/v1/waves/{wave}/status", p.status),
@@ -180,6 +207,9 @@ def add_routes(app: web.Application, max_body_bytes: int) -> None:
         ("GET", "/api/v1/waves/{wave}", p.wave_info),
         ("GET", "/api/v1/waves/{wave}/revoked", p.revoked),
         ("GET", "/api/v1/waves/{wave}/challenge", p.challenge),
+        # call-backs (issue 24)
+        ("POST", "/api/v1/waves/{wave}/notify", c.notify),
+        ("POST", "/api/v1/waves/{wave}/return", c.api_return),
         # public proof (issue 25)
         ("GET", "/api/v1/waves/{wave}/ledger", http_proof.ledger_page),
         ("GET", "/api/v1/waves/{wave}/ledger/head", http_proof.ledger_head),
@@ -188,6 +218,10 @@ def add_routes(app: web.Application, max_body_bytes: int) -> None:
         ("GET", "/.well-known/jwks.json", p.jwks),
         ("GET", "/w/{wave}", p.waiting_page),
         ("POST", "/w/{wave}", p.page_join),
+        ("POST", "/w/{wave}/notify", c.page_notify),
+        ("GET", "/w/{wave}/return", c.return_page),
+        ("POST", "/w/{wave}/return", c.page_return),
+        ("GET", "/push-sw.js", c.push_worker),
         ("GET", "/api/openapi.json", p.openapi),
         ("GET", "/healthz", p.healthz),
         ("GET", "/readyz", p.readyz),

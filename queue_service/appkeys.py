@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from queue_service.callbacks import Callbacks
 from queue_service.ledger import Ledger
 from queue_service.overload import OverloadGuard
 from queue_service.ratelimit_local import LocalGcra
@@ -29,3 +30,7 @@ ADMISSION_CHECK = web.AppKey("admission_check", AdmissionCheck)
 """The verify route's token checks, with their caches (verify.py)."""
 STATUS_BOARD = web.AppKey("status_board", StatusBoard)
 """The public status board, built at most every few seconds (status_page.py)."""
+CALLBACKS = web.AppKey("callbacks", Callbacks)
+"""Call-backs: opt-in, the notify step, the return link (callbacks.py)."""
+VAPID_PUBLIC_KEY = web.AppKey("vapid_public_key", str)
+"""The Web Push applicationServerKey the waiting page subscribes with."""

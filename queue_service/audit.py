@@ -8,12 +8,17 @@ Checks, each passed or failed with the first offending entry:
 - head: the signed head names the last entry's hash, and its signature verifies with the JWKS;
 - commitment: SHA-256 of the revealed seed is the commitment in the ledger's first entry, in
   the wave info, and the one the auditor saved before the opening (when given);
-- draw: the pre-queue tickets were admitted or skipped in the order the seed gives;
+- draw: the pre-queue tickets were admitted or skipped in the order the seed gives (after the
+  tickets carried over ahead of everyone from an earlier wave, which the ledger lists first);
 - order: after the pre-queue, ticket n+1 is decided at place n (first in, first out); every
   place is decided once, skipped places say why;
 - outflow: a token bucket replayed with the admission settings in force over time (the config
   entries) never runs dry: admissions over any W seconds <= admit_rate * W + admit_burst;
-- quota: admissions never exceed the quota in force.
+- quota: admissions never exceed the quota in force;
+- returns (call-backs): every 'return' entry closes a place decided 'called' before it, once,
+  and an admitted return came by the time the called entry named (`until`) or soon after (an
+  outage extends a window; more than RETURN_LATE_WARN_MS late is a warning, not a failure).
+Admissions on return count toward outflow and quota like any other.
 """
 
 from __future__ import annotations
@@ -102,8 +107,9 @@ def audit(
         return report
     prequeue, seed = _check_commitment(report, entries, info, wave, saved_commitment)
     tickets = [e for e in entries.parsed if e.kind == "ticket"]
-    _check_order(report, tickets, prequeue, seed, wave)
+    _check_order(report, tickets, prequeue, seed, wave, _carried_ahead(entries.parsed))
     _check_outflow_and_quota(report, entries.parsed)
+    _check_returns(report, entries.parsed)
     reasons = Counter(
         e.fields.get("reason", "?") for e in tickets if e.fields.get("outcome") == "skipped"
     )
@@ -120,7 +126,12 @@ def audit(
         "entries": len(entries.parsed),
         "prequeue": prequeue,
         "decided": len(tickets),
-        "admitted": sum(1 for e in tickets if e.fields.get("outcome") == "admitted"),
+        "admitted": sum(
+            1
+            for e in entries.parsed
+            if e.kind in ("ticket", "return") and e.fields.get("outcome") == "admitted"
+        ),
+        "called": sum(1 for e in tickets if e.fields.get("outcome") == "called"),
         "skipped": dict(sorted(reasons.items())),
         "config_changes": sum(1 for e in entries.parsed if e.kind == "config"),
         "states": [
@@ -265,12 +276,32 @@ def _check_commitment(
     return prequeue, seed
 
 
+def _carried_ahead(parsed: list[Any]) -> list[int]:
+    """Tickets carried over ahead of everyone (call-backs): the `carry` entries with
+    place=ahead written before the draw, in order; the draw puts them first (draw.py)."""
+    first: list[int] = []
+    for entry in parsed:
+        if entry.kind == "draw":
+            break
+        if entry.kind == "carry" and entry.fields.get("place") == "ahead":
+            try:
+                first.append(int(entry.fields["seq"]))
+            except (KeyError, ValueError):
+                continue
+    return first
+
+
 def _check_order(
-    report: AuditReport, tickets: list[Any], prequeue: int | None, seed: str | None, wave: str
+    report: AuditReport,
+    tickets: list[Any],
+    prequeue: int | None,
+    seed: str | None,
+    wave: str,
+    first: Sequence[int] = (),
 ) -> None:
     order_problems: list[str] = []
     draw_problems: list[str] = []
-    drawn = draw.draw_order(seed, wave, prequeue) if seed and prequeue is not None else None
+    drawn = draw.draw_order(seed, wave, prequeue, first) if seed and prequeue is not None else None
     seen: set[int] = set()
     for expected_order, entry in enumerate(tickets):
         try:
@@ -287,7 +318,9 @@ def _check_order(
         if seq in seen:
             order_problems.append(f"entry {entry.position}: ticket {seq} decided twice")
         seen.add(seq)
-        if outcome not in ("admitted", "skipped") or (outcome == "skipped" and not reason):
+        if outcome not in ("admitted", "skipped", "called") or (
+            outcome == "skipped" and not reason
+        ):
             order_problems.append(f"entry {entry.position}: neither admitted nor a listed skip")
         if prequeue is None:
             order_problems.append(f"entry {entry.position}: a ticket decided before the draw")
@@ -339,7 +372,7 @@ def _check_outflow_and_quota(report: AuditReport, parsed: list[Any]) -> None:
                 gap = max(0, entry.at_ms - at) / 1000
                 tokens = min(new_burst, tokens + gap * max(rate, new_rate))
             rate, burst, at = new_rate, new_burst, entry.at_ms
-        elif entry.kind == "ticket" and entry.fields.get("outcome") == "admitted":
+        elif entry.kind in ("ticket", "return") and entry.fields.get("outcome") == "admitted":
             if tokens is None:
                 outflow.append(f"entry {entry.position}: an admission before any settings")
                 continue
@@ -360,3 +393,39 @@ def _check_outflow_and_quota(report: AuditReport, parsed: list[Any]) -> None:
     report.add("outflow", outflow, "admissions never outran admit_rate x time + burst, with "
                "the settings in force at each moment")  # fmt: skip
     report.add("quota", quota_problems, f"{admitted} admitted within the quota in force")
+
+
+RETURN_LATE_WARN_MS = 60_000
+
+
+def _check_returns(report: AuditReport, parsed: list[Any]) -> None:
+    """Call-backs: each place decided 'called' is closed at most once, by a later 'return'."""
+    problems: list[str] = []
+    called: dict[int, int] = {}
+    closed: set[int] = set()
+    late = 0
+    for entry in parsed:
+        try:
+            seq = int(entry.fields.get("seq", "-1"))
+        except ValueError:
+            seq = -1
+        if entry.kind == "ticket" and entry.fields.get("outcome") == "called":
+            called[seq] = int(entry.fields.get("until", "0") or 0)
+        elif entry.kind == "return":
+            if seq not in called:
+                problems.append(f"entry {entry.position}: ticket {seq} returns but was not called")
+            elif seq in closed:
+                problems.append(f"entry {entry.position}: ticket {seq} returns twice")
+            elif entry.fields.get("outcome") == "admitted":
+                if called[seq] and entry.at_ms > called[seq] + RETURN_LATE_WARN_MS:
+                    late += 1
+            elif entry.fields.get("outcome") != "skipped" or not entry.fields.get("reason"):
+                problems.append(f"entry {entry.position}: a return neither admitted nor skipped")
+            closed.add(seq)
+    if late:
+        report.warnings.append(
+            f"{late} holders admitted on return more than a minute after their window (an "
+            "outage extends windows; a long one shows here)"
+        )
+    report.add("returns", problems, f"{len(called)} called back, {len(closed)} of them "
+               "decided since (admitted on return or skipped)")  # fmt: skip

@@ -7,7 +7,9 @@ opening the pre-queue is frozen (N tickets, numbers 1..N) and ordered by
     key(seq) = HMAC-SHA256(seed, "<wave>:<N>:<seq>")      (ASCII, seq and N in decimal)
 
 ascending as 256-bit big-endian integers, ties (never seen in practice) by seq ascending. The
-seed is then revealed. N is part of the message so that nobody, an operator who can read the
+seed is then revealed. Tickets carried over ahead of everyone from an earlier wave (the ledger's
+`carry` entries with place=ahead, written before the draw) come first, in their listed order;
+the draw orders the rest. N is part of the message so that nobody, an operator who can read the
 seed included, can tell which ticket numbers will be drawn early until the pre-queue has closed.
 
 This module has no I/O: the service draws with it at the opening (admission.py) and the
@@ -19,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 SEED_BYTES = 32
 HEX_DIGITS = 2 * hashlib.sha256().digest_size
@@ -56,9 +58,16 @@ def draw_keys(seed_hex: str, wave: str, prequeue_size: int) -> Iterator[tuple[by
         yield second.digest(), seq
 
 
-def draw_order(seed_hex: str, wave: str, prequeue_size: int) -> list[int]:
-    """The pre-queue's ticket numbers in admission order."""
-    return [seq for _, seq in sorted(draw_keys(seed_hex, wave, prequeue_size))]
+def draw_order(
+    seed_hex: str, wave: str, prequeue_size: int, first: Sequence[int] = ()
+) -> list[int]:
+    """The pre-queue's ticket numbers in admission order. `first`: tickets carried over from
+    an earlier wave ahead of everyone (call-backs, docs/callbacks.md), in the order the ledger's
+    `carry` entries list them; they lead, and the draw orders the rest."""
+    leading = [seq for seq in first if 1 <= seq <= prequeue_size]
+    taken = set(leading)
+    drawn = [seq for _, seq in sorted(draw_keys(seed_hex, wave, prequeue_size))]
+    return leading + [seq for seq in drawn if seq not in taken]
 
 
 def draw_key_of(seed_hex: str, wave: str, prequeue_size: int, seq: int) -> str:

@@ -6,6 +6,9 @@ The token is a standard JWT, so any language mints it:
   header  {"alg": "EdDSA" | "ES256" | "RS256", "kid": "<key id>", "typ": "JWT"}
   claims  {"sub": "<account id>", "aud": "<wave id>", "iat": <now>, "exp": <now + <= 600>,
            "iss": "<the wave's enqueue_issuer, if it names one>"}
+          and, for call-backs (docs/callbacks.md), the standard OIDC claims of what the site
+          verified: "phone_number" with "phone_number_verified": true, "email" with
+          "email_verified": true
 signed with a private key whose public half the wave names (`enqueue_keys`, JWKs, or
 `enqueue_jwks_url`, the origin's JWKS). In Python, `mint_enqueue_token()` below does it.
 The origin hands the token to the logged-in person's browser (for example as
@@ -19,6 +22,7 @@ import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import aiohttp
@@ -63,6 +67,7 @@ def mint_enqueue_token(
     issuer: str | None = None,
     lifetime_s: int = 300,
     now: float | None = None,
+    extra_claims: Mapping[str, Any] | None = None,
 ) -> str:
     """For origins: an enqueue token for `account`, a person logged in at the registration
     site, to join `wave`. `private_key`: a `cryptography` private key (or PEM bytes)."""
@@ -77,6 +82,7 @@ def mint_enqueue_token(
     }
     if issuer:
         claims["iss"] = issuer
+    claims.update(extra_claims or {})  # e.g. phone_number + phone_number_verified
     headers = {"kid": kid} if kid else None
     return jwt.encode(claims, private_key, algorithm=algorithm, headers=headers)
 
@@ -88,6 +94,23 @@ class VerifiedAccount(NamedTuple):
     """Names this token (a digest of it): a token proves a join once (lua/join.lua)."""
     valid_for_s: float
     """How long the token may still be presented (until its exp, plus the leeway)."""
+    contacts: Mapping[str, str] = MappingProxyType({})
+    """What the registration site verified of this person, for call-backs: "phone" (the OIDC
+    claims phone_number + phone_number_verified) and "email" (email + email_verified)."""
+
+
+def verified_contacts(claims: Mapping[str, Any]) -> dict[str, str]:
+    """The standard OIDC claims of a verified phone number and e-mail, when the registration
+    site says it verified them (a join asking for call-backs may then leave the address out)."""
+    found = {}
+    for claim, flag, name in (
+        ("phone_number", "phone_number_verified", "phone"),
+        ("email", "email_verified", "email"),
+    ):
+        value = claims.get(claim)
+        if claims.get(flag) is True and isinstance(value, str) and 0 < len(value) <= 254:
+            found[name] = value
+    return found
 
 
 def token_key(token: str) -> str:
@@ -160,7 +183,9 @@ class EnqueueVerifier:
         account = claims["sub"]
         if not isinstance(account, str) or not account:
             raise _refused("sub must name the account")
-        return VerifiedAccount(account, token_key(token), exp + LEEWAY_S - now)
+        return VerifiedAccount(
+            account, token_key(token), exp + LEEWAY_S - now, verified_contacts(claims)
+        )
 
     async def _key(self, config: WaveConfig, kid: str) -> dict[str, Any]:
         static = {str(k.get("kid", "")): dict(k) for k in config.enqueue_keys}

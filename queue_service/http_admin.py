@@ -13,11 +13,12 @@ from typing import Any
 from aiohttp import web
 
 from queue_service import metrics
-from queue_service.appkeys import ADMIN_FAILURES, SERVICE, SETTINGS, STORE
+from queue_service.appkeys import ADMIN_FAILURES, CALLBACKS, SERVICE, SETTINGS, STORE
 from queue_service.autopilot import AutopilotConfig
 from queue_service.errors import Conflict, Forbidden, RateLimited, Unauthorized
 from queue_service.http_public import bearer_token, json_response, read_json_object
 from queue_service.net import client_ip, rate_limit_key
+from queue_service.notify_config import check_channels
 from queue_service.ratelimit import Rule, limited_headers
 from queue_service.registry import unknown_wave
 from queue_service.store import UnknownWave
@@ -95,6 +96,7 @@ async def _view(request: web.Request, wave: str) -> dict[str, Any]:
             "abandoned": counts.abandoned,
             "expired": counts.expired,
             "left": counts.left,
+            "called": counts.called,
         },
     }
     if runtime.config.autopilot.enabled:
@@ -193,6 +195,7 @@ async def put_wave(request: web.Request) -> web.Response:
     existing = await store.get_wave(wave)
     current = existing[0] if existing else None
     config = parse_wave(wave, body, current)
+    check_channels(config.notify, request.app[CALLBACKS].channels, wave)
     if current is not None and config.opens_at != current.opens_at:
         counts = await store.read_counts(wave)
         now = counts.now_ms / 1000  # Redis time, the clock the opening is judged by

@@ -26,6 +26,7 @@ from queue_service.errors import (
     UnsupportedMediaType,
 )
 from queue_service.net import client_ip, forwarded_https
+from queue_service.notify_config import CONTACT_KINDS
 from queue_service.overload import SHED_RETRY_AFTER_S
 from queue_service.views import TicketView
 from queue_service.waiting_page import (
@@ -145,13 +146,25 @@ async def join(request: web.Request) -> web.Response:
     wave = _wave(request)
     body = await read_json_object(request)
     result = await request.app[SERVICE].join(wave, body, _ip(request), presented_ticket(request))
+    answer: dict[str, Any] = {**result.view, "ticket": result.ticket}
+    if result.callback is not None:
+        answer["callback"] = result.callback  # call-backs: what was kept, or why not
     response = json_response(
-        {**result.view, "ticket": result.ticket},
+        answer,
         status=201 if result.created else 200,
         headers=NO_STORE,
     )
     _set_ticket_cookies(request, response, wave, result.ticket)
+    if result.created and result.callback is None:
+        _forget_callback(request, response, wave)  # a new place: nobody will call it yet
     return response
+
+
+def _forget_callback(request: web.Request, response: web.StreamResponse, wave: str) -> None:
+    if "gelombang_callback" not in request.cookies:
+        return
+    for path in (f"/api/v1/waves/{wave}", f"/w/{wave}"):
+        response.del_cookie("gelombang_callback", path=path)
 
 
 def _set_ticket_cookies(
@@ -191,6 +204,7 @@ async def leave(request: web.Request) -> web.Response:
     response = web.Response(status=204)
     for path in (f"/api/v1/waves/{wave}", f"/w/{wave}"):
         response.del_cookie(TICKET_COOKIE, path=path)
+    _forget_callback(request, response, wave)
     return response
 
 
@@ -340,6 +354,7 @@ async def waiting_page(request: web.Request) -> web.Response:
         refused=refused if refused and REFUSAL_CODE.fullmatch(refused) else None,
         busy_s=busy_s,
         now=service.clock.now(),
+        callback_kind=_callback_kind(request, view),
     )
     headers = {**PAGE_HEADERS, "ETag": etag(body)}
     if request.headers.get("If-None-Match") == headers["ETag"]:
@@ -349,6 +364,14 @@ async def waiting_page(request: web.Request) -> web.Response:
         _set_ticket_cookies(request, response, wave, linked)
     response.enable_compression()  # 22 KB -> 8 KB: it matters on 2G
     return response
+
+
+def _callback_kind(request: web.Request, view: TicketView | None) -> str | None:
+    """The kind the holder opted in with, from the call-back cookie (only for a live place)."""
+    kind = request.cookies.get("gelombang_callback")
+    if view is None or kind not in CONTACT_KINDS:
+        return None
+    return kind
 
 
 async def page_join(request: web.Request) -> web.Response:
@@ -387,6 +410,8 @@ async def page_join(request: web.Request) -> web.Response:
         return _see_other(f"{page}?refused={quote(refused)}")
     response = _see_other(page)
     _set_ticket_cookies(request, response, wave, result.ticket)
+    if result.created:
+        _forget_callback(request, response, wave)
     return response
 
 

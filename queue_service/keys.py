@@ -65,6 +65,39 @@ Per wave, prefix `glb:{w:<wave>}:`
   bind:<jti>     string the browser binding of a one-time admission token (verify route); PXAT
                         the token's expiry
 
+  Call-backs (docs/callbacks.md): a holder who opted in may leave the line and be called
+  back; their seen value carries a mark (protocol.SeenMark: O, N, K, R) instead of a deadline
+  ct:<seq/100>   hash   seq -> "lang|kind|return code hash|its rc bucket|changes|ciphertext":
+                        the contact, AES-256-GCM under the deployment's contact key with the
+                        wave and ticket as associated data (contacts.py); deleted when the
+                        ticket ends or is admitted (lua/_lib.lua callback_forget)
+  rc:<b>         hash   return code hash -> seq, b = the hash's first bytes mod
+                        contacts.RETURN_BUCKETS: the one-time return link's index; deleted on
+                        first use and with the ticket. The code itself is never stored
+  cb             zset   opted-in holders not told yet, seq -> admission order (the notify step
+                        takes those below cursor + lead: lua/notify.lua)
+  cb:pq          set    opted-in pre-queue holders whose order is not drawn yet (given their
+                        rank into cb by the first notify step after the draw)
+  called         zset   holders the line reached while away, seq -> end of their return window
+                        (service ms); at its end, not back: skipped as abandoned
+  rt             list   holders who came back after being called, admitted first (admit.lua)
+  ob             stream the outbox: seq, stamp, kind (near, turn, carried), until (wall ms);
+                        read through the consumer group "senders" (outbox.py); a message is
+                        deleted once delivered (so its length is the backlog). No contact in it
+  ob:try         hash   "<entry id>:n" -> failed tries, "<entry id>:at" -> next try (ms)
+  ob:dead        stream messages given up after their last try (seq, kind, channel, reason),
+                        trimmed to about 10,000; no contact in them
+  ca:<seq/100>   hash   seq -> the verified account of a holder of a wave that carries its
+                        standing over (`notify.carry_over_to`), encrypted like a contact;
+                        deleted with the ticket
+  carry          hash   the carry-over of a closed or full wave: owner + lease_until (the
+                        process moving holders), position (how far along the line it has
+                        moved), moved (holders), done (ms), forgotten (ms: every contact the
+                        ended wave still held was deleted then)
+  carried        list   tickets carried over ahead of everyone into this wave's pre-queue, in
+                        their order: the draw puts them first (draw.py); public in the ledger's
+                        `carry` entries
+
 Global (no tag; admin paths only, never on the hot path)
   glb:waves      set    ids of every wave
   glb:secret     string service secret generated once when none is configured
@@ -142,3 +175,38 @@ class WaveKeys:
 
     def ticket_bucket(self, seq: int) -> str:
         return f"{self.prefix}tk:{seq // TICKET_BUCKET_SIZE}"
+
+    # -- call-backs (docs/callbacks.md) --------------------------------------------------------
+
+    def callback_bucket(self, seq: int) -> str:
+        return f"{self.prefix}ct:{seq // TICKET_BUCKET_SIZE}"
+
+    def account_bucket(self, seq: int) -> str:
+        return f"{self.prefix}ca:{seq // TICKET_BUCKET_SIZE}"
+
+    def return_index(self, bucket: int) -> str:
+        return f"{self.prefix}rc:{bucket}"
+
+    @property
+    def outbox(self) -> str:
+        return self.prefix + "ob"
+
+    @property
+    def outbox_tries(self) -> str:
+        return self.prefix + "ob:try"
+
+    @property
+    def outbox_dead(self) -> str:
+        return self.prefix + "ob:dead"
+
+    @property
+    def called(self) -> str:
+        return self.prefix + "called"
+
+    @property
+    def carry(self) -> str:
+        return self.prefix + "carry"
+
+    @property
+    def carried(self) -> str:
+        return self.prefix + "carried"

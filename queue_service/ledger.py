@@ -46,12 +46,18 @@ HEAD_TYPE = "gelombang-ledger-head"
 HEAD_CACHE_S = 1.0
 FULL_PAGE_CACHE = 256
 """Full pages kept per process (immutable: a CDN or a newsroom's readers ask for the same)."""
-INTEGER_FIELDS = frozenset({"order", "seq", "prequeue", "max_active", "quota"})
+INTEGER_FIELDS = frozenset({"order", "seq", "prequeue", "max_active", "quota", "until"})
 NUMBER_FIELDS = frozenset({"admit_rate", "admit_burst"})
-KINDS = ("genesis", "config", "draw", "ticket", "state")
-"""The kinds this version writes; readers keep (and hash) any other kind they meet."""
-OUTCOMES = ("admitted", "skipped")
-SKIP_REASONS = ("abandoned", "left")
+KINDS = ("genesis", "config", "draw", "ticket", "state", "return", "carry")
+"""The kinds this version writes; readers keep (and hash) any other kind they meet. 'return'
+(call-backs, docs/callbacks.md): how a place decided 'called' ended: admitted when its holder
+came back, or skipped (not_returned, left). 'carry' (carry-over): a verified holder carried over
+from an ended wave into this one's pre-queue (seq, from, order there, place = ahead | prequeue);
+those ahead lead the draw."""
+OUTCOMES = ("admitted", "skipped", "called")
+"""'called' (call-backs): the line reached a holder who was away; a later 'return' entry says
+what became of the place."""
+SKIP_REASONS = ("abandoned", "left", "not_returned")
 """The reasons this version writes; the set is open: later versions add to it."""
 
 

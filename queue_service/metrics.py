@@ -301,6 +301,115 @@ def autopilot_series(wave: str) -> AutopilotSeries:
     )
 
 
+# Call-backs (docs/callbacks.md): never a contact, a ticket or a link in a label.
+callback_optins = Counter(
+    "gelombang_callback_optins",
+    "Holders who opted in to be called back, by the channel they chose.",
+    ["wave", "channel"],
+    registry=REGISTRY,
+)
+callback_messages = Counter(
+    "gelombang_callback_messages",
+    "Call-back messages by channel, kind (near, turn, carried) and outcome: sent, failed (a try "
+    "that will be retried), dead (given up after the last try), dropped (its ticket ended "
+    "before it could be sent).",
+    ["wave", "channel", "kind", "outcome"],
+    registry=REGISTRY,
+)
+callback_delivery_seconds = Histogram(
+    "gelombang_callback_delivery_seconds",
+    "Time from a call-back message's creation (the outbox) to its delivery, by channel.",
+    ["channel"],
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+    registry=REGISTRY,
+)
+callback_outbox = Gauge(
+    "gelombang_callback_outbox",
+    "Call-back messages not yet delivered (the outbox's backlog), as Redis holds it.",
+    ["wave"],
+    registry=REGISTRY,
+    multiprocess_mode=WAVE_GAUGE_MODE,
+)
+callback_pending = Gauge(
+    "gelombang_callback_pending",
+    "Holders who opted in and have not been told yet that their turn is near.",
+    ["wave"],
+    registry=REGISTRY,
+    multiprocess_mode=WAVE_GAUGE_MODE,
+)
+callback_called = Gauge(
+    "gelombang_callback_called",
+    "Holders the line reached while away, within their return window now.",
+    ["wave"],
+    registry=REGISTRY,
+    multiprocess_mode=WAVE_GAUGE_MODE,
+)
+callback_calls = Counter(
+    "gelombang_callback_calls",
+    "Holders the line reached while away (called: told it is their turn, no slot held).",
+    ["wave"],
+    registry=REGISTRY,
+)
+callback_returns = Counter(
+    "gelombang_callback_returns",
+    "Called holders by outcome: returned (came back in time and admitted), not_returned (the "
+    "window ended first: skipped as abandoned).",
+    ["wave", "outcome"],
+    registry=REGISTRY,
+)
+callback_links = Counter(
+    "gelombang_callback_links",
+    "Return links followed, by result: back, waiting, closed, unknown (used or ended).",
+    ["wave", "result"],
+    registry=REGISTRY,
+)
+callback_carried = Counter(
+    "gelombang_callback_carried",
+    "Verified holders carried over from a wave that ended to the next, by outcome: moved, "
+    "held (already had a place there), refused (the next wave closed or is unknown).",
+    ["wave", "outcome"],
+    registry=REGISTRY,
+)
+CALLBACK_CHANNELS = ("sms", "whatsapp", "email", "webpush")
+CALLBACK_KINDS = ("near", "turn", "carried")
+CALLBACK_OUTCOMES = ("sent", "failed", "dead", "dropped")
+RETURN_OUTCOMES = ("returned", "not_returned")
+LINK_RESULTS = ("back", "waiting", "closed", "unknown")
+CARRY_OUTCOMES = ("moved", "held", "refused")
+
+
+@dataclass(frozen=True)
+class CallbackSeries:
+    outbox: Gauge
+    pending: Gauge
+    called: Gauge
+    calls: Counter
+    returned: Counter
+    not_returned: Counter
+
+
+@functools.lru_cache(maxsize=4096)
+def callback_series(wave: str) -> CallbackSeries:
+    """A call-back wave's series, its rare ones zero-initialised (for rate() and alerts)."""
+    for channel in CALLBACK_CHANNELS:
+        callback_optins.labels(wave, channel)
+        for kind in CALLBACK_KINDS:
+            for outcome in CALLBACK_OUTCOMES:
+                callback_messages.labels(wave, channel, kind, outcome)
+    for result in LINK_RESULTS:
+        callback_links.labels(wave, result)
+    for outcome in CARRY_OUTCOMES:
+        callback_carried.labels(wave, outcome)
+    return CallbackSeries(
+        outbox=callback_outbox.labels(wave),
+        pending=callback_pending.labels(wave),
+        called=callback_called.labels(wave),
+        calls=callback_calls.labels(wave),
+        returned=callback_returns.labels(wave, "returned"),
+        not_returned=callback_returns.labels(wave, "not_returned"),
+    )
+
+
 WAVE_STATES = ("scheduled", "prequeue", "open", "paused", "full", "closed")
 JOIN_RESULTS = ("new", "existing", "rejoined", "held", "not_accepting", "rate_limited")
 TICKET_STATES = (
@@ -333,6 +442,12 @@ REDIS_OPS = (
     "ledger_seal",
     "proof",
     "bind",
+    # call-backs (issue 24)
+    "optin",
+    "notify",
+    "return_link",
+    "outbox",
+    "carry",
 )
 
 

@@ -32,10 +32,11 @@ async def draw_prequeue(store: Store, wave: str) -> bool:
     if status != "drawing":
         return status == "drawn"
     started = time.monotonic()
+    leading = await store.carried_ahead(wave)  # carried over from an earlier wave: they lead
     if size >= IN_THREAD_FROM:
-        order = await asyncio.to_thread(draw.draw_order, seed, wave, size)
+        order = await asyncio.to_thread(draw.draw_order, seed, wave, size, leading)
     else:
-        order = draw.draw_order(seed, wave, size)
+        order = draw.draw_order(seed, wave, size, leading)
     for first in range(0, size, RANKS_PER_CALL):
         ranks: list[int] = []
         for rank, seq in enumerate(order[first : first + RANKS_PER_CALL], start=first):

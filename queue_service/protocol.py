@@ -82,6 +82,18 @@ class SeenMark(StrEnum):
     COMPLETED = "C"
     """Completed at <ms>: kept, so the registrant cannot queue again. A ticket that left, was
     abandoned or whose session expired has no state at all: it is reclaimed (lua/_lib.lua)."""
+    # Call-backs (docs/callbacks.md): a holder who opted in may be away; no poll deadline
+    # makes them abandoned. <d> is the last poll deadline promised (service ms; 0 = none):
+    # a holder polling when the line reaches them is admitted at once, like anyone present.
+    OPTED_IN = "O"
+    """'O<d>': waiting, opted in to be called back, not told yet."""
+    NOTIFIED = "N"
+    """'N<w>:<d>': told their turn is near; the place is kept until at least <w> (service ms)."""
+    CALLED = "K"
+    """'K<w>': the line reached them while they were away: no slot, no quota, no outflow; kept
+    until <w> (the `called` zset), then skipped as not returned."""
+    RETURNED = "R"
+    """'R<w>': came back after being called: admitted first at the next step (the `rt` list)."""
 
 
 def _lua_table(name: str, members: dict[str, str]) -> str:

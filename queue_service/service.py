@@ -20,7 +20,9 @@ from prometheus_client import Counter
 
 from queue_service import metrics, pacing
 from queue_service.batcher import Coalescer
+from queue_service.callbacks import Callbacks
 from queue_service.clock import Clock, SystemClock
+from queue_service.contacts import parse_contact, parse_language
 from queue_service.enqueue import EnqueueVerifier, VerifiedAccount
 from queue_service.errors import (
     ApiError,
@@ -86,12 +88,18 @@ JOIN_RESULT_LABELS = {
     JoinResult.FULL: "not_accepting",
 }
 WAITING_STATES = frozenset({TicketState.WAITING, TicketState.PREQUEUE})
+CALLABLE_STATES = frozenset({"prequeue", "waiting", "closing", "paused"})
+"""A place in one of these may be called back (callbacks.py)."""
+ALL_VERIFIED = {"phone": "+620000000000", "email": "checked@later.invalid"}
+"""Stands in for a join's verified contacts before its enqueue token is checked."""
 
 
 class JoinResponse(NamedTuple):
     ticket: str
     created: bool
     view: TicketView
+    callback: dict[str, Any] | None = None
+    """Call-backs: what the holder opted in to, when the join asked for it (callbacks.py)."""
 
 
 class JoinedTicket(NamedTuple):
@@ -153,6 +161,7 @@ class QueueService:
         *,
         clock: Clock | None = None,
         local_status_max_age_s: float = 1.0,
+        callbacks: Callbacks | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -165,6 +174,8 @@ class QueueService:
         self.draws = DrawCache(store)
         """The pre-queue draw's commitment and seed, as the wave info shows them."""
         self.enqueue = EnqueueVerifier(self.clock)
+        self.callbacks = callbacks
+        """Call-backs (callbacks.py); None: this service calls nobody back."""
         self._local_max_age_s = local_status_max_age_s
         self._joins: Coalescer[str, JoinRequest, JoinedTicket] = Coalescer(
             "join", self._flush_joins
@@ -215,6 +226,9 @@ class QueueService:
         holding a place it already has."""
         runtime = await self._joinable(wave, ip)
         config = runtime.config
+        wants_callback = body.get("contact") is not None
+        if wants_callback:
+            self._check_callback_request(runtime, body)  # refused before a place is taken
         verified = await self._verified(runtime, body)
         if config.pow_bits:
             raw_identity = (
@@ -254,7 +268,38 @@ class QueueService:
             return JoinResponse(text, False, await self._status_from_redis(runtime, ticket))
         assert outcome.state is not None
         view = self._view(runtime, ticket, outcome.state, outcome.ahead, 0, "")
-        return JoinResponse(text, result != JoinResult.EXISTING, view)
+        callback = None
+        if wants_callback and self.callbacks is not None and view["state"] in CALLABLE_STATES:
+            contacts = verified.contacts if verified is not None else {}
+            try:
+                opted = await self.callbacks.opt_in(runtime, ticket, body, contacts)
+                callback = opted.view["callback"]
+            except ApiError as exc:
+                # the place is taken and stays: the holder is told why nobody will call, and
+                # may opt in again (POST .../notify) rather than lose the join
+                callback = {"error": {"code": exc.code, "message": exc.message}}
+        if verified is not None and config.notify.carry_over_to and self.callbacks is not None:
+            await self.callbacks.keep_account(runtime, ticket, verified.account)
+        return JoinResponse(text, result != JoinResult.EXISTING, view, callback)
+
+    def _check_callback_request(self, runtime: WaveRuntime, body: dict[str, Any]) -> None:
+        """A join that asks for call-backs is checked before it takes a place: a wave without
+        them, or a contact that cannot be used, is refused with the reason."""
+        notify = runtime.config.notify
+        if self.callbacks is None or not notify.enabled:
+            raise Conflict(
+                "This wave does not call people back: keep the waiting page open.",
+                code="callbacks_off",
+            )
+        # the verified contacts are known only after the token's check: accept a missing
+        # address here, the opt-in checks it again with them
+        contact = body.get("contact")
+        verified_later = runtime.config.verified_joins and "enqueue_token" in body
+        if verified_later and isinstance(contact, dict) and not contact.get("address"):
+            parse_contact({"kind": contact.get("kind")}, notify.channels, ALL_VERIFIED)
+        else:
+            parse_contact(contact, notify.channels, {})
+        parse_language(body.get("language"))
 
     async def _joinable(self, wave: str, ip: str) -> WaveRuntime:
         """The wave to join; for a wave that does not exist, 404, or 429 to a client that keeps
@@ -510,6 +555,19 @@ class QueueService:
             # public proof: the draw's commitment (its seed after the opening) and the ledger
             "draw": await self.draws.public(config.id, runtime.uid, counts.drawn),
             "ledger": f"/api/v1/waves/{config.id}/ledger",
+            "callbacks": self._callback_info(runtime),
+        }
+
+    def _callback_info(self, runtime: WaveRuntime) -> dict[str, Any] | None:
+        """What the waiting page needs to offer call-backs (None: the wave offers none)."""
+        notify = runtime.config.notify
+        if not notify.enabled or self.callbacks is None:
+            return None
+        return {
+            "channels": list(notify.channels),
+            "lead_s": notify.lead_s,
+            "return_window_s": notify.return_window_s,
+            "vapid_public_key": self.callbacks.vapid_public_key,
         }
 
     async def revoked(self, wave: str, after: str) -> dict[str, Any]:

@@ -49,6 +49,23 @@ class Settings:
     """The queue's public base URL (https://antrean.example.go.id): the verify route sends a
     browser without a valid admission token to `<public_url>/w/<wave>`; none = `/w/<wave>` on
     the origin's own host (its proxy routes /w/ and /api/ to the queue)."""
+    contact_key: str | None = None
+    """Call-backs: the key contacts are encrypted with at rest (AES-256-GCM), base64 of 32
+    bytes, identical on every replica. None = a development key generated under state_dir."""
+    webhook_secret: str | None = None
+    """Call-backs: the key of the webhook's HMAC-SHA256 signature (SMS and WhatsApp gateways
+    check it), base64 of 32 bytes. None = a development key generated under state_dir."""
+    smtp_url: str | None = None
+    """Call-backs by e-mail: `smtp://user:password@host:port` (STARTTLS when the server offers
+    it; `?starttls=require` insists) or `smtps://...` (TLS from the start). None = no e-mail."""
+    smtp_from: str | None = None
+    """The From address of call-back e-mails (required with smtp_url)."""
+    vapid_key: Path | None = None
+    """Call-backs by Web Push: the VAPID private key (PEM, P-256), identical on every replica.
+    None = a development key generated under state_dir."""
+    vapid_subject: str | None = None
+    """Web Push: who to contact about this sender (`mailto:` or an https URL); None = the
+    public_url, else mailto:noreply@localhost."""
     trusted_proxies: tuple[str, ...] = ()
     """CIDRs of load balancers whose X-Forwarded-For is believed."""
     max_body_bytes: int = 4096
@@ -135,7 +152,7 @@ def _coerce(name: str, value: Any) -> Any:
         if not math.isfinite(number):
             raise ValueError(name)
         return number
-    if name in {"state_dir", "config"}:
+    if name in {"state_dir", "config", "vapid_key"}:
         return Path(value)
     if name == "signing_keys":
         items = value.split(",") if isinstance(value, str) else value

@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, NamedTuple
 
@@ -53,12 +53,20 @@ SCRIPTS = (
     "autopilot",
     "draw",
     "ledger_seal",
+    "optin",
+    "notify",
+    "return_link",
+    "outbox",
+    "carry",
 )
 READ_ONLY_SCRIPTS = frozenset({"read_counts"})
 STORE_RETRY_AFTER_S = 2
 INCARNATION_ID_BYTES = 6
 """Random bytes of an incarnation id (8 url-safe characters in every ticket)."""
 REVOKED_PAGE = 1000
+OUTBOX_GROUP = "senders"
+"""The consumer group every process's sender reads the outbox with (outbox.py)."""
+DEAD_LETTERS_KEPT = 10_000
 
 
 def _script_source(name: str) -> str:
@@ -148,6 +156,8 @@ class StatusBatch(NamedTuple):
     wave_state: WaveState
     cursor: int
     outcomes: list[StatusOutcome]
+    returned: int = 0
+    """Holders called back while away who came back with this poll (lua/status.lua)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +199,10 @@ class WaveCounts:
     """The pre-queue is drawn (public proof): reported by the admission step only."""
     ledger_length: int = 0
     """Entries in the wave's admission ledger: reported by the admission step only."""
+    called: int = 0
+    """Call-backs: holders the line reached while away, within their return window."""
+    outbox: int = 0
+    """Call-backs: messages not yet sent (the outbox's backlog)."""
 
     @property
     def waiting(self) -> int:
@@ -199,6 +213,17 @@ class WaveCounts:
         if incarnation == self.incarnation:
             return seq <= self.seq
         return any(seq <= last for inc, last in self.ended_incarnations if inc == incarnation)
+
+
+class CallbackStep(NamedTuple):
+    """What an admission step decided for call-back holders (lua/admit.lua)."""
+
+    called: int = 0
+    """Reached while away: told it is their turn, kept until their window ends."""
+    returned: int = 0
+    """Came back, and admitted."""
+    not_returned: int = 0
+    """Window ended with nobody back: skipped as abandoned."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +239,7 @@ class AdmitStep:
     caller was behind it (what was trimmed, the cursor has passed)."""
     began: str = ""
     """What began a new incarnation in this step: '', 'restart' or 'rollback'."""
+    callbacks: CallbackStep = field(default_factory=CallbackStep)
 
 
 @functools.lru_cache(maxsize=64)
@@ -281,6 +307,7 @@ class _StepExtras(NamedTuple):
     expired_now: int
     left_from: int
     began: str
+    callbacks: CallbackStep
 
 
 def _counts(pairs: Sequence[Any]) -> tuple[WaveCounts, _StepExtras]:
@@ -309,9 +336,19 @@ def _counts(pairs: Sequence[Any]) -> tuple[WaveCounts, _StepExtras]:
         left_total=number["left_total"],
         drawn=bool(number.get("drawn", 1)),
         ledger_length=number.get("ledger", 0),
+        called=number.get("called", 0),
+        outbox=number.get("outbox", 0),
     )
     extras = _StepExtras(
-        number["abandoned_now"], number["expired_now"], number["left_from"], _s(raw["began"])
+        number["abandoned_now"],
+        number["expired_now"],
+        number["left_from"],
+        _s(raw["began"]),
+        CallbackStep(
+            number.get("called_now", 0),
+            number.get("returned_now", 0),
+            number.get("not_returned_now", 0),
+        ),
     )
     return counts, extras
 
@@ -425,14 +462,14 @@ class Store:
             ",".join([r.incarnation for r in requests]),
             ",".join([r.stamp for r in requests]),
         ]
-        wave_state, cursor, codes, subjects = await self._script("status", wave, args)
+        wave_state, cursor, codes, subjects, returned = await self._script("status", wave, args)
         outcomes = [
             StatusOutcome(TICKET_STATES[state], order, admitted_ms, "")
             for state, order, admitted_ms in zip(codes[0::3], codes[1::3], codes[2::3], strict=True)
         ]
         for index, subject in zip(subjects[0::2], subjects[1::2], strict=True):
             outcomes[index] = outcomes[index]._replace(registrant_hash=_s(subject))
-        return StatusBatch(WaveState(wave_state), int(cursor), outcomes)
+        return StatusBatch(WaveState(wave_state), int(cursor), outcomes, int(returned))
 
     async def record_deadlines(self, wave: str, deadlines: dict[int, int]) -> int:
         """Move the poll deadlines of waiting tickets later (seq -> service ms)."""
@@ -479,6 +516,7 @@ class Store:
             [int(s) for s in left],
             extras.left_from,
             extras.began,
+            extras.callbacks,
         )
 
     async def read_counts(self, wave: str) -> WaveCounts:
@@ -512,8 +550,8 @@ class Store:
     async def put_wave(self, config: WaveConfig) -> str:
         seed = draw.new_seed()  # kept only by a wave that has none yet (lua/put_wave.lua)
         flat: list[str] = [secrets.token_urlsafe(12), seed, draw.commitment(seed)]
-        for field, value in config.to_redis().items():
-            flat += [field, value]
+        for name, value in config.to_redis().items():
+            flat += [name, value]
         result = _s(await self._script("put_wave", config.id, flat))
         await self._call("wave_admin", self.redis.sadd(WAVES_KEY, config.id))
         return result
@@ -678,3 +716,207 @@ class Store:
             "bind", self.redis.set(key, binding, nx=True, get=True, pxat=max(1, until_ms))
         )
         return binding if previous is None else _s(previous)
+
+    # -- call-backs (issue 24): opt-in, the notify step, the return link, the outbox ----------
+
+    async def opt_in(
+        self, wave: str, ticket: Ticket, head: str, sealed: str, max_changes: int
+    ) -> tuple[str, str]:
+        """(result, seen mark) of lua/optin.lua. `head`: 'lang|kind|code hash|code bucket';
+        `sealed`: the contact's ciphertext."""
+        prefix, _ = _wave_keys(wave)
+        args = [
+            self.now_arg(), prefix, ticket.seq, ticket.incarnation, ticket.stamp, head, sealed,
+            max_changes,
+        ]  # fmt: skip
+        result, mark = await self._script("optin", wave, args)
+        return _s(result), _s(mark)
+
+    async def notify_near(self, wave: str, places: int, most: int = 1000) -> tuple[int, int]:
+        """(holders told now, holders still to be told) of lua/notify.lua."""
+        prefix, _ = _wave_keys(wave)
+        told, pending = await self._script("notify", wave, [self.now_arg(), prefix, places, most])
+        return int(told), int(pending)
+
+    async def return_link(self, wave: str, code_hash: str, bucket: int) -> tuple[str, Ticket]:
+        """Use a return code once (lua/return_link.lua): (result, the ticket it names)."""
+        prefix, _ = _wave_keys(wave)
+        raw = await self._script("return_link", wave, [self.now_arg(), prefix, code_hash, bucket])
+        result, seq, stamp, current, ended = (_s(x) for x in raw)
+        if result == "unknown":
+            return result, Ticket(0, "", "")
+        number = int(seq)
+        incarnation = incarnation_of(number, current, _ended_incarnations(ended))
+        return result, Ticket(number, incarnation, stamp)
+
+    async def carried_ahead(self, wave: str) -> list[int]:
+        """Tickets carried over ahead of everyone into this wave's pre-queue, in order."""
+        raw = await self._call("carry", self.redis.lrange(WaveKeys(wave).carried, 0, -1))
+        return [int(_s(x)) for x in raw]
+
+    async def carry_begin(self, wave: str, owner: str, lease_ms: int) -> tuple[str, int]:
+        prefix, _ = _wave_keys(wave)
+        raw = await self._script("carry", wave, ["begin", prefix, self.now_arg(), owner, lease_ms])
+        return _s(raw[0]), int(raw[1]) if len(raw) > 1 else 0
+
+    async def carry_out(
+        self, wave: str, owner: str, seqs: Sequence[int]
+    ) -> list[tuple[int, str, str, str]] | None:
+        """(seq, stamp, account ciphertext, call-back record) of the holders still waiting and
+        verified among `seqs`; None when the lease was lost."""
+        prefix, _ = _wave_keys(wave)
+        raw = await self._script("carry", wave, ["out", prefix, self.now_arg(), owner, *seqs])
+        if _s(raw[0]) != "ok":
+            return None
+        items = [_s(x) for x in raw[1:]]
+        return [
+            (int(items[i]), items[i + 1], items[i + 2], items[i + 3])
+            for i in range(0, len(items), 4)
+        ]
+
+    async def carry_done(
+        self, wave: str, owner: str, position: int, finished: bool, moved: Sequence[int]
+    ) -> bool:
+        prefix, _ = _wave_keys(wave)
+        args = ["done", prefix, self.now_arg(), owner, position, "1" if finished else "0", *moved]
+        return _s(await self._script("carry", wave, args)) == "ok"
+
+    async def carry_in(
+        self, wave: str, order: str, origin: str, items: Sequence[Sequence[str | int]]
+    ) -> tuple[str, list[str]]:
+        """Create the carried holders' places in `wave` (8 values each, lua/carry.lua): the
+        wave's state, and per holder 'moved:<seq>', 'held' or 'refused'."""
+        prefix, _ = _wave_keys(wave)
+        flat = [value for item in items for value in item]
+        raw = await self._script(
+            "carry", wave, ["in", prefix, self.now_arg(), order, origin, *flat]
+        )
+        return _s(raw[0]), [_s(x) for x in raw[1:]]
+
+    async def carry_candidates(self, wave: str, position: int, count: int) -> tuple[list[int], int]:
+        """Tickets of an ended wave from admission-order `position` on (the line's part the
+        cursor had not reached), at most `count`: (seqs, total positions)."""
+        keys = WaveKeys(wave)
+        raw = await self._call("carry", self.redis.hmget(keys.ctl, "cursor", "seq", "open_seq"))
+        cursor, seq, open_seq = (int(_s(v)) if v is not None else 0 for v in raw)
+        if raw[2] is None:
+            open_seq = -1
+        prequeue = seq if open_seq < 0 else open_seq
+        total = max(0, seq - cursor) if open_seq >= 0 else seq
+        start = (cursor if open_seq >= 0 else 0) + position
+        seqs: list[int] = []
+        if start < prequeue:
+            stop = min(prequeue, start + count) - 1
+            members = await self._call("carry", self.redis.zrange(keys.prequeue, start, stop))
+            seqs = [int(_s(m)) for m in members]
+            start = stop + 1
+        while len(seqs) < count and start < seq:
+            seqs.append(start + 1)  # after the pre-queue, order n is ticket n + 1
+            start += 1
+        return seqs, total
+
+    async def forget_contacts(self, wave: str, buckets_per_call: int = 5000) -> bool:
+        """An ended wave's contacts, accounts, call-back sets and return codes, deleted (in
+        calls of `buckets_per_call` ticket buckets); False if the wave has not ended."""
+        from queue_service.contacts import RETURN_BUCKETS
+
+        prefix, _ = _wave_keys(wave)
+        bucket = 0
+        while True:
+            args = ["forget", prefix, self.now_arg(), bucket, buckets_per_call, RETURN_BUCKETS]
+            bucket, done = (int(x) for x in await self._script("carry", wave, args))
+            if done:
+                return True
+            if bucket == 0:
+                return False
+
+    async def called_now(self, wave: str) -> list[int]:
+        """Holders the line reached while away (within their window): at the front."""
+        raw = await self._call("carry", self.redis.zrange(WaveKeys(wave).called, 0, -1))
+        return [int(_s(x)) for x in raw]
+
+    async def keep_account(self, wave: str, seq: int, sealed: str) -> None:
+        """A verified holder's encrypted account (ca:), for carry-over."""
+        keys = WaveKeys(wave)
+        await self._call("optin", self.redis.hset(keys.account_bucket(seq), str(seq), sealed))
+
+    async def callback_record(self, wave: str, seq: int) -> str | None:
+        """The ticket's call-back record (ct:), None once it ended or was admitted."""
+        raw = await self._call(
+            "outbox", self.redis.hget(WaveKeys(wave).callback_bucket(seq), str(seq))
+        )
+        return _s(raw) if raw is not None else None
+
+    async def outbox_group(self, wave: str) -> None:
+        """The senders' consumer group on the wave's outbox (created once, from the start)."""
+        try:
+            await self._call(
+                "outbox",
+                self.redis.xgroup_create(
+                    WaveKeys(wave).outbox, OUTBOX_GROUP, id="0", mkstream=True
+                ),
+            )
+        except StoreUnavailable:
+            raise
+        except Exception as exc:  # BUSYGROUP: it exists
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def outbox_read(
+        self, wave: str, consumer: str, count: int, retry_idle_ms: int
+    ) -> list[tuple[str, dict[str, str]]]:
+        """New messages for this consumer, then messages idle longer than `retry_idle_ms`
+        (a sender that failed them, or died holding them), claimed for a retry."""
+        keys = WaveKeys(wave)
+        fresh = await self._call(
+            "outbox",
+            self.redis.xreadgroup(OUTBOX_GROUP, consumer, {keys.outbox: ">"}, count=count),
+        )
+        entries = [(_s(i), _decode_fields(f)) for _, items in fresh or [] for i, f in items]
+        if len(entries) < count:
+            claimed = await self._call(
+                "outbox",
+                self.redis.xautoclaim(
+                    keys.outbox, OUTBOX_GROUP, consumer, retry_idle_ms, count=count - len(entries)
+                ),
+            )
+            taken = {entry_id for entry_id, _ in entries}
+            entries += [
+                (_s(i), _decode_fields(f)) for i, f in claimed[1] if f and _s(i) not in taken
+            ]
+        return entries
+
+    async def outbox_done(self, wave: str, entry_id: str) -> None:
+        """A message delivered (or dropped on purpose): acknowledged and deleted, at once."""
+        prefix, _ = _wave_keys(wave)
+        await self._script("outbox", wave, ["done", prefix, OUTBOX_GROUP, entry_id])
+
+    async def outbox_failed(
+        self, wave: str, entry_id: str, now_ms: int, base_ms: int, cap_ms: int, jitter: float
+    ) -> int:
+        """A failed try: the count of tries so far; the message stays pending, to be tried again
+        after base * 2^(tries-1) ms (capped, times `jitter`): see outbox_due."""
+        prefix, _ = _wave_keys(wave)
+        args = ["failed", prefix, OUTBOX_GROUP, entry_id, now_ms, base_ms, cap_ms, f"{jitter:.3f}"]
+        return int(await self._script("outbox", wave, args))
+
+    async def outbox_due(self, wave: str, entry_ids: Sequence[str]) -> list[int]:
+        """When each message may be tried again (ms; 0 = now)."""
+        if not entry_ids:
+            return []
+        raw = await self._call(
+            "outbox",
+            self.redis.hmget(WaveKeys(wave).outbox_tries, [i + ":at" for i in entry_ids]),
+        )
+        return [int(_s(v)) if v else 0 for v in raw]
+
+    async def outbox_dead(self, wave: str, entry_id: str, fields: Mapping[str, str]) -> None:
+        """Given up after its last try: moved to the dead letters (no contact in them)."""
+        prefix, _ = _wave_keys(wave)
+        flat = [x for pair in fields.items() for x in pair]
+        args = ["dead", prefix, OUTBOX_GROUP, entry_id, DEAD_LETTERS_KEPT, *flat]
+        await self._script("outbox", wave, args)
+
+
+def _decode_fields(fields: Mapping[Any, Any]) -> dict[str, str]:
+    return {_s(k): _s(v) for k, v in fields.items()}

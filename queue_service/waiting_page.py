@@ -47,7 +47,8 @@ BRAND = "Gelombang"
 """Shown at the top of the page when the wave names no operator."""
 WIB = timezone(timedelta(hours=7))
 """Times on the page are Western Indonesian Time, as the programme announces them."""
-SERVER_ONLY_PREFIXES = ("nojs_", "busy_")
+SERVER_ONLY_PREFIXES = ("nojs_", "busy_", "cbm_", "cbr_")
+CALLBACK_PREFIX = "cb_"
 SERVER_ONLY_KEYS = frozenset(
     {"months", "time_format", "join", "s_join", "s_needjs", "m_needjs", "s_busy"}
 )
@@ -86,19 +87,38 @@ def _template() -> str:
 
 
 @functools.cache
+def _callback_script() -> str:
+    """static/waiting_callbacks.js as sent (like the template): only on a wave with call-backs,
+    so a plain waiting page stays as light as it was."""
+    lines = _static("waiting_callbacks.js").splitlines()
+    return "\n".join(line.lstrip() for line in lines if not line.lstrip().startswith("//"))
+
+
+CALLBACK_CSS = (
+    "<style>h2{font-size:1.1rem;margin:0 0 8px}fieldset{border:0;margin:0 0 8px;padding:0}"
+    ".cbk{display:inline-block;min-height:48px;margin-right:16px;padding-top:12px}"
+    "#cb-address{display:block;width:100%;min-height:48px;margin:4px 0 8px;padding:8px;"
+    "border:2px solid #8a97a6;border-radius:8px;font:inherit}</style>"
+)
+
+
+@functools.cache
 def messages() -> dict[str, dict[str, str]]:
     table: dict[str, dict[str, str]] = json.loads(_static("messages.json"))
     return table
 
 
 @functools.cache
-def script_messages_json() -> str:
-    """The texts the page's script uses, both languages (the server's own are left out)."""
+def script_messages_json(callbacks: bool = False) -> str:
+    """The texts the page's script uses, both languages (the server's own are left out; the
+    call-back form's only on a wave that offers call-backs: a plain page stays light)."""
     table = {
         lang: {
             key: text
             for key, text in texts.items()
-            if not key.startswith(SERVER_ONLY_PREFIXES) and key not in SERVER_ONLY_KEYS
+            if not key.startswith(SERVER_ONLY_PREFIXES)
+            and key not in SERVER_ONLY_KEYS
+            and (callbacks or not key.startswith(CALLBACK_PREFIX))
         }
         for lang, texts in messages().items()
     }
@@ -309,6 +329,68 @@ def _nojs_actions_html(
     return ""
 
 
+CALLBACK_REFUSALS = frozenset(
+    {"invalid_contact", "channel_not_offered", "not_waiting", "too_many_contact_changes",
+     "callbacks_off", "missing_ticket", "invalid_ticket", "unknown_ticket"}
+)  # fmt: skip
+"""A call-back form's refusal (`?refused=<code>`): said in the call-back box."""
+
+
+def _callback_html(
+    wave: str,
+    config: WaveConfig,
+    state: str,
+    view: TicketView | None,
+    kind: str | None,
+    refused: str | None,
+    lang: str,
+) -> str:
+    """The call-back box: a form that works without JavaScript (a plain post to
+    /w/{wave}/notify), or, once opted in, what will happen. Shown while the holder waits."""
+    t = messages()[lang]
+    notify = config.notify
+    hidden = "" if view is not None and state in LIVE_STATES else " hidden"
+    kinds = [k for k in notify.channels if k != "webpush"]
+    done = (
+        t["cb_done"]
+        .replace("{kind}", t.get(f"cb_kind_{kind}", kind or ""))
+        .replace("{w}", eta_text(notify.return_window_s, lang))
+    )
+    radios = "".join(
+        f'<label class="cbk"><input type="radio" name="kind" value="{k}"'
+        f'{" checked" if i == 0 else ""}> <span data-i18n="cb_kind_{k}">'
+        f"{html.escape(t[f'cb_kind_{k}'])}</span></label>"
+        for i, k in enumerate(kinds)
+    )
+    error = ""
+    if refused in CALLBACK_REFUSALS:
+        error = t["cb_failed"].replace("{e}", t["cb_check"])
+    form = ""
+    if kinds:
+        form = (
+            f'<form id="cb-form" method="post" action="/w/{html.escape(wave)}/notify"'
+            f'{" hidden" if kind else ""}><fieldset><legend data-i18n="cb_kind">'
+            f"{html.escape(t['cb_kind'])}</legend>{radios}</fieldset>"
+            f'<label for="cb-address" data-i18n="cb_address">{html.escape(t["cb_address"])}'
+            '</label><input id="cb-address" name="address" type="text" inputmode="email" '
+            'autocomplete="tel" maxlength="254" required>'
+            f'<input type="hidden" name="language" value="{lang}">'
+            f'<button class="btn primary" type="submit" data-i18n="cb_submit">'
+            f"{html.escape(t['cb_submit'])}</button></form>"
+        )
+    intro = t["cb_intro"].replace("{lead}", eta_text(notify.lead_s, lang))
+    return (
+        f'<section id="callback" class="card" data-kind="{html.escape(kind or "")}"{hidden}>'
+        f'<h2 data-i18n="cb_title">{html.escape(t["cb_title"])}</h2>'
+        f'<p id="cb-intro"{" hidden" if kind else ""}>{html.escape(intro)}</p>{form}'
+        '<button id="cb-push" class="btn" type="button" hidden data-i18n="cb_push">'
+        f"{html.escape(t['cb_push'])}</button>"
+        f'<p id="cb-done" class="msg"{"" if kind else " hidden"}>{html.escape(done)}</p>'
+        f'<p id="cb-error" class="net">{html.escape(error)}</p>'
+        f'<p class="small" data-i18n="cb_privacy">{html.escape(t["cb_privacy"])}</p></section>'
+    )
+
+
 def render(
     wave: str,
     info: dict[str, Any],
@@ -320,8 +402,10 @@ def render(
     refused: str | None = None,
     busy_s: float | None = None,
     now: float | None = None,
+    callback_kind: str | None = None,
 ) -> str:
-    """The page for `view` (the holder's ticket; None: no ticket). `form`: offer the join
+    """The page for `view` (the holder's ticket; None: no ticket). `callback_kind`: the
+    holder opted in to be called back by it (call-backs). `form`: offer the join
     button to a holder without a ticket; `refused`: what a form join was refused with;
     `busy_s`: the holder's ticket could not be read now (reloaded faster than its rate
     limit): their place is safe, the page looks again after this many seconds."""
@@ -342,11 +426,12 @@ def render(
         eta = t["eta_paused"] if state == "paused" else eta_text(view["eta_s"], lang)
     tip = (
         t["tip"]
-        if state in LIVE_STATES or state == "busy"
+        if (state in LIVE_STATES and not callback_kind) or state == "busy"
         else t["tip_done"]
         if state in DONE_STATES
         else ""
     )
+    offers_callbacks = config is not None and config.notify.enabled
     values = {
         "lang": lang,
         "doc_title": f"{t['title']} · {title}",
@@ -372,6 +457,10 @@ def render(
         "updated": clock_time(now, lang),
         "tip": tip,
         "trust_html": _trust_html(config, state, t),
+        "callback_html": _callback_html(wave, config, state, view, callback_kind, refused, lang)
+        if offers_callbacks and config is not None
+        else "",
+        "callback_css_html": CALLBACK_CSS if offers_callbacks else "",
     }
 
     def fill(match: re.Match[str]) -> str:
@@ -381,7 +470,8 @@ def render(
     page = PLACEHOLDER.sub(fill, _template())
     return (
         page.replace("__WAVE_ID_JSON__", _script_json(wave))
-        .replace("__MESSAGES_JSON__", script_messages_json())
+        .replace("__MESSAGES_JSON__", script_messages_json(offers_callbacks))
+        .replace("__CALLBACK_JS__", _callback_script() if offers_callbacks else "")
         .replace("__INITIAL_JSON__", _script_json(view))
         .replace("__INFO_JSON__", _script_json(info))
     )
@@ -414,7 +504,7 @@ was refused together does not return together. Without JavaScript the meta refre
 PAGE_SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
-    "style-src 'unsafe-inline'; img-src 'self' data:; worker-src blob:; "
+    "style-src 'unsafe-inline'; img-src 'self' data:; worker-src 'self' blob:; "
     "frame-ancestors 'none'",
 }
 SHED_PAGE_HEADERS = {

@@ -17,6 +17,7 @@ import orjson
 from queue_service.autopilot import AutopilotConfig, parse_autopilot
 from queue_service.errors import BadRequest, Conflict
 from queue_service.identity import ID_KINDS
+from queue_service.notify_config import NotifyConfig, parse_notify
 from queue_service.ratelimit import RateLimitRules
 
 WAVE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # used with fullmatch: no trailing newline
@@ -79,6 +80,8 @@ class WaveConfig:
     have_ready: tuple[str, ...] = ()
     """What to have ready while waiting (e.g. NIK, KK, a photo of the KTP, the phone for the
     OTP), listed on the waiting page as written."""
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    """Call-backs: leave the line and be called back, carry-over (notify_config.py)."""
 
     @property
     def session_estimate_s(self) -> float:
@@ -119,6 +122,8 @@ class WaveConfig:
             "operator_name": self.operator_name,
             "official_url": self.official_url,
             "have_ready": orjson.dumps(list(self.have_ready)).decode(),
+            "notify": orjson.dumps(self.notify.public_dict()).decode(),
+            **self.notify.to_redis(),
         }
 
     @classmethod
@@ -150,6 +155,7 @@ class WaveConfig:
             operator_name=data.get("operator_name", ""),
             official_url=data.get("official_url", ""),
             have_ready=tuple(orjson.loads(data.get("have_ready") or "[]")),
+            notify=_stored_notify(data.get("notify")),
         )
 
     def public_dict(self) -> dict[str, Any]:
@@ -161,6 +167,7 @@ class WaveConfig:
         out["enqueue_keys"] = [dict(k) for k in self.enqueue_keys]
         out["autopilot"] = self.autopilot.public_dict()
         out["have_ready"] = list(self.have_ready)
+        out["notify"] = self.notify.public_dict()
         return out
 
 
@@ -169,6 +176,11 @@ def _stored_autopilot(raw: str | None) -> AutopilotConfig:
     if not raw:
         return AutopilotConfig()
     return parse_autopilot(orjson.loads(raw))
+
+
+def _stored_notify(raw: str | None) -> NotifyConfig:
+    """The call-backs as stored (validated when they were put; absent on older waves)."""
+    return parse_notify(orjson.loads(raw)) if raw else NotifyConfig()
 
 
 def _encode_limits(limits: Mapping[str, Any]) -> str:
@@ -260,6 +272,7 @@ def parse_wave(
     merged: dict[str, Any] = asdict(current) if current else {}
     merged.update(data)
     autopilot = parse_autopilot(data.get("autopilot"), current.autopilot if current else None)
+    notify = parse_notify(data.get("notify"), current.notify if current else None)
     missing = [name for name in REQUIRED_FIELDS if name not in merged]
     if missing:
         raise BadRequest(
@@ -352,6 +365,7 @@ def parse_wave(
         operator_name=operator_name,
         official_url=official_url,
         have_ready=_have_ready(merged.get("have_ready") or ()),
+        notify=notify,
     )
 
 

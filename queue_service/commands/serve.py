@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from queue_service.logs import redacted_url
-from queue_service.settings import Settings, StartupError
+from queue_service.settings import Settings, SettingsError, StartupError
 
 log = logging.getLogger("queue_service.serve")
 
@@ -32,7 +32,14 @@ ENVIRONMENT = {
     "secret": "key of ticket MACs and registrant hashes, the same on every replica",
     "signing_keys": "Ed25519 PEM files, comma-separated: the first signs admission tokens",
     "issuer": "iss of admission tokens (gelombang)",
-    "public_url": "public base URL: the verify route sends browsers to <it>/w/<wave>",
+    "public_url": "public base URL: the verify route sends browsers to <it>/w/<wave>, call-back "
+    "links point to it",
+    "contact_key": "call-backs: AES-256 key of contacts at rest, base64 (none: a dev key)",
+    "webhook_secret": "call-backs: HMAC key of the webhook's signature, base64 (none: a dev key)",
+    "smtp_url": "call-backs by e-mail: smtp://user:password@host:587 or smtps://... (none: off)",
+    "smtp_from": "call-backs by e-mail: the From address",
+    "vapid_key": "call-backs by Web Push: VAPID private key, P-256 PEM file (none: a dev key)",
+    "vapid_subject": "call-backs by Web Push: who push services may contact (mailto:...)",
     "trusted_proxies": "CIDRs whose X-Forwarded-For (and -Proto) is believed",
     "rate_limits": "off: no rate limits (benchmarks); the rules are the config file's",
     "max_body_bytes": "larger request bodies are refused before they are read (4096)",
@@ -98,6 +105,7 @@ def check_can_listen(host: str, port: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from queue_service.app import load_keyring
+    from queue_service.callback_setup import load_callback_keys
     from queue_service.logs import configure_logging
     from queue_service.redis_server import EmbeddedRedis
 
@@ -105,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
     check_can_listen(settings.host, settings.port)
     configure_logging(settings.log_format, settings.log_level)
     load_keyring(settings)  # create the development key once, before workers race to
+    try:  # call-backs' development keys too; a configured key that is not one stops here
+        load_callback_keys(settings)
+    except (ValueError, OSError) as exc:
+        raise SettingsError(f"call-backs: {exc}") from None
     embedded = None
     if not settings.redis_url:
         embedded = EmbeddedRedis(settings.state_dir / "redis").start()

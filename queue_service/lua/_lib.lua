@@ -31,7 +31,8 @@ local function bucket_key(prefix, kind, seq)
 end
 
 local CFG_FIELDS = {'opens_at', 'closes_at', 'admit_rate', 'admit_burst', 'max_active',
-  'session_ttl_ms', 'quota', 'prequeue_ms', 'abandon_ms', 'version'}
+  'session_ttl_ms', 'quota', 'prequeue_ms', 'abandon_ms', 'version', 'notify_on',
+  'return_window_ms'}
 
 local function load_cfg(cfg_key)
   local raw = redis.call('HMGET', cfg_key, unpack(CFG_FIELDS))
@@ -156,7 +157,52 @@ end
 -- state and the registrant's link to it. Its status is then 'expired' (issued, and gone), and
 -- its registrant joins anew. Completed tickets are kept: a registrant who registered may not
 -- queue again.
+-- Call-backs (issue 24, docs/callbacks.md). A holder who opted in has a record
+-- ct:<seq/100> seq -> 'lang|kind|return code hash|its bucket|changes|ciphertext' (the contact,
+-- AES-GCM: only the service can read it), and an index rc:<b> code hash -> seq for the
+-- one-time return link. Their seen value carries a mark (protocol.SeenMark O, N, K, R).
+-- Returns mark, window end, poll deadline (service ms) for a call-back seen value, else nil.
+local function callback_state(seen)
+  if not seen then return nil end
+  local mark = string.sub(seen, 1, 1)
+  if mark == SEEN.opted_in then return mark, 0, tonumber(string.sub(seen, 2)) or 0 end
+  if mark == SEEN.notified then
+    local window, deadline = string.match(seen, '^.(%-?%d+):(%-?%d+)$')
+    return mark, tonumber(window) or 0, tonumber(deadline) or 0
+  end
+  if mark == SEEN.called or mark == SEEN.returned then
+    return mark, tonumber(string.sub(seen, 2)) or 0, 0
+  end
+  return nil
+end
+
+-- The contact, its return code and its place in the call-back sets are deleted: the ticket
+-- ended, or no longer needs calling (admitted). The carry-over account (ca:) goes with them.
+local function callback_forget(prefix, seq)
+  redis.call('HDEL', bucket_key(prefix, 'ca', seq), seq)
+  local key = bucket_key(prefix, 'ct', seq)
+  local record = redis.call('HGET', key, seq)
+  if not record then return end
+  local code_hash, code_bucket = string.match(record, '^[^|]*|[^|]*|([^|]*)|([^|]*)|')
+  if code_hash and code_hash ~= '' then
+    redis.call('HDEL', prefix .. 'rc:' .. code_bucket, code_hash)
+  end
+  redis.call('HDEL', key, seq)
+  redis.call('ZREM', prefix .. 'cb', seq)
+  redis.call('SREM', prefix .. 'cb:pq', seq)
+  redis.call('ZREM', prefix .. 'called', seq)
+end
+
+-- A message for the outbox (outbox.py sends it): which ticket, which message ('near', 'turn',
+-- 'carried'), and until when (wall ms) the holder may come back. No contact: the sender reads
+-- it from the ticket's record at sending time, so a message for a ticket that ended is dropped.
+local function outbox_add(prefix, seq, stamp, kind, until_ms)
+  redis.call('XADD', prefix .. 'ob', '*', 'seq', seq, 'stamp', stamp, 'kind', kind,
+    'until', math.floor(until_ms))
+end
+
 local function reclaim(prefix, seq, record)
+  callback_forget(prefix, seq)
   record = record or ticket_record(prefix, seq)
   if record then
     local reg_key = prefix .. 'reg:' .. record.bucket
@@ -212,6 +258,8 @@ local function ticket_view(prefix, ctl, seq, now, wave_state_now)
   end
   if mark == SEEN.completed then return {'completed', -1, tonumber(string.sub(seen, 2)), seen} end
   if wave_state_now == 'closed' or wave_state_now == 'full' then return {'closed', -1, 0, seen} end
+  -- called back (the line has reached them) or back: first in line, admitted at the next step
+  if mark == SEEN.called or mark == SEEN.returned then return {'waiting', ctl.cursor, 0, seen} end
   if ctl.open_seq < 0 then return {'prequeue', -1, 0, seen} end
   -- the pre-queue's order exists once it is drawn (draw.lua), moments after the opening
   if seq <= ctl.open_seq and ctl.drawn ~= 1 then return {'prequeue', -1, 0, seen} end

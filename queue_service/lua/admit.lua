@@ -28,6 +28,13 @@
 -- entry by the first step that uses them, so the ledger tells the rate in force over time, and
 -- the wave's state when a step finds it changed (a state entry). The pre-queue is walked only
 -- once it is drawn (ctl.drawn, draw.lua).
+-- Call-backs (issue 24, docs/callbacks.md): a holder who opted in and is away when the cursor
+-- reaches them is 'called' (ledger outcome=called until=<wall ms>): no token, slot or quota;
+-- they are told it is their turn (the outbox) and kept in the `called` zset until their
+-- return window ends. Holders who came back since (the `rt` list, status.lua and
+-- return_link.lua) are admitted first in every step, within the bucket, max_active and quota
+-- (a 'return' ledger entry, outcome=admitted); a window that ends with nobody back skips the
+-- ticket as abandoned ('return' entry, outcome=skipped reason=not_returned).
 -- Returns {counts as name/value pairs, admitted, left}: admitted holds 4 values per ticket
 -- admitted now (seq, joined ms, ETA promised at join s, registrant hash); left holds the
 -- seqs of the left list from position counts.left_from on (at most 1000).
@@ -97,6 +104,45 @@ end
 note_state(state)
 local admitted_now = {}
 local abandoned_now = 0
+local called_key, returned_key = prefix .. 'called', prefix .. 'rt'
+local called_now, returned_now, not_returned_now = 0, 0, 0
+-- A returned holder's slot is held until their poll deadline (they were told to poll within a
+-- second): the grace, and this much more.
+local RETURN_CLAIM_SLACK_MS = 2000
+
+-- Admit one ticket now: its slot is held until `claim_until` (ms), then claimed by the
+-- holder's first status answer (status.lua). A call-back holder's contact is deleted: nobody
+-- needs to call them any more.
+local function admit_ticket(seq, claim_until)
+  redis.call('HSET', bucket_key(prefix, 'seen', seq), seq, SEEN.admitted .. now)
+  redis.call('ZADD', active_key, claim_until, seq)
+  callback_forget(prefix, seq)
+  local record = ticket_record(prefix, seq) or {rhash = '', joined = 0, eta = 0}
+  admitted_now[#admitted_now + 1] = seq
+  admitted_now[#admitted_now + 1] = record.joined
+  admitted_now[#admitted_now + 1] = record.eta
+  admitted_now[#admitted_now + 1] = record.rhash
+  tokens = tokens - 1
+end
+
+-- Call-backs: a called holder who has not come back when the window ends is skipped as
+-- abandoned ('not_returned' in the ledger), freeing nothing they never held. In any state of
+-- the wave: the window is what they were told.
+local lapsed = redis.call('ZRANGEBYSCORE', called_key, '-inf', service_now, 'LIMIT', 0, max_scan)
+for _, member in ipairs(lapsed) do
+  local seq = tonumber(member)
+  redis.call('ZREM', called_key, member)
+  local mark = callback_state(redis.call('HGET', bucket_key(prefix, 'seen', seq), seq))
+  if mark == SEEN.called then
+    reclaim(prefix, seq, nil)
+    not_returned_now = not_returned_now + 1
+    ledger_entries[#ledger_entries + 1] =
+      {now, 'return', 'seq=' .. seq .. ' outcome=skipped reason=not_returned'}
+  end
+end
+if not_returned_now > 0 then
+  ctl.abandoned = redis.call('HINCRBY', KEYS[2], 'abandoned', not_returned_now)
+end
 -- the pre-queue has no order until it is drawn (a moment after the opening): nobody is
 -- admitted before, not even later arrivals, who come after the whole pre-queue; so the ledger
 -- reveals the seed before its first ticket entry, pre-queue or not
@@ -109,6 +155,22 @@ if state == 'open' and not drawing then
   if cfg.quota > 0 then allowance = math.min(allowance, cfg.quota - ctl.admitted) end
   local scanned, admitted, abandoned = 0, 0, 0
   local cursor_before = ctl.cursor
+  -- call-backs: holders who came back after being called are admitted first, within the same
+  -- bucket, max_active and quota (they lost no place: the line reached them while away)
+  while allowance > 0 do
+    local back = redis.call('LPOP', returned_key)
+    if not back then break end
+    local seq = tonumber(back)
+    local mark = callback_state(redis.call('HGET', bucket_key(prefix, 'seen', seq), seq))
+    if mark == SEEN.returned then  -- else it left or ended meanwhile: nothing to admit
+      admit_ticket(seq, now + math.min(cfg.abandon_ms + RETURN_CLAIM_SLACK_MS,
+        cfg.session_ttl_ms))
+      admitted = admitted + 1
+      allowance = allowance - 1
+      returned_now = returned_now + 1
+      ledger_entries[#ledger_entries + 1] = {now, 'return', 'seq=' .. seq .. ' outcome=admitted'}
+    end
+  end
   while allowance > 0 and ctl.cursor < ctl.seq and scanned < max_scan do
     local seq
     if ctl.cursor < ctl.open_seq then
@@ -117,22 +179,37 @@ if state == 'open' and not drawing then
       seq = ctl.cursor + 1
     end
     local seen_key = bucket_key(prefix, 'seen', seq)
-    local deadline = tonumber(redis.call('HGET', seen_key, seq))
+    local seen_raw = redis.call('HGET', seen_key, seq)
+    local deadline = tonumber(seen_raw)
+    local cb_mark, cb_window, cb_deadline = callback_state(seen_raw)
+    if cb_mark and service_now <= cb_deadline then
+      deadline, cb_mark = cb_deadline, nil  -- opted in, and here (polling): admitted as anyone
+    end
     local from = 'line'
     if ctl.cursor < ctl.open_seq then from = 'prequeue' end
     local decided = string.format('order=%d seq=%d from=%s ', ctl.cursor, seq, from)
-    if deadline and service_now <= deadline then
-      redis.call('HSET', seen_key, seq, SEEN.admitted .. now)
-      local claim_until = now + math.min(deadline - service_now, cfg.session_ttl_ms)
-      redis.call('ZADD', active_key, claim_until, seq)
-      local record = ticket_record(prefix, seq) or {rhash = '', joined = 0, eta = 0}
-      admitted_now[#admitted_now + 1] = seq
-      admitted_now[#admitted_now + 1] = record.joined
-      admitted_now[#admitted_now + 1] = record.eta
-      admitted_now[#admitted_now + 1] = record.rhash
+    if cb_mark then
+      -- opted in and away: called. No token, no slot, no quota; the place is kept until the
+      -- window ends (told 'near' earlier: its window, and never less than half a window from
+      -- now; not told yet: a whole window from now), and they are told it is their turn.
+      local window = service_now + cfg.return_window_ms
+      if cb_mark == SEEN.notified then
+        window = math.max(cb_window, service_now + math.floor(cfg.return_window_ms / 2))
+      end
+      redis.call('HSET', seen_key, seq, SEEN.called .. window)
+      redis.call('ZADD', called_key, window, seq)
+      redis.call('ZREM', prefix .. 'cb', seq)
+      redis.call('SREM', prefix .. 'cb:pq', seq)
+      local record = ticket_record(prefix, seq)
+      local until_ms = now + (window - service_now)
+      if record then outbox_add(prefix, seq, record.stamp, 'turn', until_ms) end
+      called_now = called_now + 1
+      ledger_entries[#ledger_entries + 1] =
+        {now, 'ticket', decided .. 'outcome=called until=' .. until_ms}
+    elseif deadline and service_now <= deadline then
+      admit_ticket(seq, now + math.min(deadline - service_now, cfg.session_ttl_ms))
       admitted = admitted + 1
       allowance = allowance - 1
-      tokens = tokens - 1
       ledger_entries[#ledger_entries + 1] = {now, 'ticket', decided .. 'outcome=admitted'}
     elseif deadline then
       reclaim(prefix, seq, nil)  -- abandoned: the holder missed their own deadline
@@ -149,9 +226,9 @@ if state == 'open' and not drawing then
     ctl.cursor = ctl.cursor + 1
     scanned = scanned + 1
   end
+  if admitted > 0 then ctl.admitted = redis.call('HINCRBY', KEYS[2], 'admitted', admitted) end
   if scanned > 0 then
     redis.call('HSET', KEYS[2], 'cursor', ctl.cursor)
-    if admitted > 0 then ctl.admitted = redis.call('HINCRBY', KEYS[2], 'admitted', admitted) end
     abandoned_now = abandoned
     if abandoned > 0 then
       ctl.abandoned = redis.call('HINCRBY', KEYS[2], 'abandoned', abandoned)
@@ -198,5 +275,8 @@ local counts = {'state', state, 'seq', ctl.seq, 'cursor', ctl.cursor, 'open_seq'
   'now_ms', now, 'down_ms', ctl.down_ms, 'inc', ctl.inc, 'incs', ctl.incs,
   'left_total', ctl.left_base + left_length, 'left_from', ctl.left_base + index,
   'abandoned_now', abandoned_now, 'expired_now', expired_now, 'began', began,
-  'drawn', ctl.drawn, 'ledger', redis.call('LLEN', prefix .. 'ledger')}
+  'drawn', ctl.drawn, 'ledger', redis.call('LLEN', prefix .. 'ledger'),
+  'called', redis.call('ZCARD', called_key), 'called_now', called_now,
+  'returned_now', returned_now, 'not_returned_now', not_returned_now,
+  'outbox', redis.call('XLEN', prefix .. 'ob')}
 return {counts, admitted_now, left}

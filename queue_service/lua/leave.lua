@@ -23,7 +23,16 @@ if mark == SEEN.admitted or mark == SEEN.claimed then
   if end_session(prefix, KEYS[2], seq, seen, jti, now) then return 'ended' end
   return 'none'
 end
-if tonumber(seen) then
+local mark = callback_state(seen)
+if mark == SEEN.called or mark == SEEN.returned then
+  -- called back: the cursor has passed this place (its ledger entry says 'called'); the
+  -- ledger closes it here, as the return it will never be
+  reclaim(prefix, seq, record)
+  redis.call('HINCRBY', KEYS[2], 'left', 1)
+  ledger_append(prefix, {{now, 'return', 'seq=' .. seq .. ' outcome=skipped reason=left'}})
+  return 'left'
+end
+if tonumber(seen) or mark then  -- waiting, or away on a call-back and not reached yet
   reclaim(prefix, seq, record)
   -- public proof: why the cursor will find no state here (recorded in the ledger then)
   redis.call('HSET', bucket_key(prefix, 'gone', seq), seq, 'left')

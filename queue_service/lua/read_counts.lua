@@ -23,4 +23,5 @@ return {'state', wave_state(cfg, ctl, now), 'seq', ctl.seq, 'cursor', ctl.cursor
   'cfg_version', cfg.version, 'now_ms', now, 'down_ms', ctl.down_ms, 'inc', ctl.inc,
   'incs', ctl.incs, 'left_total', ctl.left_base + redis.call('LLEN', KEYS[5]),
   'left_from', ctl.left_base, 'abandoned_now', 0, 'expired_now', 0, 'began', '',
-  'drawn', ctl.drawn, 'ledger', redis.call('LLEN', prefix .. 'ledger')}
+  'drawn', ctl.drawn, 'ledger', redis.call('LLEN', prefix .. 'ledger'),
+  'called', redis.call('ZCARD', prefix .. 'called'), 'outbox', redis.call('XLEN', prefix .. 'ob')}

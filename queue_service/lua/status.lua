@@ -10,8 +10,10 @@
 -- integers per request: ticket state (TICKET_STATE), order (the 0-based place in admission
 -- order; -1 unless waiting) and admitted_at ms (0 = never admitted); subjects holds {request index (0-based),
 -- registrant hash} pairs for admitted tickets (the admission token's subject).
--- Writes only one thing: an admitted ticket's first answer claims its admission, turning the
--- slot it held until the holder's poll deadline into a session of session_ttl.
+-- Writes two things: an admitted ticket's first answer claims its admission, turning the
+-- slot it held until the holder's poll deadline into a session of session_ttl; and a holder
+-- called back while away (protocol.SeenMark K) who polls is back: admitted first at the next
+-- step (the `rt` list, admit.lua). The fifth item of the reply counts those.
 -- A missing wave returns {'unknown_wave'}.
 
 local now = clock(ARGV[1])
@@ -28,11 +30,21 @@ open_if_due(KEYS[2], ctl, cfg, now)
 local state = wave_state(cfg, ctl, now)
 
 local outcomes, subjects = {}, {}
+local returned = 0
 for i, seq_text in ipairs(seqs) do
   local seq = tonumber(seq_text)
   local view = {'lost', -1, 0, nil}
   if issued_here(ctl, incs[i], seq) and stamp_matches(prefix, seq, stamps[i]) then
     view = ticket_view(prefix, ctl, seq, now, state)
+  end
+  local mark = view[4] and callback_state(view[4])
+  if view[1] == 'waiting' and mark == SEEN.called then
+    -- called back, and here: admitted first at the next step (admit.lua)
+    local window = string.sub(view[4], 2)
+    redis.call('HSET', bucket_key(prefix, 'seen', seq), seq, SEEN.returned .. window)
+    redis.call('ZREM', prefix .. 'called', seq)
+    redis.call('RPUSH', prefix .. 'rt', seq)
+    returned = returned + 1
   end
   if view[1] == 'admitted' then
     if string.sub(view[4], 1, 1) == SEEN.admitted then
@@ -47,4 +59,4 @@ for i, seq_text in ipairs(seqs) do
   outcomes[#outcomes + 1] = view[2]
   outcomes[#outcomes + 1] = view[3]
 end
-return {WAVE_STATE[state], ctl.cursor, outcomes, subjects}
+return {WAVE_STATE[state], ctl.cursor, outcomes, subjects, returned}

@@ -1,6 +1,8 @@
 """No secret or personal id in any log line: the admin token, the service secret, the Redis
-password, tickets, admission tokens and raw registrant ids never reach the log, whatever
-errors a run goes through (malformed requests, forged tickets and tokens, Redis down)."""
+password, tickets, admission tokens, raw registrant ids, call-back contacts (phone numbers,
+e-mails) and return links never reach the log, whatever errors a run goes through (malformed
+requests, forged tickets and tokens, refused contacts, a gateway that refuses every message,
+Redis down)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ ADMIN_TOKEN = "admin-token-9f8e7d6c5b4a39281706"
 SECRET = "service-secret-0a1b2c3d4e5f60718293"
 REDIS_PASSWORD = "redis-password-5c4b3a29181716151413"
 NIKS = [f"31710115089{i:05d}" for i in range(1, 6)]
+PHONES = ["0812 7777 1234", "+62 813 8888 5678"]
+PHONE_DIGITS = ["81277771234", "81388885678"]
+RETURN_CODE = "Zx9-returncode-Qw7_abcd"
 
 
 async def raw(port: int, data: bytes) -> bytes:
@@ -97,6 +102,38 @@ async def test_a_run_through_every_error_path_logs_no_secret_and_no_id(tmp_path:
                     f"GARBAGE {NIKS[3]} {ADMIN_TOKEN}\r\n\r\n",
                 ):
                     await raw(serve.port, bad.encode())
+                # call-backs: contacts given, refused, and messages a gateway refuses for good
+                # (the service's own /healthz answers a POST 405: every message is given up)
+                notify = {"channels": ["sms", "whatsapp"], "lead_s": 600,
+                          "webhook_url": f"{serve.url}/healthz"}  # fmt: skip
+                callback_wave = {**wave, "id_kind": "generic", "notify": notify,
+                                 "abandon_after_s": 30, "max_active": 1}  # fmt: skip
+                async with http.put("/admin/v1/waves/cb", json=callback_wave, headers=admin) as r:
+                    assert r.status == 201, await r.text()
+                # the one slot goes to somebody else: the holders who opt in wait, and are told
+                async with http.post("/api/v1/waves/cb/join", json={"registrant": "cb-0"}) as r:
+                    assert r.status == 201
+                await asyncio.sleep(0.5)
+                body = {"registrant": "cb-1", "contact": {"kind": "sms", "address": PHONES[0]}}
+                async with http.post("/api/v1/waves/cb/join", json=body) as r:
+                    assert r.status == 201 and "callback" in await r.json()
+                async with http.post("/api/v1/waves/cb/join", json={"registrant": "cb-2"}) as r:
+                    cb_ticket = (await r.json())["ticket"]
+                bad = {"contact": {"kind": "whatsapp", "address": PHONES[1] + "x"}}
+                async with http.post(
+                    "/api/v1/waves/cb/notify", json=bad, headers={"X-Queue-Ticket": cb_ticket}
+                ) as r:
+                    assert r.status == 400
+                good = {"contact": {"kind": "whatsapp", "address": PHONES[1]}}
+                async with http.post(
+                    "/api/v1/waves/cb/notify", json=good, headers={"X-Queue-Ticket": cb_ticket}
+                ) as r:
+                    assert r.status == 201
+                async with http.get(f"/w/cb/return?code={RETURN_CODE}") as r:
+                    assert r.status == 200
+                async with http.post("/w/cb/return", data={"code": RETURN_CODE}) as r:
+                    assert r.status == 409
+                await asyncio.sleep(3.0)  # told (lead 600 s): sent, refused, given up
                 redis.kill()  # Redis down: every path that needs it fails and logs
                 for ticket in tickets:
                     async with http.get(f"/api/v1/waves/w/status?ticket={ticket}") as r:
@@ -114,10 +151,14 @@ async def test_a_run_through_every_error_path_logs_no_secret_and_no_id(tmp_path:
 
     assert "redis" in log.lower() and "failed" in log  # the errors were logged...
     assert "malformed request" in log
+    assert "given up after" in log  # the senders ran, failed and said so
     secrets = {"admin token": ADMIN_TOKEN, "secret": SECRET, "redis password": REDIS_PASSWORD}
     for name, value in secrets.items():
         assert value not in log, f"the {name} is in the log"
     for nik in NIKS:
         assert nik not in log, "a registrant id is in the log"
+    for digits in PHONE_DIGITS:
+        assert digits not in log, "a phone number is in the log"
+    assert RETURN_CODE not in log, "a return code is in the log"
     for value in seen:
         assert value not in log and value.split(".")[-1] not in log, "a ticket or token is logged"

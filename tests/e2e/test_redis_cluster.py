@@ -152,3 +152,46 @@ async def test_quota_is_never_exceeded_under_concurrent_admission_on_a_cluster(
     response = await cluster_client.post(f"/api/v1/waves/{wave}/join", json={"registrant": "x"})
     assert response.status == 409
     assert (await response.json())["error"]["code"] == "wave_full"
+
+
+async def test_call_backs_work_on_a_cluster(
+    cluster: LocalCluster, cluster_client: TestClient
+) -> None:
+    """Opt-in, the notify step, the call, the outbox's consumer group and the return link:
+    every call-back script and stream command on the wave's one slot."""
+    from queue_service.appkeys import CALLBACKS, SERVICE
+
+    client = cluster_client
+    wave = next(iter(_one_wave_per_master(cluster).values())) + "-cb"
+    notify = {"channels": ["sms"], "webhook_url": "http://127.0.0.1:9/sms", "lead_s": 600}
+    await put_wave(client, wave, abandon_after_s=5, notify=notify)
+    await admit(client, wave)
+    await client.post(f"/admin/v1/waves/{wave}/pause", headers=ADMIN)
+    ticket = (await join_ok(client, wave, "away"))["ticket"]
+    opted = await client.post(
+        f"/api/v1/waves/{wave}/notify",
+        json={"contact": {"kind": "sms", "address": "081234567890"}},
+        headers={"X-Queue-Ticket": ticket},
+    )
+    assert opted.status == 201, await opted.text()
+    clock = client.app[SERVICE].clock
+    for _ in range(20):  # past the last poll deadline, stepped as the loop steps
+        clock.advance(0.5)  # type: ignore[attr-defined]
+        await admit(client, wave)
+    await client.post(f"/admin/v1/waves/{wave}/resume", headers=ADMIN)
+    clock.advance(0.5)  # type: ignore[attr-defined]
+    assert (await admit(client, wave)).callbacks.called == 1
+    store = client.app[STORE]
+    await store.outbox_group(wave)
+    entries = await store.outbox_read(wave, "test", 10, 1000)
+    assert [fields["kind"] for _, fields in entries] == ["turn"]
+    assert await store.callback_record(wave, 1)
+    await store.outbox_done(wave, entries[0][0])
+    runtime = await client.app[SERVICE].registry.get(wave)
+    code = client.app[CALLBACKS].codes.code(wave, runtime.uid, ticket.split(".")[2])
+    back = await client.post(f"/api/v1/waves/{wave}/return", json={"code": code})
+    assert back.status == 200 and (await back.json())["result"] == "back"
+    clock.advance(0.5)  # type: ignore[attr-defined]
+    assert [a.seq for a in (await admit(client, wave)).admitted] == [1]
+    slot, owner = cluster.owner(WaveKeys(wave).cfg)
+    assert all(key.startswith(WaveKeys(wave).prefix) for key in cluster.keys_in_slot(owner, slot))

@@ -31,6 +31,8 @@ from tests.helpers.support import ADMIN, wave_body
 # Labels a metric may carry: bounded sets only, never a ticket or a registrant.
 BOUNDED_LABELS = {"wave", "state", "result", "rule", "route", "method", "status_class", "op"}
 BOUNDED_LABELS |= {"action"}
+# call-backs: a contact kind, a message kind and a delivery outcome, each from a fixed list
+BOUNDED_LABELS |= {"channel", "kind", "outcome"}
 
 
 @pytest.fixture

@@ -502,3 +502,72 @@ async def test_the_status_board_answers_match_the_document(spec: Spec, client: C
     same = await client.get("/status?lang=en", headers={"If-None-Match": page.headers["ETag"]})
     assert same.status == 304 and await conform(spec, same) is None
     assert await error_code(spec, await client.get("/status?lang=xx")) == "invalid_query"
+
+
+async def test_call_back_answers_match_the_document(
+    spec: Spec, client: Client, clock: ManualClock
+) -> None:
+    from queue_service.appkeys import CALLBACKS, SERVICE
+
+    notify = {"channels": ["sms", "webpush"], "webhook_url": "http://127.0.0.1:9/sms"}
+    body = wave_body(abandon_after_s=5, notify=notify)
+    assert (await conform(spec, await client.put("/admin/v1/waves/cb", json=body, headers=ADMIN)))[
+        "wave"
+    ]["notify"]["channels"] == ["sms", "webpush"]
+    info = await conform(spec, await client.get("/api/v1/waves/cb"))
+    assert info["callbacks"]["vapid_public_key"]
+    joined = await client.post(
+        "/api/v1/waves/cb/join",
+        json={"registrant": "a", "contact": {"kind": "sms", "address": "081234567890"}},
+    )
+    ticket = (await conform(spec, joined))["ticket"]
+    other = await conform(
+        spec, await client.post("/api/v1/waves/cb/join", json={"registrant": "b"})
+    )
+    opted = await client.post(
+        "/api/v1/waves/cb/notify",
+        json={"contact": {"kind": "sms", "address": "081234567899"}, "language": "en"},
+        headers={"X-Queue-Ticket": other["ticket"]},
+    )
+    assert opted.status == 201 and (await conform(spec, opted))["callback"]["state"] == "away"
+    changed = await client.post(
+        "/api/v1/waves/cb/notify",
+        json={"contact": {"kind": "sms", "address": "081234567898"}},
+        headers={"X-Queue-Ticket": other["ticket"]},
+    )
+    assert changed.status == 200 and await conform(spec, changed)
+    bad = await client.post(
+        "/api/v1/waves/cb/notify",
+        json={"contact": {"kind": "sms", "address": "1"}},
+        headers={"X-Queue-Ticket": ticket},
+    )
+    assert await error_code(spec, bad) == "invalid_contact"
+    off = await client.put("/admin/v1/waves/plain", json=wave_body(), headers=ADMIN)
+    await conform(spec, off)
+    plain = await conform(
+        spec, await client.post("/api/v1/waves/plain/join", json={"registrant": "p"})
+    )
+    refused = await client.post(
+        "/api/v1/waves/plain/notify",
+        json={"contact": {"kind": "sms", "address": "081234567890"}},
+        headers={"X-Queue-Ticket": plain["ticket"]},
+    )
+    assert await error_code(spec, refused) == "callbacks_off"
+    runtime = await client.app[SERVICE].registry.get("cb")
+    code = client.app[CALLBACKS].codes.code("cb", runtime.uid, ticket.split(".")[2])
+    page = await client.get(f"/w/cb/return?code={code}")
+    assert "<form" in await conform(spec, page)
+    back = await client.post("/api/v1/waves/cb/return", json={"code": code})
+    assert (await conform(spec, back))["result"] == "waiting"
+    used = await client.post("/api/v1/waves/cb/return", json={"code": code})
+    assert await error_code(spec, used) == "return_link_used"
+    again = await client.post("/w/cb/return", data={"code": code}, allow_redirects=False)
+    assert again.status == 409 and await conform(spec, again)
+    form = await client.post(
+        "/w/cb/notify", data={"kind": "sms", "address": "0812"}, allow_redirects=False
+    )
+    assert form.status == 303 and await conform(spec, form) is None
+    worker = await client.get("/push-sw.js")
+    assert "showNotification" in await conform(spec, worker)
+    view = await conform(spec, await client.get("/admin/v1/waves/cb", headers=ADMIN))
+    assert view["counts"]["called"] == 0
