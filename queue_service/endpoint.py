@@ -83,16 +83,31 @@ def route_label(path: str) -> str:
     return ROUTE_REGEX.sub(r"{\1}", path)
 
 
-def shed_response() -> web.Response:
-    """503 + Retry-After. The connection stays open: open connections are bounded anyway
-    (http_server.py), and a polite client that reconnected would wait in the listen queue."""
-    metrics.shed_requests.inc()
+def _overloaded() -> web.Response:
     return error_response(
         503,
         "overloaded",
         "The queue is very busy right now; your place is safe. Please retry shortly.",
         retry_after_s=SHED_RETRY_AFTER_S,
     )
+
+
+def shed_response() -> web.Response:
+    """503 + Retry-After. The connection stays open: open connections are bounded anyway
+    (http_server.py), and a polite client that reconnected would wait in the listen queue."""
+    metrics.shed_requests.inc()
+    return _overloaded()
+
+
+def retire_response(guard: OverloadGuard, connection: object) -> web.Response:
+    """503 + Retry-After + `Connection: close` on a connection the adaptive bound retired
+    (overload.py): the request was read whole, so closing after the answer cannot reset it."""
+    guard.retiring.discard(connection)
+    guard.refused += 1
+    metrics.shed_connections.inc()
+    response = _overloaded()
+    response.force_close()
+    return response
 
 
 def endpoint(
@@ -112,9 +127,14 @@ def endpoint(
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         nonlocal inflight
-        if sheddable and not guard.admits(inflight):
-            guard.shed += 1
-            return shed_response()  # before anything else is done or read
+        # `guard.retiring` is empty but while the adaptive bound retires connections: one
+        # attribute test on the hot path
+        if sheddable and (guard.retiring or not guard.admits(inflight)):
+            if request.protocol in guard.retiring:
+                return retire_response(guard, request.protocol)
+            if not guard.admits(inflight):
+                guard.shed += 1
+                return shed_response()  # before anything else is done or read
         incoming = request.headers.get("X-Request-Id")
         request_id = incoming if incoming and REQUEST_ID.fullmatch(incoming) else new_request_id()
         token = request_id_var.set(request_id)
@@ -159,6 +179,7 @@ def endpoint(
             return response
         finally:
             guard.inflight -= 1
+            guard.completed += 1
             inflight -= 1
             method = request.method if request.method in METHOD_LABELS else "other"
             _duration_series(route, method, f"{status // 100}xx").observe(

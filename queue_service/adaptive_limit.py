@@ -1,0 +1,167 @@
+"""The adaptive bound on one process's concurrency: how many connections it keeps open (and how
+many requests one route may have in flight) so that the requests it accepts wait about a target
+queueing delay, on whatever host it runs. Pure: no I/O and no clock; the process feeds it
+measurements with their times (loop_lag.py) and applies the limit it returns (overload.py).
+
+The law is Little's law, N = X·W (requests in the system = throughput × time in the system):
+
+    X̂ = EWMA of requests completed per second                  (throughput)
+    Ŵ = EWMA of the queueing delay, the wait for the event loop (delay)
+    Ĉ = EWMA of the connections open                            (concurrency)
+    wanted = Ĉ − X̂·(Ŵ − W*)     W* = the target queueing delay (default 50 ms)
+
+X̂·(Ŵ − W*) is the queue in excess of the target: the requests that would have to leave for the
+rest to wait W*. For clients that send again the moment they are answered (a flood; wrk),
+Ĉ = X̂·Ŵ and `wanted` is the textbook bound X̂·W*: requests per second × target delay. For
+people who poll every few seconds (a think time Z), Ĉ = X̂·(Ŵ + Z) and `wanted` = X̂·(W* + Z):
+an idle keep-alive connection costs nothing and is not mistaken for queue.
+
+Each update:
+- Ŵ above W*·(1 + tolerance): decrease to `wanted`, but by at most `max_decrease` of the open
+  concurrency (or of the limit, if lower) per update;
+- Ŵ below W*·(1 − tolerance), the limit binds (someone was turned away since the last update)
+  and it has not changed for `smoothing_s`: increase by the larger of Little's room
+  (`wanted` − limit) and a share of the limit proportional to the slack
+  (`max_increase`·(1 − Ŵ/W*)), never by more than `max_increase` of the limit. Growing only
+  while turning people away means the delay the growth is judged on includes the work of
+  refusing them; waiting a time constant between steps means it is judged on the last step's
+  effect, not on averages that have not seen it yet;
+- otherwise hold: the dead band around the target is the hysteresis;
+- always within [minimum, maximum].
+
+Failure modes, and what keeps each away:
+- Oscillation. A controller that recomputes from the current state while its inputs still show
+  the past cuts twice for one excess, and grows past the target before the delay shows it.
+  Here X̂, Ŵ and Ĉ are smoothed with the same time constant, so `wanted` is computed from a
+  consistent picture (in a flood Ĉ ≈ X̂·Ŵ holds for the smoothed values too and `wanted` stays
+  X̂·W* while they catch up); growth waits a time constant between steps; the dead band stops
+  the dithering that measurement noise would cause, and the step bounds keep a glitch from
+  moving far.
+- A baseline that creeps. Gradient and Vegas limits compare against a remembered no-load
+  latency, which drifts up under sustained load until the limit admits everything. The target
+  here is an absolute delay, never learned; the limit grows only while it binds, so an idle
+  process does not drift to `maximum` and meet a flood with no bound.
+- A floor that never recovers. A limit that only shrinks on delay can sit at its minimum after
+  the cause has gone (a CPU-hungry neighbour, a GC pause, a slow start). The minimum is never 0,
+  the delay is measured with whatever is admitted, and once it is back under the target the
+  limit grows again by up to `max_increase` per step (×2.25 a second with the defaults).
+- Delay that is not the process's own (a neighbour taking the CPU): it lowers the bound too,
+  by X̂·(Ŵ − W*) at most per update: in proportion to the process's own throughput, so a
+  process that serves little sheds little; it recovers as soon as the delay does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+TARGET_QUEUE_DELAY_S = 0.05
+"""The default W*. A request's latency under load is its wait for the loop plus its own work,
+and on the 2-core reference host the p99 of the requests a flooded process accepted was 2.5 to
+5 times the mean wait (loadtests/RESULTS.md): a 50 ms mean keeps the p99 under the 250 ms the
+overload guarantee promises, with room for the host's noise."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitLaw:
+    """The constants of the law; the defaults are those of the connection bound."""
+
+    target_delay_s: float = TARGET_QUEUE_DELAY_S
+    minimum: int = 64
+    """Never fewer: a load balancer's upstream pool, a benchmark's 64 connections."""
+    maximum: int = 10_000
+    """Never more: file descriptors and memory (a few KB each) stay bounded."""
+    initial: int = 256
+    """Before the first measurement: about what a slow host keeps within the target (5,000
+    requests/s × 50 ms); the limit grows from here while it binds and the delay allows."""
+    smoothing_s: float = 0.5
+    """Time constant of every EWMA: a flood is seen within a second, one slow loop turn is not
+    mistaken for one."""
+    tolerance: float = 0.25
+    """Dead band: no change while Ŵ is within ±25% of W*."""
+    max_decrease: float = 0.5
+    """Per update, at most half of the open concurrency goes (decrease fast on overload)."""
+    max_increase: float = 0.5
+    """Per step (one per `smoothing_s` at most), the limit grows by at most 50%."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.minimum <= self.initial <= self.maximum:
+            raise ValueError("the limit law needs 0 < minimum <= initial <= maximum")
+        if self.target_delay_s <= 0 or self.smoothing_s <= 0:
+            raise ValueError("the target delay and the smoothing time must be above 0")
+        if not (0 < self.tolerance < 1 and 0 < self.max_decrease < 1 and self.max_increase > 0):
+            raise ValueError("tolerance and max_decrease in (0, 1), max_increase above 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """What the process saw at one moment."""
+
+    at_s: float
+    """When, in seconds on any monotonic clock (only differences are used)."""
+    completed: int
+    """Requests completed since the process started (a counter; only its increase is used)."""
+    delay_s: float
+    """The queueing delay observed now: how long a request waits for the event loop."""
+    concurrency: int
+    """Connections open now."""
+    turned_away: int = 0
+    """Connections refused and requests shed since the process started (a counter): the limit
+    binds while it grows."""
+
+
+class AdaptiveLimit:
+    """The current limit and the smoothed inputs it was computed from (see the module doc)."""
+
+    def __init__(self, law: LimitLaw | None = None) -> None:
+        self.law = law or LimitLaw()
+        self.limit = self.law.initial
+        self.throughput = 0.0
+        """X̂, requests per second."""
+        self.delay_s = 0.0
+        """Ŵ, seconds."""
+        self.concurrency = 0.0
+        """Ĉ, connections."""
+        self._last: Measurement | None = None
+        self._changed_at = -math.inf
+
+    def update(self, measured: Measurement) -> int:
+        """Take one measurement; return the limit to apply from now on."""
+        last, self._last = self._last, measured
+        if last is None:  # the first one only starts the clock and the counter
+            self.delay_s = max(0.0, measured.delay_s)
+            self.concurrency = float(measured.concurrency)
+            return self.limit
+        elapsed = measured.at_s - last.at_s
+        if elapsed <= 0:
+            self._last = last  # a repeated or out-of-order time: ignored
+            return self.limit
+        completed = max(0, measured.completed - last.completed)  # a reset counter: no work seen
+        weight = 1.0 - math.exp(-elapsed / self.law.smoothing_s)  # time-based EWMA
+        self.throughput += weight * (completed / elapsed - self.throughput)
+        self.delay_s += weight * (max(0.0, measured.delay_s) - self.delay_s)
+        self.concurrency += weight * (measured.concurrency - self.concurrency)
+        may_grow = (
+            measured.turned_away > last.turned_away
+            and measured.at_s - self._changed_at >= self.law.smoothing_s
+        )
+        limit = self._next_limit(measured.concurrency, may_grow)
+        if limit != self.limit:
+            self.limit, self._changed_at = limit, measured.at_s
+        return self.limit
+
+    def _next_limit(self, open_now: int, may_grow: bool) -> int:
+        law = self.law
+        target = law.target_delay_s
+        wanted = self.concurrency - self.throughput * (self.delay_s - target)
+        limit = float(self.limit)
+        if self.delay_s > target * (1 + law.tolerance):
+            # a limit far above what is open does not bind: lowering it to the open count
+            # changes nothing, so the bounded step is taken from there
+            base = min(limit, self.concurrency, float(open_now))
+            limit = min(limit, max(wanted, base * (1 - law.max_decrease)))
+        elif self.delay_s < target * (1 - law.tolerance) and may_grow:
+            slack = 1 - self.delay_s / target
+            step = max(wanted - limit, limit * law.max_increase * slack)
+            limit += min(max(step, 1.0), limit * law.max_increase)
+        return max(law.minimum, min(law.maximum, round(limit)))
