@@ -8,7 +8,7 @@ The law is Little's law, N = X·W (requests in the system = throughput × time i
     X̂ = EWMA of requests completed per second                  (throughput)
     Ŵ = EWMA of the queueing delay, the wait for the event loop (delay)
     Ĉ = EWMA of the connections open                            (concurrency)
-    wanted = Ĉ − X̂·(Ŵ − W*)     W* = the target queueing delay (default 50 ms)
+    wanted = Ĉ − X̂·(Ŵ − W*)     W* = the target queueing delay (default 30 ms)
 
 X̂·(Ŵ − W*) is the queue in excess of the target: the requests that would have to leave for the
 rest to wait W*. For clients that send again the moment they are answered (a flood; wrk),
@@ -19,13 +19,14 @@ an idle keep-alive connection costs nothing and is not mistaken for queue.
 Each update:
 - Ŵ above W*·(1 + tolerance): decrease to `wanted`, but by at most `max_decrease` of the open
   concurrency (or of the limit, if lower) per update;
-- Ŵ below W*·(1 − tolerance), the limit binds (someone was turned away since the last update)
-  and it has not changed for `smoothing_s`: increase by the larger of Little's room
+- Ŵ below W*·(1 − tolerance), and so is the delay measured just now, the limit binds (someone
+  was turned away since the last update) and it has not changed for `growth_hold_s`: increase
+  by the larger of Little's room
   (`wanted` − limit) and a share of the limit proportional to the slack
   (`max_increase`·(1 − Ŵ/W*)), never by more than `max_increase` of the limit. Growing only
   while turning people away means the delay the growth is judged on includes the work of
-  refusing them; waiting a time constant between steps means it is judged on the last step's
-  effect, not on averages that have not seen it yet;
+  refusing them; waiting two time constants between steps means it is judged on the last
+  step's effect, not on averages that have not seen it yet;
 - otherwise hold: the dead band around the target is the hysteresis;
 - always within [minimum, maximum].
 
@@ -34,7 +35,9 @@ Failure modes, and what keeps each away:
   the past cuts twice for one excess, and grows past the target before the delay shows it.
   Here X̂, Ŵ and Ĉ are smoothed with the same time constant, so `wanted` is computed from a
   consistent picture (in a flood Ĉ ≈ X̂·Ŵ holds for the smoothed values too and `wanted` stays
-  X̂·W* while they catch up); growth waits a time constant between steps; the dead band stops
+  X̂·W* while they catch up); growth waits two time constants between steps (and after the
+  start, when the averages know nothing yet), and stops as soon as the delay measured just now
+  is over the target, however low its average still is; the dead band stops
   the dithering that measurement noise would cause, and the step bounds keep a glitch from
   moving far.
 - A baseline that creeps. Gradient and Vegas limits compare against a remembered no-load
@@ -44,7 +47,7 @@ Failure modes, and what keeps each away:
 - A floor that never recovers. A limit that only shrinks on delay can sit at its minimum after
   the cause has gone (a CPU-hungry neighbour, a GC pause, a slow start). The minimum is never 0,
   the delay is measured with whatever is admitted, and once it is back under the target the
-  limit grows again by up to `max_increase` per step (×2.25 a second with the defaults).
+  limit grows again by up to `max_increase` per step (×1.5 a second with the defaults).
 - Delay that is not the process's own (a neighbour taking the CPU): it lowers the bound too,
   by X̂·(Ŵ − W*) at most per update: in proportion to the process's own throughput, so a
   process that serves little sheds little; it recovers as soon as the delay does.
@@ -55,11 +58,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-TARGET_QUEUE_DELAY_S = 0.05
-"""The default W*. A request's latency under load is its wait for the loop plus its own work,
-and on the 2-core reference host the p99 of the requests a flooded process accepted was 2.5 to
-5 times the mean wait (loadtests/RESULTS.md): a 50 ms mean keeps the p99 under the 250 ms the
-overload guarantee promises, with room for the host's noise."""
+TARGET_QUEUE_DELAY_S = 0.03
+"""The default W*: the mean wait for one turn of the event loop. A request waits for the loop
+at each of its steps: a status poll about twice (its bytes are read, then its handler runs), a
+join four or five times (it also waits for its Redis batch and the one ahead of it). On the
+2-core reference host, a flooded process whose turns took 30 ms kept the p99 of the joins and
+polls it accepted under the 250 ms the overload guarantee promises, with room for the host's
+noise; at 50 ms the joins' p99 went past it (loadtests/RESULTS.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +77,8 @@ class LimitLaw:
     maximum: int = 10_000
     """Never more: file descriptors and memory (a few KB each) stay bounded."""
     initial: int = 256
-    """Before the first measurement: about what a slow host keeps within the target (5,000
-    requests/s × 50 ms); the limit grows from here while it binds and the delay allows."""
+    """Before the first measurement: what a host serving about 8,000 requests/s keeps within
+    the target; the limit grows from here while it binds and the delay allows."""
     smoothing_s: float = 0.5
     """Time constant of every EWMA: a flood is seen within a second, one slow loop turn is not
     mistaken for one."""
@@ -82,7 +87,9 @@ class LimitLaw:
     max_decrease: float = 0.5
     """Per update, at most half of the open concurrency goes (decrease fast on overload)."""
     max_increase: float = 0.5
-    """Per step (one per `smoothing_s` at most), the limit grows by at most 50%."""
+    """Per step (one per `growth_hold_s` at most), the limit grows by at most 50%."""
+    growth_hold_s: float = 1.0
+    """Time between two steps up: two time constants, so a step is judged on its effect."""
 
     def __post_init__(self) -> None:
         if not 0 < self.minimum <= self.initial <= self.maximum:
@@ -131,6 +138,7 @@ class AdaptiveLimit:
         if last is None:  # the first one only starts the clock and the counter
             self.delay_s = max(0.0, measured.delay_s)
             self.concurrency = float(measured.concurrency)
+            self._changed_at = measured.at_s  # no growth until the averages know something
             return self.limit
         elapsed = measured.at_s - last.at_s
         if elapsed <= 0:
@@ -143,7 +151,8 @@ class AdaptiveLimit:
         self.concurrency += weight * (measured.concurrency - self.concurrency)
         may_grow = (
             measured.turned_away > last.turned_away
-            and measured.at_s - self._changed_at >= self.law.smoothing_s
+            and measured.at_s - self._changed_at >= self.law.growth_hold_s
+            and measured.delay_s < self.law.target_delay_s
         )
         limit = self._next_limit(measured.concurrency, may_grow)
         if limit != self.limit:

@@ -140,5 +140,6 @@ class OverloadGuard:
             "inflight": self.inflight,
             "max_inflight": self.max_inflight,
             "loop_lag_s": round(self.lag_s, 4),
+            "adaptive": self.adaptive is not None,
             **({"queue_delay_s": round(self.adaptive.delay_s, 4)} if self.adaptive else {}),
         }

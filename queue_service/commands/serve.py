@@ -37,7 +37,7 @@ ENVIRONMENT = {
     "max_body_bytes": "larger request bodies are refused before they are read (4096)",
     "body_timeout_s": "a request body must arrive whole within this (10)",
     "keepalive_timeout_s": "idle connections, and slow request headers, cut after this (15)",
-    "target_queue_delay_s": "mean wait for the event loop the auto bounds aim at (0.05)",
+    "target_queue_delay_s": "mean wait for a turn of the event loop the auto bounds aim at (0.03)",
     "max_lag_s": "event-loop lag before a fast 503 (0.25)",
     "backlog": "listen backlog (4096)",
     "redis_timeout_s": "bound on one Redis round trip before a 503 (1.0)",

@@ -81,7 +81,7 @@ def test_the_floor_recovers_when_the_delay_is_gone() -> None:
     law = LimitLaw(initial=LimitLaw().minimum)  # start on the floor
     controller = AdaptiveLimit(law)
     process = Process(capacity=20_000, clients=6_000)
-    limits = run(controller, process, 4)
+    limits = run(controller, process, 8)  # ×1.5 a second: 64 -> 750 in 7 s
     assert limits[0] < 100 and limits[-1] >= 20_000 * law.target_delay_s * (1 - law.tolerance)
 
 
@@ -109,7 +109,7 @@ def test_people_who_wait_between_polls_are_not_counted_as_queue() -> None:
 def test_a_process_with_room_takes_everyone_who_polls() -> None:
     controller = AdaptiveLimit()
     process = Process(capacity=10_000, clients=7_000, think_s=5.0)  # 1,400 polls/s: room
-    run(controller, process, 5)
+    run(controller, process, 10)
     assert controller.limit >= 7_000
 
 
@@ -141,11 +141,17 @@ def test_a_step_is_bounded_both_ways() -> None:
     assert controller.update(Measurement(0.1, 1_000_000, 100.0, 1_000)) >= 500
     grown = AdaptiveLimit(LimitLaw(initial=1_000))
     grown.update(Measurement(0.0, 0, 0.0, 1_000))
-    # no delay at all at a huge throughput would want far more: at most +50% in one step,
-    # and the next step only once the averages have seen this one (a time constant later)
-    assert grown.update(Measurement(0.1, 1_000_000, 0.0, 1_000, turned_away=1)) == 1_500
-    assert grown.update(Measurement(0.2, 2_000_000, 0.0, 1_500, turned_away=2)) == 1_500
-    assert grown.update(Measurement(0.6, 6_000_000, 0.0, 1_500, turned_away=3)) == 2_250
+    # no delay at all at a huge throughput would want far more: nothing before the averages
+    # know something, then at most +50% in one step, and the next step only once the
+    # averages have seen this one (growth_hold_s later)
+    assert grown.update(Measurement(0.5, 1_000_000, 0.0, 1_000, turned_away=1)) == 1_000
+    assert grown.update(Measurement(1.0, 2_000_000, 0.0, 1_000, turned_away=2)) == 1_500
+    assert grown.update(Measurement(1.5, 3_000_000, 0.0, 1_500, turned_away=3)) == 1_500
+    assert grown.update(Measurement(2.0, 4_000_000, 0.0, 1_500, turned_away=4)) == 2_250
+    # and never while the delay measured just now is over the target, however low its average
+    just_now = LAW.target_delay_s * 1.1
+    assert grown.update(Measurement(3.0, 5_000_000, 0.0, 2_250, turned_away=5)) == 3_375
+    assert grown.update(Measurement(4.1, 6_000_000, just_now, 3_375, turned_away=6)) == 3_375
 
 
 def test_the_law_refuses_constants_that_cannot_work() -> None:
