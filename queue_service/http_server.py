@@ -42,7 +42,7 @@ from queue_service.overload import SHED_RETRY_AFTER_S, OverloadGuard
 
 log = logging.getLogger(__name__)
 
-REFUSAL_SHARE = 0.15
+REFUSAL_SHARE = 0.1
 """Of the process's time, the share that refusing connections from the listen queue may take
 (timed around the work: accept, read, answer, half-close; about 20 µs each on the reference
 host, half again in the kernel besides). A flood that reconnects the moment it is refused would

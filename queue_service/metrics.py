@@ -204,6 +204,12 @@ shed_connections = Counter(
 )
 # The process's own bounds (overload.py), one value per process: with --workers N the series
 # add up to the host's (livesum), and the worst process's delay is the one to watch (livemax).
+connections_open = Gauge(
+    "gelombang_connections_open",
+    "Connections this process has open (as the adaptive bounds last counted them).",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
 adaptive_max_connections = Gauge(
     "gelombang_adaptive_max_connections",
     "Open connections this process accepts now: adaptive (throughput x target queueing delay, "

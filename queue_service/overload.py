@@ -104,14 +104,11 @@ class OverloadGuard:
         """A measurement of the event loop (loop_lag.py): the lag for the hard bound, the
         queueing delay for the adaptive bounds, which are updated and applied here."""
         self.lag_s = lag_s
+        open_now = self.open_connections()
         if self.adaptive is not None:
             limit = self.adaptive.update(
                 Measurement(
-                    now_s,
-                    self.completed,
-                    queue_delay_s,
-                    self.open_connections(),
-                    turned_away=self.shed + self.refused,
+                    now_s, self.completed, queue_delay_s, open_now, self.shed + self.refused
                 )
             )
             if not self.connections_pinned:
@@ -121,6 +118,7 @@ class OverloadGuard:
             if not self.inflight_pinned:
                 self.max_inflight = limit
             metrics.adaptive_queue_delay.set(self.adaptive.delay_s)
+        metrics.connections_open.set(open_now)
         metrics.adaptive_max_connections.set(self.max_connections)
         metrics.adaptive_max_inflight.set(self.max_inflight)
 
