@@ -6,7 +6,9 @@ measurements with their times (loop_lag.py) and applies the limit it returns (ov
 The law is Little's law, N = X·W (requests in the system = throughput × time in the system):
 
     X̂ = EWMA of requests completed per second                  (throughput)
-    Ŵ = EWMA of the queueing delay, the wait for the event loop (delay)
+    ρ̂ = EWMA of the process's CPU seconds per second            (how busy it is)
+    Ŵ = EWMA of the queueing delay, the wait for the event loop,
+        × min(1, ρ̂ / ½): the share of it the process's own work explains
     Ĉ = EWMA of the connections open                            (concurrency)
     wanted = Ĉ − X̂·(Ŵ − W*)     W* = the target queueing delay (default 30 ms)
 
@@ -48,9 +50,14 @@ Failure modes, and what keeps each away:
   the cause has gone (a CPU-hungry neighbour, a GC pause, a slow start). The minimum is never 0,
   the delay is measured with whatever is admitted, and once it is back under the target the
   limit grows again by up to `max_increase` per step (×1.5 a second with the defaults).
-- Delay that is not the process's own (a neighbour taking the CPU): it lowers the bound too,
-  by X̂·(Ŵ − W*) at most per update: in proportion to the process's own throughput, so a
-  process that serves little sheds little; it recovers as soon as the delay does.
+- Delay that is not the process's own. A process that is busy half of the time or more is
+  the cause of its loop's delay (if a neighbour takes part of the CPU, each turn still shrinks
+  with the work shed); one that is mostly idle and still late is waiting for a CPU that other
+  processes hold (the simulator's crowd on the same laptop, a CI machine running tests side by
+  side), and shedding its few requests would not make it faster. So the delay is weighted by
+  the busy share up to one half: a process busy 10% of the time counts a fifth of its delay as
+  its own. The decrease is also in proportion to the process's own throughput, so a process
+  that serves little sheds little.
 """
 
 from __future__ import annotations
@@ -90,6 +97,8 @@ class LimitLaw:
     """Per step (one per `growth_hold_s` at most), the limit grows by at most 50%."""
     growth_hold_s: float = 1.0
     """Time between two steps up: two time constants, so a step is judged on its effect."""
+    busy_share: float = 0.5
+    """From this share of its time spent working (CPU), a process's delay is all its own."""
 
     def __post_init__(self) -> None:
         if not 0 < self.minimum <= self.initial <= self.maximum:
@@ -98,6 +107,8 @@ class LimitLaw:
             raise ValueError("the target delay and the smoothing time must be above 0")
         if not (0 < self.tolerance < 1 and 0 < self.max_decrease < 1 and self.max_increase > 0):
             raise ValueError("tolerance and max_decrease in (0, 1), max_increase above 0")
+        if not 0 < self.busy_share <= 1:
+            raise ValueError("busy_share in (0, 1]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +126,8 @@ class Measurement:
     turned_away: int = 0
     """Connections refused and requests shed since the process started (a counter): the limit
     binds while it grows."""
+    cpu_s: float | None = None
+    """CPU time the process has used since it started (a counter); None: taken as always busy."""
 
 
 class AdaptiveLimit:
@@ -125,8 +138,10 @@ class AdaptiveLimit:
         self.limit = self.law.initial
         self.throughput = 0.0
         """X̂, requests per second."""
-        self.delay_s = 0.0
-        """Ŵ, seconds."""
+        self.measured_delay_s = 0.0
+        """EWMA of the delays measured, seconds."""
+        self.busy = 1.0
+        """ρ̂, CPU seconds per second (1 until measured)."""
         self.concurrency = 0.0
         """Ĉ, connections."""
         self._last: Measurement | None = None
@@ -135,8 +150,8 @@ class AdaptiveLimit:
     def update(self, measured: Measurement) -> int:
         """Take one measurement; return the limit to apply from now on."""
         last, self._last = self._last, measured
-        if last is None:  # the first one only starts the clock and the counter
-            self.delay_s = max(0.0, measured.delay_s)
+        if last is None:  # the first one only starts the clock and the counters
+            self.measured_delay_s = max(0.0, measured.delay_s)
             self.concurrency = float(measured.concurrency)
             self._changed_at = measured.at_s  # no growth until the averages know something
             return self.limit
@@ -147,30 +162,43 @@ class AdaptiveLimit:
         completed = max(0, measured.completed - last.completed)  # a reset counter: no work seen
         weight = 1.0 - math.exp(-elapsed / self.law.smoothing_s)  # time-based EWMA
         self.throughput += weight * (completed / elapsed - self.throughput)
-        self.delay_s += weight * (max(0.0, measured.delay_s) - self.delay_s)
+        self.measured_delay_s += weight * (max(0.0, measured.delay_s) - self.measured_delay_s)
         self.concurrency += weight * (measured.concurrency - self.concurrency)
+        if measured.cpu_s is not None and last.cpu_s is not None:
+            busy = max(0.0, measured.cpu_s - last.cpu_s) / elapsed
+            self.busy += weight * (min(1.0, busy) - self.busy)
         may_grow = (
             measured.turned_away > last.turned_away
             and measured.at_s - self._changed_at >= self.law.growth_hold_s
-            and measured.delay_s < self.law.target_delay_s
+            and measured.delay_s * self._own_share < self.law.target_delay_s
         )
         limit = self._next_limit(measured.concurrency, may_grow)
         if limit != self.limit:
             self.limit, self._changed_at = limit, measured.at_s
         return self.limit
 
+    @property
+    def _own_share(self) -> float:
+        return min(1.0, self.busy / self.law.busy_share)
+
+    @property
+    def delay_s(self) -> float:
+        """Ŵ: the smoothed delay, as much of it as the process's own work explains."""
+        return self.measured_delay_s * self._own_share
+
     def _next_limit(self, open_now: int, may_grow: bool) -> int:
         law = self.law
         target = law.target_delay_s
-        wanted = self.concurrency - self.throughput * (self.delay_s - target)
+        delay = self.delay_s
+        wanted = self.concurrency - self.throughput * (delay - target)
         limit = float(self.limit)
-        if self.delay_s > target * (1 + law.tolerance):
+        if delay > target * (1 + law.tolerance):
             # a limit far above what is open does not bind: lowering it to the open count
             # changes nothing, so the bounded step is taken from there
             base = min(limit, self.concurrency, float(open_now))
             limit = min(limit, max(wanted, base * (1 - law.max_decrease)))
-        elif self.delay_s < target * (1 - law.tolerance) and may_grow:
-            slack = 1 - self.delay_s / target
+        elif delay < target * (1 - law.tolerance) and may_grow:
+            slack = 1 - delay / target
             step = max(wanted - limit, limit * law.max_increase * slack)
             limit += min(max(step, 1.0), limit * law.max_increase)
         return max(law.minimum, min(law.maximum, round(limit)))

@@ -127,8 +127,8 @@ def endpoint(
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         nonlocal inflight
-        # `guard.retiring` is empty but while the adaptive bound retires connections: one
-        # attribute test on the hot path
+        # `guard.retiring` is empty except while the adaptive bound retires connections: on
+        # the hot path, one attribute test
         if sheddable and (guard.retiring or not guard.admits(inflight)):
             if request.protocol in guard.retiring:
                 return retire_response(guard, request.protocol)

@@ -3,12 +3,13 @@ delay the adaptive bounds act on (overload.py, adaptive_limit.py).
 
 A process whose loop is saturated (too many requests, a blocking call, a long GC pause) answers
 every request late; this shows it before clients time out. One monitor task per process; it
-costs one timer a tenth of a second, nothing on the request path.
+costs one timer every 50 ms, nothing on the request path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from queue_service import metrics
 from queue_service.overload import OverloadGuard
@@ -33,5 +34,7 @@ async def monitor_event_loop_lag(guard: OverloadGuard, interval_s: float = 0.05)
         await asyncio.sleep(interval_s)
         now = loop.time()
         lag = max(0.0, now - due)
-        guard.observe(now, lag, QUEUE_DELAY_PER_LAG * lag)
+        # the process's CPU time: a loop that is late while the process is idle is waiting for
+        # a CPU other processes hold (adaptive_limit.py)
+        guard.observe(now, lag, QUEUE_DELAY_PER_LAG * lag, time.process_time())
         metrics.event_loop_lag.observe(lag)

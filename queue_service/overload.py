@@ -100,15 +100,23 @@ class OverloadGuard:
     def open_connections(self) -> int:
         return self.pool.open_count() if self.pool is not None else self.inflight
 
-    def observe(self, now_s: float, lag_s: float, queue_delay_s: float) -> None:
+    def observe(
+        self, now_s: float, lag_s: float, queue_delay_s: float, cpu_s: float | None = None
+    ) -> None:
         """A measurement of the event loop (loop_lag.py): the lag for the hard bound, the
-        queueing delay for the adaptive bounds, which are updated and applied here."""
+        queueing delay (and the CPU time the process has used) for the adaptive bounds, which
+        are updated and applied here."""
         self.lag_s = lag_s
         open_now = self.open_connections()
         if self.adaptive is not None:
             limit = self.adaptive.update(
                 Measurement(
-                    now_s, self.completed, queue_delay_s, open_now, self.shed + self.refused
+                    now_s,
+                    self.completed,
+                    queue_delay_s,
+                    open_now,
+                    turned_away=self.shed + self.refused,
+                    cpu_s=cpu_s,
                 )
             )
             if not self.connections_pinned:

@@ -30,6 +30,9 @@ class Process:
     at_s: float = 0.0
     completed: float = 0.0
     turned_away: int = 0
+    cpu_s: float = 0.0
+    outside_delay_s: float = 0.0
+    """A wait for the CPU that is not the process's own work (a neighbour holds it)."""
 
     def measure(self, limit: int) -> Measurement:
         admitted = min(self.clients, limit)
@@ -38,10 +41,12 @@ class Process:
         in_system_s = max(service_s, admitted / throughput - self.think_s)
         self.at_s += TICK_S
         self.completed += throughput * TICK_S
+        self.cpu_s += throughput * service_s * TICK_S  # busy: utilisation
         self.turned_away += self.clients - admitted  # refused (and coming back)
         # what the loop makes a request wait is its time in the system less its own work
+        delay_s = in_system_s - service_s + self.outside_delay_s
         return Measurement(
-            self.at_s, int(self.completed), in_system_s - service_s, admitted, self.turned_away
+            self.at_s, int(self.completed), delay_s, admitted, self.turned_away, self.cpu_s
         )
 
 
@@ -113,6 +118,16 @@ def test_a_process_with_room_takes_everyone_who_polls() -> None:
     assert controller.limit >= 7_000
 
 
+def test_a_late_loop_in_a_process_that_is_not_busy_is_not_blamed_on_its_connections() -> None:
+    """400 people polling every 2 s cost a process that answers 10,000/s 2% of its time; its
+    loop is 100 ms late because other processes hold the CPU. Shedding them would not help."""
+    controller = AdaptiveLimit()
+    process = Process(capacity=10_000, clients=400, think_s=2.0, outside_delay_s=0.1)
+    run(controller, process, 30)
+    assert controller.limit >= 400 and controller.busy < 0.05
+    assert controller.measured_delay_s > 0.09 and controller.delay_s < LAW.target_delay_s
+
+
 def test_an_idle_process_does_not_creep_to_the_maximum() -> None:
     controller = AdaptiveLimit()
     process = Process(capacity=10_000, clients=50, think_s=1.0)
@@ -124,13 +139,16 @@ def test_the_limit_never_leaves_its_bounds() -> None:
     law = LimitLaw(minimum=64, maximum=5_000, initial=500)
     controller = AdaptiveLimit(law)
     rng = random.Random(23)
-    at, completed, turned_away = 0.0, 0, 0
+    at, completed, turned_away, cpu = 0.0, 0, 0, 0.0
     for _ in range(5_000):
         at += rng.choice([0.0, 0.001, 0.1, 0.5, 3.0])  # repeated times too
         completed += rng.choice([0, 10, 10_000, -5])  # a counter reset too
         delay = rng.choice([0.0, 0.01, 0.05, 0.2, 5.0, -1.0])
         turned_away += rng.choice([0, 0, 1, 1_000])
-        measured = Measurement(at, completed, delay, rng.randint(0, 20_000), turned_away)
+        cpu += rng.choice([0.0, 0.01, 1.0, -0.5])  # a process's CPU time, and nonsense
+        measured = Measurement(
+            at, completed, delay, rng.randint(0, 20_000), turned_away, rng.choice([cpu, None])
+        )
         assert law.minimum <= controller.update(measured) <= law.maximum
 
 
