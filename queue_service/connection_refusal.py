@@ -118,6 +118,9 @@ class QueuedRefusals:
         except OSError:  # reset by the client meanwhile
             sock.close()
             return True
+        if len(self._closing) >= MAX_LINGERING:  # a flood of refusals: close at once
+            sock.close()
+            return True
         self._closing.append((self._loop.time() + LINGER_S, sock))
         self._close_due()
         return True
