@@ -23,9 +23,8 @@ Each update:
   concurrency (or of the limit, if lower) per update;
 - Ŵ below W*·(1 − tolerance), and so is the delay measured just now, the limit binds (someone
   was turned away since the last update) and it has not changed for `growth_hold_s`: increase
-  by the larger of Little's room
-  (`wanted` − limit) and a share of the limit proportional to the slack
-  (`max_increase`·(1 − Ŵ/W*)), never by more than `max_increase` of the limit. Growing only
+  by the larger of Little's room (`wanted` − limit) and a share of the limit proportional to
+  the slack (`max_increase`·(1 − Ŵ/W*)), never by more than `max_increase` of it. Growing only
   while turning people away means the delay the growth is judged on includes the work of
   refusing them; waiting two time constants between steps means it is judged on the last
   step's effect, not on averages that have not seen it yet;
@@ -39,9 +38,8 @@ Failure modes, and what keeps each away:
   consistent picture (in a flood Ĉ ≈ X̂·Ŵ holds for the smoothed values too and `wanted` stays
   X̂·W* while they catch up); growth waits two time constants between steps (and after the
   start, when the averages know nothing yet), and stops as soon as the delay measured just now
-  is over the target, however low its average still is; the dead band stops
-  the dithering that measurement noise would cause, and the step bounds keep a glitch from
-  moving far.
+  is over the target, however low its average still is; the dead band stops the dithering
+  that measurement noise would cause, and the step bounds keep a glitch from moving far.
 - A baseline that creeps. Gradient and Vegas limits compare against a remembered no-load
   latency, which drifts up under sustained load until the limit admits everything. The target
   here is an absolute delay, never learned; the limit grows only while it binds, so an idle
