@@ -410,6 +410,18 @@ def service() -> dict[str, Any]:
             Panel("Admin actions (per 5m)", "Every admin API change; details are in the logs.",
                   (q(f"sum by (action) (increase(gelombang_admin_actions_total{{{JOB}}}[5m]))", "{{action}}"),),
                   kind="timeseries"),
+            Panel("Connections: open and the shedding bound, by instance",
+                  "The bound follows each replica's requests/s x target_queue_delay_s unless "
+                  "max_connections is pinned; open at the bound = new connections refused.",
+                  (q(f"sum by (instance) (gelombang_connections_open{{{JOB}}})", "{{instance}} open"),
+                   q(f"sum by (instance) (gelombang_adaptive_max_connections{{{JOB}}})",
+                     "{{instance}} bound")),
+                  unit="short"),
+            Panel("Queueing delay the bounds act on, by instance",
+                  "Smoothed wait of a request for one turn of the event loop; the adaptive "
+                  "bounds aim at target_queue_delay_s (30 ms).",
+                  (q(f"max by (instance) (gelombang_adaptive_queue_delay_seconds{{{JOB}}})", "{{instance}}"),),
+                  unit="s", thresholds=((0.03, "orange"), (0.1, "red"))),
         )),
     ]  # fmt: skip
     return dashboard_json(

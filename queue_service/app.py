@@ -124,7 +124,7 @@ def create_app(
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[KEYRING] = keyring or load_keyring(settings)
-    app[OVERLOAD] = OverloadGuard(settings.max_inflight, settings.max_lag_s)
+    app[OVERLOAD] = OverloadGuard.from_settings(settings)
     app[ADMIN_FAILURES] = LocalGcra(http_admin.FAILED_ADMIN_LOGINS)
 
     async def state_ctx(app: web.Application) -> AsyncIterator[None]:

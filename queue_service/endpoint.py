@@ -84,10 +84,7 @@ def route_label(path: str) -> str:
     return ROUTE_REGEX.sub(r"{\1}", path)
 
 
-def shed_response() -> web.Response:
-    """503 + Retry-After. The connection stays open: open connections are bounded anyway
-    (http_server.py), and a polite client that reconnected would wait in the listen queue."""
-    metrics.shed_requests.inc()
+def _overloaded() -> web.Response:
     return error_response(
         503,
         "overloaded",
@@ -96,11 +93,40 @@ def shed_response() -> web.Response:
     )
 
 
+def _overloaded_page() -> web.Response:
+    return web.Response(status=503, body=shed_page_bytes(), headers=SHED_PAGE_HEADERS)
+
+
+def shed_response() -> web.Response:
+    """503 + Retry-After. The connection stays open: open connections are bounded anyway
+    (http_server.py), and a polite client that reconnected would wait in the listen queue."""
+    metrics.shed_requests.inc()
+    return _overloaded()
+
+
 def shed_page_response() -> web.Response:
     """The waiting page's routes shed with a page, not JSON: 503 + Retry-After and the small
     bilingual page, built once, that says the place is safe and reloads itself."""
     metrics.shed_requests.inc()
-    return web.Response(status=503, body=shed_page_bytes(), headers=SHED_PAGE_HEADERS)
+    return _overloaded_page()
+
+
+RETIRED = {shed_response: _overloaded, shed_page_response: _overloaded_page}
+"""The same refusal, uncounted as a shed request, for a connection the bound retired."""
+
+
+def retire_response(
+    guard: OverloadGuard, connection: object, shed: Callable[[], web.Response]
+) -> web.Response:
+    """503 + Retry-After + `Connection: close` on a connection the adaptive bound retired
+    (overload.py), in the shape the route sheds with (a page stays a page): the request was
+    read whole, so closing after the answer cannot reset it."""
+    guard.retiring.discard(connection)
+    guard.refused += 1
+    metrics.shed_connections.inc()
+    response = RETIRED.get(shed, shed)()
+    response.force_close()
+    return response
 
 
 def endpoint(
@@ -121,9 +147,14 @@ def endpoint(
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         nonlocal inflight
-        if sheddable and not guard.admits(inflight):
-            guard.shed += 1
-            return shed()  # before anything else is done or read
+        # `guard.retiring` is empty except while the adaptive bound retires connections: on
+        # the hot path, one attribute test
+        if sheddable and (guard.retiring or not guard.admits(inflight)):
+            if request.protocol in guard.retiring:
+                return retire_response(guard, request.protocol, shed)
+            if not guard.admits(inflight):
+                guard.shed += 1
+                return shed()  # before anything else is done or read
         incoming = request.headers.get("X-Request-Id")
         request_id = incoming if incoming and REQUEST_ID.fullmatch(incoming) else new_request_id()
         token = request_id_var.set(request_id)
@@ -168,6 +199,7 @@ def endpoint(
             return response
         finally:
             guard.inflight -= 1
+            guard.completed += 1
             inflight -= 1
             method = request.method if request.method in METHOD_LABELS else "other"
             _duration_series(route, method, f"{status // 100}xx").observe(

@@ -433,7 +433,7 @@ async def readyz(request: web.Request) -> web.Response:
     guard = request.app[OVERLOAD]
     if guard.saturated:
         return json_response(
-            {"status": "saturated", "inflight": guard.inflight, "loop_lag_s": guard.lag_s},
+            {"status": "saturated", **guard.readiness()},
             status=503,
             headers={"Retry-After": str(SHED_RETRY_AFTER_S)},
         )
@@ -443,4 +443,4 @@ async def readyz(request: web.Request) -> web.Response:
         raise StoreUnavailable(
             "Redis is not reachable.", retry_after_s=exc.retry_after_s or 2
         ) from None
-    return json_response({"status": "ready"})
+    return json_response({"status": "ready", **guard.readiness()})

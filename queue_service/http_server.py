@@ -4,19 +4,30 @@
   large headers, broken chunked encoding) are answered in the JSON error shape like every
   other error, and logged as one line without the offending bytes: those may carry a ticket
   or a token, and a client sending garbage must not be able to fill the log.
-- Open connections are bounded (`max_connections`): one more is answered with a canned 503 +
-  Retry-After and closed without a reset, so the client reads it (connection_refusal.py); it
-  never reaches aiohttp. The event loop then only ever serves a bounded number of sockets, so
-  requests it takes are answered quickly however many clients pile on (overload.py sheds
-  requests on the connections it keeps).
+- Open connections are bounded (`max_connections`, adaptive by default: overload.py): one more
+  is answered with a canned 503 + Retry-After and closed without a reset, so the client reads
+  it (connection_refusal.py); it never reaches aiohttp. The event loop then only ever serves a
+  bounded number of sockets, so requests it takes are answered quickly however many clients
+  pile on (overload.py sheds requests on the connections it keeps). When the bound falls below
+  the connections open, the youngest are marked and the next request of each is answered 503
+  with `Connection: close` (endpoint.py).
+- libuv accepts one connection per loop turn, so under a flood the connections beyond the
+  bound would wait in the kernel's listen queue, thousands deep, for tens of seconds before
+  their refusal. When a turn's connection is refused, more are taken from the listen queue and
+  refused the same way, within a share of the process's time (`REFUSAL_SHARE`), so newcomers
+  hear the 503 in a second or two while the requests already accepted keep most of the CPU.
 - The process runs until SIGTERM or SIGINT, then shuts down gracefully within a bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
+import socket
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -25,12 +36,25 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from queue_service import metrics
-from queue_service.connection_refusal import MAX_LINGERING, RefusedConnection, request_target
+from queue_service.connection_refusal import (
+    MAX_LINGERING,
+    QueuedRefusals,
+    RefusedConnection,
+    request_target,
+)
 from queue_service.endpoint import HTTP_CODES, error_response
-from queue_service.overload import SHED_RETRY_AFTER_S
+from queue_service.overload import SHED_RETRY_AFTER_S, OverloadGuard
 from queue_service.waiting_page import SHED_PAGE_HEADERS, shed_page_bytes
 
 log = logging.getLogger(__name__)
+
+REFUSAL_SHARE = 0.1
+"""Of the process's time, the share that refusing connections from the listen queue may take
+(timed around the work: accept, read, answer, half-close; about 20 µs each on the reference
+host, half again in the kernel besides). A flood that reconnects the moment it is refused would
+take every cycle it is given; this keeps the rest for the requests the process accepted."""
+REFUSAL_BURST_S = 0.01
+"""Refusal time that may be saved up while there is nothing to refuse: one loop turn's worth."""
 
 MALFORMED_MESSAGES = {
     400: "The request is not valid HTTP, or its headers are too many or too large.",
@@ -90,22 +114,19 @@ class JsonErrorRequestHandler(RequestHandler):  # type: ignore[misc]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         manager = self._manager
-        if isinstance(manager, JsonErrorServer) and len(manager.connections) >= manager.limit:
-            manager.refused += 1
-            metrics.shed_connections.inc()
-            # (uvloop's TCP transport is not an asyncio.Transport subclass, only alike)
-            transport = cast(asyncio.Transport, transport)
+        if isinstance(manager, JsonErrorServer) and manager.full():
             self._manager = None  # never registered: nothing to clean up
-            if manager.lingering >= MAX_LINGERING:
-                transport.write(refusal_for(b""))  # a flood of refusals: the cheap way
-                transport.close()
-                return
-            manager.lingering += 1
-            refused = RefusedConnection(refusal_for, manager.refusal_closed)
-            transport.set_protocol(refused)
-            refused.connection_made(transport)
+            # (uvloop's TCP transport is not an asyncio.Transport subclass, only alike)
+            manager.refuse(cast(asyncio.Transport, transport))
+            manager.refuse_waiting()
             return
         super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        manager = self._manager
+        super().connection_lost(exc)
+        if isinstance(manager, JsonErrorServer):
+            manager.guard.retiring.discard(self)  # it may have closed before its next request
 
     def handle_error(
         self,
@@ -125,26 +146,120 @@ class JsonErrorRequestHandler(RequestHandler):  # type: ignore[misc]
 
 
 class JsonErrorServer(web.Server):  # type: ignore[misc]
-    def __init__(self, *args: Any, max_connections: int, **kwargs: Any) -> None:
+    """aiohttp's server, holding at most `guard.max_connections` connections (the guard's
+    ConnectionPool: it counts them and retires the youngest when the bound falls)."""
+
+    def __init__(self, *args: Any, guard: OverloadGuard, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.limit = max_connections
-        self.refused = 0
+        self.guard = guard
+        guard.pool = self
         self.lingering = 0
         """Refused connections being answered and drained (connection_refusal.py)."""
+        self.listeners: list[socket.socket] = []
+        """Non-blocking duplicates of the listening sockets, to refuse what waits in their
+        queues (refuse_waiting); empty until the site is started."""
+        self._lingerers: set[asyncio.Task[object]] = set()
+        self.queued_refusals = QueuedRefusals(refusal_for, self._loop)
+        self._refusal_budget_s = REFUSAL_BURST_S
+        self._refusal_budget_at = time.perf_counter()
+
+    def full(self) -> bool:
+        return len(self._connections) >= self.guard.max_connections
+
+    def open_count(self) -> int:
+        return len(self._connections)
+
+    def retire_beyond(self, limit: int) -> int:
+        retiring = self.guard.retiring
+        excess = len(self._connections) - limit - len(retiring)
+        marked = 0
+        if excess > 0:
+            for handler in reversed(self._connections):  # in accept order: youngest first
+                if handler not in retiring:
+                    retiring.add(handler)
+                    marked += 1
+                    if marked == excess:
+                        break
+        return marked
 
     def refusal_closed(self) -> None:
         self.lingering -= 1
+
+    def refuse(self, transport: asyncio.Transport) -> None:
+        """Answer a connection beyond the bound with the canned 503 and close it, lingering so
+        that the client reads it (connection_refusal.py)."""
+        self.guard.refused += 1
+        metrics.shed_connections.inc()
+        if self.lingering >= MAX_LINGERING:
+            transport.write(refusal_for(b""))  # a flood of refusals: the cheap way
+            transport.close()
+            return
+        self.lingering += 1
+        refused = RefusedConnection(refusal_for, self.refusal_closed)
+        transport.set_protocol(refused)
+        refused.connection_made(transport)
+
+    def refuse_waiting(self) -> None:
+        """Take connections waiting in the listen queues and refuse them (the oldest first:
+        the queue is in arrival order), as long as the refusal budget lasts."""
+        now = time.perf_counter()
+        budget = min(
+            REFUSAL_BURST_S,
+            self._refusal_budget_s + (now - self._refusal_budget_at) * REFUSAL_SHARE,
+        )
+        for listener in self.listeners:
+            while budget > 0:
+                try:
+                    sock, _ = listener.accept()
+                except OSError:  # BlockingIOError: the queue is empty; EMFILE: no more now
+                    break
+                self.guard.refused += 1
+                metrics.shed_connections.inc()
+                if not self.queued_refusals.refuse(sock):  # its request has not come yet
+                    self._refuse_slowly(sock)
+                spent, now = now, time.perf_counter()
+                budget -= now - spent
+        self._refusal_budget_s, self._refusal_budget_at = budget, now
+
+    def _refuse_slowly(self, sock: socket.socket) -> None:
+        if self.lingering >= MAX_LINGERING:  # a flood of refusals: the cheap way
+            with contextlib.suppress(OSError):
+                sock.send(refusal_for(b""))
+            sock.close()
+            return
+        self.lingering += 1
+        task = self._loop.create_task(self._linger(sock))
+        self._lingerers.add(task)  # a task must be referenced until it is done
+        task.add_done_callback(self._lingerers.discard)
+
+    async def _linger(self, sock: socket.socket) -> None:
+        closed = False
+
+        def on_closed() -> None:
+            nonlocal closed
+            if not closed:
+                closed = True
+                self.refusal_closed()
+
+        try:
+            await self._loop.connect_accepted_socket(
+                lambda: RefusedConnection(refusal_for, on_closed), sock
+            )
+        except OSError:  # the client left meanwhile
+            sock.close()
+            on_closed()
 
     def __call__(self) -> RequestHandler:
         return JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
 class Runner(web.AppRunner):
-    """An AppRunner whose connections are JsonErrorRequestHandlers, at most max_connections."""
+    """An AppRunner whose connections are JsonErrorRequestHandlers, at most as many as the
+    guard's `max_connections`."""
 
-    def __init__(self, app: web.Application, *, max_connections: int, **kwargs: Any) -> None:
+    def __init__(self, app: web.Application, *, guard: OverloadGuard, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
-        self._max_connections = max_connections
+        self._guard = guard
 
     async def _make_server(self) -> web.Server:
         loop = asyncio.get_running_loop()
@@ -157,7 +272,7 @@ class Runner(web.AppRunner):
             app._handle,  # type: ignore[arg-type]  # what aiohttp itself passes here
             request_factory=app._make_request,
             loop=loop,
-            max_connections=self._max_connections,
+            guard=self._guard,
             **self._kwargs,
         )
 
@@ -168,7 +283,7 @@ async def serve_until_stopped(
     host: str,
     port: int,
     backlog: int,
-    max_connections: int,
+    guard: OverloadGuard,
     reuse_port: bool,
     keepalive_timeout_s: float,
     shutdown_timeout_s: float,
@@ -177,7 +292,7 @@ async def serve_until_stopped(
     """Serve `app` until SIGTERM or SIGINT; always clean up what was started."""
     runner = Runner(
         app,
-        max_connections=max_connections,
+        guard=guard,
         access_log=None,
         keepalive_timeout=keepalive_timeout_s,
         shutdown_timeout=shutdown_timeout_s,
@@ -190,11 +305,29 @@ async def serve_until_stopped(
     try:
         site = web.TCPSite(runner, host, port, backlog=backlog, reuse_port=reuse_port)
         await site.start()
+        if isinstance(runner.server, JsonErrorServer):
+            runner.server.listeners = listening_duplicates(site)
         if on_listening is not None:
             on_listening()
         await stop.wait()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        if isinstance(runner.server, JsonErrorServer):
+            for listener in runner.server.listeners:
+                listener.close()
+            runner.server.queued_refusals.close_all()
         async with asyncio.timeout(shutdown_timeout_s + 5):
             await runner.cleanup()
+
+
+def listening_duplicates(site: web.TCPSite) -> list[socket.socket]:
+    """Non-blocking duplicates of the site's listening sockets (the same kernel queue; closing
+    a duplicate leaves the original listening). aiohttp keeps the asyncio server private."""
+    listeners = []
+    asyncio_server = getattr(site, "_server", None)
+    for listening in getattr(asyncio_server, "sockets", None) or ():
+        duplicate = socket.socket(fileno=os.dup(listening.fileno()))
+        duplicate.setblocking(False)
+        listeners.append(duplicate)
+    return listeners

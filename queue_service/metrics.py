@@ -198,8 +198,38 @@ shed_requests = Counter(
 )
 shed_connections = Counter(
     "gelombang_shed_connections",
-    "Connections answered with a canned 503 and closed: the process had max_connections open.",
+    "Connections answered with a 503 + Retry-After and closed: opened while the process had "
+    "max_connections open, or among the youngest open when the adaptive bound fell below them.",
     registry=REGISTRY,
+)
+# The process's own bounds (overload.py), one value per process: with --workers N the series
+# add up to the host's (livesum), and the worst process's delay is the one to watch (livemax).
+connections_open = Gauge(
+    "gelombang_connections_open",
+    "Connections this process has open (as the adaptive bounds last counted them).",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+adaptive_max_connections = Gauge(
+    "gelombang_adaptive_max_connections",
+    "Open connections this process accepts now: adaptive (throughput x target queueing delay, "
+    "adaptive_limit.py) unless max_connections is pinned.",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+adaptive_max_inflight = Gauge(
+    "gelombang_adaptive_max_inflight",
+    "Requests of one route this process lets be in flight now: adaptive unless max_inflight "
+    "is pinned.",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+adaptive_queue_delay = Gauge(
+    "gelombang_adaptive_queue_delay_seconds",
+    "Smoothed wait of a request for the event loop, as the adaptive bounds see it (their "
+    "target is target_queue_delay_s).",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
 )
 admin_actions = Counter(
     "gelombang_admin_actions",

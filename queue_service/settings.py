@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from queue_service.adaptive_limit import TARGET_QUEUE_DELAY_S
 from queue_service.ratelimit import RateLimitRules
 
 ENV_PREFIX = "GELOMBANG_"
@@ -69,10 +70,16 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     """CIDRs of load balancers whose X-Forwarded-For is believed."""
     max_body_bytes: int = 4096
-    max_inflight: int = 1024
-    """Requests in flight per process beyond which new ones get a fast 503 (overload.py)."""
-    max_connections: int = 2000
-    """Open connections per process beyond which a new one gets a canned 503 and is closed."""
+    max_inflight: int | None = None
+    """Requests of one route in flight per process beyond which new ones get a fast 503
+    (overload.py). None ("auto"): the adaptive bound of adaptive_limit.py; a number pins it."""
+    max_connections: int | None = None
+    """Open connections per process beyond which a new one gets a canned 503 and is closed.
+    None ("auto"): they follow the process's throughput × `target_queue_delay_s` (Little's
+    law, adaptive_limit.py), the youngest retired when the bound falls; a number pins it."""
+    target_queue_delay_s: float = TARGET_QUEUE_DELAY_S
+    """The queueing delay the adaptive bounds aim at: how long an accepted request may wait for
+    the event loop on average (the p99 of accepted requests stays under 250 ms)."""
     max_lag_s: float = 0.25
     """Event-loop lag beyond which new requests get a fast 503: the process is out of CPU."""
     backlog: int = 4096
@@ -112,9 +119,14 @@ class Settings:
 
 _SCALAR_FIELDS = {f.name: f for f in fields(Settings)} | {}
 _NOT_FROM_ENV = {"rate_limits", "waves"}
-INTEGERS = {"port", "workers", "max_body_bytes", "max_inflight", "max_connections", "backlog"}
+INTEGERS = {"port", "workers", "max_body_bytes", "backlog"}
+AUTO_OR_INTEGERS = {"max_inflight", "max_connections"}
+"""Whole numbers that pin a bound, or "auto" (None) for the adaptive one."""
+AUTO = "auto"
+MAX_TARGET_QUEUE_DELAY_S = 10.0
 FLOATS = {
     "redis_timeout_s",
+    "target_queue_delay_s",
     "admission_interval_s",
     "max_lag_s",
     "body_timeout_s",
@@ -122,6 +134,7 @@ FLOATS = {
 }
 EXPECTED = {
     **{name: "a whole number" for name in INTEGERS},
+    **{name: f"{AUTO} or a whole number" for name in AUTO_OR_INTEGERS},
     **{name: "a number" for name in FLOATS},
     "trusted_proxies": "comma-separated networks (CIDRs, e.g. 10.0.0.0/8)",
 }
@@ -138,13 +151,21 @@ class SettingsError(ValueError):
     environment variable or flag) in one line."""
 
 
+def _whole_number(name: str, value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(name)
+    return int(value)
+
+
 def _coerce(name: str, value: Any) -> Any:
     if value is None:
         return None
+    if name in AUTO_OR_INTEGERS:
+        if isinstance(value, str) and value.strip().lower() == AUTO:
+            return None
+        return _whole_number(name, value)
     if name in INTEGERS:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(name)
-        return int(value)
+        return _whole_number(name, value)
     if name in FLOATS:
         if isinstance(value, bool):
             raise ValueError(name)
@@ -187,8 +208,14 @@ def _checked(name: str, value: Any, source: str) -> Any:
         raise SettingsError(f"{source}: {name} must be {expected}, got {value!r}") from None
     if name == "port" and not 1 <= coerced <= 65535:
         raise SettingsError(f"{source}: port must be 1-65535, got {coerced}")
-    if name in INTEGERS | FLOATS and name != "port" and coerced <= 0:
+    numeric = INTEGERS | FLOATS | AUTO_OR_INTEGERS
+    if name in numeric and name != "port" and coerced is not None and coerced <= 0:
         raise SettingsError(f"{source}: {name} must be above 0, got {coerced}")
+    if name == "target_queue_delay_s" and coerced > MAX_TARGET_QUEUE_DELAY_S:
+        raise SettingsError(
+            f"{source}: target_queue_delay_s is a delay in seconds, at most "
+            f"{MAX_TARGET_QUEUE_DELAY_S:g}, got {coerced}"
+        )
     if name == "log_format" and coerced not in LOG_FORMATS:
         raise SettingsError(f"{source}: log_format must be json or text, got {coerced!r}")
     if name == "log_level" and coerced.upper() not in LOG_LEVELS:

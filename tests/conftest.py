@@ -183,6 +183,7 @@ def make_settings(redis_url: str, state_dir: Path) -> Callable[..., Settings]:
             "rate_limits": RateLimitRules(enabled=False),
             "redis_timeout_s": 5.0,  # a loaded CI machine is slow; the fault tests set their own
             "max_lag_s": 30.0,  # nor may its lag make the app shed (the overload test's subject)
+            "max_inflight": 100_000,  # nor its adaptive bound: pinned out of the way
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

@@ -49,7 +49,7 @@ class Options:
     client_cpu: str
     driver_registrants: int
     model_population: int
-    flood_connections: int
+    flood_connections: list[int]
     idle_waves: list[int] = field(default_factory=lambda: [100, 400])
     reclaim_tickets: int = 10_000
     reclaim_rounds: int = 3
@@ -372,23 +372,27 @@ def admission(o: Options, work: Path) -> list[Row]:
 
 
 def overload(o: Options, work: Path) -> list[Row]:
-    """(j) Load shedding: wrk opens `flood_connections` against one process with the default
-    limits (max_connections, max_inflight, max_lag_s) and polls as fast as it can; a polite
-    client on a connection opened before the flood measures the answers the process still
-    takes (flood.py). Beyond its limits the process must refuse fast, not queue."""
+    """(j) Load shedding: for each of `flood_connections`, wrk opens that many connections
+    against a fresh process on the settings of the environment (the defaults: adaptive bounds;
+    GELOMBANG_MAX_CONNECTIONS=2000 pins one) and polls as fast as it can; a polite client on a
+    connection opened before the flood measures the answers the process still takes, newcomers
+    in the middle how fast they are answered (flood.py). Beyond its bounds the process must
+    refuse fast, not queue."""
+    rows: list[Row] = []
     with redis_server(work, {int(o.client_cpu)}) as rs:
         tickets = _status_tickets(work, rs.url, STATUS_WAVE, o.tickets, o.sample)
         config = seed.write_config(work / "bench.toml")
-        with queue_server(work, rs.url, config, cpus=o.server_cpu) as queue:
-            return flood.overload_rows(
-                queue,
+        for connections in o.flood_connections:
+            rows += flood.overload_rows(
+                lambda: queue_server(work, rs.url, config, cpus=o.server_cpu),
                 tickets,
                 _status_path(STATUS_WAVE),
                 runs=o.runs,
                 duration_s=o.duration_s,
-                connections=o.flood_connections,
+                connections=connections,
                 client_cpu=o.client_cpu,
             )
+    return rows
 
 
 def ceiling(o: Options, work: Path) -> list[Row]:

@@ -39,7 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--model-population", type=int, default=6_000_000, help="for `model` (6000000)"
     )
     parser.add_argument(
-        "--flood-connections", type=int, default=6_000, help="for `overload` (6000)"
+        "--flood-connections",
+        default="3000,6000",
+        help="for `overload`: flood sizes, one row each (%(default)s)",
     )
     parser.add_argument(
         "--idle-waves", default="100,400", help="for `idle`: numbers of waves (%(default)s)"
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         client_cpu=args.client_cpu,
         driver_registrants=args.driver_registrants,
         model_population=args.model_population,
-        flood_connections=args.flood_connections,
+        flood_connections=[int(n) for n in args.flood_connections.split(",") if n.strip()],
         idle_waves=[int(n) for n in args.idle_waves.split(",") if n.strip()],
         reclaim_tickets=args.reclaim_tickets,
         reclaim_rounds=args.reclaim_rounds,

@@ -45,8 +45,7 @@ ENVIRONMENT = {
     "max_body_bytes": "larger request bodies are refused before they are read (4096)",
     "body_timeout_s": "a request body must arrive whole within this (10)",
     "keepalive_timeout_s": "idle connections, and slow request headers, cut after this (15)",
-    "max_inflight": "requests of one route in flight before a fast 503 (1024)",
-    "max_connections": "open connections per process before a fast 503 (2000)",
+    "target_queue_delay_s": "mean wait for a turn of the event loop the auto bounds aim at (0.03)",
     "max_lag_s": "event-loop lag before a fast 503 (0.25)",
     "backlog": "listen backlog (4096)",
     "redis_timeout_s": "bound on one Redis round trip before a 503 (1.0)",
@@ -56,7 +55,7 @@ EPILOG = (
     "environment (flags, where there is one, win):\n"
     + "\n".join(f"  GELOMBANG_{name.upper():24} {text}" for name, text in ENVIRONMENT.items())
     + "\n  GELOMBANG_HOST, _PORT, _WORKERS, _REDIS_URL, _CONFIG, _STATE_DIR, _LOG_FORMAT,"
-    " _LOG_LEVEL   the flags above"
+    " _LOG_LEVEL, _MAX_CONNECTIONS, _MAX_INFLIGHT   the flags above"
 )
 
 
@@ -75,6 +74,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", help="embedded Redis data and dev keys (.state)")
     parser.add_argument("--log-format", choices=["json", "text"], help="log lines (json)")
     parser.add_argument("--log-level", help="log level (INFO)")
+    parser.add_argument(
+        "--max-connections",
+        metavar="N|auto",
+        help="open connections per process before a fast 503 + Retry-After (env "
+        "GELOMBANG_MAX_CONNECTIONS); auto, the default: requests/s x target_queue_delay_s, "
+        "measured and adjusted as the process runs; a number pins it",
+    )
+    parser.add_argument(
+        "--max-inflight",
+        metavar="N|auto",
+        help="requests of one route in flight per process before a fast 503 (env "
+        "GELOMBANG_MAX_INFLIGHT); auto, the default, follows the same bound; a number pins it",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -89,6 +101,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         "state_dir": args.state_dir,
         "log_format": args.log_format,
         "log_level": args.log_level,
+        "max_connections": args.max_connections,
+        "max_inflight": args.max_inflight,
     }
     return load_settings(overrides)
 
@@ -151,6 +165,7 @@ def serve_process(settings: Settings, *, reuse_port: bool = False) -> None:
     import uvloop
 
     from queue_service.app import create_app
+    from queue_service.appkeys import OVERLOAD
     from queue_service.http_server import serve_until_stopped
     from queue_service.logs import configure_logging
 
@@ -176,7 +191,7 @@ def serve_process(settings: Settings, *, reuse_port: bool = False) -> None:
                 host=settings.host,
                 port=settings.port,
                 backlog=settings.backlog,
-                max_connections=settings.max_connections,
+                guard=app[OVERLOAD],
                 reuse_port=reuse_port,
                 keepalive_timeout_s=settings.keepalive_timeout_s,
                 shutdown_timeout_s=SHUTDOWN_TIMEOUT_S,

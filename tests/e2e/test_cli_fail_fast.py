@@ -34,7 +34,13 @@ CASES: list[tuple[str, str, dict[str, str], list[str], str]] = [
     ("port from the environment", "", {"GELOMBANG_PORT": "abc"}, [], "GELOMBANG_PORT"),
     ("port out of range", "", {}, ["--port", "99999"], "--port"),
     ("bad trusted proxy", "", {"GELOMBANG_TRUSTED_PROXIES": "nope"}, [], "TRUSTED_PROXIES"),
-]
+    ("connection bound neither auto nor a number", "", {}, ["--max-connections", "many"],
+     "--max-connections"),
+    ("in-flight bound from the file", "[service]\nmax_inflight = -1\n", {}, [],
+     "[service].max_inflight"),
+    ("target delay in milliseconds", "", {"GELOMBANG_TARGET_QUEUE_DELAY_S": "50"}, [],
+     "GELOMBANG_TARGET_QUEUE_DELAY_S"),
+]  # fmt: skip
 
 
 def timed(

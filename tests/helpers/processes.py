@@ -70,12 +70,15 @@ class ServeProcess(GelombangProcess):
             command += ["--redis-url", redis_url]
         if config is not None:
             command += ["--config", str(config)]
-        # a loaded CI machine's event-loop lag must not make the service shed requests, except
-        # where shedding is what a test is about (it passes its own limits)
+        # a loaded CI machine's event-loop lag must not make the service shed requests (nor
+        # lower its adaptive bounds), except where shedding is what a test is about (it passes
+        # its own limits, or "auto")
         defaults = {
             "GELOMBANG_ADMIN_TOKEN": ADMIN_TOKEN,
             "GELOMBANG_RATE_LIMITS": "off",
             "GELOMBANG_MAX_LAG_S": "30",
+            "GELOMBANG_MAX_CONNECTIONS": "10000",
+            "GELOMBANG_MAX_INFLIGHT": "10000",
         }
         super().__init__(command, state_dir / f"serve-{id(self)}.log", ready_path="/readyz",
                          env={**defaults, **(env or {})})  # fmt: skip

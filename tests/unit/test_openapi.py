@@ -302,7 +302,8 @@ async def test_real_answers_match_the_document(
     assert form_join.headers["Location"] == "/w/w1"
     assert "gelombang_" in await conform(spec, await client.get("/metrics"))
     assert await conform(spec, await client.get("/healthz")) == {"status": "ok"}
-    assert await conform(spec, await client.get("/readyz")) == {"status": "ready"}
+    ready = await conform(spec, await client.get("/readyz"))
+    assert ready["status"] == "ready" and ready["max_inflight"] == 100_000  # pinned in the tests
 
     for action, state in (("pause", "paused"), ("resume", "open"), ("close", "closed")):
         changed = await client.post(f"/admin/v1/waves/w1/{action}", headers=ADMIN)
