@@ -20,7 +20,15 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from queue_service.pacing import PaceEstimate, PacePrior
-from simulator.model.agenda import CAME_BACK, FLOW_ENDED, NOTICED, SLOT_FREED, Agenda
+from simulator.model.agenda import (
+    CALLED_BACK_RETURN,
+    CAME_BACK,
+    FLOW_ENDED,
+    NOTICED,
+    SLOT_FREED,
+    WINDOW_ENDS,
+    Agenda,
+)
 from simulator.model.draws import Draws
 from simulator.model.origin import OriginModel, SampleOrigin
 from simulator.model.people import People
@@ -131,6 +139,8 @@ class WaveModel:
         admitting = q.opened and not q.full and t < self.closes
         self.pace.observe(t, q.admitted, q.skipped, waiting, q.active, q.ended, admitting)
         people.seconds_per_place = self.pace.seconds_per_place
+        if people.callbacks.params.enabled:
+            people.callbacks.notify_step(t, self.pace.seconds_per_place)
         rec = self.record
         k = rec.bin(t)
         series = rec.series
@@ -149,6 +159,8 @@ class WaveModel:
             FLOW_ENDED: people.on_flow_ended,
             NOTICED: people.on_noticed,
             CAME_BACK: people.on_came_back,
+            WINDOW_ENDS: people.callbacks.on_window_ended,
+            CALLED_BACK_RETURN: people.callbacks.on_came_back,
         }
         next_admission_at, admit_one, on_arrival = (
             q.next_admission_at,
@@ -295,6 +307,7 @@ class WaveModel:
             lapsed=q.lapsed,
             peak_status_polls_per_s=max(rec.peak_polls, default=0.0),
             peak_joins_per_s=self.peak_joins_per_s(),
+            callbacks=people.callbacks.totals() if scenario.callbacks.enabled else None,
         )
         outcomes = sorted(rec.outcomes.values(), key=lambda o: o.index)
         return RunRecord(meta, series, outcomes, totals)
