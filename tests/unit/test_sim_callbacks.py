@@ -5,15 +5,19 @@ lua/admit.lua), come back in time or not; the figures the report shows are the r
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from queue_service.notify_config import parse_notify
 from simulator.callback_params import CallbackParams
-from simulator.callback_stats import callback_totals
+from simulator.callback_stats import away_s, callback_totals
 from simulator.model import run_model
 from simulator.records import RunRecord
+from simulator.report import write_report
 from simulator.scenario import Scenario, ScenarioError, load_scenario, scenario_from_dict
+from simulator.stats import summarise
+from simulator.summary import render_text
 from simulator.wave_definition import as_toml, wave_definition
 from tests.helpers.paths import TEST_SCENARIOS
 
@@ -128,3 +132,29 @@ def test_without_callbacks_nothing_changes(scenario: Scenario) -> None:
     assert record.totals.callbacks is None
     assert not record.series.messages
     assert all(o.opted_in_t is None for o in record.registrants)
+
+
+def test_the_summary_and_the_report_show_the_call_backs_from_the_runs_records(
+    run: RunRecord, tmp_path: Path
+) -> None:
+    opted = [o for o in run.registrants if o.opted_in_t is not None]
+    called = [o for o in opted if o.notified_t is not None]
+    in_time = [o for o in opted if o.returned_in_time]
+    spared_s = sum(away_s(o, run.meta.duration_s) for o in opted)
+    summary = summarise(run)
+    text = render_text([summary])
+    lines = {line[:60].strip(): line[60:].strip() for line in text.splitlines()}
+    assert lines["call-backs: opted in"] == f"{len(opted):,}"
+    assert lines["called back"] == f"{len(called):,}"
+    assert lines["came back in time"] == f"{len(in_time):,}"
+    share = 100 * len(in_time) / len(called)
+    assert lines["came back in time, of those called back"] == f"{share:.1f} %"
+    assert lines["person-hours of polling spared"] == f"{spared_s / 3600:.1f}"
+    page = write_report([run], tmp_path)
+    html = next(p for p in page if p.suffix == ".html").read_text("utf-8")
+    assert f'<td data-key="callbacks.called_back">{len(called):,}</td>' in html
+
+
+def test_a_run_without_call_backs_shows_no_call_back_rows() -> None:
+    record = run_model(load_scenario("laptop"), population=300, sample_every=1)
+    assert "called back" not in render_text([summarise(record)])
