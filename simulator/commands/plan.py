@@ -405,6 +405,11 @@ def run(args: argparse.Namespace) -> int:
         print()
         sized = sizing.size(scenario, final.record, final.admit_rate, max_active, schedule=schedule)
         print(sizing.render(sized))
+        if scenario.callbacks.enabled:
+            from simulator import message_load
+
+            print()
+            print(message_load.render(message_load.message_load(final.record), final.record))
     if args.report is not None:
         from simulator.model import run_model
         from simulator.report import write_report
