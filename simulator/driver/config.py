@@ -62,6 +62,9 @@ class DriverConfig:
     connection_limit: int = 2000  # open connections at once, shared by every registrant
     progress: TextIO | None = sys.stderr
     wave: str | None = None  # None: the scenario's wave id
+    webhook_secret: str | None = None
+    """A scenario with call-backs: the deployment's GELOMBANG_WEBHOOK_SECRET (base64), with
+    which the driver's gateway checks the messages' signatures (None: that variable)."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
