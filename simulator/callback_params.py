@@ -9,6 +9,9 @@ channel, and how they answer the call (issue 24, docs/callbacks.md).
     lead_s = 900.0             # the wave's notify.lead_s
     return_window_s = 1800.0   # the wave's notify.return_window_s
 
+    carry_over_to = "prakerja-72"  # optional: the next wave (verified joins only), and
+    carry_over_order = "ahead"     #   where the carried go there: "ahead" or "prequeue"
+
     [callbacks.channels]       # the channel mix: kind = share (normalised)
     sms = 0.5
     whatsapp = 0.3
@@ -26,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from queue_service.notify_config import (
+    CARRY_ORDERS,
     CONTACT_KINDS,
     MAX_SECONDS,
     MIN_LEAD_S,
@@ -46,6 +50,10 @@ class CallbackParams:
     return_window_s: float = 1800.0
     channels: dict[str, float] = field(default_factory=lambda: {"sms": 1.0})
     """The channel mix: contact kind -> share (normalised to 1)."""
+    carry_over_to: str = ""
+    """The next wave: holders still waiting who opted in keep a place there ('' = none)."""
+    carry_over_order: str = "ahead"
+    """'ahead' of the next wave's newcomers, or into its 'prequeue' draw."""
 
     def __post_init__(self) -> None:
         for name in ("optin_share", "never_return_share"):
@@ -70,6 +78,10 @@ class CallbackParams:
             raise ValueError("[callbacks.channels] shares must be numbers >= 0")
         if sum(shares) <= 0:
             raise ValueError("[callbacks.channels] needs a share > 0")
+        if self.carry_over_order not in CARRY_ORDERS:
+            raise ValueError(f"callbacks.carry_over_order must be one of {list(CARRY_ORDERS)}")
+        if self.carry_over_to and not self.enabled:
+            raise ValueError("callbacks.carry_over_to needs call-backs: optin_share > 0")
 
     @property
     def enabled(self) -> bool:
@@ -95,9 +107,13 @@ class CallbackParams:
 
 def notify_object(params: CallbackParams, webhook_url: str) -> Mapping[str, object]:
     """The wave's `notify` object (queue_service.notify_config) for these call-backs."""
-    return {
+    notify: dict[str, object] = {
         "channels": list(params.offered),
         "lead_s": params.lead_s,
         "return_window_s": params.return_window_s,
         "webhook_url": webhook_url,
     }
+    if params.carry_over_to:
+        notify["carry_over_to"] = params.carry_over_to
+        notify["carry_over_order"] = params.carry_over_order
+    return notify

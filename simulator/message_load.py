@@ -62,8 +62,10 @@ def render(loads: list[ChannelLoad], record: RunRecord) -> str:
     ]
     lines += [f"  {x.channel:<10}{x.total:>12,}{x.peak_hour:>15,}" for x in loads]
     note = " (the run is shorter than an hour: all of it)" if short else ""
+    carried = callbacks.get("carried_out", 0)
+    moved = f", and one to each of the {carried:,} carried over to the next wave" if carried else ""
     lines.append(
-        "  at most two per person (your turn is near; it is your turn); the busiest hour is "
-        f"what a gateway must take{note}"
+        "  at most two per person (your turn is near; it is your turn)"
+        f"{moved}; the busiest hour is what a gateway must take{note}"
     )
     return "\n".join(lines)

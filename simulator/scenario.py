@@ -295,6 +295,11 @@ def _scenario_from_dict(data: dict[str, Any], source: str) -> Scenario:
     behaviour = _build(BehaviourParams, "behaviour", tables["behaviour"])
     origin = _build(OriginParams, "origin", tables["origin"])
     callbacks = _build(CallbackParams, "callbacks", tables["callbacks"])
+    if callbacks.carry_over_to and not wave.verified_joins:
+        raise ScenarioError(
+            "[callbacks] carry_over_to: only verified holders are carried (the same person in "
+            "the next wave): set [wave] verified_joins = true"
+        )
     return Scenario(
         name=name,
         description=description,

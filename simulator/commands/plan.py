@@ -406,10 +406,10 @@ def run(args: argparse.Namespace) -> int:
         sized = sizing.size(scenario, final.record, final.admit_rate, max_active, schedule=schedule)
         print(sizing.render(sized))
         if scenario.callbacks.enabled:
-            from simulator import message_load
+            from simulator.callback_plan import callback_plan
 
             print()
-            print(message_load.render(message_load.message_load(final.record), final.record))
+            print(callback_plan(scenario, final.record, final.admit_rate, max_active, args.seed))
     if args.report is not None:
         from simulator.model import run_model
         from simulator.report import write_report

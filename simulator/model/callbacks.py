@@ -18,6 +18,11 @@ called back, and the queue's away / told / called / back states, by the service'
   wait on the page again and are admitted as anyone; called, they are admitted first
   (`ModelQueue.returned`); too late, the place is gone.
 - `window_ended`: a called holder not back is skipped as abandoned (`not_returned`).
+- carry-over (`notify.carry_over_to`, queue_service/carry_over.py): `carry_out` lists the
+  holders still waiting who opted in when the wave closed or filled (those the line had called
+  first, then the rest as the cursor would have reached them), each told by their channel;
+  `carry_in` places them in the next wave's run, away and opted in, ahead of its newcomers or
+  in its pre-queue (`ModelQueue.carried_ahead`, `prequeue_block`).
 
 The counts (`totals`) are the run report's: people called back, back in time, the hours they
 did not spend polling; messages by channel and bin (`TimeSeries.messages`).
@@ -28,6 +33,7 @@ from __future__ import annotations
 import heapq
 import math
 from array import array
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from queue_service.notify_config import CONTACT_KINDS
@@ -43,6 +49,15 @@ if TYPE_CHECKING:
 # The states of an opted-in holder (protocol.SeenMark: O, N, K, R), and after.
 NOT_OPTED, AWAY, TOLD, CALLED_AWAY, BACK, OVER = range(6)
 NEVER = -1.0
+
+
+@dataclass(frozen=True)
+class Carried:
+    """A holder carried over to the next wave, with their own decisions."""
+
+    channel: str
+    back_after_s: float | None
+    """After the first message there, comes back after this long (None: never)."""
 
 
 class CallbackModel:
@@ -63,7 +78,8 @@ class CallbackModel:
         join it, ranked, at the first step after the draw; notify.lua's `cb` zset)."""
         self.unranked: list[int] = []
         self.opted_in = self.called_back = self.came_back = self.in_time = 0
-        self.late = self.not_returned = self.admitted_away = 0
+        self.late = self.not_returned = self.admitted_away = self.carried_in = 0
+        self.carried_out = 0
         self.away_s = 0.0  # counted at the end (`settle`)
         self.messages = dict.fromkeys(CONTACT_KINDS, 0)
         self.queue.on_called = self.called
@@ -78,6 +94,50 @@ class CallbackModel:
         channel = behaviour.opts_in(people.draws, KINDS[kind], self.params)
         if channel is None:
             return False
+        back = behaviour.callback_return_s(people.draws, self.params)
+        self._away(t, ticket, channel, back, deadline)
+        self.opted_in += 1
+        index = self.tickets.owner[ticket]
+        o = people.record.sampled(index, ticket)
+        if o is not None:
+            o.callback_channel, o.opted_in_t = channel, t
+        if back is None:  # they leave for good: whatever the queue does, nobody comes back
+            people.give_up(index, ticket, t, ABANDONED)
+        return True
+
+    def carry_in(self, t: float, ticket: int, holder: Carried) -> None:
+        """A holder carried over from the previous wave: opted in, away, no poll deadline."""
+        self._away(t, ticket, holder.channel, holder.back_after_s, -math.inf)
+        self.carried_in += 1
+
+    def carry_out(self, t: float) -> list[Carried]:
+        """The holders still waiting who opted in, as the carry-over moves them: those called
+        first (in the order the line called them), then the rest in line order; each is told
+        (a message by their channel)."""
+        tk, position = self.tickets, self.tickets.position
+        called, waiting = [], []
+        for ticket, state in enumerate(self.state):
+            if state in (NOT_OPTED, OVER):
+                continue
+            if tk.state[ticket] == CALLED:
+                called.append(ticket)
+            elif tk.state[ticket] == IN_LINE:
+                waiting.append(ticket)
+        called.sort(key=position.__getitem__)
+        waiting.sort(key=lambda ticket: (position[ticket] < 0, position[ticket]))
+        carried = []
+        for ticket in called + waiting:
+            back = self.back_after[ticket]
+            carried.append(
+                Carried(CONTACT_KINDS[self.channel[ticket]], None if back == NEVER else back)
+            )
+            self._message(t, ticket)
+        self.carried_out = len(carried)
+        return carried
+
+    def _away(
+        self, t: float, ticket: int, channel: str, back: float | None, deadline: float
+    ) -> None:
         grow = len(self.tickets) - len(self.state)
         if grow > 0:
             self.state.extend(bytes(grow))
@@ -86,7 +146,6 @@ class CallbackModel:
             self.back_after.extend([NEVER] * grow)
             self.window_ends.extend([0.0] * grow)
             self.away_until.extend([math.inf] * grow)
-        back = behaviour.callback_return_s(people.draws, self.params)
         self.state[ticket] = AWAY
         self.channel[ticket] = CONTACT_KINDS.index(channel)
         self.opted_at[ticket] = t
@@ -97,14 +156,6 @@ class CallbackModel:
             heapq.heappush(self.pending, (self.tickets.position[ticket], ticket))
         else:
             self.unranked.append(ticket)
-        self.opted_in += 1
-        index = self.tickets.owner[ticket]
-        o = people.record.sampled(index, ticket)
-        if o is not None:
-            o.callback_channel, o.opted_in_t = channel, t
-        if back is None:  # they leave for good: whatever the queue does, nobody comes back
-            people.give_up(index, ticket, t, ABANDONED)
-        return True
 
     # ------------------------------------------------------------------ the queue's side
 
@@ -248,5 +299,7 @@ class CallbackModel:
             "not_returned": self.not_returned,
             "admitted_while_away": self.admitted_away,
             "away_hours": round(self.away_s / 3600.0, 3),
+            "carried_in": self.carried_in,
+            "carried_out": self.carried_out,
             "messages": {k: v for k, v in self.messages.items() if v},
         }

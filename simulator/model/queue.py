@@ -148,6 +148,9 @@ class ModelQueue:
         self.line_base = 0
         self.head = 0  # the cursor, as an index into `line`
         self.prequeue_block: list[int] = []
+        self.carried_ahead: list[int] = []
+        """Holders carried over from the previous wave with order 'ahead': first at the draw,
+        in their order there (draw.py)."""
         self.prequeue_spread_s = 1.0
         self.opened = False
         self.full = False
@@ -217,10 +220,11 @@ class ModelQueue:
         self.rng.shuffle(block)
         self.prequeue_spread_s = policy.prequeue_spread_s(len(block))
         position = self.tickets.position
-        for ticket in block:
+        for ticket in [*self.carried_ahead, *block]:
             position[ticket] = self.line_base + len(self.line)
             self.line.append(ticket)
         block.clear()
+        self.carried_ahead.clear()
 
     def set_limits(self, t: float, limits: Limits) -> None:
         """New settings from `t` on: the bucket is counted up to now at the old rate first."""
