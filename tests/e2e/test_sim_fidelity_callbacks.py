@@ -136,9 +136,7 @@ def test_the_live_gateway_took_every_message_genuine(live: LiveResult) -> None:
     assert sum(totals["messages"].values()) <= 2 * totals["called_back"]
 
 
-def test_model_and_live_agree_on_the_call_backs(
-    live: LiveResult, models: list[RunRecord]
-) -> None:
+def test_model_and_live_agree_on_the_call_backs(live: LiveResult, models: list[RunRecord]) -> None:
     measured = figures(live.record)
     runs = [figures(model) for model in models]
     predicted = {name: statistics.fmean(run[name] for run in runs) for name in measured}
