@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import aiohttp
 
 from queue_service.contacts import load_or_create_key
-from simulator.driver.config import DriverConfig, require_loopback
+from simulator.driver.config import DriverConfig, gateway_secret, require_loopback
 from simulator.driver.gateway import Gateway
 from simulator.driver.progress import final_progress_line
 from simulator.driver.registrant import Crowd, DriverStats, LiveRegistrant
@@ -75,13 +74,8 @@ class LiveRun:
         self._t0_wall = time.time()
         self._tasks: set[asyncio.Task[None]] = set()
         self.gateway: Gateway | None = None
-        if config.queued and scenario.callbacks.enabled:
-            secret = config.webhook_secret or os.environ.get("GELOMBANG_WEBHOOK_SECRET")
-            if not secret:
-                raise ValueError(
-                    "a scenario with call-backs needs the deployment's webhook secret "
-                    "(GELOMBANG_WEBHOOK_SECRET, base64): the driver's gateway checks signatures"
-                )
+        secret = gateway_secret(config, scenario.callbacks.enabled)
+        if secret is not None:
             self.gateway = Gateway(load_or_create_key(secret, Path(), "webhook secret"))
 
     def now(self) -> float:

@@ -4,10 +4,12 @@ each message to the registrant listed under its address."""
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import aiohttp
 import orjson
+import pytest
 
 from queue_service.channels import (
     IDEMPOTENCY_HEADER,
@@ -15,7 +17,9 @@ from queue_service.channels import (
     TIMESTAMP_HEADER,
     sign_webhook,
 )
+from simulator.commands import simulate
 from simulator.driver.gateway import Gateway
+from tests.helpers.paths import TEST_SCENARIOS
 
 SECRET = bytes(range(32))
 
@@ -66,3 +70,17 @@ async def test_the_gateway_delivers_genuine_messages_once_to_their_address() -> 
         await gateway.stop()
     assert phone.messages == [("near", "http://q/w/w/return?code=c")]
     assert (gateway.delivered, gateway.forged, gateway.stray) == (1, 2, 1)
+
+
+def test_a_live_run_with_call_backs_and_no_secret_is_refused_saying_what_to_set(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GELOMBANG_WEBHOOK_SECRET", raising=False)
+    parser = argparse.ArgumentParser()
+    simulate.add_arguments(parser)
+    args = parser.parse_args(
+        ["--scenario", str(TEST_SCENARIOS / "callbacks.toml"), "--mode", "queued",
+         "--queue-url", "http://127.0.0.1:9", "--origin-url", "http://127.0.0.1:8"]
+    )  # fmt: skip
+    assert simulate.run(args) == 2
+    assert "GELOMBANG_WEBHOOK_SECRET" in capsys.readouterr().err
