@@ -40,10 +40,13 @@ import pytest
 
 from queue_service.redis_server import EmbeddedRedis
 from simulator import fidelity
+from simulator.callback_stats import away_s
 from simulator.driver import DriverConfig, LiveResult, run_live
 from simulator.model import run_model
 from simulator.records import RunRecord
 from simulator.scenario import Scenario, load_scenario
+from simulator.stats import summarise
+from simulator.summary import render_text
 from tests.e2e.test_sim_fidelity import with_measured_origin
 from tests.helpers.paths import TEST_SCENARIOS
 from tests.helpers.processes import GelombangProcess, ServeProcess
@@ -150,3 +153,17 @@ def test_model_and_live_agree_on_the_call_backs(live: LiveResult, models: list[R
     for name, tolerance in TOLERANCE.items():
         gap = predicted[name] / measured[name] - 1
         assert abs(gap) <= tolerance, f"{name}: {gap:+.1%} (+-{tolerance:.0%})"
+
+
+def test_the_live_summary_shows_the_runs_own_call_backs(live: LiveResult) -> None:
+    record = live.record
+    opted = [o for o in record.registrants if o.opted_in_t is not None]
+    called = [o for o in opted if o.notified_t is not None]
+    in_time = [o for o in opted if o.returned_in_time]
+    text = render_text([summarise(record)])
+    lines = {line[:60].strip(): line[60:].strip() for line in text.splitlines()}
+    assert lines["call-backs: opted in"] == f"{len(opted):,}"
+    assert lines["called back"] == f"{len(called):,}"
+    assert lines["came back in time"] == f"{len(in_time):,}"
+    spared_h = sum(away_s(o, record.meta.duration_s) for o in opted) / 3600
+    assert lines["person-hours of polling spared"] == f"{spared_h:.1f}"
