@@ -12,10 +12,9 @@ The model runs the same scenario and seed with the origin's speed measured in th
 Held, within +-10 %: people called back, and the share of them back in time, the live run
 against the mean of the model over eight seeds. Measured (2026-12-07, load average 5-9 from
 other work on the 2 cores, under the test lock): called back -1.3 %, back in time -3.7 %; at
-load average 4, +2.0 % and -2.7 %
-(against one model seed, in two earlier runs: +4.4 % / -3.9 % and +5.5 % / +4.3 %, and once
-+15.4 %: one seed's opt-ins alone spread 442-517); live runs spread 425-444 called back and
-77-83 % back in time.
+load average 4, +2.0 % and -2.7 % (against one model seed, in earlier runs: +4.4 % / -3.9 %,
++5.5 % / +4.3 %, and once +15.4 %: one seed's opt-ins alone spread 442-517); live runs spread
+425-444 called back and 77-83 % back in time.
 
 Not held, printed only: completed registrations and admissions/s. Runs under the lock gave
 +6.0 % / +4.1 % (eight seeds), +8.4 % / +7.8 % and +23.2 % / +18.4 % (one seed), the model above
