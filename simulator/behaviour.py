@@ -33,6 +33,10 @@ Interface (every function takes `rng: Draw` first where it draws):
   the old ticket, so a place still held is handed back), or None. Balkers do not come back.
 - `drops_out_in_flow(rng, params)`: abandons the registration flow after admission.
 - `open_tabs(r)`: tabs/devices this registrant polls from.
+- `opts_in(rng, r, callbacks)`: a person who stayed in line (did not balk) leaves it to be
+  called back: the contact kind they give, or None (bots never do). Decided once, at the join.
+- `callback_return_s(rng, callbacks)`: after the first message (their turn is near, or it is
+  their turn), comes back through the return link after this many seconds, or None: never.
 
 `BehaviourParams` holds every parameter; scenarios fill it from their `[behaviour]` table.
 """
@@ -45,6 +49,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from queue_service.protocol import HolderState
+from simulator.callback_params import CallbackParams
 
 
 class Draw(Protocol):
@@ -239,3 +244,17 @@ def drops_out_in_flow(rng: Draw, params: BehaviourParams = DEFAULT_PARAMS) -> bo
 
 def open_tabs(r: Traits) -> int:
     return max(1, r.tabs)
+
+
+def opts_in(rng: Draw, r: Traits, callbacks: CallbackParams) -> str | None:
+    if r.is_bot or not callbacks.enabled or rng.random() >= callbacks.optin_share:
+        return None
+    pick = rng.random()
+    mix = callbacks.channel_mix
+    return next((kind for kind, upto in mix if pick < upto), mix[-1][0])
+
+
+def callback_return_s(rng: Draw, callbacks: CallbackParams) -> float | None:
+    if rng.random() < callbacks.never_return_share:
+        return None
+    return rng.lognormal(callbacks.return_median_s, callbacks.return_sigma)

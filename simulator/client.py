@@ -10,7 +10,9 @@ geventhttpclient, a test with nothing at all) builds them here and hands what ca
   `[wave]`, for grouping), a JSON body or a multipart `Upload`, headers, and `expect`, the
   statuses that are a correct answer to it (a 429 is, for a status poll).
 - `QueueApi(wave)`: the registrant's requests to one wave: `join`, `status`, `leave`,
-  `complete`, and `sign_in` at the registration site (a wave with verified joins).
+  `complete`, `sign_in` at the registration site (a wave with verified joins), and for
+  call-backs `notify` (opt in with a contact) and `come_back` (use a return link's code);
+  `return_code(link)` is the code in a return link.
 - `parse_answer(status, content, retry_after)` -> `Answer`: the status (None: no answer at
   all), the JSON body (an empty mapping for anything else), `retry_after_s`, `error_code`;
   `Answer.view` is the typed `TicketView` of a join or status answer: `state` is one of the
@@ -23,6 +25,7 @@ import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
@@ -37,6 +40,8 @@ JOIN = f"{WAVE_ROUTE}/join"
 STATUS = f"{WAVE_ROUTE}/status"
 LEAVE = f"{WAVE_ROUTE}/leave"
 COMPLETE = f"{WAVE_ROUTE}/complete"
+NOTIFY = f"{WAVE_ROUTE}/notify"
+RETURN = f"{WAVE_ROUTE}/return"
 PAGE = "/w/[wave]"
 SIGN_IN = "origin sign-in"
 
@@ -241,6 +246,22 @@ class QueueApi:
     def page(self) -> Request:
         return Request(QUEUE, "GET", f"/w/{self.wave}", PAGE, expect=frozenset({200}))
 
+    def notify(self, ticket: str, kind: str, address: str) -> Request:
+        """Opt in to call-backs: leave the line and be told when the turn is near."""
+        return Request(
+            QUEUE, "POST", f"{self.base}/notify", NOTIFY, headers={"X-Queue-Ticket": ticket},
+            json={"contact": {"kind": kind, "address": address}, "language": "id"},
+            expect=frozenset({200, 201}),
+        )  # fmt: skip
+
+    def come_back(self, code: str) -> Request:
+        """Use the return link's code (what the page's button does, for an app): the answer
+        says `result` (back, waiting, closed) and gives the ticket back."""
+        return Request(
+            QUEUE, "POST", f"{self.base}/return", RETURN, json={"code": code},
+            expect=frozenset({200, 409}),
+        )  # fmt: skip
+
     def sign_in(self, email: str, phone: str) -> Request:
         """Signing in at the registration site, which vouches for the registrant with an
         enqueue token (a wave with verified joins)."""
@@ -248,6 +269,12 @@ class QueueApi:
             ORIGIN, "POST", "/api/v1/sign-in", SIGN_IN,
             json={"email": email, "phone": phone, "wave": self.wave}, expect=frozenset({200}),
         )  # fmt: skip
+
+
+def return_code(link: str) -> str:
+    """The one-time code of a return link (`.../w/<wave>/return?code=<code>`)."""
+    values = parse_qs(urlsplit(link).query).get("code", [""])
+    return values[0]
 
 
 def enqueue_token(answer: Answer) -> str | None:

@@ -33,24 +33,32 @@ COMPLETING (the session ends at the queue, unless the person just closed the tab
 
 A new stage is a member of `Stage`, the handlers that emit its calls and pauses, and their
 continuations; the executors need no change, since every action is a request to send or a
-time to wait. Call-backs, for instance: opting in is a `Call` (the contact, to the wave's
-notify route, built by `simulator.client`), leaving the page is a stage AWAY_CALLED whose
-`Pause` lasts until the return the person decided on (`simulator.behaviour`), and coming back
-by the return link is a `Call` of that link; the one new input would be the notification
-itself, fed in like an answer (`journey.notified(link, now)`) by whatever receives it. The
+time to wait. Call-backs (issue 24) grew in that way, with one new input: after a join that
+keeps the place (no balk), `behaviour.opts_in` may decide the person leaves the line; opting in
+is a `Call` (`QueueApi.notify`, the contact their channel needs), then the stage CALLED_AWAY:
+a person who never means to come back stops there (abandoned); the others wait for the message
+(`Pause(inf, until_notified=True)`). The message is the new input: whatever receives it (the
+live driver's webhook receiver, `simulator.driver.gateway`) feeds it in with
+`journey.notified(link, now)`, and the journey pauses `behaviour.callback_return_s` before
+coming back by the link (`QueueApi.come_back`): back or not reached yet, it polls again and
+keeps its place without reneging; the wave closed, it stops (rejected); the link used up (the
+place ended, or it was admitted while they were away), one status poll says whether an
+admission is still there to take. The
 `JourneyObserver` hears what happened (a place taken, an admission, the flow's answers, a
 registration) for the executor's records.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from queue_service.protocol import HolderState
 from simulator import behaviour, sessions
 from simulator.behaviour import BehaviourParams, PersonDraws
+from simulator.callback_params import CallbackParams
 from simulator.client import (
     FINAL_STATES,
     WAVE_NOT_OPEN_YET,
@@ -59,6 +67,7 @@ from simulator.client import (
     Request,
     TicketView,
     enqueue_token,
+    return_code,
 )
 from simulator.flow import STEPS, FlowContext, StepOutcome, pick_photo
 from simulator.registrants import Registrant
@@ -78,6 +87,8 @@ class Stage(Enum):
     WAITING = "waiting"
     LEAVING = "leaving"
     AWAY = "away"
+    CALLED_AWAY = "called_away"
+    """Opted in to call-backs and left the page: waiting for the message, then coming back."""
     IN_FLOW = "in_flow"
     COMPLETING = "completing"
     DONE = "done"
@@ -93,6 +104,9 @@ class Call:
 @dataclass(frozen=True, slots=True)
 class Pause:
     seconds: float
+    until_notified: bool = False
+    """Ends early when a call-back message comes: the executor feeds it in with
+    `Journey.notified` instead of `resumed`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +144,13 @@ class JourneyObserver:
         """Gave up for now, and will come back (`came_back`)."""
 
     def came_back(self, now: float) -> None: ...
+    def opted_in(self, channel: str, kind: str, address: str, now: float) -> None:
+        """Left the line to be called back: `channel` as decided, `kind` and `address` as
+        sent (an executor that cannot receive a channel sends another)."""
+
+    def returned(self, in_time: bool | None, now: float) -> None:
+        """Came back by the return link: while the place held (True), after it ended (False),
+        or the wave had closed (None)."""
 
 
 @dataclass(frozen=True)
@@ -144,11 +165,23 @@ class JourneySettings:
     """The opening on the executor's clock (patience in the pre-queue starts there)."""
     behaviour: BehaviourParams
     origin: OriginParams
+    callbacks: CallbackParams = field(default_factory=CallbackParams)
+    """Who opts in to call-backs; off unless the executor can receive the messages."""
+    receivable: frozenset[str] = frozenset({"sms", "whatsapp"})
+    """The contact kinds the executor receives; a person who picked another is sent as SMS."""
 
     @classmethod
     def of(
-        cls, scenario: Scenario, *, queued: bool, wave: str | None = None, opens_at_s: float
+        cls,
+        scenario: Scenario,
+        *,
+        queued: bool,
+        wave: str | None = None,
+        opens_at_s: float,
+        callbacks: bool = False,
     ) -> JourneySettings:
+        """`callbacks`: the executor receives call-back messages (the scenario's people opt
+        in); without, nobody does."""
         return cls(
             wave=wave or scenario.wave.id,
             queued=queued,
@@ -156,6 +189,7 @@ class JourneySettings:
             opens_at_s=opens_at_s,
             behaviour=scenario.behaviour,
             origin=scenario.origin,
+            callbacks=scenario.callbacks if callbacks else CallbackParams(),
         )
 
 
@@ -196,6 +230,11 @@ class Journey:
         self.step_failures = 0
         self.drop_at: int | None = None
         self.think_s = 0.0
+        self.back_after_s = 0.0
+        """Opted in: how long after the first message they come back."""
+        self.return_code: str | None = None
+        self.stays = False
+        """Came back after a call-back: waits for the turn without losing patience."""
         self._on_answer: Answered | None = None
         self._on_resume: Resumed | None = None
 
@@ -212,6 +251,14 @@ class Journey:
         if handle is None or not answers:
             raise RuntimeError(f"no call is waiting for an answer (stage {self.stage})")
         return handle(answers, now)
+
+    def notified(self, link: str, now: float) -> Action:
+        """A call-back message reached the person during a `Pause(until_notified=True)`:
+        `link` is its return link."""
+        if self.stage is not Stage.CALLED_AWAY or self.return_code is not None:
+            raise RuntimeError(f"not waiting for a call-back (stage {self.stage})")
+        self.return_code = return_code(link)
+        return self._pause(self.back_after_s, self._come_back_by_link)
 
     def resumed(self, now: float) -> Action:
         """The last `Pause` is over."""
@@ -290,6 +337,10 @@ class Journey:
         if behaviour.balks(self.rng, self.registrant, view.state, view.eta_s, self.params):
             return self._leave("balked", now)
         self.patience_from = behaviour.patience_from(now, self.settings.opens_at_s)
+        if self.settings.callbacks.enabled and not self.stays:
+            channel = behaviour.opts_in(self.rng, self.registrant, self.settings.callbacks)
+            if channel is not None:
+                return self._opt_in(channel, now)
         return self._wait(now)
 
     def _wait(self, now: float) -> Action:
@@ -304,7 +355,7 @@ class Journey:
         return self._pause(delay, self._poll)
 
     def _poll(self, now: float) -> Action:
-        if behaviour.reneges(self.registrant, now - self.patience_from):
+        if not self.stays and behaviour.reneges(self.registrant, now - self.patience_from):
             return self._leave("reneged", now)
         assert self.ticket is not None
         copies = behaviour.open_tabs(self.registrant)
@@ -335,6 +386,63 @@ class Journey:
         if delay is None:
             return self._stop("errors", "errors", now)
         return self._pause(delay, self._wait)
+
+    # ------------------------------------------------------------------ call-backs
+
+    def _opt_in(self, channel: str, now: float) -> Action:
+        kind = channel if channel in self.settings.receivable else "sms"
+        address = self.registrant.email if kind == "email" else self.registrant.phone
+        assert self.ticket is not None
+
+        def answered(answers: Sequence[Answer], at: float) -> Action:
+            if answers[0].status not in (200, 201):
+                return self._wait(at)  # refused: they keep the page open
+            self.observer.opted_in(channel, kind, address, at)
+            back = behaviour.callback_return_s(self.rng, self.settings.callbacks)
+            if back is None:
+                return self._stop("abandoned", "abandoned: opted in, never came back", at)
+            self.back_after_s = back
+            self._enter(Stage.CALLED_AWAY, at)
+            self._on_resume = self._never_told
+            return Pause(math.inf, until_notified=True)
+
+        return self._call(self.api.notify(self.ticket, kind, address), answered)
+
+    def _never_told(self, now: float) -> Action:
+        return self._stop("run_ended", "run_ended: no call-back came", now)
+
+    def _come_back_by_link(self, now: float) -> Action:
+        assert self.return_code is not None
+        return self._call(self.api.come_back(self.return_code), self._came_back)
+
+    def _came_back(self, answers: Sequence[Answer], now: float) -> Action:
+        answer = answers[0]
+        result = answer.body.get("result") if answer.status == 200 else None
+        if result in ("back", "waiting"):
+            self.observer.returned(True, now)
+            ticket = answer.body.get("ticket")
+            self.ticket = ticket if isinstance(ticket, str) and ticket else self.ticket
+            self.stays = True
+            self._enter(Stage.WAITING, now)
+            self.poll_after_ms = None
+            return self._poll(now)
+        if result == "closed":
+            self.observer.returned(None, now)
+            return self._stop("rejected", "rejected: the wave closed before they came back", now)
+        assert self.ticket is not None  # the link is used up: is an admission still there?
+        return self._call(self.api.status(self.ticket), self._after_spent_link)
+
+    def _after_spent_link(self, answers: Sequence[Answer], now: float) -> Action:
+        view = answers[0].view
+        if view is not None and view.admitted and view.token:
+            self.observer.returned(True, now)  # admitted while away, and the slot still held
+            return self._admitted(view.token, now)
+        if view is not None and view.state is HolderState.CLOSED:
+            # the wave closed or filled, and its places (and their links) ended with it
+            self.observer.returned(None, now)
+            return self._stop("rejected", "rejected: the wave closed before they came back", now)
+        self.observer.returned(False, now)
+        return self._stop("abandoned", "abandoned: came back after the place ended", now)
 
     # ------------------------------------------------------------------ leaving
 

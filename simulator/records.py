@@ -29,6 +29,8 @@ from typing import Any
 
 import orjson
 
+from simulator.callback_stats import callback_totals
+
 MODES = ("direct", "queued")
 # What people read: every human-facing label names a run by its title, never by its mode.
 MODE_TITLES = {"direct": "without Gelombang", "queued": "through Gelombang"}
@@ -65,6 +67,13 @@ class RegistrantOutcome:
     errors: int = 0  # origin 5xx responses and timeouts seen
     rate_limited: int = 0  # 429 responses seen (queue or origin)
     requests: int = 0  # HTTP requests sent, polls included
+    # call-backs (issue 24): None unless this registrant opted in
+    callback_channel: str | None = None  # the contact kind they gave
+    opted_in_t: float | None = None  # left the page to be called back
+    notified_t: float | None = None  # the first message reached them (near, or their turn)
+    called_t: float | None = None  # the line reached them while away (no slot taken)
+    returned_t: float | None = None  # came back by the return link
+    returned_in_time: bool | None = None  # ... while their place held
 
     @property
     def wait_s(self) -> float | None:
@@ -99,6 +108,8 @@ class TimeSeries:
     origin_inflight: list[int]
     origin_capacity: list[int]
     active: list[int]
+    messages: dict[str, list[int]] = field(default_factory=dict)
+    """Call-back messages sent in the bin, by channel (sms, whatsapp, email, webpush)."""
 
     COUNTERS = (
         "arrivals",
@@ -200,6 +211,9 @@ class RunTotals:
     lapsed: int | None = None
     """Admissions never taken up: the holder had gone (a ghost ticket), the slot lapsed at the
     holder's poll deadline."""
+    callbacks: dict[str, Any] | None = None
+    """Call-backs (`simulator.callback_stats.CALLBACK_KEYS`, messages by channel); None when
+    the run had none."""
 
     @classmethod
     def from_run(cls, series: TimeSeries, outcomes: list[RegistrantOutcome]) -> RunTotals:
@@ -220,6 +234,7 @@ class RunTotals:
             requests=sum(o.requests for o in outcomes),
             peak_origin_inflight=max(series.origin_inflight, default=0),
             peak_queue_length=max(series.queue_length, default=0),
+            callbacks=callback_totals(outcomes, series),
         )
 
 

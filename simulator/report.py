@@ -43,9 +43,9 @@ from simulator.stats import (
     waits,
 )
 from simulator.summary import (
-    FIGURES,
     SETTINGS,
     figure_value,
+    figures_for,
     run_title,
     setting_value,
     verdict,
@@ -400,7 +400,7 @@ def _settings_table(summaries: list[dict[str, Any]]) -> str:
 
 def _summary_table(summaries: list[dict[str, Any]]) -> str:
     rows = []
-    for group in FIGURES:
+    for group in figures_for(summaries):
         for position, figure in enumerate(group.figures):
             cells = "".join(
                 f'<td data-key="{figure.key}">{html.escape(figure_value(s, figure))}</td>'

@@ -7,7 +7,8 @@ Interface:
   naming the file, the table and the key when anything is missing, unknown or out of range.
 - `scenario_from_dict(data, source="<dict>")`: the same from an already parsed mapping.
 - `bundled_scenarios() -> list[str]`.
-- `Scenario`: frozen; `population_mix`, `clock`, `wave`, `arrivals`, `behaviour`, `origin`.
+- `Scenario`: frozen; `population_mix`, `clock`, `wave`, `arrivals`, `behaviour`, `origin`,
+  `callbacks` (who leaves the line to be called back: `simulator.callback_params`).
   `scenario.arrival_process()` builds the `ArrivalProcess` for its clock;
   `scenario.population()` builds the lazy `Population`.
 
@@ -26,6 +27,7 @@ from typing import Any
 
 from simulator.arrivals import ArrivalParams, ArrivalProcess
 from simulator.behaviour import BehaviourParams
+from simulator.callback_params import CallbackParams
 from simulator.registrants import NETWORK_CLASSES, Population, PopulationMix
 
 # Bundled scenarios live next to this module (package data; a plain path works for editable
@@ -155,6 +157,8 @@ class Scenario:
     behaviour: BehaviourParams
     origin: OriginParams
     source: str = "<dict>"  # file it came from
+    callbacks: CallbackParams = field(default_factory=CallbackParams)
+    """Who leaves the line to be called back (`simulator.callback_params`); off by default."""
 
     def arrival_process(self) -> ArrivalProcess:
         return ArrivalProcess(
@@ -173,7 +177,7 @@ class Scenario:
 
 # ----------------------------------------------------------------------------- loading
 
-_SECTIONS = ("population", "clock", "wave", "arrivals", "behaviour", "origin")
+_SECTIONS = ("population", "clock", "wave", "arrivals", "behaviour", "origin", "callbacks")
 
 
 def _type_name(value: Any) -> str:
@@ -290,6 +294,12 @@ def _scenario_from_dict(data: dict[str, Any], source: str) -> Scenario:
     arrivals = _build(ArrivalParams, "arrivals", tables["arrivals"])
     behaviour = _build(BehaviourParams, "behaviour", tables["behaviour"])
     origin = _build(OriginParams, "origin", tables["origin"])
+    callbacks = _build(CallbackParams, "callbacks", tables["callbacks"])
+    if callbacks.carry_over_to and not wave.verified_joins:
+        raise ScenarioError(
+            "[callbacks] carry_over_to: only verified holders are carried (the same person in "
+            "the next wave): set [wave] verified_joins = true"
+        )
     return Scenario(
         name=name,
         description=description,
@@ -302,6 +312,7 @@ def _scenario_from_dict(data: dict[str, Any], source: str) -> Scenario:
         behaviour=behaviour,
         origin=origin,
         source=source,
+        callbacks=callbacks,
     )
 
 

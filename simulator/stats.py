@@ -340,12 +340,23 @@ def summarise(record: RunRecord) -> dict[str, Any]:
                 )
             ),
         },
+        "callbacks": callback_summary(totals.callbacks),
         "fairness": {
             # The overtaken share is small when it matters (0.04 %): keep its digits.
             k: _round(v, 6 if k == "overtaken_pair_share" else 3) if isinstance(v, float) else v
             for k, v in fair.items()
         },
     }
+
+
+def callback_summary(totals: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The call-back figures (`simulator.callback_stats`) and the share of those called back
+    who came back in time."""
+    if not totals:
+        return None
+    called = totals.get("called_back", 0)
+    in_time = totals.get("came_back_in_time", 0)
+    return {**totals, "in_time_share": _round(in_time / called, 4) if called else None}
 
 
 class SignedAdmission(Protocol):

@@ -7,6 +7,7 @@ disagree. Everything here reads `simulator.stats.summarise(record)` dictionaries
 - `verdict(summaries) -> str`: one line to paste into a change request.
 - `FIGURES`, `format_value(value, figure)`, `figure_value(summary, figure)`: the summary rows.
 - `SETTINGS`, `setting_value(summary, setting)`: the wave settings the runs used.
+- `figures_for(summaries)`: FIGURES, and the call-back rows when a run had call-backs.
 - `render_text(summaries) -> str`: the terminal summary (verdict, settings, figures, each
   group's meaning below it, wrapped to the terminal).
 """
@@ -200,6 +201,36 @@ FIGURES: tuple[FigureGroup, ...] = (
 )
 
 
+CALLBACK_FIGURES: tuple[FigureGroup, ...] = (
+    FigureGroup(
+        (
+            Figure("call-backs: opted in", "callbacks.opted_in"),
+            Figure("called back", "callbacks.called_back"),
+            Figure("came back in time", "callbacks.came_back_in_time"),
+            Figure("came back in time, of those called back", "callbacks.in_time_share", "percent"),
+        ),
+        "people who left the waiting page to be called back (SMS, WhatsApp, e-mail, push); "
+        "those a message reached (their turn was near, or had come); those back by the return "
+        "link while their place held (before their turn, or within the return window)",
+    ),
+    _one(
+        "person-hours of polling spared",
+        "callbacks.away_hours",
+        "hours the people called back did not spend on the waiting page: from opting in to "
+        "coming back (or to the end of their place, for those who meant to come back late)",
+        "ratio",
+        1,
+    ),
+)
+
+
+def figures_for(summaries: Sequence[dict[str, Any]]) -> tuple[FigureGroup, ...]:
+    """Every figure, with the call-back rows only when a run had call-backs."""
+    if any(s.get("callbacks") for s in summaries):
+        return FIGURES + CALLBACK_FIGURES
+    return FIGURES
+
+
 def lookup(summary: dict[str, Any], key: str) -> Any:
     """The value at a dotted key, None where any part is missing."""
     value: Any = summary
@@ -366,12 +397,13 @@ def render_text(summaries: Sequence[dict[str, Any]]) -> str:
     """The terminal summary: the verdict, the settings, then every figure with its meaning on
     the line below."""
     titles = [run_title(s) for s in summaries]
-    labels = [f.label for group in FIGURES for f in group.figures]
+    groups = figures_for(summaries)
+    labels = [f.label for group in groups for f in group.figures]
     width = max(len(label) for label in labels) + 2
     widths = [max(len(t), 8) + 2 for t in titles]
     lines = [verdict(summaries), "", _settings_text(summaries), ""]
     lines.append("".ljust(width) + "".join(t.rjust(w) for t, w in zip(titles, widths, strict=True)))
-    for group in FIGURES:
+    for group in groups:
         for figure in group.figures:
             cells = "".join(
                 figure_value(s, figure).rjust(w) for s, w in zip(summaries, widths, strict=True)

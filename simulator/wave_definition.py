@@ -9,6 +9,10 @@ file, `as_toml` renders one): the scenario's `[wave]` table, with the times and 
 registration site only the caller knows. A caller that runs the wave at another `admit_rate`
 gets the scenario's burst in proportion (`WaveParams.burst_at`, as the offline model runs it);
 any other field can be changed by name (`max_active=0`, `title=...`, `rate_limits=...`).
+A scenario with call-backs (`[callbacks]`) gives the wave its `notify` object: the channels
+its people pick, `lead_s`, `return_window_s`, and the SMS/WhatsApp gateway `webhook_url`
+(the live driver's own receiver; `EXAMPLE_GATEWAY` where there is none yet, a config file to
+fill in).
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urljoin
 
+from simulator.callback_params import notify_object
 from simulator.scenario import Scenario
 
 ENQUEUE_JWKS_PATH = "/.well-known/enqueue-jwks.json"
 """Where the sample origin publishes the keys of the enqueue tokens it signs."""
+EXAMPLE_GATEWAY = "https://sms-gateway.example.go.id/gelombang"
+"""The SMS/WhatsApp gateway of a wave rendered for a config file (docs/callbacks.md)."""
 
 
 def wave_definition(
@@ -32,11 +39,13 @@ def wave_definition(
     origin_url: str,
     admit_rate: float | None = None,
     enqueue_jwks_url: str | None = None,
+    webhook_url: str = EXAMPLE_GATEWAY,
     **changes: Any,
 ) -> dict[str, Any]:
     """`opens_at`, `closes_at`: Unix seconds or ISO 8601 with an offset; `origin_url`: where
-    admitted registrants go; `enqueue_jwks_url`: the registration site's enqueue keys (a wave
-    with verified joins; default: the sample origin's, next to `origin_url`)."""
+        admitted registrants go; `enqueue_jwks_url`: the registration site's enqueue keys (a wave
+        with verified joins; default: the sample origin's, next to `origin_url`); `webhook_url`:
+    where the wave's SMS and WhatsApp messages go, if its scenario has call-backs."""
     wave = scenario.wave
     rate = wave.admit_rate if admit_rate is None else admit_rate
     definition: dict[str, Any] = {
@@ -55,6 +64,8 @@ def wave_definition(
     }
     if wave.verified_joins:  # the registration site signs registrants in and vouches for them
         definition["enqueue_jwks_url"] = enqueue_jwks_url or urljoin(origin_url, ENQUEUE_JWKS_PATH)
+    if scenario.callbacks.enabled:
+        definition["notify"] = dict(notify_object(scenario.callbacks, webhook_url))
     definition.update(changes)
     return definition
 
@@ -66,6 +77,8 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return json.dumps(value)  # a TOML basic string: the same escapes
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, Mapping):
         return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"no TOML form for {value!r}")

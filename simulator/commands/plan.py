@@ -405,6 +405,11 @@ def run(args: argparse.Namespace) -> int:
         print()
         sized = sizing.size(scenario, final.record, final.admit_rate, max_active, schedule=schedule)
         print(sizing.render(sized))
+        if scenario.callbacks.enabled:
+            from simulator.callback_plan import callback_plan
+
+            print()
+            print(callback_plan(scenario, final.record, final.admit_rate, max_active, args.seed))
     if args.report is not None:
         from simulator.model import run_model
         from simulator.report import write_report

@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     import uvloop
 
     from simulator.driver import DriverConfig, NotLoopback, run_live
+    from simulator.driver.config import gateway_secret
     from simulator.scenario import ScenarioError, load_scenario
 
     modes = ["direct", "queued"] if args.mode == "both" else [args.mode]
@@ -108,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
             for mode in modes
         ]
         recreate = bool(getattr(args, "recreate", False))
+        for config in configs:  # call-backs: the gateway needs the deployment's secret
+            gateway_secret(config, scenario.callbacks.enabled)
     except (ScenarioError, NotLoopback, ValueError) as exc:
         print(f"gelombang simulate: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ nothing is ever sent to it.
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 from dataclasses import dataclass
 from typing import TextIO
@@ -62,6 +63,9 @@ class DriverConfig:
     connection_limit: int = 2000  # open connections at once, shared by every registrant
     progress: TextIO | None = sys.stderr
     wave: str | None = None  # None: the scenario's wave id
+    webhook_secret: str | None = None
+    """A scenario with call-backs: the deployment's GELOMBANG_WEBHOOK_SECRET (base64), with
+    which the driver's gateway checks the messages' signatures (None: that variable)."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -77,3 +81,17 @@ class DriverConfig:
     @property
     def queued(self) -> bool:
         return self.mode == "queued"
+
+
+def gateway_secret(config: DriverConfig, callbacks_enabled: bool) -> str | None:
+    """The webhook secret the driver's gateway checks call-back messages with: None when the
+    run has no call-backs; a ValueError naming what to set when one is needed and missing."""
+    if not (config.queued and callbacks_enabled):
+        return None
+    secret = config.webhook_secret or os.environ.get("GELOMBANG_WEBHOOK_SECRET")
+    if not secret:
+        raise ValueError(
+            "a scenario with call-backs needs the deployment's webhook secret "
+            "(GELOMBANG_WEBHOOK_SECRET, base64): the driver's gateway checks signatures"
+        )
+    return secret

@@ -4,7 +4,10 @@ aiohttp, and what happened written into its `RegistrantOutcome` and the run's se
 The executor sleeps when the journey pauses and sends what it calls (every copy at once: the
 open tabs poll together); the journey decides everything else. Recording follows what the
 journey says happened (`JourneyObserver`), and what each answer was (requests sent, 429s,
-origin errors and timeouts, the origin's service times).
+origin errors and timeouts, the origin's service times). A registrant that opts in to
+call-backs is listed at the run's gateway (`simulator.driver.gateway`) under the address it
+gave; a message to it is recorded (`deliver`) and the first one ends the journey's
+`Pause(until_notified=True)`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from queue_service.protocol import HolderState
 from simulator.behaviour import PersonDraws
 from simulator.client import ORIGIN, Answer, Request, TicketView
 from simulator.driver.config import synthetic_address
+from simulator.driver.gateway import Gateway
 from simulator.driver.samplers import CursorTrace, LiveCounts
 from simulator.flow import StepOutcome
 from simulator.journey import (
@@ -95,6 +99,8 @@ class Crowd:
     """Seconds since the start of the run."""
     t0_wall: float
     """The start of the run, Unix seconds (admission tokens are signed in them)."""
+    gateway: Gateway | None = None
+    """Receives the call-back messages (a wave with call-backs)."""
 
 
 class LiveRegistrant(JourneyObserver):
@@ -104,6 +110,8 @@ class LiveRegistrant(JourneyObserver):
         self.outcome = outcome
         # the registrant's own address, believed by a queue that trusts this proxy
         self.address = {"X-Forwarded-For": synthetic_address(registrant.index)}
+        self.links: asyncio.Queue[str] = asyncio.Queue()
+        """Return links of the call-back messages that reached this registrant."""
 
     async def run(self) -> None:
         crowd = self.crowd
@@ -112,7 +120,10 @@ class LiveRegistrant(JourneyObserver):
         try:
             action = journey.begin(crowd.clock())
             while True:
-                if isinstance(action, Pause):
+                if isinstance(action, Pause) and action.until_notified:
+                    link = await self.links.get()  # the run's end cancels a wait for nothing
+                    action = journey.notified(link, crowd.clock())
+                elif isinstance(action, Pause):
                     await asyncio.sleep(action.seconds)
                     action = journey.resumed(crowd.clock())
                 elif isinstance(action, Call):
@@ -256,3 +267,28 @@ class LiveRegistrant(JourneyObserver):
 
     def came_back(self, now: float) -> None:
         self.outcome.gave_up_t = self.outcome.gave_up_reason = None
+
+    # ------------------------------------------------------------------ call-backs
+
+    def opted_in(self, channel: str, kind: str, address: str, now: float) -> None:
+        gateway = self.crowd.gateway
+        if gateway is None:
+            raise RuntimeError("a registrant opted in to call-backs, and no gateway listens")
+        gateway.expect(kind, address, self)
+        self.outcome.callback_channel, self.outcome.opted_in_t = channel, now
+
+    def deliver(self, kind: str, link: str) -> None:
+        """A call-back message reached this registrant (the gateway): 'near', 'turn'."""
+        outcome, crowd = self.outcome, self.crowd
+        now = crowd.clock()
+        channel = outcome.callback_channel or "sms"
+        series = crowd.series
+        series.messages.setdefault(channel, [0] * len(series))[series.bin(now)] += 1
+        if kind == "turn" and outcome.called_t is None and outcome.returned_t is None:
+            outcome.called_t = now
+        if outcome.notified_t is None:
+            outcome.notified_t = now
+            self.links.put_nowait(link)
+
+    def returned(self, in_time: bool | None, now: float) -> None:
+        self.outcome.returned_t, self.outcome.returned_in_time = now, in_time

@@ -6,7 +6,9 @@ thousands of registrants at once (they spend nearly all their time asleep betwee
 Every run is bounded: at most `max_registrants` arrivals and `max_seconds` of wall time, after
 which every registrant still running is cancelled and recorded as `run_ended`. With an admin
 token a queued run first creates or reconfigures its wave from the scenario
-(`simulator.wave_definition`) to open `clock.opens_at_s` after the run starts.
+(`simulator.wave_definition`) to open `clock.opens_at_s` after the run starts. A queued run of
+a scenario with call-backs runs its own SMS/WhatsApp gateway on 127.0.0.1
+(`simulator.driver.gateway`), which the wave's `notify.webhook_url` points at.
 
 Times in the record are seconds since the start of the run (t = 0).
 """
@@ -17,10 +19,13 @@ import asyncio
 import datetime as dt
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 
-from simulator.driver.config import DriverConfig, require_loopback
+from queue_service.contacts import load_or_create_key
+from simulator.driver.config import DriverConfig, gateway_secret, require_loopback
+from simulator.driver.gateway import Gateway
 from simulator.driver.progress import final_progress_line
 from simulator.driver.registrant import Crowd, DriverStats, LiveRegistrant
 from simulator.driver.samplers import CursorTrace, LiveCounts, Samplers
@@ -28,7 +33,7 @@ from simulator.journey import JourneySettings
 from simulator.records import RegistrantOutcome, RunMeta, RunRecord, TimeSeries
 from simulator.scenario import Scenario
 from simulator.wave_admin import WaveAdmin
-from simulator.wave_definition import wave_definition
+from simulator.wave_definition import EXAMPLE_GATEWAY, wave_definition
 
 STOP_GRACE_S = 5.0
 """How long cancelled registrants get to unwind at the end of a run."""
@@ -68,6 +73,10 @@ class LiveRun:
         self._t0 = time.monotonic()
         self._t0_wall = time.time()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.gateway: Gateway | None = None
+        secret = gateway_secret(config, scenario.callbacks.enabled)
+        if secret is not None:
+            self.gateway = Gateway(load_or_create_key(secret, Path(), "webhook secret"))
 
     def now(self) -> float:
         return time.monotonic() - self._t0
@@ -81,6 +90,7 @@ class LiveRun:
             opens_at=started_wall + clock.opens_at_s,
             closes_at=started_wall + clock.closes_at_s,
             origin_url=self.origin_url + "/",
+            webhook_url=self.gateway.url if self.gateway else EXAMPLE_GATEWAY,
         )
 
     async def configure_wave(self, started_wall: float) -> None:
@@ -91,6 +101,15 @@ class LiveRun:
     # ------------------------------------------------------------------ the run
 
     async def run(self) -> LiveResult:
+        if self.gateway is not None:
+            await self.gateway.start()
+        try:
+            return await self._run()
+        finally:
+            if self.gateway is not None:
+                await self.gateway.stop()
+
+    async def _run(self) -> LiveResult:
         started_wall = time.time()
         self._t0, self._t0_wall = time.monotonic(), started_wall
         if self.config.queued and self.admin is not None:
@@ -140,6 +159,7 @@ class LiveRun:
             queued=self.config.queued,
             wave=self.wave,
             opens_at_s=self.scenario.clock.opens_at_s,
+            callbacks=self.gateway is not None,
         )
         return Crowd(
             session=self.session,
@@ -155,6 +175,7 @@ class LiveRun:
             stats=self.stats,
             clock=self.now,
             t0_wall=self._t0_wall,
+            gateway=self.gateway,
         )
 
     async def _spawn_arrivals(self, crowd: Crowd) -> None:
@@ -213,6 +234,12 @@ class LiveRun:
             record.totals.lapsed = max(0, queue_side - record.totals.admitted)
             meta.notes.append("admissions, active and queue_length are the queue's own counters")
         record.totals.peak_live_registrants = self.stats.peak_live_registrants
+        if self.gateway is not None:
+            meta.notes.append(
+                f"call-backs: the driver's gateway took {self.gateway.delivered} messages "
+                f"({self.gateway.stray} to nobody listed, {self.gateway.forged} forged); people "
+                "who chose e-mail or Web Push opted in by SMS"
+            )
         # The last line comes from the closed record, the numbers the summary shows.
         if self.config.progress is not None:
             print(final_progress_line(record, end), file=self.config.progress, flush=True)

@@ -3,7 +3,8 @@ later tick (a calendar queue), so that millions of patience timers do not make e
 operation slow.
 
 An event is `(t, kind, ticket, detail)`; events at the same instant are handled in the order
-of their kind: a slot freed first, then a flow ended, an admission noticed, a return.
+of their kind: a slot freed first, then a flow ended, an admission noticed, a return, a
+call-back's return window ending, a return by the call-back's link.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import heapq
 
 # Events, handled in this order at the same instant.
-SLOT_FREED, FLOW_ENDED, NOTICED, CAME_BACK = range(4)
+SLOT_FREED, FLOW_ENDED, NOTICED, CAME_BACK, WINDOW_ENDS, CALLED_BACK_RETURN = range(6)
 
 Event = tuple[float, int, int, int]
 

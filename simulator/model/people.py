@@ -29,6 +29,7 @@ from queue_service import admission_policy, pacing
 from queue_service.protocol import HolderState
 from simulator import behaviour
 from simulator.model.agenda import CAME_BACK, FLOW_ENDED, NOTICED, SLOT_FREED, Agenda
+from simulator.model.callbacks import CallbackModel
 from simulator.model.draws import Draws
 from simulator.model.origin import OriginModel
 from simulator.model.queue import (
@@ -145,6 +146,7 @@ class People:
             *(behaviour.poll_gaps(KINDS[kind], None, self.beh)[:2] for kind in (MANUAL, BOT)),
         ]
         queue.on_passed = self.passed
+        self.callbacks = CallbackModel(scenario.callbacks, self)
 
     def give_up(self, index: int, ticket: int, t: float, fate: int) -> None:
         """A person stops (for now): their fate, unless a newer ticket of theirs decides it."""
@@ -215,7 +217,23 @@ class People:
             tk.balked[ticket] = 1
             self.give_up(index, ticket, t, BALKED)
             return
+        if self.callbacks.params.enabled and self._opts_in(t, ticket, kind, eta):
+            return
         self._plan_patience(t, ticket, patience, eta)
+
+    def _opts_in(self, t: float, ticket: int, kind: int, eta: float | None) -> bool:
+        """Leaves the page to be called back (the join carried a contact); the ticket keeps
+        the deadline of the poll the join's answer asked for."""
+        if self.queue.opened:
+            told_ms = pacing.poll_after_ms(eta or 0.0)
+        else:
+            size = len(self.queue.prequeue_block)
+            told_ms = pacing.prequeue_poll_after_ms(self.opens - t, size, 0.5)
+        deadline = admission_policy.poll_deadline(t, told_ms / 1000, self.grace)
+        if not self.callbacks.opt_in(t, ticket, kind, deadline):
+            return False
+        self.present[kind] -= 1  # gone from the page: no polls
+        return True
 
     def _record_join(self, t: float, index: int, ticket: int, eta: float | None) -> None:
         rec = self.record
@@ -286,6 +304,10 @@ class People:
             return
         k = int(t // rec.step)
         rec.series.admissions[k if k < rec.bins else rec.bins - 1] += 1
+        if tk.away[ticket]:  # opted in and away, before their deadline: the queue cannot tell
+            self._schedule_free(ticket, self.queue.claim_window(t, ticket), LAPSED)
+            self.callbacks.admitted_while_away(t, ticket)
+            return
         if tk.gone_at[ticket] <= t:  # a ghost: the slot waits for the holder's deadline
             self._schedule_free(ticket, self.queue.claim_window(t, ticket), LAPSED)
             if not tk.balked[ticket]:
@@ -393,7 +415,7 @@ class People:
         fate = REJECTED if self.closes < end or q.full else RUN_ENDED
         for i in range(q.head, len(q.line)):
             ticket = q.line[i]
-            if tk.state[ticket] != IN_LINE:
+            if tk.state[ticket] != IN_LINE or tk.away[ticket]:
                 continue
             if tk.gone_at[ticket] < end:
                 if not tk.balked[ticket]:
@@ -402,3 +424,4 @@ class People:
                 self.give_up(tk.owner[ticket], ticket, min(end, self.closes), fate)
         for ticket in q.prequeue_block:
             self.give_up(tk.owner[ticket], ticket, end, RUN_ENDED)
+        self.callbacks.settle(end, fate == REJECTED)

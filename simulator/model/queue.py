@@ -11,7 +11,10 @@ the token bucket, the slots and the counters, changed as `lua/join.lua`, `lua/ad
   skips tickets whose holder is gone past their deadline (`skip_at`), at no cost;
 - `limits`: what admission is held to, replaceable between events (`set_limits`): a controller
   (an autopilot) may change them as the service's admin API would;
-- `counts()`: the counters as admit.lua returns them.
+- `counts()`: the counters as admit.lua returns them;
+- call-backs (lua/admit.lua): a ticket whose holder opted in and is away (`Tickets.away`,
+  their last poll deadline passed) is called when the cursor reaches it: no token, no slot,
+  no quota (`on_called`); one whose holder came back is in `returned`, admitted first.
 
 Tickets live in compact parallel arrays (`Tickets`) indexed by ticket number (seq - 1): the
 queue's own columns and what the model knows of each holder, so millions fit.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import math
 import random
 from array import array
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,6 +40,7 @@ OFFERED = 1  # admitted: holds a slot until its holder's poll claims it (SeenMar
 CLAIMED = 2  # its holder took the admission up: a session (SeenMark.CLAIMED)
 DROPPED = 3  # the holder closed the tab mid-flow: the slot waits for the session's TTL
 FINISHED = 4  # passed by the cursor without admission, or its slot freed
+CALLED = 5  # reached while its holder was away after opting in (SeenMark.CALLED): no slot
 
 # How a slot was freed.
 REGISTERED, ENDED, LAPSED = range(3)
@@ -94,6 +99,7 @@ class Tickets:
         self.balked = bytearray()  # its holder left at once, on seeing the ETA
         self.may_return = bytearray()  # its holder has not come back yet (people do once)
         self.superseded = bytearray()  # its holder came back and took a new ticket
+        self.away = bytearray()  # its holder opted in to call-backs and left the page
 
     def __len__(self) -> int:
         return len(self.owner)
@@ -113,11 +119,14 @@ class Tickets:
         self.balked.append(0)
         self.may_return.append(1)
         self.superseded.append(0)
+        self.away.append(0)
         return len(self.owner) - 1
 
 
 PassedFn = Callable[[float, int, bool], None]
 """(time, ticket, skipped): the cursor passed a ticket, admitting it or skipping it."""
+CalledFn = Callable[[float, int], None]
+"""(time, ticket): the cursor reached a ticket whose holder is away: called, not admitted."""
 
 
 class ModelQueue:
@@ -139,6 +148,9 @@ class ModelQueue:
         self.line_base = 0
         self.head = 0  # the cursor, as an index into `line`
         self.prequeue_block: list[int] = []
+        self.carried_ahead: list[int] = []
+        """Holders carried over from the previous wave with order 'ahead': first at the draw,
+        in their order there (draw.py)."""
         self.prequeue_spread_s = 1.0
         self.opened = False
         self.full = False
@@ -147,6 +159,9 @@ class ModelQueue:
         # the counters of the service (WaveCounts)
         self.admitted = self.abandoned = self.ended = self.lapsed = 0
         self.on_passed: PassedFn = lambda t, ticket, skipped: None
+        self.on_called: CalledFn = lambda t, ticket: None
+        self.returned: deque[int] = deque()
+        """Called holders who came back: admitted first (admit.lua's `rt` list)."""
 
     # ------------------------------------------------------------------ joins
 
@@ -205,10 +220,11 @@ class ModelQueue:
         self.rng.shuffle(block)
         self.prequeue_spread_s = policy.prequeue_spread_s(len(block))
         position = self.tickets.position
-        for ticket in block:
+        for ticket in [*self.carried_ahead, *block]:
             position[ticket] = self.line_base + len(self.line)
             self.line.append(ticket)
         block.clear()
+        self.carried_ahead.clear()
 
     def set_limits(self, t: float, limits: Limits) -> None:
         """New settings from `t` on: the bucket is counted up to now at the old rate first."""
@@ -225,7 +241,8 @@ class ModelQueue:
         lim = self.limits
         if not self.opened:
             return self.opens
-        if self.full or self.head >= len(self.line) or self.active >= lim.max_active:
+        nobody = self.head >= len(self.line) and not self.returned
+        if self.full or nobody or self.active >= lim.max_active:
             return INF
         t = now
         if self.tokens < 1.0:
@@ -240,21 +257,26 @@ class ModelQueue:
         self.tokens_at = t
         admitted = -1
         passed = self.on_passed
+        if self.returned:  # called holders who came back go first, within the same limits
+            ticket = self.returned.popleft()
+            self._admit(t, ticket)
+            passed(t, ticket, False)
+            return ticket
+        away = tk.away
         while self.head < len(line):
             ticket = line[self.head]
             self.head += 1
+            if away[ticket] and tk.skip_at[ticket] < t:
+                # opted in and gone past the deadline of their last poll: called, no token
+                tk.state[ticket] = CALLED
+                self.on_called(t, ticket)
+                continue
             if tk.skip_at[ticket] <= t:
                 tk.state[ticket] = FINISHED
                 self.abandoned += 1 - tk.left[ticket]  # a missed deadline, not a leave
                 passed(t, ticket, True)
                 continue
-            self.tokens -= 1.0
-            self.admitted += 1
-            self.active += 1
-            tk.state[ticket] = OFFERED
-            tk.admitted_at[ticket] = t
-            if self.admitted >= lim.quota:
-                self.full = True
+            self._admit(t, ticket)
             passed(t, ticket, False)
             admitted = ticket
             break
@@ -264,6 +286,15 @@ class ModelQueue:
             self.line_base += self.head
             self.head = 0
         return admitted
+
+    def _admit(self, t: float, ticket: int) -> None:
+        self.tokens -= 1.0
+        self.admitted += 1
+        self.active += 1
+        self.tickets.state[ticket] = OFFERED
+        self.tickets.admitted_at[ticket] = t
+        if self.admitted >= self.limits.quota:
+            self.full = True
 
     def claim_window(self, t: float, ticket: int) -> float:
         """Until when an admission made at `t` holds its slot unclaimed: its holder's

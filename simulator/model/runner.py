@@ -3,7 +3,10 @@ people's timers, admissions), and the run record at the end.
 
     run_model(scenario, *, seed=None, admit_rate=None, max_active=None, quota=None,
               population=None, sample_every=None, step_s=None, progress=None,
-              controller=None) -> RunRecord   (mode "queued", source "model")
+              controller=None, carried=()) -> RunRecord   (mode "queued", source "model")
+
+`carried`: holders carried over from the previous wave (`simulator.model.carry`), placed before
+the run as the service places them; they are part of the crowd, so that many fewer arrive.
 
 `WaveModel` holds the queue's state (`ModelQueue`), the people's handlers (`People`), the
 origin (`OriginModel`) and the recorder. Between events an outside `Controller` may change
@@ -16,11 +19,20 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 from queue_service.pacing import PaceEstimate, PacePrior
-from simulator.model.agenda import CAME_BACK, FLOW_ENDED, NOTICED, SLOT_FREED, Agenda
+from simulator.model.agenda import (
+    CALLED_BACK_RETURN,
+    CAME_BACK,
+    FLOW_ENDED,
+    NOTICED,
+    SLOT_FREED,
+    WINDOW_ENDS,
+    Agenda,
+)
+from simulator.model.callbacks import Carried
 from simulator.model.draws import Draws
 from simulator.model.origin import OriginModel, SampleOrigin
 from simulator.model.people import People
@@ -72,10 +84,14 @@ class WaveModel:
         every: int,
         step: float,
         controller: Controller | None = None,
+        carried: Sequence[Carried] = (),
     ) -> None:
         self.scenario = scenario
         self.population = population
         self.controller = controller
+        self.seed = seed
+        self.arriving = max(0, population - len(carried))
+        """First attempts: the crowd, less the holders carried over (they need not join)."""
         clock, wave = scenario.clock, scenario.wave
         self.duration = clock.duration_s
         self.opens, self.closes = clock.opens_at_s, min(clock.closes_at_s, clock.duration_s)
@@ -96,7 +112,34 @@ class WaveModel:
             scenario, self.queue, self.agenda, self.draws, self.record, self.origin, self.pace
         )
         self.initial_limits = limits
+        self._carry_in(carried)
         self.rate_changes: list[tuple[float, float]] = [(-INF, limits.admit_rate)]
+
+    def _carry_in(self, carried: Sequence[Carried]) -> None:
+        """Holders carried over, placed before anyone joins: first at the draw ('ahead'), or
+        into the pre-queue drawn with everyone ('prequeue'); away, opted in."""
+        if not carried:
+            return
+        from simulator.model.people import AUTO
+
+        q, callbacks = self.queue, self.people.callbacks
+        ahead = self.scenario.callbacks.carry_over_order == "ahead"
+        fates = self.record.fate  # the carried are people beyond the crowd's indices
+        fates.extend(bytes(max(0, self.population + len(carried) - len(fates))))
+        start = self.opens - self.scenario.wave.prequeue_s
+        for i, holder in enumerate(carried):
+            ticket = q.tickets.issue(self.population + i, AUTO, INF, True)
+            (q.carried_ahead if ahead else q.prequeue_block).append(ticket)
+            callbacks.carry_in(start, ticket, holder)
+
+    def carry_out(self) -> list[Carried]:
+        """After the run: the holders the carry-over moves to the next wave (none unless the
+        wave closed or filled within the run)."""
+        if not self.scenario.callbacks.carry_over_to:
+            return []
+        if not (self.queue.full or self.closes < self.duration):
+            return []
+        return self.people.callbacks.carry_out(min(self.closes, self.duration))
 
     def _prior(self, limits: Limits) -> PacePrior:
         session = self.scenario.wave.session_estimate_s
@@ -131,6 +174,8 @@ class WaveModel:
         admitting = q.opened and not q.full and t < self.closes
         self.pace.observe(t, q.admitted, q.skipped, waiting, q.active, q.ended, admitting)
         people.seconds_per_place = self.pace.seconds_per_place
+        if people.callbacks.params.enabled:
+            people.callbacks.notify_step(t, self.pace.seconds_per_place)
         rec = self.record
         k = rec.bin(t)
         series = rec.series
@@ -149,6 +194,8 @@ class WaveModel:
             FLOW_ENDED: people.on_flow_ended,
             NOTICED: people.on_noticed,
             CAME_BACK: people.on_came_back,
+            WINDOW_ENDS: people.callbacks.on_window_ended,
+            CALLED_BACK_RETURN: people.callbacks.on_came_back,
         }
         next_admission_at, admit_one, on_arrival = (
             q.next_admission_at,
@@ -210,7 +257,7 @@ class WaveModel:
         outcome at a uniform time inside their bin."""
         rec, people = self.record, self.people
         process = self.scenario.arrival_process()
-        process.n = float(self.population)
+        process.n = float(self.arriving)
         index, step = first_index, rec.step
         rnd = self.draws.random
         k = int(t_from // step)
@@ -245,13 +292,18 @@ class WaveModel:
         if rec.step <= 1.0:
             return busiest
         process = self.scenario.arrival_process()
-        process.n = float(self.population)
+        process.n = float(self.arriving)
         instant = max(process.rate(self.opens + k) for k in range(0, 600, 5))
         return max(busiest, instant)
 
     def admit_rate_at(self, t: float) -> float:
         """The admit_rate in force at `t` (changed by a controller, or the run's own)."""
         return next(rate for at, rate in reversed(self.rate_changes) if at <= t)
+
+    def result_with_seed(self) -> RunRecord:
+        record = self.result()
+        record.meta.seed = self.seed
+        return record
 
     def result(self) -> RunRecord:
         scenario, rec, wave = self.scenario, self.record, self.scenario.wave
@@ -295,6 +347,7 @@ class WaveModel:
             lapsed=q.lapsed,
             peak_status_polls_per_s=max(rec.peak_polls, default=0.0),
             peak_joins_per_s=self.peak_joins_per_s(),
+            callbacks=people.callbacks.totals() if scenario.callbacks.enabled else None,
         )
         outcomes = sorted(rec.outcomes.values(), key=lambda o: o.index)
         return RunRecord(meta, series, outcomes, totals)
@@ -312,17 +365,48 @@ def run_model(
     step_s: float | None = None,
     progress: ProgressFn | None = None,
     controller: Controller | None = None,
+    carried: Sequence[Carried] = (),
 ) -> RunRecord:
+    model = run_wave_model(
+        scenario,
+        seed=seed,
+        admit_rate=admit_rate,
+        max_active=max_active,
+        quota=quota,
+        population=population,
+        sample_every=sample_every,
+        step_s=step_s,
+        progress=progress,
+        controller=controller,
+        carried=carried,
+    )
+    return model.result_with_seed()
+
+
+def run_wave_model(
+    scenario: Scenario,
+    *,
+    seed: int | None = None,
+    admit_rate: float | None = None,
+    max_active: int | None = None,
+    quota: int | None = None,
+    population: int | None = None,
+    sample_every: int | None = None,
+    step_s: float | None = None,
+    progress: ProgressFn | None = None,
+    controller: Controller | None = None,
+    carried: Sequence[Carried] = (),
+) -> WaveModel:
+    """`run_model`, giving the model after its run (`result_with_seed()` is the record)."""
     seed = scenario.seed if seed is None else seed
     limits = scenario_limits(scenario, admit_rate, max_active, quota)
     size = scenario.population_size if population is None else population
     every = sample_every or default_sample_every(size)
     duration = scenario.clock.duration_s
     step = step_s or (1.0 if duration <= 2 * 3600 else 60.0)
-    model = WaveModel(scenario, limits, seed, size, every, step, controller)
+    model = WaveModel(scenario, limits, seed, size, every, step, controller, carried)
+    model.seed = seed
     process = scenario.arrival_process()
-    process.n = float(size)
+    process.n = float(model.arriving)
     model.run(process.times(seed), progress)
-    record = model.result()
-    record.meta.seed = seed
-    return record
+    return model

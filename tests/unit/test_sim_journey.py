@@ -4,6 +4,7 @@ next. Every executor (the live driver, Locust) runs exactly these decisions."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +12,7 @@ import orjson
 import pytest
 
 from simulator.behaviour import BehaviourParams, PersonDraws
+from simulator.callback_params import CallbackParams
 from simulator.client import ORIGIN, QUEUE, Answer, Request, parse_answer
 from simulator.flow import STEPS
 from simulator.journey import (
@@ -314,3 +316,109 @@ def test_the_same_draws_give_the_same_journey() -> None:
         return waits
 
     assert script(15) == script(15) != script(16)
+
+
+# ----------------------------------------------------------------------------- call-backs
+
+
+class Called(JourneyObserver):
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def opted_in(self, channel: str, kind: str, address: str, now: float) -> None:
+        self.events.append(("opted_in", channel, kind))
+
+    def returned(self, in_time: bool | None, now: float) -> None:
+        self.events.append(("returned", in_time, now))
+
+
+def opting_in(never_return_share: float = 0.0, channel: str = "sms") -> JourneySettings:
+    params = CallbackParams(
+        optin_share=1.0,
+        never_return_share=never_return_share,
+        return_median_s=30.0,
+        return_sigma=0.0,
+        lead_s=60.0,
+        return_window_s=120.0,
+        channels={channel: 1.0},
+    )
+    return settings(callbacks=params)
+
+
+def joined_and_opted_in(journey: Journey, now: float = 200.0) -> Action:
+    journey.begin(now)
+    action = journey.answered([answer(201, view("waiting", position=500, eta_s=600))], now)
+    assert isinstance(action, Call) and action.request.path == f"/api/v1/waves/{WAVE}/notify"
+    return action
+
+
+def test_a_person_who_opts_in_leaves_the_page_and_comes_back_by_the_link() -> None:
+    seen = Called()
+    r = person(is_bot=False)
+    journey = Journey(r, opting_in(), PersonDraws(1), seen)
+    action = joined_and_opted_in(journey)
+    assert action.request.json == {
+        "contact": {"kind": "sms", "address": r.phone},
+        "language": "id",
+    }
+    action = journey.answered([answer(201, {"callback": {"kind": "sms"}})], 201.0)
+    assert action == Pause(math.inf, until_notified=True)
+    assert journey.stage is Stage.CALLED_AWAY and seen.events == [("opted_in", "sms", "sms")]
+    # the message: the return link, then the person's own delay
+    action = journey.notified("http://127.0.0.1:1/w/w/return?code=abc", 500.0)
+    assert action == Pause(30.0)
+    action = journey.resumed(530.0)
+    assert isinstance(action, Call) and action.request.json == {"code": "abc"}
+    action = journey.answered([answer(200, {"result": "back", "ticket": "8.i.s.m"})], 531.0)
+    assert isinstance(action, Call) and action.request.headers["X-Queue-Ticket"] == "8.i.s.m"
+    assert seen.events[-1] == ("returned", True, 531.0)
+    # back in line: patience no longer runs out (they came because their turn is near)
+    action = journey.answered([answer(200, view("waiting", position=3, eta_s=2))], 5000.0)
+    assert isinstance(action, Pause)
+    action = journey.resumed(9000.0)
+    assert isinstance(action, Call) and action.request.path.endswith("/status")
+
+
+def test_a_person_who_never_means_to_come_back_stops_at_opting_in() -> None:
+    journey = Journey(person(is_bot=False), opting_in(never_return_share=1.0), PersonDraws(1))
+    joined_and_opted_in(journey)
+    action = journey.answered([answer(201, {"callback": {"kind": "sms"}})], 201.0)
+    assert action == Stop("abandoned", "abandoned: opted in, never came back")
+
+
+def test_a_spent_link_takes_an_admission_still_held_or_stops() -> None:
+    for status_view, expected in (
+        (view("admitted", token="tok"), ("returned", True)),
+        (view("closed"), ("returned", None)),
+        (view("expired"), ("returned", False)),
+    ):
+        seen = Called()
+        journey = Journey(person(is_bot=False), opting_in(), PersonDraws(1), seen)
+        joined_and_opted_in(journey)
+        journey.answered([answer(201, {})], 201.0)
+        journey.notified("http://x/w/w/return?code=abc", 300.0)
+        journey.resumed(330.0)
+        action = journey.answered([answer(409, {"error": {"code": "return_link_used"}})], 331.0)
+        assert isinstance(action, Call) and action.request.path.endswith("/status")
+        action = journey.answered([answer(200, status_view)], 332.0)
+        assert seen.events[-1][:2] == expected
+        if expected[1] is True:
+            assert journey.stage is Stage.IN_FLOW
+        else:
+            assert isinstance(action, Stop)
+
+
+def test_a_channel_the_executor_cannot_receive_is_sent_as_sms() -> None:
+    r = person(is_bot=False)
+    journey = Journey(r, opting_in(channel="email"), PersonDraws(1), Called())
+    action = joined_and_opted_in(journey)
+    assert action.request.json is not None
+    assert action.request.json["contact"] == {"kind": "sms", "address": r.phone}
+
+
+def test_a_refused_opt_in_keeps_the_page_open() -> None:
+    journey = Journey(person(is_bot=False), opting_in(), PersonDraws(1))
+    joined_and_opted_in(journey)
+    action = journey.answered([answer(409, {"error": {"code": "callbacks_off"}})], 201.0)
+    assert isinstance(action, Pause) and not action.until_notified
+    assert journey.stage is Stage.WAITING
