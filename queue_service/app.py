@@ -55,8 +55,8 @@ from queue_service.registry import WaveRegistry
 from queue_service.service import QueueService
 from queue_service.settings import Settings, StartupError
 from queue_service.status_page import StatusBoard
-from queue_service.store import Store
-from queue_service.tickets import TicketCodec, resolve_secret
+from queue_service.store import Store, resolve_secret
+from queue_service.tickets import TicketCodec
 from queue_service.tokens import KeyRing, TokenIssuer, TokenVerifier
 from queue_service.verify import AdmissionCheck
 from queue_service.waves import parse_wave

@@ -105,8 +105,11 @@ Global (no tag; admin paths only, never on the hot path)
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+WAVE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # used with fullmatch: no trailing newline
+"""What a wave id may be: it stands inside every key of the wave."""
 PREFIX = "glb"
 WAVES_KEY = f"{PREFIX}:waves"
 SECRET_KEY = f"{PREFIX}:secret"

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from queue_service.errors import BadRequest
+from queue_service.keys import WAVE_ID
 
 CONTACT_KINDS = ("sms", "whatsapp", "email", "webpush")
 ContactKind = Literal["sms", "whatsapp", "email", "webpush"]
@@ -91,8 +92,6 @@ def _seconds(data: Mapping[str, Any], name: str, minimum: float) -> float:
 
 def parse_notify(value: Any, current: NotifyConfig | None = None) -> NotifyConfig:
     """Validate a full or partial `notify` object; fields not given keep `current`'s."""
-    from queue_service.waves import WAVE_ID
-
     if value is None:
         return current or NotifyConfig()
     if not isinstance(value, Mapping):

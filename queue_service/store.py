@@ -24,7 +24,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from queue_service import draw, metrics
 from queue_service.clock import Clock
 from queue_service.errors import StoreUnavailable
-from queue_service.keys import WAVES_KEY, WaveKeys
+from queue_service.keys import SECRET_KEY, WAVES_KEY, WaveKeys
 from queue_service.protocol import (
     JOIN_RESULTS,
     TICKET_STATES,
@@ -920,3 +920,15 @@ class Store:
 
 def _decode_fields(fields: Mapping[Any, Any]) -> dict[str, str]:
     return {_s(k): _s(v) for k, v in fields.items()}
+
+
+async def resolve_secret(redis: RedisClient, configured: str | None) -> bytes:
+    """The configured secret, else one generated once and shared through Redis by every
+    process and replica using that Redis (SET NX: the first writer wins)."""
+    if configured:
+        return configured.encode()
+    await redis.set(SECRET_KEY, secrets.token_urlsafe(32), nx=True)
+    stored = await redis.get(SECRET_KEY)
+    if not stored:
+        raise RuntimeError("could not read the service secret from Redis")
+    return stored.encode() if isinstance(stored, str) else bytes(stored)
