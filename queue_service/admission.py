@@ -22,10 +22,10 @@ import time
 from queue_service import ledger, metrics
 from queue_service.callbacks import NOTIFY_INTERVAL_S, Callbacks
 from queue_service.carry_over import CarryOver, LeaseLost
-from queue_service.errors import ApiError
+from queue_service.errors import ApiError, UnknownWave
 from queue_service.prequeue_draw import draw_prequeue
 from queue_service.registry import WaveRegistry
-from queue_service.store import AdmitStep, HighWater, Store, UnknownWave
+from queue_service.store import AdmitStep, HighWater, Store
 
 log = logging.getLogger(__name__)
 

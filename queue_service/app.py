@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from queue_service import http_admin, http_callbacks, http_proof, http_public, metrics
+from queue_service.admin import WaveAdmin
 from queue_service.admission import AdmissionLoop, local_status_max_age_s
 from queue_service.appkeys import (
+    ADMIN,
     ADMIN_FAILURES,
     ADMISSION_CHECK,
     CALLBACKS,
@@ -148,6 +150,7 @@ def create_app(
             callbacks=callbacks,
         )
         await load_config_waves(settings, store, callbacks.channels)
+        app[ADMIN] = WaveAdmin(store, registry, callbacks.channels)
         metrics.init_process_series()
         app[REDIS], app[STORE], app[SERVICE] = redis, store, service
         app[CALLBACKS], app[VAPID_PUBLIC_KEY] = callbacks, vapid_public

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from queue_service.admin import WaveAdmin
 from queue_service.callbacks import Callbacks
 from queue_service.ledger import Ledger
 from queue_service.overload import OverloadGuard
@@ -22,6 +23,8 @@ STORE = web.AppKey("store", Store)
 SERVICE = web.AppKey("service", QueueService)
 KEYRING = web.AppKey("keyring", KeyRing)
 OVERLOAD = web.AppKey("overload", OverloadGuard)
+ADMIN = web.AppKey("admin", WaveAdmin)
+"""The admin use cases (admin.py)."""
 ADMIN_FAILURES = web.AppKey("admin_failures", LocalGcra)
 """Refused admin tokens per client address (http_admin.py)."""
 LEDGER = web.AppKey("ledger", Ledger)
