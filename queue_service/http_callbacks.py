@@ -32,12 +32,8 @@ from queue_service.http_public import (
     read_form,
     read_json_object,
 )
-from queue_service.waiting_page import (
-    PAGE_SECURITY_HEADERS,
-    SMALL_PAGE,
-    language,
-    messages,
-)
+from queue_service.texts import messages
+from queue_service.waiting_page import PAGE_SECURITY_HEADERS, SMALL_PAGE, language
 
 CALLBACK_COOKIE = "gelombang_callback"
 """The kind of contact a holder opted in with (never the contact): the page says "you may

@@ -26,7 +26,7 @@ from queue_service.contacts import Contact
 from queue_service.errors import ApiError, UnknownWave
 from queue_service.registry import WaveRegistry, WaveRuntime
 from queue_service.store import Store
-from queue_service.waiting_page import eta_text, local_time, messages
+from queue_service.texts import eta_text, local_time, messages
 
 log = logging.getLogger(__name__)
 
