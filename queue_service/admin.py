@@ -1,7 +1,7 @@
 """The admin use cases: list and read waves, create or change one (with the autopilot's manual
 override), pause, resume or close it, delete it. Every change is logged with who made it and
-what changed. `http_admin.py` authenticates the operator, parses the request and renders what
-these return; errors are the domain's (`errors.py`), answered once by `endpoint.py`."""
+what changed. `http/admin.py` authenticates the operator, parses the request and renders what
+these return; errors are the domain's (`errors.py`), answered once by `http/endpoint.py`."""
 
 from __future__ import annotations
 

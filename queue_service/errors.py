@@ -47,7 +47,7 @@ class NotFound(ApiError):
 
 class UnknownWave(NotFound):
     """There is no wave with this id. Raised where that is found out (a script's reply in
-    `store.py`, the registry's lookup), answered like every ApiError by `endpoint.py`: nobody
+    `store.py`, the registry's lookup), answered like every ApiError by `http/endpoint.py`: nobody
     in between translates it."""
 
     code = "unknown_wave"

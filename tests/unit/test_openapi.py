@@ -24,7 +24,7 @@ from referencing.jsonschema import DRAFT202012
 
 from queue_service.app import create_app
 from queue_service.clock import ManualClock
-from queue_service.endpoint import CATCH_ALL
+from queue_service.http.endpoint import CATCH_ALL
 from queue_service.proof_of_work import solve
 from queue_service.ratelimit import RateLimitRules, Rule
 from queue_service.settings import Settings
@@ -508,7 +508,7 @@ async def test_the_status_board_answers_match_the_document(spec: Spec, client: C
 async def test_call_back_answers_match_the_document(
     spec: Spec, client: Client, clock: ManualClock
 ) -> None:
-    from queue_service.appkeys import CALLBACKS, SERVICE
+    from queue_service.http.appkeys import CALLBACKS, SERVICE
 
     notify = {"channels": ["sms", "webpush"], "webhook_url": "http://127.0.0.1:9/sms"}
     body = wave_body(abandon_after_s=5, notify=notify)

@@ -12,7 +12,7 @@ table the script uses (keys starting `nojs_` and `busy_` are the server's alone)
 When the process sheds load or Redis is unreachable, the page is `shed_page_bytes()`: a tiny
 bilingual page, built once, that says the place is safe and loads the waiting page again after
 `Retry-After` (a script adds jitter so a crowd does not come back in step). The connection
-limit (http_server.py) serves the same bytes.
+limit (server.py) serves the same bytes.
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ import time
 from aiohttp import web
 
 from queue_service import metrics
-from queue_service.appkeys import ADMIN, ADMIN_FAILURES, SETTINGS
 from queue_service.errors import Forbidden, RateLimited, Unauthorized
-from queue_service.http_public import bearer_token, json_response, read_json_object
+from queue_service.http.appkeys import ADMIN, ADMIN_FAILURES, SETTINGS
+from queue_service.http.public import bearer_token, json_response, read_json_object
 from queue_service.net import client_ip, rate_limit_key
 from queue_service.ratelimit import Rule, limited_headers
 from queue_service.waves import validate_wave_id
