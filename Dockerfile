@@ -21,6 +21,7 @@ RUN groupadd --system --gid 10001 gelombang \
 WORKDIR /src
 # The project and its dependencies exactly as pyproject.toml declares them.
 COPY pyproject.toml README.md ./
+COPY gelombang ./gelombang
 COPY queue_service ./queue_service
 COPY simulator ./simulator
 COPY loadtests ./loadtests

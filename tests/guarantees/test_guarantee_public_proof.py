@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
-from queue_service import cli
+from gelombang import cli
 from queue_service import ledger as ledger_module
 from queue_service.audit import audit
 from queue_service.clock import ManualClock
