@@ -62,11 +62,6 @@ class Conflict(ApiError):
     code = "conflict"
 
 
-class PayloadTooLarge(ApiError):
-    status = 413
-    code = "payload_too_large"
-
-
 class RateLimited(ApiError):
     status = 429
     code = "rate_limited"

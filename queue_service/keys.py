@@ -163,10 +163,6 @@ class WaveKeys:
         return self.prefix + "ledger"
 
     @property
-    def ledger_state(self) -> str:
-        return self.prefix + "ledger:state"
-
-    @property
     def ledger_checkpoints(self) -> str:
         return self.prefix + "ledger:cp"
 
@@ -186,9 +182,6 @@ class WaveKeys:
 
     def account_bucket(self, seq: int) -> str:
         return f"{self.prefix}ca:{seq // TICKET_BUCKET_SIZE}"
-
-    def return_index(self, bucket: int) -> str:
-        return f"{self.prefix}rc:{bucket}"
 
     @property
     def outbox(self) -> str:

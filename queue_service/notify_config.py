@@ -13,14 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 from queue_service.errors import BadRequest
 from queue_service.keys import WAVE_ID
 
 CONTACT_KINDS = ("sms", "whatsapp", "email", "webpush")
-ContactKind = Literal["sms", "whatsapp", "email", "webpush"]
 WEBHOOK_KINDS = frozenset({"sms", "whatsapp"})
 """Sent through the wave's signed webhook: any SMS or WhatsApp gateway sits behind it."""
 CARRY_ORDERS = ("ahead", "prequeue")
@@ -51,10 +50,6 @@ class NotifyConfig:
     @property
     def enabled(self) -> bool:
         return bool(self.channels)
-
-    @property
-    def min_window_after_reach_s(self) -> float:
-        return self.return_window_s / 2
 
     def public_dict(self) -> dict[str, Any]:
         return {

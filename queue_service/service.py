@@ -86,7 +86,6 @@ JOIN_RESULT_LABELS = {
     JoinResult.CLOSED: "not_accepting",
     JoinResult.FULL: "not_accepting",
 }
-WAITING_STATES = frozenset({TicketState.WAITING, TicketState.PREQUEUE})
 CALLABLE_STATES = frozenset({"prequeue", "waiting", "closing", "paused"})
 """A place in one of these may be called back (callbacks.py)."""
 ALL_VERIFIED = {"phone": "+620000000000", "email": "checked@later.invalid"}

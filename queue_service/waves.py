@@ -27,7 +27,6 @@ MAX_POW_BITS = 28
 MAX_HAVE_READY = 10
 MAX_HAVE_READY_CHARS = 120
 REQUIRED_FIELDS = ("opens_at", "closes_at", "admit_rate", "origin_url")
-STATES = ("scheduled", "prequeue", "open", "paused", "full", "closed")
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "k"})
 """A JWK's private parts: a wave names public keys only."""
 
