@@ -1,4 +1,2 @@
-"""Gelombang's edges, outside the service's folder: the one command line (`cli`, which
-registers the service's commands and the simulator's), the library an origin imports to check
-admission tokens (`origin_guard`), and the harness that runs the project's processes for the
-demo, the benchmarks and the tests (`subprocesses`)."""
+"""`gelombang`, the one command line (`cli`): the service's commands and the simulator's, each
+imported only when it runs. It stands above everything else in the repository."""

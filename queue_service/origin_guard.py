@@ -1,8 +1,8 @@
-"""The origin's library at the path it was first published under: origins that import
-`queue_service.origin_guard` keep working. It lives in `gelombang/origin_guard.py`, outside the
+"""The origin's library at the path it was first published under, so origins that import
+`queue_service.origin_guard` keep working. It lives in `gelombang_origin`, outside the
 service's folder (docs/architecture.md); new code imports it from there."""
 
-from gelombang.origin_guard import (
+from gelombang_origin import (
     ADMISSION,
     BINDING_COOKIE,
     BINDING_HEADER,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from gelombang.subprocesses import ChildProcess, PortReady, stop_all
+from gelombang_harness import ChildProcess, PortReady, stop_all
 from queue_service.keys import WaveKeys
 from queue_service.redis_server import free_port
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import aiohttp
 
-from gelombang.subprocesses import ChildProcess, HttpReady
+from gelombang_harness import ChildProcess, HttpReady
 from loadtests.chromium import CHROMIUM_FLAGS, chromium_path
 from queue_service.proof_of_work import leading_zero_bits
 from queue_service.redis_server import free_port

@@ -17,7 +17,7 @@ import threading
 import uuid
 from pathlib import Path
 
-from gelombang.subprocesses import ChildProcess
+from gelombang_harness import ChildProcess
 from loadtests.bench import seed
 from loadtests.bench.benchmarks import IDLE_RATE, JOIN_WAVE, STATUS_WAVE, _status_tickets
 from loadtests.bench.processes import queue_server, redis_server

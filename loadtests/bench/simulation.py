@@ -27,7 +27,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from gelombang.subprocesses import ChildProcess
+from gelombang_harness import ChildProcess
 from loadtests.bench import seed
 from loadtests.bench.processes import (
     REPO_ROOT,

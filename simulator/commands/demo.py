@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp  # noqa: F401  (checked at import so a broken install fails before anything starts)
 
-from gelombang.subprocesses import ChildProcess, HttpReady, stop_all
+from gelombang_harness import ChildProcess, HttpReady, stop_all
 from queue_service.redis_server import free_port
 from simulator.scenario import Scenario
 from simulator.wave_definition import as_toml, wave_definition

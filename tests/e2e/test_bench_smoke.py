@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gelombang.subprocesses import ChildProcess, HttpReady
+from gelombang_harness import ChildProcess, HttpReady
 from queue_service.redis_server import free_port
 from tests.helpers.paths import REPO
 from tests.helpers.tools import require_tool

@@ -30,7 +30,7 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
-from gelombang.subprocesses import ChildProcess, HttpReady
+from gelombang_harness import ChildProcess, HttpReady
 from queue_service.keys import WaveKeys
 from queue_service.redis_server import free_port
 from queue_service.tickets import TicketCodec

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gelombang.subprocesses import ChildProcess, HttpReady
+from gelombang_harness import ChildProcess, HttpReady
 from queue_service.redis_server import free_port
 from tests.e2e.test_deploy_nginx import nginx_binary
 from tests.helpers.paths import REPO

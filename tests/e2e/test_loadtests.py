@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from gelombang.subprocesses import ChildProcess, stop_all
+from gelombang_harness import ChildProcess, stop_all
 from loadtests import counters
 from queue_service.redis_server import EmbeddedRedis, free_port
 from tests.helpers.paths import REPO

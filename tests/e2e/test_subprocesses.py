@@ -1,4 +1,4 @@
-"""The one process harness (`gelombang.subprocesses`), on real child processes: its own
+"""The one process harness (`gelombang_harness`), on real child processes: its own
 process group, readiness, bounded stop of the whole group, logs, exit codes and usage."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gelombang.subprocesses import (
+from gelombang_harness import (
     ChildFailed,
     ChildProcess,
     HttpReady,

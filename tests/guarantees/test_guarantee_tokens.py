@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import generate_latest
 
-from gelombang.origin_guard import (
+from gelombang_origin import (
     ADMISSION,
     OriginHealthMetrics,
     RevocationFeed,

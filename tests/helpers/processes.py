@@ -1,5 +1,5 @@
 """Real `gelombang serve` and `gelombang origin` processes for multi-process, fault and load
-tests (loopback only), on the one process harness (`gelombang.subprocesses`): each in its
+tests (loopback only), on the one process harness (`gelombang_harness`): each in its
 own process group, so nothing outlives a test."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from gelombang.subprocesses import ChildProcess, HttpReady
+from gelombang_harness import ChildProcess, HttpReady
 from queue_service.redis_server import free_port
 from tests.helpers.paths import REPO
 from tests.helpers.support import ADMIN_TOKEN
