@@ -130,8 +130,7 @@ class AdmissionLoop:
     async def _step(self, wave: str) -> None:
         try:
             step = await step_wave(self._store, self._registry, wave, self._outage_gap_ms)
-        except UnknownWave:
-            self._registry.forget(wave)
+        except UnknownWave:  # deleted: the registry has forgotten it (store.on_unknown_wave)
             self._due.pop(wave, None)
             return
         except ApiError:
