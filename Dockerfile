@@ -21,6 +21,9 @@ RUN groupadd --system --gid 10001 gelombang \
 WORKDIR /src
 # The project and its dependencies exactly as pyproject.toml declares them.
 COPY pyproject.toml README.md ./
+COPY gelombang ./gelombang
+COPY gelombang_harness ./gelombang_harness
+COPY gelombang_origin ./gelombang_origin
 COPY queue_service ./queue_service
 COPY simulator ./simulator
 COPY loadtests ./loadtests

@@ -22,10 +22,10 @@ import time
 from queue_service import ledger, metrics
 from queue_service.callbacks import NOTIFY_INTERVAL_S, Callbacks
 from queue_service.carry_over import CarryOver, LeaseLost
-from queue_service.errors import ApiError
+from queue_service.errors import ApiError, UnknownWave
 from queue_service.prequeue_draw import draw_prequeue
 from queue_service.registry import WaveRegistry
-from queue_service.store import AdmitStep, HighWater, Store, UnknownWave
+from queue_service.store import AdmitStep, HighWater, Store
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,7 @@ class AdmissionLoop:
     async def _step(self, wave: str) -> None:
         try:
             step = await step_wave(self._store, self._registry, wave, self._outage_gap_ms)
-        except UnknownWave:
-            self._registry.forget(wave)
+        except UnknownWave:  # deleted: the registry has forgotten it (store.on_unknown_wave)
             self._due.pop(wave, None)
             return
         except ApiError:

@@ -1,6 +1,7 @@
-"""The application factory: `create_app(settings)` builds the aiohttp app that tests and `serve`
-run. Nothing is opened at import time; Redis, the admission loop and the event-loop monitor
-live in cleanup contexts."""
+"""The application factory: `create_app(settings)` builds the process that tests and `serve`
+run: Redis, the store, the registry, the service and the admin use cases, the background loops,
+and the routes (`http/routes.py`) on an aiohttp app. Nothing is opened at import time; Redis,
+the admission loop and the event-loop monitor live in cleanup contexts."""
 
 from __future__ import annotations
 
@@ -11,9 +12,17 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from queue_service import http_admin, http_callbacks, http_proof, http_public, metrics
+from queue_service import metrics
+from queue_service.admin import WaveAdmin
 from queue_service.admission import AdmissionLoop, local_status_max_age_s
-from queue_service.appkeys import (
+from queue_service.autopilot_loop import AutopilotLoop
+from queue_service.callback_setup import callback_channels, deployment_callbacks
+from queue_service.carry_over import CarryOver
+from queue_service.clock import Clock
+from queue_service.errors import ApiError
+from queue_service.http.admin import FAILED_ADMIN_LOGINS
+from queue_service.http.appkeys import (
+    ADMIN,
     ADMIN_FAILURES,
     ADMISSION_CHECK,
     CALLBACKS,
@@ -27,25 +36,11 @@ from queue_service.appkeys import (
     STORE,
     VAPID_PUBLIC_KEY,
 )
-from queue_service.autopilot_loop import AutopilotLoop
-from queue_service.callback_setup import callback_channels, deployment_callbacks
-from queue_service.carry_over import CarryOver
-from queue_service.clock import Clock
-from queue_service.endpoint import (
-    CATCH_ALL_PATTERN,
-    UNMATCHED_ROUTE,
-    Handler,
-    endpoint,
-    route_label,
-    shed_page_response,
-    shed_response,
-    unmatched,
-)
-from queue_service.errors import ApiError
+from queue_service.http.routes import add_routes
+from queue_service.http.status_page import StatusBoard
 from queue_service.ledger import Ledger
 from queue_service.logs import redacted_url
 from queue_service.loop_lag import monitor_event_loop_lag
-from queue_service.metrics_http import metrics_handler
 from queue_service.notify_config import check_channels
 from queue_service.overload import OverloadGuard
 from queue_service.proof_of_work import ChallengeCodec
@@ -54,9 +49,8 @@ from queue_service.redis_client import connect_redis
 from queue_service.registry import WaveRegistry
 from queue_service.service import QueueService
 from queue_service.settings import Settings, StartupError
-from queue_service.status_page import StatusBoard
-from queue_service.store import Store
-from queue_service.tickets import TicketCodec, resolve_secret
+from queue_service.store import Store, resolve_secret
+from queue_service.tickets import TicketCodec
 from queue_service.tokens import KeyRing, TokenIssuer, TokenVerifier
 from queue_service.verify import AdmissionCheck
 from queue_service.waves import parse_wave
@@ -125,7 +119,7 @@ def create_app(
     app[SETTINGS] = settings
     app[KEYRING] = keyring or load_keyring(settings)
     app[OVERLOAD] = OverloadGuard.from_settings(settings)
-    app[ADMIN_FAILURES] = LocalGcra(http_admin.FAILED_ADMIN_LOGINS)
+    app[ADMIN_FAILURES] = LocalGcra(FAILED_ADMIN_LOGINS)
 
     async def state_ctx(app: web.Application) -> AsyncIterator[None]:
         redis = connect_redis(settings)
@@ -148,6 +142,7 @@ def create_app(
             callbacks=callbacks,
         )
         await load_config_waves(settings, store, callbacks.channels)
+        app[ADMIN] = WaveAdmin(store, registry, callbacks.channels)
         metrics.init_process_series()
         app[REDIS], app[STORE], app[SERVICE] = redis, store, service
         app[CALLBACKS], app[VAPID_PUBLIC_KEY] = callbacks, vapid_public
@@ -187,66 +182,3 @@ def create_app(
     app.cleanup_ctx.append(background_ctx)
     add_routes(app, settings.max_body_bytes)
     return app
-
-
-NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})
-"""Operators watch the overload through these: they are answered however busy the process."""
-PAGE_PREFIX = "/w/"
-"""The waiting page's routes: people read their answers, so they shed with a page."""
-
-
-def add_routes(app: web.Application, max_body_bytes: int) -> None:
-    p, a, c = http_public, http_admin, http_callbacks
-    routes: list[tuple[str, str, Handler]] = [
-        ("POST", "/api/v1/waves/{wave}/join", p.join),
-        ("GET", "/api/v1/waves/{wave}/status", p.status),
-        # asked before every request to a protected origin: early, as routes are tried in turn
-        ("GET", "/api/v1/waves/{wave}/verify", http_proof.verify),
-        ("POST", "/api/v1/waves/{wave}/leave", p.leave),
-        ("POST", "/api/v1/waves/{wave}/complete", p.complete),
-        ("GET", "/api/v1/waves/{wave}", p.wave_info),
-        ("GET", "/api/v1/waves/{wave}/revoked", p.revoked),
-        ("GET", "/api/v1/waves/{wave}/challenge", p.challenge),
-        # call-backs (issue 24)
-        ("POST", "/api/v1/waves/{wave}/notify", c.notify),
-        ("POST", "/api/v1/waves/{wave}/return", c.api_return),
-        # public proof (issue 25)
-        ("GET", "/api/v1/waves/{wave}/ledger", http_proof.ledger_page),
-        ("GET", "/api/v1/waves/{wave}/ledger/head", http_proof.ledger_head),
-        ("GET", "/api/v1/status", http_proof.status_board),
-        ("GET", "/status", http_proof.status_page),
-        ("GET", "/.well-known/jwks.json", p.jwks),
-        ("GET", "/w/{wave}", p.waiting_page),
-        ("POST", "/w/{wave}", p.page_join),
-        ("POST", "/w/{wave}/notify", c.page_notify),
-        ("GET", "/w/{wave}/return", c.return_page),
-        ("POST", "/w/{wave}/return", c.page_return),
-        ("GET", "/push-sw.js", c.push_worker),
-        ("GET", "/api/openapi.json", p.openapi),
-        ("GET", "/healthz", p.healthz),
-        ("GET", "/readyz", p.readyz),
-        ("GET", "/metrics", metrics_handler),
-        ("GET", "/admin/v1/waves", a.list_waves),
-        ("GET", "/admin/v1/waves/{wave}", a.get_wave),
-        ("PUT", "/admin/v1/waves/{wave}", a.put_wave),
-        ("DELETE", "/admin/v1/waves/{wave}", a.delete_wave),
-        ("POST", "/admin/v1/waves/{wave}/{action:pause|resume|close}", a.control_wave),
-    ]
-    guard = app[OVERLOAD]
-    for method, path, handler in routes:
-        wrapped = endpoint(
-            route_label(path),
-            handler,
-            max_body_bytes,
-            guard,
-            sheddable=path not in NEVER_SHED,
-            shed=shed_page_response if path.startswith(PAGE_PREFIX) else shed_response,
-        )
-        if method == "GET":
-            app.router.add_get(path, wrapped)  # and HEAD
-        else:
-            app.router.add_route(method, path, wrapped)
-    # last: every request that no route above takes (404, or 405 with Allow)
-    app.router.add_route(
-        "*", CATCH_ALL_PATTERN, endpoint(UNMATCHED_ROUTE, unmatched, max_body_bytes, guard)
-    )

@@ -34,9 +34,9 @@ from queue_service.autopilot import (
     start_target,
 )
 from queue_service.autopilot_signals import PrometheusReader
-from queue_service.errors import ApiError
+from queue_service.errors import ApiError, UnknownWave
 from queue_service.registry import WaveRegistry, WaveRuntime
-from queue_service.store import Store, UnknownWave
+from queue_service.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,14 @@ from queue_service.contacts import (
     parse_contact,
     parse_language,
 )
-from queue_service.errors import BadRequest, Conflict, NotFound, RateLimited, Unauthorized
+from queue_service.errors import (
+    BadRequest,
+    Conflict,
+    RateLimited,
+    Unauthorized,
+)
 from queue_service.registry import WaveRuntime
-from queue_service.store import Store, UnknownWave
+from queue_service.store import Store
 from queue_service.tickets import Ticket
 
 log = logging.getLogger(__name__)
@@ -111,12 +116,7 @@ class Callbacks:
             contact.to_bytes(), self.cipher.associated(config.id, runtime.uid, ticket.stamp)
         )
         head = f"{language}|{contact.kind}|{code_hash}|{bucket}"
-        try:
-            result, mark = await self.store.opt_in(
-                config.id, ticket, head, sealed, MAX_CONTACT_CHANGES
-            )
-        except UnknownWave:
-            raise NotFound(f"There is no wave called {config.id!r}.", code="unknown_wave") from None
+        result, mark = await self.store.opt_in(config.id, ticket, head, sealed, MAX_CONTACT_CHANGES)
         if result == "none":
             raise Unauthorized("The ticket is not known in this wave.", code="unknown_ticket")
         if result == "not_waiting":
@@ -164,10 +164,7 @@ class Callbacks:
         if not self.codes.well_formed(code):
             raise BadRequest("This return link is not valid.", code="invalid_return_link")
         code_hash, bucket = self.codes.digest(code)
-        try:
-            result, ticket = await self.store.return_link(config.id, code_hash, bucket)
-        except UnknownWave:
-            raise NotFound(f"There is no wave called {config.id!r}.", code="unknown_wave") from None
+        result, ticket = await self.store.return_link(config.id, code_hash, bucket)
         metrics.callback_links.labels(config.id, result).inc()
         if result == "unknown":
             raise Conflict(

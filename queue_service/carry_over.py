@@ -25,11 +25,11 @@ from collections.abc import Sequence
 
 from queue_service import metrics
 from queue_service.callbacks import Callbacks
-from queue_service.errors import ApiError
+from queue_service.errors import ApiError, UnknownWave
 from queue_service.identity import signed_account
 from queue_service.registry import WaveRegistry, WaveRuntime
 from queue_service.service import prequeue_scores
-from queue_service.store import Store, UnknownWave
+from queue_service.store import Store
 from queue_service.tickets import TicketCodec, new_stamps
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ import orjson
 from queue_service.clock import Clock, SystemClock
 from queue_service.errors import ServiceUnavailable, Unauthorized
 from queue_service.tickets import b64url
-from queue_service.waves import WaveConfig
+from queue_service.waves import WaveConfig, check_public_jwk
 
 ALGORITHMS = ("EdDSA", "ES256", "RS256")
 MAX_LIFETIME_S = 600
@@ -41,20 +41,6 @@ JWKS_REFRESH_S = 300.0
 JWKS_MIN_REFETCH_S = 30.0
 JWKS_TIMEOUT_S = 5.0
 MAX_TOKEN_LENGTH = 4096
-PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "k"})
-
-
-def check_public_jwk(jwk: Any) -> dict[str, Any]:
-    """A JWK as a wave may name it: a public key of a supported type, no private parts."""
-    if not isinstance(jwk, Mapping):
-        raise ValueError("each key must be a JWK object")
-    if PRIVATE_MEMBERS & set(jwk):
-        raise ValueError("a key holds private parts: give the public key only")
-    try:
-        jwt.PyJWK(dict(jwk))
-    except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
-        raise ValueError(f"not a usable public JWK ({exc})") from None
-    return dict(jwk)
 
 
 def mint_enqueue_token(

@@ -45,14 +45,21 @@ class NotFound(ApiError):
     code = "not_found"
 
 
+class UnknownWave(NotFound):
+    """There is no wave with this id. Raised where that is found out (a script's reply in
+    `store.py`, the registry's lookup), answered like every ApiError by `http/endpoint.py`: nobody
+    in between translates it."""
+
+    code = "unknown_wave"
+
+    def __init__(self, wave: str) -> None:
+        super().__init__(f"There is no wave called {wave!r}.")
+        self.wave = wave
+
+
 class Conflict(ApiError):
     status = 409
     code = "conflict"
-
-
-class PayloadTooLarge(ApiError):
-    status = 413
-    code = "payload_too_large"
 
 
 class RateLimited(ApiError):

@@ -105,8 +105,11 @@ Global (no tag; admin paths only, never on the hot path)
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+WAVE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # used with fullmatch: no trailing newline
+"""What a wave id may be: it stands inside every key of the wave."""
 PREFIX = "glb"
 WAVES_KEY = f"{PREFIX}:waves"
 SECRET_KEY = f"{PREFIX}:secret"
@@ -160,10 +163,6 @@ class WaveKeys:
         return self.prefix + "ledger"
 
     @property
-    def ledger_state(self) -> str:
-        return self.prefix + "ledger:state"
-
-    @property
     def ledger_checkpoints(self) -> str:
         return self.prefix + "ledger:cp"
 
@@ -183,9 +182,6 @@ class WaveKeys:
 
     def account_bucket(self, seq: int) -> str:
         return f"{self.prefix}ca:{seq // TICKET_BUCKET_SIZE}"
-
-    def return_index(self, bucket: int) -> str:
-        return f"{self.prefix}rc:{bucket}"
 
     @property
     def outbox(self) -> str:

@@ -54,9 +54,8 @@ KINDS = ("genesis", "config", "draw", "ticket", "state", "return", "carry")
 came back, or skipped (not_returned, left). 'carry' (carry-over): a verified holder carried over
 from an ended wave into this one's pre-queue (seq, from, order there, place = ahead | prequeue);
 those ahead lead the draw."""
-OUTCOMES = ("admitted", "skipped", "called")
-"""'called' (call-backs): the line reached a holder who was away; a later 'return' entry says
-what became of the place."""
+# An entry's outcome: admitted, skipped or called ('called', call-backs: the line reached a
+# holder who was away; a later 'return' entry says what became of the place).
 SKIP_REASONS = ("abandoned", "left", "not_returned")
 """The reasons this version writes; the set is open: later versions add to it."""
 

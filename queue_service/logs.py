@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-# Set by the endpoint wrapper (endpoint.py) for the duration of one request; asyncio copies
+# Set by the endpoint wrapper (http/endpoint.py) for the duration of one request; asyncio copies
 # the context into every task, so log lines of work done for that request carry its id.
 request_id_var: ContextVar[str | None] = ContextVar("gelombang_request_id", default=None)
 

@@ -403,7 +403,6 @@ callback_carried = Counter(
 CALLBACK_CHANNELS = ("sms", "whatsapp", "email", "webpush")
 CALLBACK_KINDS = ("near", "turn", "carried")
 CALLBACK_OUTCOMES = ("sent", "failed", "dead", "dropped")
-RETURN_OUTCOMES = ("returned", "not_returned")
 LINK_RESULTS = ("back", "waiting", "closed", "unknown")
 CARRY_OUTCOMES = ("moved", "held", "refused")
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 from queue_service.errors import BadRequest
+from queue_service.keys import WAVE_ID
 
 CONTACT_KINDS = ("sms", "whatsapp", "email", "webpush")
-ContactKind = Literal["sms", "whatsapp", "email", "webpush"]
 WEBHOOK_KINDS = frozenset({"sms", "whatsapp"})
 """Sent through the wave's signed webhook: any SMS or WhatsApp gateway sits behind it."""
 CARRY_ORDERS = ("ahead", "prequeue")
@@ -50,10 +50,6 @@ class NotifyConfig:
     @property
     def enabled(self) -> bool:
         return bool(self.channels)
-
-    @property
-    def min_window_after_reach_s(self) -> float:
-        return self.return_window_s / 2
 
     def public_dict(self) -> dict[str, Any]:
         return {
@@ -91,8 +87,6 @@ def _seconds(data: Mapping[str, Any], name: str, minimum: float) -> float:
 
 def parse_notify(value: Any, current: NotifyConfig | None = None) -> NotifyConfig:
     """Validate a full or partial `notify` object; fields not given keep `current`'s."""
-    from queue_service.waves import WAVE_ID
-
     if value is None:
         return current or NotifyConfig()
     if not isinstance(value, Mapping):

@@ -23,10 +23,10 @@ from queue_service import metrics
 from queue_service.callbacks import Callbacks
 from queue_service.channels import Channel, DeliveryFailed, Message
 from queue_service.contacts import Contact
-from queue_service.errors import ApiError
+from queue_service.errors import ApiError, UnknownWave
 from queue_service.registry import WaveRegistry, WaveRuntime
-from queue_service.store import Store, UnknownWave
-from queue_service.waiting_page import eta_text, local_time, messages
+from queue_service.store import Store
+from queue_service.texts import eta_text, local_time, messages
 
 log = logging.getLogger(__name__)
 

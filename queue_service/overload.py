@@ -3,7 +3,7 @@ queueing work until every answer is late (a slow collapse that takes the healthy
 with it).
 
 Three bounds, all per process:
-- open connections above `max_connections` (http_server.py): a new one is answered 503 and
+- open connections above `max_connections` (http/server.py): a new one is answered 503 and
   closed. This is the lever that works against a flood: every open connection that sends as
   fast as it can adds its share to every answer's wait, and a refused request on an open
   connection costs about what an answered one does;
@@ -40,7 +40,7 @@ SHED_RETRY_AFTER_S = 2
 
 
 class ConnectionPool(Protocol):
-    """The server's open connections, as the guard needs them (http_server.py)."""
+    """The server's open connections, as the guard needs them (http/server.py)."""
 
     def open_count(self) -> int: ...
 
@@ -68,7 +68,7 @@ class OverloadGuard:
     shed: int = 0
     """Requests shed since the start."""
     refused: int = 0
-    """Connections refused or retired since the start (http_server.py, endpoint.py)."""
+    """Connections refused or retired since the start (http/server.py, http/endpoint.py)."""
     pool: ConnectionPool | None = None
     """The server's connections; None in tests that run the app without our server."""
     retiring: set[object] = field(default_factory=set)

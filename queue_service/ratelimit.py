@@ -71,14 +71,6 @@ class RateLimitRules:
             changes[name] = Rule(rate_per_s=float(rate), burst=burst)
         return replace(base, **changes)
 
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"enabled": self.enabled}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, Rule):
-                out[f.name] = {"rate_per_s": value.rate_per_s, "burst": value.burst}
-        return out
-
 
 def limited_headers(rule_name: str, rule: Rule, retry_after_ms: int) -> dict[str, str]:
     """`Retry-After` plus the IETF RateLimit fields for a refused request."""

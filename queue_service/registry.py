@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from queue_service import metrics
 from queue_service.clock import Clock, SystemClock
-from queue_service.errors import NotFound
+from queue_service.errors import UnknownWave
 from queue_service.pacing import PaceEstimate, PacePrior
 from queue_service.ratelimit import RateLimitRules, Rule
 from queue_service.ratelimit_local import LocalGcra
@@ -214,6 +214,7 @@ class WaveRegistry:
         self._unlisted = LocalGcra(UNLISTED_LOOKUPS)
         self._loading: dict[str, asyncio.Future[WaveRuntime]] = {}
         self._wakeups: set[str] = set()
+        store.on_unknown_wave(self.forget)
 
     def known_ids(self, wave_ids: list[str], at: float) -> None:
         """Every wave id, as the admission loop just listed them (monotonic `at`)."""
@@ -267,14 +268,14 @@ class WaveRegistry:
         now = time.monotonic()
         missing_since = self._missing.get(wave)
         if missing_since is not None and now - missing_since < NEGATIVE_CACHE_S:
-            raise unknown_wave(wave)
+            raise UnknownWave(wave)
         pending = self._loading.get(wave)
         if pending is not None:  # requests arriving together share one lookup
             return await asyncio.shield(pending)
         listed = self._known_at is not None and now - self._known_at < KNOWN_IDS_FRESH_S
         if listed and wave not in self._known_ids:
             if self._unlisted.retry_after("unlisted", now):
-                raise unknown_wave(wave)
+                raise UnknownWave(wave)
             self._unlisted.charge("unlisted", now)
         lookup = asyncio.ensure_future(self.reload(wave))
         self._loading[wave] = lookup
@@ -291,7 +292,7 @@ class WaveRegistry:
             self._missing[wave] = time.monotonic()
             while len(self._missing) > NEGATIVE_CACHE_SIZE:
                 self._missing.popitem(last=False)
-            raise unknown_wave(wave)
+            raise UnknownWave(wave)
         self._missing.pop(wave, None)
         return self._runtime(*loaded)
 
@@ -304,8 +305,3 @@ class WaveRegistry:
             runtime = await self.reload(wave)
         runtime.observe(step, self._clock.now())
         return runtime
-
-
-def unknown_wave(wave: str) -> NotFound:
-    """The one error for a wave that does not exist (every path that finds none uses it)."""
-    return NotFound(f"There is no wave called {wave!r}.", code="unknown_wave")

@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from queue_service.errors import StoreUnavailable
-from queue_service.store import Store, UnknownWave
+from queue_service.errors import StoreUnavailable, UnknownWave
+from queue_service.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from queue_service.proof_of_work import ChallengeCodec
 from queue_service.protocol import JoinResult, TicketState, WaveState
 from queue_service.ratelimit import Rule, limited_headers
 from queue_service.ratelimit_local import LocalGcra
-from queue_service.registry import WaveRegistry, WaveRuntime, unknown_wave
+from queue_service.registry import WaveRegistry, WaveRuntime
 from queue_service.seen_buffer import SeenBuffer
 from queue_service.store import (
     REVOKED_PAGE,
@@ -52,7 +52,6 @@ from queue_service.store import (
     StatusOutcome,
     StatusRequest,
     Store,
-    UnknownWave,
     WaveCounts,
 )
 from queue_service.tickets import Ticket, TicketCodec, new_stamps
@@ -87,7 +86,6 @@ JOIN_RESULT_LABELS = {
     JoinResult.CLOSED: "not_accepting",
     JoinResult.FULL: "not_accepting",
 }
-WAITING_STATES = frozenset({TicketState.WAITING, TicketState.PREQUEUE})
 CALLABLE_STATES = frozenset({"prequeue", "waiting", "closing", "paused"})
 """A place in one of these may be called back (callbacks.py)."""
 ALL_VERIFIED = {"phone": "+620000000000", "email": "checked@later.invalid"}
@@ -246,10 +244,7 @@ class QueueService:
             proof = self._ticket_proof(runtime, presented_ticket)
         registrant_hash, bucket = self.codec.registrant_hash(wave, registrant)
         request = JoinRequest(registrant_hash, bucket, rate_limit_key(ip), proof)
-        try:
-            joined = await self._joins.submit(wave, request)
-        except UnknownWave:
-            raise self._unknown_wave(wave) from None
+        joined = await self._joins.submit(wave, request)
         outcome = joined.outcome
         result = outcome.result
         if result in (JoinResult.NEW, JoinResult.REJOINED):
@@ -417,8 +412,6 @@ class QueueService:
         wave = runtime.config.id
         try:
             answer = await self._statuses.submit(wave, StatusRequest(*ticket))
-        except UnknownWave:
-            raise self._unknown_wave(wave) from None
         except StoreUnavailable:
             # the holder is here even if Redis is not: keep the place (written when it returns)
             self._promise(runtime, ticket.seq, CLIENT_BACKOFF_CAP_MS, self.clock.now())
@@ -494,10 +487,7 @@ class QueueService:
         runtime = await self.registry.get(wave)
         ticket = self.codec.check(wave, runtime.uid, ticket_text)
         jti = token_id(wave, ticket.incarnation, ticket.seq, ticket.stamp)
-        try:
-            result = await self.store.leave(wave, ticket, jti)
-        except UnknownWave:
-            raise self._unknown_wave(wave) from None
+        result = await self.store.leave(wave, ticket, jti)
         if result == "left":
             # this process stops answering it as waiting at once
             open_seq = runtime.counts.open_seq if runtime.counts else -1
@@ -512,16 +502,9 @@ class QueueService:
         except InvalidAdmissionToken as exc:
             raise Unauthorized(f"Admission token refused: {exc}.", code="invalid_token") from None
         ticket = Ticket(claims.ticket, claims.incarnation, claims.stamp)
-        try:
-            result = await self.store.complete(wave, ticket, claims.token_id)
-        except UnknownWave:
-            raise self._unknown_wave(wave) from None
+        result = await self.store.complete(wave, ticket, claims.token_id)
         if result == "completed":
             metrics.sessions_completed.labels(wave).inc()
-
-    def _unknown_wave(self, wave: str) -> NotFound:
-        self.registry.forget(wave)
-        return unknown_wave(wave)
 
     # -- wave information ---------------------------------------------------------------
 
@@ -530,10 +513,7 @@ class QueueService:
         counts = runtime.counts
         if counts is not None and self.clock.now() - runtime.counts_at <= self._local_max_age_s:
             return counts
-        try:
-            return await self.store.read_counts(runtime.config.id)
-        except UnknownWave:
-            raise self._unknown_wave(runtime.config.id) from None
+        return await self.store.read_counts(runtime.config.id)
 
     async def info(self, wave: str) -> dict[str, Any]:
         runtime = await self.registry.get(wave)
@@ -574,10 +554,7 @@ class QueueService:
         """One page of the tokens revoked after feed position `after` ('<ms>-<n>', exclusive),
         or from millisecond '<ms>' on (inclusive: `after_ms`, which may repeat a few)."""
         await self.registry.get(wave)
-        try:
-            entries = await self.store.revoked_after(wave, after)
-        except UnknownWave:
-            raise self._unknown_wave(wave) from None
+        entries = await self.store.revoked_after(wave, after)
         next_after, next_after_ms = after, int(after.partition("-")[0])
         if entries:
             next_after = entries[-1][0]

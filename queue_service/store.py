@@ -11,7 +11,7 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, NamedTuple
@@ -23,8 +23,8 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from queue_service import draw, metrics
 from queue_service.clock import Clock
-from queue_service.errors import StoreUnavailable
-from queue_service.keys import WAVES_KEY, WaveKeys
+from queue_service.errors import StoreUnavailable, UnknownWave
+from queue_service.keys import SECRET_KEY, WAVES_KEY, WaveKeys
 from queue_service.protocol import (
     JOIN_RESULTS,
     TICKET_STATES,
@@ -255,10 +255,6 @@ def _wave_keys(wave: str) -> tuple[str, list[str]]:
     return keys.prefix, keys.fixed
 
 
-class UnknownWave(Exception):
-    pass
-
-
 class AutopilotClaim(NamedTuple):
     claimed: bool
     """This caller makes the interval's decision (everyone else is told it is not due)."""
@@ -358,9 +354,15 @@ class Store:
         self.redis = redis
         self._clock = clock
         self._timeout_s = timeout_s
+        self._on_unknown_wave: list[Callable[[str], None]] = []
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(_script_source(name)) for name in SCRIPTS
         }
+
+    def on_unknown_wave(self, forget: Callable[[str], None]) -> None:
+        """Call `forget(wave)` whenever a script finds the wave gone (deleted, maybe by
+        another process): a copy of it kept in this process is dropped at once."""
+        self._on_unknown_wave.append(forget)
 
     def now_arg(self) -> str:
         """Redis server time unless a clock is injected: one clock for every process."""
@@ -386,6 +388,8 @@ class Store:
         _, keys = _wave_keys(wave)
         raw = await self._call(name, self._scripts[name](keys=keys, args=list(args)))
         if _is_unknown_wave(raw):
+            for forget in self._on_unknown_wave:
+                forget(wave)
             raise UnknownWave(wave)
         return raw
 
@@ -920,3 +924,15 @@ class Store:
 
 def _decode_fields(fields: Mapping[Any, Any]) -> dict[str, str]:
     return {_s(k): _s(v) for k, v in fields.items()}
+
+
+async def resolve_secret(redis: RedisClient, configured: str | None) -> bytes:
+    """The configured secret, else one generated once and shared through Redis by every
+    process and replica using that Redis (SET NX: the first writer wins)."""
+    if configured:
+        return configured.encode()
+    await redis.set(SECRET_KEY, secrets.token_urlsafe(32), nx=True)
+    stored = await redis.get(SECRET_KEY)
+    if not stored:
+        raise RuntimeError("could not read the service secret from Redis")
+    return stored.encode() if isinstance(stored, str) else bytes(stored)

@@ -22,12 +22,10 @@ import functools
 import hashlib
 import hmac
 import os
-import secrets
 from typing import NamedTuple
 
 from queue_service.errors import Unauthorized
-from queue_service.keys import REGISTRANT_BUCKETS, SECRET_KEY
-from queue_service.redis_client import RedisClient
+from queue_service.keys import REGISTRANT_BUCKETS
 
 MAC_BYTES = 12
 REGISTRANT_HASH_BYTES = 16
@@ -130,15 +128,3 @@ class TicketCodec:
         if seq < 1 or not hmac.compare_digest(mac, expected):
             raise _invalid()
         return Ticket(seq, incarnation, stamp)
-
-
-async def resolve_secret(redis: RedisClient, configured: str | None) -> bytes:
-    """The configured secret, else one generated once and shared through Redis by every
-    process and replica using that Redis (SET NX: the first writer wins)."""
-    if configured:
-        return configured.encode()
-    await redis.set(SECRET_KEY, secrets.token_urlsafe(32), nx=True)
-    stored = await redis.get(SECRET_KEY)
-    if not stored:
-        raise RuntimeError("could not read the service secret from Redis")
-    return stored.encode() if isinstance(stored, str) else bytes(stored)

@@ -5,29 +5,30 @@ process sees the same state at the same moment."""
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import jwt
 import orjson
 
 from queue_service.autopilot import AutopilotConfig, parse_autopilot
 from queue_service.errors import BadRequest, Conflict
 from queue_service.identity import ID_KINDS
+from queue_service.keys import WAVE_ID
 from queue_service.notify_config import NotifyConfig, parse_notify
 from queue_service.ratelimit import RateLimitRules
 
-WAVE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # used with fullmatch: no trailing newline
 MIN_GRACE_S = 5.0
 """Least abandon_after_s: far above the delay of buffered poll deadlines (seen_buffer.py)."""
 MAX_POW_BITS = 28
 MAX_HAVE_READY = 10
 MAX_HAVE_READY_CHARS = 120
 REQUIRED_FIELDS = ("opens_at", "closes_at", "admit_rate", "origin_url")
-STATES = ("scheduled", "prequeue", "open", "paused", "full", "closed")
+PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "k"})
+"""A JWK's private parts: a wave names public keys only."""
 
 
 @dataclass(frozen=True)
@@ -420,8 +421,6 @@ def _is_http_url(url: str) -> bool:
 
 def _enqueue_keys(value: Any) -> tuple[Mapping[str, Any], ...]:
     """Public JWKs of the registration site; checked here so a bad key is refused at PUT."""
-    from queue_service.enqueue import check_public_jwk
-
     if not isinstance(value, list | tuple):
         raise BadRequest("enqueue_keys must be a list of JWKs", code="invalid_wave")
     keys = []
@@ -431,3 +430,16 @@ def _enqueue_keys(value: Any) -> tuple[Mapping[str, Any], ...]:
         except ValueError as exc:
             raise BadRequest(f"enqueue_keys: {exc}", code="invalid_wave") from None
     return tuple(keys)
+
+
+def check_public_jwk(jwk: Any) -> dict[str, Any]:
+    """A JWK as a wave may name it: a public key of a supported type, no private parts."""
+    if not isinstance(jwk, Mapping):
+        raise ValueError("each key must be a JWK object")
+    if PRIVATE_MEMBERS & set(jwk):
+        raise ValueError("a key holds private parts: give the public key only")
+    try:
+        jwt.PyJWK(dict(jwk))
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"not a usable public JWK ({exc})") from None
+    return dict(jwk)

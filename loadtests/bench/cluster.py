@@ -15,9 +15,9 @@ from pathlib import Path
 
 import redis
 
+from gelombang_harness import ChildProcess, PortReady, stop_all
 from queue_service.keys import WaveKeys
 from queue_service.redis_server import free_port
-from queue_service.subprocesses import ChildProcess, PortReady, stop_all
 
 START_TIMEOUT_S = 15.0
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import aiohttp
 
+from gelombang_harness import ChildProcess, HttpReady
 from loadtests.chromium import CHROMIUM_FLAGS, chromium_path
 from queue_service.proof_of_work import leading_zero_bits
 from queue_service.redis_server import free_port
-from queue_service.subprocesses import ChildProcess, HttpReady
 
 ADMIN_TOKEN = "pow-bench-admin-token"
 PHONE_THROTTLE = 4.0
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     serve = ChildProcess(
         "serve",
-        [sys.executable, "-m", "queue_service.cli", "serve", "--port", str(port),
+        [sys.executable, "-m", "gelombang.cli", "serve", "--port", str(port),
          "--state-dir", str(work), "--log-level", "WARNING"],
         log=work / "serve.log",
         ready=HttpReady(f"http://127.0.0.1:{port}/readyz"),

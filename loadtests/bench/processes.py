@@ -1,6 +1,6 @@
 """The processes a benchmark needs, each started on loopback and always stopped: a private
 redis-server (no AOF), the queue service (`gelombang serve`) and the bare reference server,
-on the one process harness (`queue_service.subprocesses`)."""
+on the one process harness (`gelombang_harness`)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import psutil
 
+from gelombang_harness import ChildProcess, HttpReady
 from queue_service.redis_server import EmbeddedRedis, free_port
-from queue_service.subprocesses import ChildProcess, HttpReady
 
 READY_TIMEOUT_S = 30.0
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -17,11 +17,11 @@ import threading
 import uuid
 from pathlib import Path
 
+from gelombang_harness import ChildProcess
 from loadtests.bench import seed
 from loadtests.bench.benchmarks import IDLE_RATE, JOIN_WAVE, STATUS_WAVE, _status_tickets
 from loadtests.bench.processes import queue_server, redis_server
 from loadtests.bench.wrk import run_wrk
-from queue_service.subprocesses import ChildProcess
 
 
 def summarise(collapsed: Path, top: int) -> str:

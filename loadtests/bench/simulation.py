@@ -27,6 +27,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
+from gelombang_harness import ChildProcess
 from loadtests.bench import seed
 from loadtests.bench.processes import (
     REPO_ROOT,
@@ -38,7 +39,6 @@ from loadtests.bench.processes import (
 )
 from loadtests.bench.report import Row
 from queue_service.store import Store
-from queue_service.subprocesses import ChildProcess
 from queue_service.waves import parse_wave
 from simulator.scenario import load_scenario
 from simulator.wave_definition import wave_definition

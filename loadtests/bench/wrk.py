@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from queue_service.subprocesses import ChildProcess
+from gelombang_harness import ChildProcess
 
 LUA_DIR = Path(__file__).parent / "lua"
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}

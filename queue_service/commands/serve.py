@@ -165,8 +165,8 @@ def serve_process(settings: Settings, *, reuse_port: bool = False) -> None:
     import uvloop
 
     from queue_service.app import create_app
-    from queue_service.appkeys import OVERLOAD
-    from queue_service.http_server import serve_until_stopped
+    from queue_service.http.appkeys import OVERLOAD
+    from queue_service.http.server import serve_until_stopped
     from queue_service.logs import configure_logging
 
     configure_logging(settings.log_format, settings.log_level)
@@ -209,7 +209,7 @@ def supervise(settings: Settings) -> None:
     """Start N workers on one port; restart a worker that dies (bounded), stop all on a signal."""
     import multiprocessing
 
-    from queue_service.metrics_http import mark_process_dead, prepare_multiprocess_dir
+    from queue_service.http.prometheus import mark_process_dead, prepare_multiprocess_dir
 
     metrics_dir = settings.state_dir / f"metrics-{os.getpid()}"
     prepare_multiprocess_dir(metrics_dir)

@@ -1,5 +1,5 @@
 """The simulator's `gelombang` sub-commands, registered with the one entry point
-(`queue_service.cli`) from here: each module has `add_arguments(parser)` and `run(args) -> int`,
+(`gelombang.cli`) from here: each module has `add_arguments(parser)` and `run(args) -> int`,
 and is imported only when its command runs."""
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from typing import Any
 
 import aiohttp  # noqa: F401  (checked at import so a broken install fails before anything starts)
 
+from gelombang_harness import ChildProcess, HttpReady, stop_all
 from queue_service.redis_server import free_port
-from queue_service.subprocesses import ChildProcess, HttpReady, stop_all
 from simulator.scenario import Scenario
 from simulator.wave_definition import as_toml, wave_definition
 
@@ -173,7 +173,7 @@ class LocalStack:
         # Its own process group: Ctrl-C reaches only us; we stop the children in order.
         process = ChildProcess(
             name,
-            [sys.executable, "-m", "queue_service.cli", *args],
+            [sys.executable, "-m", "gelombang.cli", *args],
             log=self.log_dir / f"{name}.log",
             env=env,
             ready_timeout_s=READY_TIMEOUT_S,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from queue_service.origin_guard import JwksVerifier
+    from gelombang_origin import JwksVerifier
     from simulator.origin.config import OriginConfig
 
 log = logging.getLogger("gelombang.origin")
@@ -91,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
     import uvloop
     from aiohttp import web
 
+    from gelombang_origin import RevocationFeed
     from queue_service.commands.serve import check_can_listen
-    from queue_service.origin_guard import RevocationFeed
     from simulator.origin.app import create_app
     from simulator.origin.sign_in import EnqueueSigner
 
@@ -192,7 +192,7 @@ def parse_capacity_schedule(text: str) -> tuple[tuple[float, int], ...]:
 async def _fetch_jwks(url: str, wait_s: float) -> JwksVerifier:
     import aiohttp
 
-    from queue_service.origin_guard import JwksVerifier
+    from gelombang_origin import JwksVerifier
 
     deadline = time.monotonic() + wait_s
     while True:

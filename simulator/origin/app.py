@@ -11,7 +11,7 @@ from typing import cast
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from queue_service.origin_guard import (
+from gelombang_origin import (
     JwksVerifier,
     RevocationFeed,
     TokenBindings,

@@ -174,7 +174,7 @@ async def test_wave_show_says_what_the_autopilot_does(
     await asyncio.sleep(1.5 * INTERVAL_S)
     shown = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "queue_service.cli", "wave", "show", "shown", "--url", serve.url],
+        [sys.executable, "-m", "gelombang.cli", "wave", "show", "shown", "--url", serve.url],
         capture_output=True, text=True, timeout=30, cwd=REPO,
         env={**os.environ, "GELOMBANG_ADMIN_TOKEN": ADMIN_TOKEN},
     )  # fmt: skip

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from gelombang_harness import ChildProcess, HttpReady
 from queue_service.redis_server import free_port
-from queue_service.subprocesses import ChildProcess, HttpReady
 from tests.helpers.paths import REPO
 from tests.helpers.tools import require_tool
 

@@ -21,7 +21,7 @@ from tests.helpers.support import ADMIN_TOKEN, SAMPLE_CONFIG
 
 def gelombang(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "queue_service.cli", *args],
+        [sys.executable, "-m", "gelombang.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -126,7 +126,7 @@ def test_serve_without_redis_url_starts_and_stops_an_embedded_redis(tmp_path: Pa
 def test_help_names_every_setting_and_has_no_noise() -> None:
     from dataclasses import fields
 
-    from queue_service.cli import COMMANDS
+    from gelombang.cli import COMMANDS
     from queue_service.settings import Settings
 
     serve_help = gelombang("serve", "--help").stdout
@@ -189,7 +189,7 @@ def test_the_wave_client_reads_toml_refuses_a_postponement_and_says_one_line(
         )
 
         head = subprocess.run(
-            f"{sys.executable} -m queue_service.cli wave show gelombang-1 | head -1",
+            f"{sys.executable} -m gelombang.cli wave show gelombang-1 | head -1",
             shell=True, capture_output=True, text=True, timeout=60, env={**os.environ, **env},
         )  # fmt: skip
         assert head.stdout.startswith("WAVE") and "Traceback" not in head.stderr, head.stderr

@@ -48,7 +48,7 @@ def timed(
 ) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "queue_service.cli", *command],
+        [sys.executable, "-m", "gelombang.cli", *command],
         capture_output=True,
         text=True,
         timeout=30,
@@ -64,7 +64,7 @@ def limit_s() -> float:
     machine where Python alone takes seconds to start."""
     started = time.monotonic()
     subprocess.run(
-        [sys.executable, "-c", "import queue_service.app, queue_service.cli, simulator.origin"],
+        [sys.executable, "-c", "import queue_service.app, gelombang.cli, simulator.origin"],
         check=True,
         timeout=30,
     )

@@ -30,9 +30,9 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
+from gelombang_harness import ChildProcess, HttpReady
 from queue_service.keys import WaveKeys
 from queue_service.redis_server import free_port
-from queue_service.subprocesses import ChildProcess, HttpReady
 from queue_service.tickets import TicketCodec
 from tests.helpers.paths import REPO
 from tests.helpers.processes import ServeProcess, listening_sockets

@@ -23,8 +23,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gelombang_harness import ChildProcess, HttpReady
 from queue_service.redis_server import free_port
-from queue_service.subprocesses import ChildProcess, HttpReady
 from tests.e2e.test_deploy_nginx import nginx_binary
 from tests.helpers.paths import REPO
 from tests.helpers.processes import ServeProcess

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from gelombang_harness import ChildProcess, stop_all
 from loadtests import counters
 from queue_service.redis_server import EmbeddedRedis, free_port
-from queue_service.subprocesses import ChildProcess, stop_all
 from tests.helpers.paths import REPO
 from tests.helpers.processes import OriginProcess, ServeProcess
 from tests.helpers.support import ADMIN_TOKEN

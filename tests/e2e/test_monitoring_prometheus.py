@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from queue_service.subprocesses import ChildProcess, stop_all
+from gelombang_harness import ChildProcess, stop_all
 from tests.helpers.monitoring import as_promql, dashboard_expressions
 from tests.helpers.paths import REPO
 from tests.helpers.processes import ServeProcess

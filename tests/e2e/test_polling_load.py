@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from queue_service import pacing
 from queue_service.app import create_app
-from queue_service.appkeys import SERVICE
+from queue_service.http.appkeys import SERVICE
 from queue_service.settings import Settings
 from tests.helpers.support import ORIGIN, put_wave
 

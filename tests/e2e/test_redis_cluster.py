@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from loadtests.bench.cluster import LocalCluster, local_cluster
 from queue_service import metrics
 from queue_service.app import create_app
-from queue_service.appkeys import STORE
 from queue_service.clock import ManualClock
+from queue_service.http.appkeys import STORE
 from queue_service.keys import WaveKeys
 from queue_service.ratelimit import RateLimitRules
 from queue_service.settings import Settings
@@ -159,7 +159,7 @@ async def test_call_backs_work_on_a_cluster(
 ) -> None:
     """Opt-in, the notify step, the call, the outbox's consumer group and the return link:
     every call-back script and stream command on the wave's one slot."""
-    from queue_service.appkeys import CALLBACKS, SERVICE
+    from queue_service.http.appkeys import CALLBACKS, SERVICE
 
     client = cluster_client
     wave = next(iter(_one_wave_per_master(cluster).values())) + "-cb"

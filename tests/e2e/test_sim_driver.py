@@ -216,7 +216,7 @@ def test_demo_command_runs_both_ways_writes_the_report_and_stops_everything(
     out = tmp_path / "demo"
     completed = subprocess.run(
         [
-            *(sys.executable, "-m", "queue_service.cli", "demo", "--out", str(out)),
+            *(sys.executable, "-m", "gelombang.cli", "demo", "--out", str(out)),
             *("--max-seconds", "13", "--max-registrants", "400"),
         ],
         capture_output=True,

@@ -1,4 +1,4 @@
-"""The one process harness (`queue_service.subprocesses`), on real child processes: its own
+"""The one process harness (`gelombang_harness`), on real child processes: its own
 process group, readiness, bounded stop of the whole group, logs, exit codes and usage."""
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from queue_service.redis_server import free_port
-from queue_service.subprocesses import (
+from gelombang_harness import (
     ChildFailed,
     ChildProcess,
     HttpReady,
     PortReady,
     stop_all,
 )
+from queue_service.redis_server import free_port
 
 # Serves 200 on a port after a short start-up; says goodbye on SIGTERM and exits 0.
 GRACEFUL_SERVER = """

@@ -41,7 +41,7 @@ def gelombang(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120.0
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "queue_service.cli", *args],
+        [sys.executable, "-m", "gelombang.cli", *args],
         capture_output=True, text=True, timeout=timeout, cwd=REPO,
         env={**os.environ, "GELOMBANG_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})},
     )  # fmt: skip

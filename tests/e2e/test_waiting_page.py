@@ -21,7 +21,7 @@ from aiohttp import web
 from playwright.async_api import Browser
 
 from queue_service.app import create_app
-from queue_service.appkeys import KEYRING, OVERLOAD
+from queue_service.http.appkeys import KEYRING, OVERLOAD
 from queue_service.settings import Settings
 from queue_service.tokens import TokenVerifier
 from tests.helpers.pages import Exchange, Tab, launch_chromium, open_tab, wait_until

@@ -26,10 +26,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from queue_service.app import create_app
-from queue_service.appkeys import CALLBACKS, SERVICE, STORE
 from queue_service.callback_setup import callback_channels, load_callback_keys
 from queue_service.channels import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_webhook
 from queue_service.clock import ManualClock
+from queue_service.http.appkeys import CALLBACKS, SERVICE, STORE
 from queue_service.keys import WaveKeys
 from queue_service.outbox import OutboxSender
 from queue_service.redis_server import free_port

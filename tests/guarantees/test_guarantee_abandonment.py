@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient
 
 from queue_service import admission_policy
 from queue_service.app import create_app
-from queue_service.appkeys import SERVICE
 from queue_service.clock import ManualClock
+from queue_service.http.appkeys import SERVICE
 from queue_service.keys import WaveKeys
 from queue_service.redis_server import EmbeddedRedis
 from queue_service.settings import Settings

@@ -11,8 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from queue_service.app import create_app
-from queue_service.appkeys import SERVICE, STORE
 from queue_service.clock import ManualClock
+from queue_service.http.appkeys import SERVICE, STORE
 from queue_service.ratelimit import RateLimitRules, Rule
 from queue_service.registry import UNLISTED_LOOKUPS
 from queue_service.settings import Settings
@@ -179,7 +179,7 @@ async def test_joins_to_waves_that_do_not_exist_cost_redis_nothing_and_are_limit
 async def test_wrong_admin_tokens_are_logged_and_an_address_that_keeps_guessing_is_stopped(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="queue_service.http_admin")
+    caplog.set_level(logging.WARNING, logger="queue_service.http.admin")
     statuses = []
     for i in range(15):
         response = await client.get(

@@ -9,8 +9,8 @@ import asyncio
 
 from aiohttp.test_utils import TestClient
 
-from queue_service.appkeys import STORE
 from queue_service.clock import ManualClock
+from queue_service.http.appkeys import STORE
 from tests.helpers.backends import AdmissionBackend
 from tests.helpers.support import admin_view, join_ok, put_wave
 

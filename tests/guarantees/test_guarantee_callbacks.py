@@ -13,10 +13,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
-from queue_service.appkeys import CALLBACKS, SERVICE, STORE
 from queue_service.audit import audit
 from queue_service.clock import ManualClock
 from queue_service.contacts import Contact
+from queue_service.http.appkeys import CALLBACKS, SERVICE, STORE
 from queue_service.keys import WaveKeys
 from queue_service.store import AdmitStep, CallbackStep
 from tests.helpers.support import (

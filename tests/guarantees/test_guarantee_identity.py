@@ -20,9 +20,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from queue_service.app import create_app
-from queue_service.appkeys import SERVICE, STORE
 from queue_service.clock import ManualClock
 from queue_service.enqueue import mint_enqueue_token
+from queue_service.http.appkeys import SERVICE, STORE
 from queue_service.identity import canonical_registrant
 from queue_service.ratelimit import RateLimitRules, Rule
 from queue_service.redis_server import EmbeddedRedis

@@ -17,11 +17,11 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
-from queue_service import cli
+from gelombang import cli
 from queue_service import ledger as ledger_module
-from queue_service.appkeys import SERVICE
 from queue_service.audit import audit
 from queue_service.clock import ManualClock
+from queue_service.http.appkeys import SERVICE
 from queue_service.keys import WaveKeys
 from queue_service.ledger import GENESIS_PREV, PAGE_SIZE
 from tests.helpers.support import ADMIN, T0, admit, join_ok, poll_ok, put_wave

@@ -16,15 +16,15 @@ from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import generate_latest
 
-from queue_service.appkeys import KEYRING
-from queue_service.clock import ManualClock
-from queue_service.origin_guard import (
+from gelombang_origin import (
     ADMISSION,
     OriginHealthMetrics,
     RevocationFeed,
     TokenBindings,
     admission_middleware,
 )
+from queue_service.clock import ManualClock
+from queue_service.http.appkeys import KEYRING
 from queue_service.tokens import (
     InvalidAdmissionToken,
     KeyRing,

@@ -10,10 +10,10 @@ from unittest import mock
 import pytest
 from aiohttp.test_utils import TestClient
 
-from queue_service import status_page
-from queue_service.appkeys import STORE
 from queue_service.clock import ManualClock
-from queue_service.status_page import STATUS_CACHE_S
+from queue_service.http import status_page
+from queue_service.http.appkeys import STORE
+from queue_service.http.status_page import STATUS_CACHE_S
 from queue_service.store import Store
 from tests.helpers.support import T0, admit, join_ok, put_wave
 

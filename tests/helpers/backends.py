@@ -20,8 +20,8 @@ from typing import Any, Protocol
 from aiohttp.test_utils import TestClient
 
 from queue_service import admission_policy, pacing
-from queue_service.appkeys import SERVICE
 from queue_service.clock import ManualClock
+from queue_service.http.appkeys import SERVICE
 from queue_service.pacing import PaceEstimate, PacePrior
 from queue_service.waves import WaveConfig, parse_wave
 from simulator.model.queue import CLAIMED, IN_LINE, INF, OFFERED, Limits, ModelQueue

@@ -1,5 +1,5 @@
 """Real `gelombang serve` and `gelombang origin` processes for multi-process, fault and load
-tests (loopback only), on the one process harness (`queue_service.subprocesses`): each in its
+tests (loopback only), on the one process harness (`gelombang_harness`): each in its
 own process group, so nothing outlives a test."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import psutil
 
+from gelombang_harness import ChildProcess, HttpReady
 from queue_service.redis_server import free_port
-from queue_service.subprocesses import ChildProcess, HttpReady
 from tests.helpers.paths import REPO
 from tests.helpers.support import ADMIN_TOKEN
 
@@ -27,7 +27,7 @@ class GelombangProcess(ChildProcess):
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(
             command[0],
-            [sys.executable, "-m", "queue_service.cli", *command,
+            [sys.executable, "-m", "gelombang.cli", *command,
              "--host", "127.0.0.1", "--port", str(self.port)],
             log=log,
             ready=HttpReady(self.url + ready_path),

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from queue_service.admission import step_wave
-from queue_service.appkeys import SERVICE, STORE
+from queue_service.http.appkeys import SERVICE, STORE
 from queue_service.store import AdmitStep
 
 ADMIN_TOKEN = "test-admin-token"

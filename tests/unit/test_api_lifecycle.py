@@ -91,7 +91,7 @@ async def test_admin_update_changes_the_rate_live_and_is_logged(
     for i in range(30):
         await join_ok(client, "w", f"r{i}")
     assert len((await admit(client, "w")).admitted) == 1
-    with caplog.at_level(logging.INFO, logger="queue_service.http_admin"):
+    with caplog.at_level(logging.INFO, logger="queue_service.admin"):
         response = await client.put(
             "/admin/v1/waves/w", json={"admit_rate": 10, "admit_burst": 10}, headers=ADMIN
         )

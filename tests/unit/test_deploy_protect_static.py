@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from queue_service.http_proof import TOKEN_COOKIE, TOKEN_QUERY
+from queue_service.http.proof import TOKEN_COOKIE, TOKEN_QUERY
 from tests.helpers.paths import REPO
 
 DEPLOY = REPO / "deploy"

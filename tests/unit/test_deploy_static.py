@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from queue_service.cli import build_parser
+from gelombang.cli import build_parser
 from queue_service.settings import Settings, load_settings
 from queue_service.waves import parse_wave
 from tests.helpers.paths import REPO

@@ -20,9 +20,9 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 from queue_service import metrics
+from queue_service.http.prometheus import metrics_handler, prepare_multiprocess_dir, scrape_registry
 from queue_service.logs import configure_logging, new_request_id, request_id_var
 from queue_service.loop_lag import monitor_event_loop_lag
-from queue_service.metrics_http import metrics_handler, prepare_multiprocess_dir, scrape_registry
 from queue_service.overload import OverloadGuard
 from queue_service.ratelimit import RateLimitRules
 from queue_service.store import SCRIPTS

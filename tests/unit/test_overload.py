@@ -14,9 +14,9 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
-from queue_service.connection_refusal import QueuedRefusals
-from queue_service.endpoint import endpoint
-from queue_service.http_server import OVERLOADED, JsonErrorServer, Runner, listening_duplicates
+from queue_service.http.endpoint import endpoint
+from queue_service.http.refusal import QueuedRefusals
+from queue_service.http.server import OVERLOADED, JsonErrorServer, Runner, listening_duplicates
 from queue_service.overload import OverloadGuard
 from queue_service.settings import Settings
 

@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from queue_service.origin_guard import JwksVerifier
+from gelombang_origin import JwksVerifier
 from queue_service.tokens import KeyRing, TokenIssuer, TokenVerifier
 from simulator.client import Answer
 from simulator.flow import STEPS, FlowContext, Step, StepOutcome, oversized_photo, photo_pool

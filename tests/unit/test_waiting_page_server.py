@@ -10,11 +10,12 @@ from html import unescape
 
 from aiohttp.test_utils import TestClient
 
-from queue_service.appkeys import OVERLOAD, SERVICE
 from queue_service.clock import ManualClock
 from queue_service.errors import RateLimited, StoreUnavailable
+from queue_service.http.appkeys import OVERLOAD, SERVICE
+from queue_service.http.waiting_page import shed_page_bytes
 from queue_service.overload import SHED_RETRY_AFTER_S
-from queue_service.waiting_page import messages, shed_page_bytes
+from queue_service.texts import messages
 from tests.helpers.support import ADMIN, T0, admin_view, admit, join_ok, put_wave
 
 ID = {"Accept-Language": "id-ID"}

@@ -1,6 +1,6 @@
 """Public proof and integration handlers (issue 25): the admission ledger, paginated and
 cacheable, and its signed head (ledger.py does the work); the verify route that lets a reverse
-proxy protect an origin (verify.py does the work). Thin, like http_public.py."""
+proxy protect an origin (verify.py does the work). Thin, like public.py."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import time
 from aiohttp import web
 from yarl import URL
 
-from queue_service.appkeys import ADMISSION_CHECK, LEDGER, SERVICE, SETTINGS, STATUS_BOARD
 from queue_service.errors import BadRequest
-from queue_service.http_public import json_response
+from queue_service.http.appkeys import ADMISSION_CHECK, LEDGER, SERVICE, SETTINGS, STATUS_BOARD
+from queue_service.http.public import json_response
+from queue_service.http.status_page import LANGUAGES, STATUS_CACHE_S
 from queue_service.ledger import PAGE_SIZE
-from queue_service.status_page import LANGUAGES, STATUS_CACHE_S
 from queue_service.verify import Refused
 from queue_service.waves import validate_wave_id
 

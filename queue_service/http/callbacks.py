@@ -17,10 +17,10 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from queue_service.appkeys import CALLBACKS, SERVICE
 from queue_service.callbacks import Return
 from queue_service.errors import ApiError, BadRequest, NotFound, StoreUnavailable
-from queue_service.http_public import (
+from queue_service.http.appkeys import CALLBACKS, SERVICE
+from queue_service.http.public import (
     NO_STORE,
     _see_other,
     _set_ticket_cookies,
@@ -32,12 +32,8 @@ from queue_service.http_public import (
     read_form,
     read_json_object,
 )
-from queue_service.waiting_page import (
-    PAGE_SECURITY_HEADERS,
-    SMALL_PAGE,
-    language,
-    messages,
-)
+from queue_service.http.waiting_page import PAGE_SECURITY_HEADERS, SMALL_PAGE, language
+from queue_service.texts import messages
 
 CALLBACK_COOKIE = "gelombang_callback"
 """The kind of contact a holder opted in with (never the contact): the page says "you may

@@ -6,7 +6,7 @@
   or a token, and a client sending garbage must not be able to fill the log.
 - Open connections are bounded (`max_connections`, adaptive by default: overload.py): one more
   is answered with a canned 503 + Retry-After and closed without a reset, so the client reads
-  it (connection_refusal.py); it never reaches aiohttp. The event loop then only ever serves a
+  it (refusal.py); it never reaches aiohttp. The event loop then only ever serves a
   bounded number of sockets, so requests it takes are answered quickly however many clients
   pile on (overload.py sheds requests on the connections it keeps). When the bound falls below
   the connections open, the youngest are marked and the next request of each is answered 503
@@ -36,15 +36,15 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from queue_service import metrics
-from queue_service.connection_refusal import (
+from queue_service.http.endpoint import HTTP_CODES, error_response
+from queue_service.http.refusal import (
     MAX_LINGERING,
     QueuedRefusals,
     RefusedConnection,
     request_target,
 )
-from queue_service.endpoint import HTTP_CODES, error_response
+from queue_service.http.waiting_page import SHED_PAGE_HEADERS, shed_page_bytes
 from queue_service.overload import SHED_RETRY_AFTER_S, OverloadGuard
-from queue_service.waiting_page import SHED_PAGE_HEADERS, shed_page_bytes
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class JsonErrorServer(web.Server):  # type: ignore[misc]
         self.guard = guard
         guard.pool = self
         self.lingering = 0
-        """Refused connections being answered and drained (connection_refusal.py)."""
+        """Refused connections being answered and drained (refusal.py)."""
         self.listeners: list[socket.socket] = []
         """Non-blocking duplicates of the listening sockets, to refuse what waits in their
         queues (refuse_waiting); empty until the site is started."""
@@ -187,7 +187,7 @@ class JsonErrorServer(web.Server):  # type: ignore[misc]
 
     def refuse(self, transport: asyncio.Transport) -> None:
         """Answer a connection beyond the bound with the canned 503 and close it, lingering so
-        that the client reads it (connection_refusal.py)."""
+        that the client reads it (refusal.py)."""
         self.guard.refused += 1
         metrics.shed_connections.inc()
         if self.lingering >= MAX_LINGERING:

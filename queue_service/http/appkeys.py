@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from queue_service.admin import WaveAdmin
 from queue_service.callbacks import Callbacks
+from queue_service.http.status_page import StatusBoard
 from queue_service.ledger import Ledger
 from queue_service.overload import OverloadGuard
 from queue_service.ratelimit_local import LocalGcra
 from queue_service.redis_client import RedisClient
 from queue_service.service import QueueService
 from queue_service.settings import Settings
-from queue_service.status_page import StatusBoard
 from queue_service.store import Store
 from queue_service.tokens import KeyRing
 from queue_service.verify import AdmissionCheck
@@ -22,8 +23,10 @@ STORE = web.AppKey("store", Store)
 SERVICE = web.AppKey("service", QueueService)
 KEYRING = web.AppKey("keyring", KeyRing)
 OVERLOAD = web.AppKey("overload", OverloadGuard)
+ADMIN = web.AppKey("admin", WaveAdmin)
+"""The admin use cases (admin.py)."""
 ADMIN_FAILURES = web.AppKey("admin_failures", LocalGcra)
-"""Refused admin tokens per client address (http_admin.py)."""
+"""Refused admin tokens per client address (admin.py)."""
 LEDGER = web.AppKey("ledger", Ledger)
 """Public proof: every wave's admission ledger (ledger.py)."""
 ADMISSION_CHECK = web.AppKey("admission_check", AdmissionCheck)

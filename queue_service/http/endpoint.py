@@ -21,9 +21,9 @@ from prometheus_client import Histogram
 
 from queue_service import metrics
 from queue_service.errors import ApiError, NotFound
+from queue_service.http.waiting_page import SHED_PAGE_HEADERS, shed_page_bytes
 from queue_service.logs import new_request_id, request_id_var
 from queue_service.overload import SHED_RETRY_AFTER_S, OverloadGuard
-from queue_service.waiting_page import SHED_PAGE_HEADERS, shed_page_bytes
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def _overloaded_page() -> web.Response:
 
 def shed_response() -> web.Response:
     """503 + Retry-After. The connection stays open: open connections are bounded anyway
-    (http_server.py), and a polite client that reconnected would wait in the listen queue."""
+    (server.py), and a polite client that reconnected would wait in the listen queue."""
     metrics.shed_requests.inc()
     return _overloaded()
 

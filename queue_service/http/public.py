@@ -14,7 +14,6 @@ from urllib.parse import parse_qs, quote
 import orjson
 from aiohttp import web
 
-from queue_service.appkeys import KEYRING, OVERLOAD, SERVICE, SETTINGS, STORE
 from queue_service.errors import (
     ApiError,
     BadRequest,
@@ -25,11 +24,8 @@ from queue_service.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from queue_service.net import client_ip, forwarded_https
-from queue_service.notify_config import CONTACT_KINDS
-from queue_service.overload import SHED_RETRY_AFTER_S
-from queue_service.views import TicketView
-from queue_service.waiting_page import (
+from queue_service.http.appkeys import KEYRING, OVERLOAD, SERVICE, SETTINGS, STORE
+from queue_service.http.waiting_page import (
     BUSY_CODES,
     PAGE_SECURITY_HEADERS,
     SHED_PAGE_HEADERS,
@@ -39,7 +35,11 @@ from queue_service.waiting_page import (
     not_found_page_bytes,
     shed_page_bytes,
 )
-from queue_service.waiting_page import render as render_page
+from queue_service.http.waiting_page import render as render_page
+from queue_service.net import client_ip, forwarded_https
+from queue_service.notify_config import CONTACT_KINDS
+from queue_service.overload import SHED_RETRY_AFTER_S
+from queue_service.views import TicketView
 from queue_service.waves import validate_wave_id
 
 TICKET_COOKIE = "gelombang_ticket"

@@ -20,7 +20,7 @@ from typing import Any
 from queue_service.errors import NotFound
 from queue_service.registry import WaveRegistry
 from queue_service.service import QueueService
-from queue_service.store import Store, UnknownWave
+from queue_service.store import Store
 from queue_service.waves import iso_utc
 
 STATUS_CACHE_S = 5.0
@@ -170,7 +170,7 @@ class StatusBoard:
         try:
             runtime = await self._registry.get(wave)
             counts = await self._service.counts(runtime)
-        except (NotFound, UnknownWave):  # deleted meanwhile
+        except NotFound:  # deleted meanwhile (UnknownWave)
             return None
         config = runtime.config
         pace = self._pace_per_min(config.id, counts.admitted)

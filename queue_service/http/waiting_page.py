@@ -12,7 +12,7 @@ table the script uses (keys starting `nojs_` and `busy_` are the server's alone)
 When the process sheds load or Redis is unreachable, the page is `shed_page_bytes()`: a tiny
 bilingual page, built once, that says the place is safe and loads the waiting page again after
 `Retry-After` (a script adds jitter so a crowd does not come back in step). The connection
-limit (http_server.py) serves the same bytes.
+limit (server.py) serves the same bytes.
 """
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ import binascii
 import functools
 import hashlib
 import html
-import json
 import math
 import re
 import time
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
 from queue_service.overload import SHED_RETRY_AFTER_S
+from queue_service.texts import clock_time, eta_text, local_time, messages
 
 if TYPE_CHECKING:
     from queue_service.views import TicketView
@@ -45,8 +45,6 @@ MIN_REFRESH_S = 5
 MAX_REFRESH_S = 15 * 60
 BRAND = "Gelombang"
 """Shown at the top of the page when the wave names no operator."""
-WIB = timezone(timedelta(hours=7))
-"""Times on the page are Western Indonesian Time, as the programme announces them."""
 SERVER_ONLY_PREFIXES = ("nojs_", "busy_", "cbm_", "cbr_")
 CALLBACK_PREFIX = "cb_"
 SERVER_ONLY_KEYS = frozenset(
@@ -103,12 +101,6 @@ CALLBACK_CSS = (
 
 
 @functools.cache
-def messages() -> dict[str, dict[str, str]]:
-    table: dict[str, dict[str, str]] = json.loads(_static("messages.json"))
-    return table
-
-
-@functools.cache
 def script_messages_json(callbacks: bool = False) -> str:
     """The texts the page's script uses, both languages (the server's own are left out; the
     call-back form's only on a wave that offers call-backs: a plain page stays light)."""
@@ -135,45 +127,6 @@ def language(accept_language: str) -> str:
         if code == "en":
             return "en"
     return "id"
-
-
-def eta_text(seconds: float | None, lang: str) -> str:
-    """The estimated wait as words; mirrors the page script's eta() (a test keeps them equal)."""
-    t = messages()[lang]
-    if seconds is None or seconds < 0:
-        return t["eta_unknown"]
-    if seconds < 60:
-        return t["eta_lt1"]
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return t["eta_1m"] if minutes == 1 else t["eta_m"].replace("{m}", str(minutes))
-    hours, rest = divmod(minutes, 60)
-    if hours >= 10 or rest == 0:
-        return t["eta_1h"] if hours == 1 else t["eta_h"].replace("{h}", str(hours))
-    return t["eta_hm"].replace("{h}", str(hours)).replace("{m}", str(rest))
-
-
-def local_time(when: float | str, lang: str) -> str:
-    """A moment as the programme announces it: day, month, year and time in WIB."""
-    t = messages()[lang]
-    moment = (
-        datetime.fromisoformat(when) if isinstance(when, str) else datetime.fromtimestamp(when, UTC)
-    ).astimezone(WIB)
-    return (
-        t["time_format"]
-        .replace("{d}", str(moment.day))
-        .replace("{month}", t["months"].split(",")[moment.month - 1])
-        .replace("{y}", str(moment.year))
-        .replace("{hh}", f"{moment.hour:02d}")
-        .replace("{mm}", f"{moment.minute:02d}")
-    )
-
-
-def clock_time(when: float, lang: str) -> str:
-    """The time of day in WIB, as the page's script writes its own (02.31.05 / 02:31:05)."""
-    moment = datetime.fromtimestamp(when, UTC).astimezone(WIB)
-    separator = "." if lang == "id" else ":"
-    return moment.strftime(f"%H{separator}%M{separator}%S") + " WIB"
 
 
 def token_expiry(token: str) -> float | None:
