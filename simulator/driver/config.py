@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-from dataclasses import dataclass
-from typing import TextIO
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
@@ -62,6 +63,8 @@ class DriverConfig:
     connection_limit: int = 2000  # open connections at once, shared by every registrant
     progress: TextIO | None = sys.stderr
     wave: str | None = None  # None: the scenario's wave id
+    wave_changes: Mapping[str, Any] = field(default_factory=dict)
+    """Fields of the wave the run creates that differ from the scenario's (an `autopilot`)."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -81,6 +81,7 @@ class LiveRun:
             opens_at=started_wall + clock.opens_at_s,
             closes_at=started_wall + clock.closes_at_s,
             origin_url=self.origin_url + "/",
+            **self.config.wave_changes,
         )
 
     async def configure_wave(self, started_wall: float) -> None:
