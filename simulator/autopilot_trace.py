@@ -239,6 +239,8 @@ class AutopilotTrace:
     decisions: list[Decision] = field(default_factory=list)
     final_target: int | None = None
     """The target the admin view showed at the end of the run (from Redis)."""
+    unprotected_samples: list[Sample] = field(default_factory=list)
+    """The same origin's counters in the run without Gelombang (the same drop, same crowd)."""
 
     def first_cut_after_drop(self) -> Decision | None:
         return next(
@@ -250,9 +252,12 @@ class AutopilotTrace:
             None,
         )
 
-    def window(self, start_s: float, end_s: float) -> tuple[float, float, float]:
+    def window(
+        self, start_s: float, end_s: float, samples: list[Sample] | None = None
+    ) -> tuple[float, float, float]:
         """(answers, 5xx, seconds) of the origin between two run times, from its /metrics."""
-        a, b = sample_at(self.samples, start_s), sample_at(self.samples, end_s)
+        samples = self.samples if samples is None else samples
+        a, b = sample_at(samples, start_s), sample_at(samples, end_s)
         return b.answers - a.answers, b.errors - a.errors, max(b.t - a.t, 0.0)
 
     def figures(self) -> dict[str, Any]:
@@ -280,6 +285,15 @@ class AutopilotTrace:
             after = self.window(cut.t, end)
             figures["before_cut"] = {"answers": before[0], "errors": before[1], "s": before[2]}
             figures["after_cut"] = {"answers": after[0], "errors": after[1], "s": after[2]}
+        if self.samples:
+            through = self.window(self.capacity_drop_at_s, end)
+            figures["after_drop"] = {"answers": through[0], "errors": through[1], "s": through[2]}
+        if self.unprotected_samples:
+            unprotected_end = self.unprotected_samples[-1].t
+            direct = self.window(self.capacity_drop_at_s, unprotected_end, self.unprotected_samples)
+            figures["after_drop_without_gelombang"] = {
+                "answers": direct[0], "errors": direct[1], "s": direct[2],
+            }  # fmt: skip
         return figures
 
     def to_json(self) -> dict[str, Any]:
@@ -287,6 +301,7 @@ class AutopilotTrace:
             "figures": self.figures(),
             "samples": [asdict(s) for s in self.samples],
             "decisions": [asdict(d) for d in self.decisions],
+            "unprotected_samples": [asdict(s) for s in self.unprotected_samples],
         }
 
     def lines(self) -> list[str]:
@@ -300,19 +315,24 @@ class AutopilotTrace:
         ]
         if f["first_cut_at_s"] is None:
             text.append("autopilot: no cut after the capacity drop (the origin stayed healthy)")
-            return text
-        before, after = f["before_cut"], f["after_cut"]
-        text.append(
-            f"autopilot: cut max_active to {f['first_cut_to']} at {f['first_cut_at_s']:g} s, "
-            f"{f['first_cut_at_s'] - f['capacity_drop_at_s']:.1f} s after the drop"
-        )
-        text.append(
-            f"autopilot prevented: with max_active still {f['target_at_drop']} after the drop "
-            f"the origin answered {_share(before)} 5xx ({before['errors']:.0f} of "
-            f"{before['answers']:.0f} in {before['s']:.1f} s); from the cut to the end "
-            f"{_share(after)} ({after['errors']:.0f} of {after['answers']:.0f} in "
-            f"{after['s']:.1f} s)"
-        )
+        else:
+            before, after = f["before_cut"], f["after_cut"]
+            text.append(
+                f"autopilot: cut max_active to {f['first_cut_to']} at {f['first_cut_at_s']:g} s, "
+                f"{f['first_cut_at_s'] - f['capacity_drop_at_s']:.1f} s after the drop; the "
+                f"origin answered {_share(before)} 5xx until then ({before['errors']:.0f} of "
+                f"{before['answers']:.0f} in {before['s']:.1f} s, max_active "
+                f"{f['target_at_drop']}), {_share(after)} from the cut to the end "
+                f"({after['errors']:.0f} of {after['answers']:.0f} in {after['s']:.1f} s)"
+            )
+        if "after_drop_without_gelombang" in f:
+            through, direct = f["after_drop"], f["after_drop_without_gelombang"]
+            text.append(
+                f"after the drop: the origin answered {_share(through)} 5xx through Gelombang "
+                f"with the autopilot ({through['errors']:.0f} of {through['answers']:.0f}); "
+                f"without Gelombang, the same drop and crowd, {_share(direct)} "
+                f"({direct['errors']:.0f} of {direct['answers']:.0f})"
+            )
         return text
 
     def timeline(self, every_s: float = 2.0) -> list[tuple[float, int, int, float, float]]:

@@ -27,7 +27,7 @@ import aiohttp
 
 from queue_service.redis_server import free_port
 from queue_service.subprocesses import ChildProcess, HttpReady, stop_all
-from simulator.autopilot_trace import AutopilotTrace
+from simulator.autopilot_trace import AutopilotTrace, Sample
 from simulator.scenario import Scenario
 from simulator.wave_definition import as_toml, wave_definition
 
@@ -296,6 +296,7 @@ def _run_both(
 
     results: dict[str, LiveResult] = {}
     trace: AutopilotTrace | None = None
+    unprotected: list[Sample] = []
     capacity = scenario.origin.capacity
     drop_at_s = run_s / 2
     # Redis data and the development signing key live in a private temporary folder, not in
@@ -334,14 +335,17 @@ def _run_both(
                 capacity_drop_at_s=drop_at_s,
             )
             results[mode] = uvloop.run(_drive(stack, scenario, config, watched))
-            if mode == "queued" and autopilot:
+            if mode == "direct":
+                unprotected = watched.samples
+            elif autopilot:
                 trace = watched
+                trace.unprotected_samples = unprotected
     return results, trace
 
 
 async def _drive(stack: LocalStack, scenario: Scenario, config: Any, trace: AutopilotTrace) -> Any:
-    """One run while its origin loses half its capacity halfway through; with the autopilot,
-    the origin and the autopilot watched (`trace`) until the stack stops."""
+    """One run while its origin loses half its capacity halfway through, the origin watched
+    (`trace`); with the autopilot, its decisions and final target too."""
 
     from simulator.autopilot_trace import OriginWatch, read_decisions
     from simulator.driver import run_live
@@ -364,8 +368,7 @@ async def _drive(stack: LocalStack, scenario: Scenario, config: Any, trace: Auto
                 )
             )
         ]
-        if config.wave_changes:
-            tasks.append(asyncio.create_task(watch.watch()))
+        tasks.append(asyncio.create_task(watch.watch()))
         try:
             result = await run_live(scenario, config)
         finally:

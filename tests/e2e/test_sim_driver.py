@@ -255,8 +255,14 @@ def test_demo_command_runs_both_ways_writes_the_report_and_stops_everything(
     trace.samples = [Sample(**s) for s in report["autopilot"]["samples"]]
     trace.decisions = [Decision(**d) for d in report["autopilot"]["decisions"]]
     trace.final_target = report["autopilot"]["figures"]["final_target"]
-    for line in trace.lines():
+    trace.unprotected_samples = [Sample(**s) for s in report["autopilot"]["unprotected_samples"]]
+    lines = trace.lines()
+    assert len(lines) == 3 or lines[1].startswith("autopilot: no cut"), lines
+    for line in lines:
         assert line in completed.stdout
+    # the comparison is with the same origin's counters in the run without Gelombang
+    assert lines[-1].startswith("after the drop: the origin answered")
+    assert {s.capacity for s in trace.unprotected_samples if s.t > 19} == {12}
     assert "autopilot on: the origin lost half its capacity at 18 s (24 -> 12 workers)" in (
         completed.stdout
     )
