@@ -5,9 +5,10 @@ model runs this same law.
 
 What it controls. The admitted concurrency `target` (the wave's `max_active`), and the admission
 rate that follows from it by Little's law, `admit_rate = target / S`, S the measured session
-time (the mean time a slot stays taken). Concurrency, not rate, is what an origin's health
-depends on, and a waiting room's feedback arrives a session later: people admitted now reach
-the slow steps of the registration (the KTP upload, the OTP) seconds to minutes from now. So:
+time (the mean time a slot stays taken), at most the wave's planned session (`Load`).
+Concurrency, not rate, is what an origin's health depends on, and a waiting room's feedback
+arrives a session later: people admitted now reach the slow steps of the registration (the
+KTP upload, the OTP) seconds to minutes from now. So:
 
     every interval, from the latest signals L (latency, seconds), E (error ratio, 0-1) and
     U = active / target (how much of the concurrency is really used):
