@@ -5,9 +5,10 @@ model runs this same law.
 
 What it controls. The admitted concurrency `target` (the wave's `max_active`), and the admission
 rate that follows from it by Little's law, `admit_rate = target / S`, S the measured session
-time (the mean time a slot stays taken). Concurrency, not rate, is what an origin's health
-depends on, and a waiting room's feedback arrives a session later: people admitted now reach
-the slow steps of the registration (the KTP upload, the OTP) seconds to minutes from now. So:
+time (the mean time a slot stays taken), at most the wave's planned session (`Load`).
+Concurrency, not rate, is what an origin's health depends on, and a waiting room's feedback
+arrives a session later: people admitted now reach the slow steps of the registration (the
+KTP upload, the OTP) seconds to minutes from now. So:
 
     every interval, from the latest signals L (latency, seconds), E (error ratio, 0-1) and
     U = active / target (how much of the concurrency is really used):
@@ -222,6 +223,11 @@ class Load:
     waiting: int
     session_s: float
     """Measured mean time a slot stays taken (the prior until sessions have ended)."""
+    planned_session_s: float | None = None
+    """The wave's planned session (expected_session_s): caps the session time the rate is
+    derived from. The measured hold lags by minutes after a collapse (sessions that waited
+    on timeouts); a rate from it starves the target, the concurrency is never all used, and
+    the law could never raise it again: stuck near the floor with the origin idle."""
 
 
 @dataclass(frozen=True)
@@ -266,10 +272,11 @@ def decide(
     """The next target and rate (see the module docstring for the law)."""
     target = config.clamp(state.target)
     session_s = max(load.session_s, 0.001)
+    pacing_s = min(session_s, load.planned_session_s or math.inf)
 
     def outcome(action: Action, new_target: int, reason: str, **changes: Any) -> Decision:
         new_state = replace(state, target=new_target, **changes)
-        return Decision(action, new_target, rate_for(new_target, session_s), reason, new_state)
+        return Decision(action, new_target, rate_for(new_target, pacing_s), reason, new_state)
 
     if now < state.hold_until:
         return outcome("manual_hold", target, "an operator's change stands")

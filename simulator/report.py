@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from simulator.autopilot_trace import AutopilotTrace
 from simulator.charts import (
     GREY,
     Line,
@@ -422,7 +423,65 @@ def _summary_table(summaries: list[dict[str, Any]]) -> str:
     )
 
 
-def render_html(records: list[RunRecord], summaries: list[dict[str, Any]]) -> str:
+def _autopilot_charts(trace: AutopilotTrace) -> list[Chart]:
+    """The autopilot's target beside the origin's latency and errors, through Gelombang."""
+    points = trace.timeline(every_s=1.0)
+    times = [p[0] for p in points]
+    drop = trace.capacity_drop_at_s
+    colour = COLOURS["queued"]
+    target: list[Line] = [
+        ("max_active (the autopilot's target)", times, [float(p[2]) for p in points], colour,
+         False),
+        ("origin capacity (workers)", times, [float(p[1]) for p in points], GREY, True),
+    ]  # fmt: skip
+    latency: list[Line] = [
+        ("origin p95 (the autopilot's signal)", times, [p[4] for p in points], colour, False),
+    ]
+    errors: list[Line] = [("origin 5xx/s", times, [p[3] for p in points], colour, False)]
+    return [
+        (
+            "autopilot_target",
+            "Autopilot: target vs the origin's capacity",
+            line_chart(
+                "autopilot_target",
+                "max_active set by the autopilot",
+                target,
+                "sessions / workers",
+                marker_x=drop,
+            ),
+            "The wave's max_active as the autopilot set it (one decision per interval) "
+            "against the origin's worker pool, which loses half its workers at the marker.",
+        ),
+        (
+            "autopilot_latency",
+            "Autopilot: the origin's latency",
+            line_chart(
+                "autopilot_latency", "Origin p95 latency (Prometheus)", latency, "s", marker_x=drop
+            ),
+            "The latency signal the autopilot read from Prometheus: over its target it cuts "
+            "max_active, well under it (and the slots used) it adds to it.",
+        ),
+        (
+            "autopilot_errors",
+            "Autopilot: the origin's errors",
+            line_chart(
+                "autopilot_errors",
+                "Origin 5xx per second (its /metrics)",
+                errors,
+                "per second",
+                marker_x=drop,
+            ),
+            "503 (backlog full) and 504 (waited too long) answers of the protected origin, "
+            "from its own counters.",
+        ),
+    ]
+
+
+def render_html(
+    records: list[RunRecord],
+    summaries: list[dict[str, Any]],
+    autopilot: AutopilotTrace | None = None,
+) -> str:
     first = records[0].meta
     notes = list(dict.fromkeys(n for r in records for n in r.meta.notes))  # once each
     sampled = [r for r in records if r.meta.sample_every > 1]
@@ -435,7 +494,17 @@ def render_html(records: list[RunRecord], summaries: list[dict[str, Any]]) -> st
     sections = "".join(
         f'<h2 id="chart-{cid}">{html.escape(heading)}</h2>{svg}'
         f'<p class="explain">{html.escape(explain)}</p>'
-        for cid, heading, svg, explain in _charts(records)
+        for cid, heading, svg, explain in [
+            *_charts(records),
+            *(_autopilot_charts(autopilot) if autopilot is not None else []),
+        ]
+    )
+    autopilot_html = (
+        '<ul id="autopilot">'
+        + "".join(f"<li>{html.escape(line)}</li>" for line in autopilot.lines())
+        + "</ul>"
+        if autopilot is not None
+        else ""
     )
     note_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     return (
@@ -444,6 +513,7 @@ def render_html(records: list[RunRecord], summaries: list[dict[str, Any]]) -> st
         f"<style>{CSS}</style></head><body>"
         f"<h1>Gelombang wave report: {html.escape(first.scenario)}</h1>"
         f'<p id="verdict" class="verdict">{html.escape(verdict(summaries))}</p>'
+        f"{autopilot_html}"
         f'<h2 id="settings-heading">Wave settings</h2>{_settings_table(summaries)}'
         f'<h2 id="summary-heading">Summary</h2>{_summary_table(summaries)}'
         f"{sections}"
@@ -452,7 +522,9 @@ def render_html(records: list[RunRecord], summaries: list[dict[str, Any]]) -> st
     )
 
 
-def write_report(records: Sequence[RunRecord], out_dir: str | Path) -> list[Path]:
+def write_report(
+    records: Sequence[RunRecord], out_dir: str | Path, autopilot: AutopilotTrace | None = None
+) -> list[Path]:
     records = list(records)
     if not records:
         raise ValueError("write_report needs at least one run record")
@@ -462,10 +534,14 @@ def write_report(records: Sequence[RunRecord], out_dir: str | Path) -> list[Path
     json_path = out / "report.json"
     json_path.write_bytes(
         orjson.dumps(
-            {"verdict": verdict(summaries), "runs": summaries},
+            {
+                "verdict": verdict(summaries),
+                "runs": summaries,
+                **({"autopilot": autopilot.to_json()} if autopilot is not None else {}),
+            },
             option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
         )
     )
     html_path = out / "report.html"
-    html_path.write_text(render_html(records, summaries), "utf-8")
+    html_path.write_text(render_html(records, summaries, autopilot), "utf-8")
     return [json_path, html_path]

@@ -557,5 +557,15 @@ WRK_BENCHMARKS = ("throughput", "latency", "workers", "scale", "overload", "veri
 BENCHMARKS = (
     *WRK_BENCHMARKS, "ceiling", "cluster", "admission", "idle", "reclaim", "driver", "model",
 )  # fmt: skip
-ON_REQUEST = {"peer": versus_peer}
+
+
+def autopilot(o: Options, work: Path) -> list[Row]:
+    """(o) The autopilot against a real origin that halves mid-run, against the operator's
+    fixed setting (loadtests/bench/autopilot.py): convergence, overshoot, goodput."""
+    from loadtests.bench.autopilot import bench_rows
+
+    return bench_rows(o.runs, work)
+
+
+ON_REQUEST = {"peer": versus_peer, "autopilot": autopilot}
 """Benchmarks that need something outside the repository: run only when named."""

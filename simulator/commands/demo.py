@@ -12,6 +12,7 @@ errors and on Ctrl-C too.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import secrets
 import signal
@@ -22,14 +23,18 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-import aiohttp  # noqa: F401  (checked at import so a broken install fails before anything starts)
+import aiohttp
 
 from gelombang_harness import ChildProcess, HttpReady, stop_all
 from queue_service.redis_server import free_port
+from simulator.autopilot_trace import AutopilotTrace, Sample
 from simulator.scenario import Scenario
 from simulator.wave_definition import as_toml, wave_definition
 
 READY_TIMEOUT_S = 30.0
+AUTOPILOT_INTERVAL_S = 3.0
+AUTOPILOT_LATENCY_TARGET_S = 1.2
+"""p95 of the origin's answers: ~0.3 s when it is healthy, its 4 s timeout when overloaded."""
 # The whole simulated crowd comes from 127.0.0.1: per-IP limits are raised to fit it, while the
 # per-registrant and per-ticket limits stay as deployed, so fast-polling bots still meet 429s.
 CROWD_RATE_LIMITS = """\
@@ -58,11 +63,18 @@ class LocalStack:
     """Redis, the queue service and two origins (unprotected and protected) on loopback, as
     real processes. A context manager: leaving it stops everything it started."""
 
-    def __init__(self, scenario: Scenario, state_dir: Path, log_dir: Path) -> None:
+    def __init__(
+        self, scenario: Scenario, state_dir: Path, log_dir: Path, *, autopilot: bool = False
+    ) -> None:
         self.scenario = scenario
         self.state_dir = state_dir
         self.log_dir = log_dir
+        self.autopilot = autopilot
+        """Also a Prometheus scraping the protected origin, for the wave's autopilot."""
         self.admin_token = secrets.token_urlsafe(24)
+        self.origin_admin_token = secrets.token_urlsafe(24)
+        """The origins' admin API (their capacity, changed mid-run)."""
+        self.prometheus_url: str | None = None
         self.queue_port = free_port()
         self.direct_port = free_port()
         self.protected_port = free_port()
@@ -72,6 +84,10 @@ class LocalStack:
     @property
     def queue_url(self) -> str:
         return f"http://127.0.0.1:{self.queue_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return str(self._redis.url)
 
     @property
     def direct_origin_url(self) -> str:
@@ -108,8 +124,18 @@ class LocalStack:
         env = {
             **os.environ,
             "GELOMBANG_ADMIN_TOKEN": self.admin_token,
+            "GELOMBANG_ORIGIN_ADMIN_TOKEN": self.origin_admin_token,
             "PYTHONUNBUFFERED": "1",
         }
+        if self.autopilot:
+            from simulator.autopilot_trace import PrometheusServer
+
+            prometheus = PrometheusServer(
+                self.state_dir / "prometheus", f"127.0.0.1:{self.protected_port}"
+            )
+            self._processes.append(prometheus.spawn())
+            prometheus.wait_ready()
+            self.prometheus_url = prometheus.url
         env.pop("GELOMBANG_RATE_LIMITS", None)  # the crowd limits above apply
         self._spawn(
             "queue",
@@ -158,6 +184,26 @@ class LocalStack:
             flags += ["--service-ms", f"{step}={ms}"]
         return flags
 
+    def autopilot_changes(self) -> dict[str, Any]:
+        """The wave's `autopilot` (on, with this stack's Prometheus), for the queued run: it
+        starts at the scenario's max_active (the operator's setting) and may go from a tenth
+        of it to twice it. Short signal windows and interval: a demo run lasts a minute."""
+        from simulator.autopilot_trace import autopilot_settings
+
+        if self.prometheus_url is None:
+            return {}
+        configured = self.scenario.wave.max_active
+        return {
+            "autopilot": autopilot_settings(
+                self.prometheus_url,
+                max_active=2 * configured,
+                min_active=max(2, configured // 10),
+                interval_s=AUTOPILOT_INTERVAL_S,
+                window_s=3,
+                latency_target_s=AUTOPILOT_LATENCY_TARGET_S,
+            )
+        }
+
     def waves_toml(self) -> str:
         """The wave, scheduled an hour ahead; the driver re-opens it relative to its run."""
         now = time.time()
@@ -198,6 +244,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from simulator.autopilot_trace import prometheus_available
     from simulator.commands.simulate import summary_text, write_outputs
     from simulator.scenario import ScenarioError, load_scenario
 
@@ -215,43 +262,60 @@ def run(args: argparse.Namespace) -> int:
         f"Gelombang demo: scenario {scenario.name!r}, up to {args.max_registrants} registrants, "
         f"two runs of {run_s:.0f} s. Output in {out}/"
     )
+    autopilot = prometheus_available()
+    if not autopilot:
+        say("prometheus is not installed: the run through Gelombang keeps its fixed setting")
     try:
-        results = _run_both(scenario, args, out, run_s, say)
+        results, trace = _run_both(scenario, args, out, run_s, say, autopilot)
     except KeyboardInterrupt:
         say("interrupted: every process the demo started has been stopped")
         raise
     say("all processes stopped")
     print()
     print(summary_text(results))
+    if trace is not None:
+        print()
+        print("\n".join(trace.lines()))
     print()
-    write_outputs(out, results)
+    write_outputs(out, results, autopilot=trace)
     say(f"report in {out}/")
     return 0
 
 
 def _run_both(
-    scenario: Scenario, args: argparse.Namespace, out: Path, run_s: float, say: Any
-) -> dict[str, Any]:
+    scenario: Scenario,
+    args: argparse.Namespace,
+    out: Path,
+    run_s: float,
+    say: Any,
+    autopilot: bool,
+) -> tuple[dict[str, Any], AutopilotTrace | None]:
     import uvloop
 
-    from simulator.driver import DriverConfig, LiveResult, run_live
+    from simulator.driver import DriverConfig, LiveResult
 
     results: dict[str, LiveResult] = {}
+    trace: AutopilotTrace | None = None
+    unprotected: list[Sample] = []
+    capacity = scenario.origin.capacity
+    drop_at_s = run_s / 2
     # Redis data and the development signing key live in a private temporary folder, not in
     # the report folder people share; the logs stay with the report.
     with (
         tempfile.TemporaryDirectory(prefix="gelombang-demo-") as state,
-        LocalStack(scenario, Path(state), out / "logs") as stack,
+        LocalStack(scenario, Path(state), out / "logs", autopilot=autopilot) as stack,
     ):
         say(
             f"started redis-server, queue {stack.queue_url}, origins {stack.direct_origin_url} "
             f"(no waiting room) and {stack.protected_origin_url} (behind Gelombang); "
-            f"capacity {scenario.origin.capacity} concurrent requests"
+            f"capacity {capacity} concurrent requests, halved {drop_at_s:.0f} s into each run"
+            + (f"; Prometheus {stack.prometheus_url} for the autopilot" if autopilot else "")
         )
         plans = [
             ("direct", stack.direct_origin_url, "1/2 without Gelombang: straight at the origin"),
-            ("queued", stack.protected_origin_url, "2/2 through Gelombang: the waiting room"),
-        ]
+            ("queued", stack.protected_origin_url, "2/2 through Gelombang: the waiting room"
+             + (", autopilot on" if autopilot else "")),
+        ]  # fmt: skip
         for mode, origin_url, title in plans:
             say(f"run {title}")
             config = DriverConfig(
@@ -262,9 +326,61 @@ def _run_both(
                 max_seconds=run_s,
                 seed=args.seed,
                 admin_token=stack.admin_token,
+                wave_changes=stack.autopilot_changes() if mode == "queued" else {},
             )
-            results[mode] = uvloop.run(run_live(scenario, config))
-    return results
+            watched = AutopilotTrace(
+                configured_max_active=scenario.wave.max_active,
+                capacity_before=capacity,
+                capacity_after=max(1, capacity // 2),
+                capacity_drop_at_s=drop_at_s,
+            )
+            results[mode] = uvloop.run(_drive(stack, scenario, config, watched))
+            if mode == "direct":
+                unprotected = watched.samples
+            elif autopilot:
+                trace = watched
+                trace.unprotected_samples = unprotected
+    return results, trace
+
+
+async def _drive(stack: LocalStack, scenario: Scenario, config: Any, trace: AutopilotTrace) -> Any:
+    """One run while its origin loses half its capacity halfway through, the origin watched
+    (`trace`); with the autopilot, its decisions and final target too."""
+
+    from simulator.autopilot_trace import OriginWatch, read_decisions
+    from simulator.driver import run_live
+    from simulator.wave_admin import WaveAdmin
+
+    started, started_wall = time.monotonic(), time.time()
+
+    def clock() -> float:
+        return time.monotonic() - started
+
+    async with aiohttp.ClientSession() as http:
+        watch = OriginWatch(
+            http, config.origin_url, stack.queue_url, scenario.wave.id, stack.admin_token,
+            clock, trace.samples,
+        )  # fmt: skip
+        tasks = [
+            asyncio.create_task(
+                watch.set_capacity_at(
+                    trace.capacity_drop_at_s, trace.capacity_after, stack.origin_admin_token
+                )
+            )
+        ]
+        tasks.append(asyncio.create_task(watch.watch()))
+        try:
+            result = await run_live(scenario, config)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if config.wave_changes:
+            # the view first: a decision landing in between is then in the log too
+            view = await WaveAdmin(http, stack.queue_url, stack.admin_token).view(scenario.wave.id)
+            trace.final_target = ((view or {}).get("autopilot") or {}).get("target_active")
+            trace.decisions = await read_decisions(stack.redis_url, scenario.wave.id, started_wall)
+    return result
 
 
 def _printer() -> Any:

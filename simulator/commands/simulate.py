@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from simulator.records import MODES
 
 if TYPE_CHECKING:
+    from simulator.autopilot_trace import AutopilotTrace
     from simulator.driver import DriverConfig, LiveResult, LiveRun
     from simulator.scenario import Scenario
 
@@ -238,8 +239,11 @@ def nothing_completed(results: dict[str, LiveResult]) -> int:
     return status
 
 
-def write_outputs(out: Path, results: dict[str, LiveResult]) -> None:
-    """`run-<mode>.json` for each run, then the report (JSON + HTML) from them."""
+def write_outputs(
+    out: Path, results: dict[str, LiveResult], autopilot: AutopilotTrace | None = None
+) -> None:
+    """`run-<mode>.json` for each run, then the report (JSON + HTML) from them; with the
+    autopilot's trace (the demo), `autopilot.json` and its charts in the report."""
     out.mkdir(parents=True, exist_ok=True)
     for mode, result in results.items():
         result.record.save(out / f"run-{mode}.json")
@@ -249,7 +253,7 @@ def write_outputs(out: Path, results: dict[str, LiveResult]) -> None:
         print("(simulator.report is not available: run records only)", file=sys.stderr)
         return
     records = [results[m].record for m in MODES if m in results]
-    paths = report.write_report(records, out)
+    paths = report.write_report(records, out, autopilot=autopilot)
     for path in paths:
         print(f"wrote {path}", file=sys.stderr)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
-from dataclasses import dataclass
-from typing import TextIO
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
@@ -66,6 +67,8 @@ class DriverConfig:
     webhook_secret: str | None = None
     """A scenario with call-backs: the deployment's GELOMBANG_WEBHOOK_SECRET (base64), with
     which the driver's gateway checks the messages' signatures (None: that variable)."""
+    wave_changes: Mapping[str, Any] = field(default_factory=dict)
+    """Fields of the wave the run creates that differ from the scenario's (an `autopilot`)."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -91,6 +91,7 @@ class LiveRun:
             closes_at=started_wall + clock.closes_at_s,
             origin_url=self.origin_url + "/",
             webhook_url=self.gateway.url if self.gateway else EXAMPLE_GATEWAY,
+            **self.config.wave_changes,
         )
 
     async def configure_wave(self, started_wall: float) -> None:

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import io
 import itertools
+import json
 import re
 import socket
 import subprocess
@@ -23,11 +24,13 @@ from typing import Any
 
 import pytest
 
+from simulator.autopilot_trace import AutopilotTrace, Decision, Sample
 from simulator.commands.demo import LocalStack
 from simulator.driver import DriverConfig, LiveResult, admission_order, run_live
 from simulator.scenario import Scenario, scenario_from_dict
 from simulator.stats import summarise
 from tests.helpers.paths import REPO
+from tests.helpers.tools import require_tool
 
 LAPTOP = REPO / "simulator" / "scenarios" / "laptop.toml"
 CAPACITY = 12
@@ -210,18 +213,24 @@ def test_the_last_progress_line_tells_the_summarys_numbers(live_runs: LiveRuns) 
     assert still_trying > 0
 
 
+@pytest.mark.timeout(240)
 def test_demo_command_runs_both_ways_writes_the_report_and_stops_everything(
     tmp_path: Path,
 ) -> None:
+    """Both runs, the origin halved halfway through each (18 s: 8 s after the opening), the
+    run through Gelombang with the autopilot on (a real Prometheus). What it prints about the
+    autopilot is what happened: the target is the one Redis holds at the end (the admin
+    view) and the last the autopilot applied; the errors are the origin's own counters."""
+    require_tool("prometheus", package="prometheus")
     out = tmp_path / "demo"
     completed = subprocess.run(
         [
             *(sys.executable, "-m", "gelombang.cli", "demo", "--out", str(out)),
-            *("--max-seconds", "13", "--max-registrants", "400"),
+            *("--max-seconds", "36", "--max-registrants", "700"),
         ],
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=200,
         cwd=REPO,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
@@ -231,12 +240,42 @@ def test_demo_command_runs_both_ways_writes_the_report_and_stops_everything(
     for name in ("run-direct.json", "run-queued.json", "report.json", "report.html"):
         assert (out / name).is_file(), name
     assert (out / "logs" / "waves.toml").is_file()
-    # Every process it started is gone: nothing answers on the ports it announced.
+    # Every process it started is gone: nothing answers on the ports it announced (the
+    # queue, two origins, Prometheus).
     ports = [int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)", completed.stderr)]
-    assert len(set(ports)) == 3
+    assert len(set(ports)) == 4
     for port in set(ports):
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    # The autopilot's lines, against the trace the report kept.
+    report = json.loads((out / "report.json").read_text())
+    trace = AutopilotTrace(
+        configured_max_active=40, capacity_before=24, capacity_after=12, capacity_drop_at_s=18.0
+    )
+    trace.samples = [Sample(**s) for s in report["autopilot"]["samples"]]
+    trace.decisions = [Decision(**d) for d in report["autopilot"]["decisions"]]
+    trace.final_target = report["autopilot"]["figures"]["final_target"]
+    trace.unprotected_samples = [Sample(**s) for s in report["autopilot"]["unprotected_samples"]]
+    lines = trace.lines()
+    assert len(lines) == 3 or lines[1].startswith("autopilot: no cut"), lines
+    for line in lines:
+        assert line in completed.stdout
+    # the comparison is with the same origin's counters in the run without Gelombang
+    assert lines[-1].startswith("after the drop: the origin answered")
+    assert {s.capacity for s in trace.unprotected_samples if s.t > 19} == {12}
+    assert "autopilot on: the origin lost half its capacity at 18 s (24 -> 12 workers)" in (
+        completed.stdout
+    )
+    # the capacity really halved (the origin's gauge), and the autopilot decided all along
+    assert {s.capacity for s in trace.samples if s.t < 17} == {24}
+    assert {s.capacity for s in trace.samples if s.t > 19} == {12}
+    assert len(trace.decisions) >= 8
+    # the target printed is Redis's at the end (the admin view, read just before the log: a
+    # decision may come in between) and the last one the autopilot applied
+    assert trace.final_target in {d.target for d in trace.decisions[-2:]}
+    assert f"{trace.final_target} at the end" in completed.stdout
+    html = (out / "report.html").read_text()
+    assert 'id="chart-autopilot_target"' in html and 'id="autopilot"' in html
 
 
 def test_registrants_of_a_verified_wave_sign_in_at_the_origin_and_get_through(
