@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from queue_service.autopilot import AutopilotConfig, parse_autopilot
+from queue_service.errors import BadRequest
 from simulator.arrivals import ArrivalParams, ArrivalProcess
 from simulator.behaviour import BehaviourParams
 from simulator.registrants import NETWORK_CLASSES, Population, PopulationMix
@@ -124,6 +126,10 @@ class OriginParams:
     session_returning_median_s: float = 3 * 60.0
     session_sigma: float = 0.5
     requests_per_session: float = 50.0  # origin API calls per registration [E]
+    # (seconds after the start of the run, capacity) steps: the origin loses (or regains)
+    # workers mid-run, as `gelombang origin --capacity-schedule` does (`[origin]
+    # capacity_schedule = [[150, 12]]`); the model's `CapacityOrigin` follows it
+    capacity_schedule: tuple[tuple[float, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.capacity < 1:
@@ -140,6 +146,17 @@ class OriginParams:
         bad = [k for k, v in self.service_ms.items() if not isinstance(v, int | float) or v <= 0]
         if bad:
             raise ValueError(f"origin.service_ms values must be > 0 ({', '.join(bad)})")
+        for at_s, capacity in self.capacity_schedule:
+            if at_s < 0 or capacity < 1:
+                raise ValueError("origin.capacity_schedule: [seconds >= 0, capacity >= 1] steps")
+
+    def capacity_at(self, t: float) -> int:
+        """The origin's workers at `t` (the last scheduled step at or before it)."""
+        capacity = self.capacity
+        for at_s, scheduled in sorted(self.capacity_schedule):
+            if at_s <= t:
+                capacity = scheduled
+        return capacity
 
 
 @dataclass(frozen=True)
@@ -155,6 +172,8 @@ class Scenario:
     behaviour: BehaviourParams
     origin: OriginParams
     source: str = "<dict>"  # file it came from
+    autopilot: AutopilotConfig = field(default_factory=AutopilotConfig)
+    """`[wave.autopilot]`: the wave's autopilot (off unless the table says so)."""
 
     def arrival_process(self) -> ArrivalProcess:
         return ArrivalProcess(
@@ -286,10 +305,16 @@ def _scenario_from_dict(data: dict[str, Any], source: str) -> Scenario:
             raise ScenarioError(str(exc)) from None
 
     clock = _build(ClockParams, "clock", tables["clock"])
+    autopilot = _autopilot(tables["wave"].pop("autopilot", None))
     wave = _build(WaveParams, "wave", tables["wave"])
     arrivals = _build(ArrivalParams, "arrivals", tables["arrivals"])
     behaviour = _build(BehaviourParams, "behaviour", tables["behaviour"])
+    schedule = _capacity_schedule(tables["origin"].pop("capacity_schedule", []))
     origin = _build(OriginParams, "origin", tables["origin"])
+    try:
+        origin = dataclasses.replace(origin, capacity_schedule=schedule)
+    except ValueError as exc:
+        raise ScenarioError(str(exc)) from None
     return Scenario(
         name=name,
         description=description,
@@ -302,7 +327,43 @@ def _scenario_from_dict(data: dict[str, Any], source: str) -> Scenario:
         behaviour=behaviour,
         origin=origin,
         source=source,
+        autopilot=autopilot,
     )
+
+
+OFFLINE_PROMETHEUS = "http://prometheus.invalid"
+"""Offline the model's origin is its own Prometheus: a scenario need not name one."""
+
+
+def _autopilot(table: Any) -> AutopilotConfig:
+    """`[wave.autopilot]`, checked as `PUT /admin/v1/waves` checks the wave's field."""
+    if table is None:
+        return AutopilotConfig()
+    if not isinstance(table, dict):
+        raise ScenarioError("[wave.autopilot] must be a table")
+    try:
+        return parse_autopilot({"prometheus_url": OFFLINE_PROMETHEUS, **table})
+    except BadRequest as exc:
+        raise ScenarioError(f"[wave.autopilot] {exc.message}") from None
+
+
+def _capacity_schedule(value: Any) -> tuple[tuple[float, int], ...]:
+    where = "[origin] capacity_schedule"
+    if not isinstance(value, list):
+        raise ScenarioError(f"{where} must be a list of [seconds, capacity] pairs")
+    steps = []
+    for step in value:
+        if (
+            not isinstance(step, list)
+            or len(step) != 2
+            or isinstance(step[0], bool)
+            or not isinstance(step[0], int | float)
+            or isinstance(step[1], bool)
+            or not isinstance(step[1], int)
+        ):
+            raise ScenarioError(f"{where}: each step is [seconds, whole capacity], got {step!r}")
+        steps.append((float(step[0]), step[1]))
+    return tuple(sorted(steps))
 
 
 def bundled_scenarios() -> list[str]:
