@@ -39,8 +39,9 @@ from simulator import sessions
 from simulator.behaviour import BehaviourParams, persistence
 from simulator.flow import OVERSIZED_PHOTO_SHARE, STEPS
 from simulator.model.origin import OriginHealth
-from simulator.model.origin_load import OriginQueue, ServiceTimes, TickLoad, mixture_quantile
+from simulator.model.origin_load import OriginQueue, ServiceTimes, TickLoad, histogram_quantile
 from simulator.origin.config import DEFAULT_SERVICE_S, OriginConfig
+from simulator.origin.metrics import DURATION_BUCKETS
 from simulator.scenario import OriginParams, Scenario
 
 DEFAULT_WINDOW_S = 60.0
@@ -233,7 +234,9 @@ class CapacityOrigin:
         refused = errors - sum(load.timed_out for load in loads)
         parts.append((refused, 1e-3, 2e-3))  # refused at once: a 503 takes no time
         timed_out = sum(load.timed_out for load in loads)
-        p95 = mixture_quantile(parts, timed_out, self.config.queue_timeout_s, 0.95)
+        p95 = histogram_quantile(
+            parts, timed_out, self.config.queue_timeout_s, 0.95, DURATION_BUCKETS
+        )
         return OriginHealth(latency_s=p95, error_ratio=errors / requests)
 
     def describe(self) -> str:

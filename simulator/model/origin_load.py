@@ -135,23 +135,32 @@ def lognormal_cdf(x: float, median: float, p95: float) -> float:
     return 0.5 * math.erfc(-(math.log(x / median)) / (sigma * math.sqrt(2.0)))
 
 
-def mixture_quantile(parts: list[tuple[float, float, float]], timed_out: float, timeout: float,
-                     q: float) -> float:  # fmt: skip
-    """The q-quantile of requests' latencies: `parts` are (count, median, p95) of served
-    requests (lognormal), `timed_out` requests took `timeout` (refusals are immediate)."""
+def histogram_quantile(
+    parts: list[tuple[float, float, float]],
+    timed_out: float,
+    timeout: float,
+    q: float,
+    buckets: tuple[float, ...],
+) -> float:
+    """What Prometheus's `histogram_quantile(q, ...)` answers for these requests: `parts` are
+    (count, median, p95) of served requests (lognormal), `timed_out` requests took `timeout`;
+    counted into the histogram's `buckets` (upper bounds), then interpolated linearly inside
+    the bucket holding the rank, as Prometheus does (the highest finite bound past the last)."""
     total = sum(n for n, _, _ in parts) + timed_out
     if total <= 0:
         return math.nan
 
-    def below(x: float) -> float:
+    def at_most(x: float) -> float:
         served = sum(n * lognormal_cdf(x, m, p) for n, m, p in parts if n > 0)
-        return (served + (timed_out if x >= timeout else 0.0)) / total
+        return served + (timed_out if x >= timeout else 0.0)
 
-    lo, hi = 0.0, max([timeout, *(p for _, _, p in parts)]) * 4.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if below(mid) >= q:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound in buckets:
+        count = at_most(bound)
+        if count >= rank:
+            if count <= below:
+                return bound
+            return lower + (bound - lower) * (rank - below) / (count - below)
+        lower, below = bound, count
+    return buckets[-1]
