@@ -10,6 +10,7 @@ from `simulator.measured` (loadtests/RESULTS.md).
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 from dataclasses import dataclass
@@ -161,6 +162,8 @@ def command_value(name: str, value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return format(value, SHOWN_DIGITS.get(name, "g"))
+    if isinstance(value, dict):  # an object field (`autopilot`): JSON, as --set takes it
+        return json.dumps(value)
     return str(value)
 
 

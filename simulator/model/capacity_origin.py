@@ -9,21 +9,20 @@ a queue timeout of 0.8 x the scenario's `timeout_s`, the scenario's `service_ms`
 the origin's log-normal spread (`service_sigma`) and contention (`slowdown_per_waiter`,
 `max_slowdown`). The load follows from the registrants the model has in the flow: each sends
 the flow's requests (`flow.STEPS`, the KTP upload again for the oversized photos) with its
-think time spread between them, as the live driver does (`origin_load.solve_load`, once per
-tick).
+think time spread between them, as the live driver does; `origin_load.OriginQueue` steps the
+origin's requests through each tick with the registrants in the flow then.
 
-What a registrant meets. A session that starts while the origin answers in `R` seconds with
-an error share `e` lasts its think time plus every request's answer (`R` instead of the no-load
-service time) plus, per error, the timeout and a retry delay (`behaviour.retry_delay_s`'s
-means); a human gives up a step after an error with the driver's persistence
-(`behaviour.persistence`), so the session fails with the chance that any step gives up
-(scripted clients never give up). A failed session tells the queue (`complete`) and frees its
-slot; its fate is `errors`.
+What a registrant meets (`paced_flows.PacedFlows`, driven by `flow_speed` and
+`failure_hazard`): a flow progresses at the share of its no-load request rate the origin
+serves it now, and a human gives up a step after the errors of the moment with the driver's
+persistence (`behaviour.persistence`; scripted clients never give up). A failed session tells
+the queue (`complete`) and frees its slot; its fate is `errors`.
 
 What the autopilot reads (`health`): over the last `window_s` (the queries' `[1m]`, or the
 range of the scenario's latency query), the p95 of the requests' latencies (served ones
-log-normal around their median and p95, failed ones at the timeout, as the origin's duration
-histogram records them) and the share of 5xx answers; no requests in the window: no latency
+log-normal around their median and p95, timed-out ones at the timeout, refused ones at once)
+counted into the origin's histogram buckets and interpolated as `histogram_quantile` does,
+and the share of 5xx answers; no requests in the window: no latency
 (Prometheus's NaN, the autopilot holds), errors 0 (the query's `clamp_min`).
 """
 
