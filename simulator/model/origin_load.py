@@ -12,7 +12,8 @@ With Q requests at the origin:
     in service  min(Q, c)                 waiting  w = Q - min(Q, c)
     served      X = min(Q, c) / (s * slowdown(w))        per second
     wait        W = w / X                 (first come, first served)
-    timed out   D = X * p / (1 - p),  p = exp(-T / W)    (waits spread exponentially around W)
+    timed out   D = min(X * p / (1 - p), w / T),  p = P(wait > T)  (the wait: w service gaps,
+                  mean W, sd W / sqrt(w); exponential if w < 1; none leaves before waiting T)
     sent        lam = (n - Q) / z         (refused at once while w >= backlog)
     dQ/dt = lam - X - D
 
@@ -92,7 +93,7 @@ class OriginQueue:
         steps = max(1, math.ceil(seconds / dt))
         dt = seconds / steps
         q = min(self.at_origin, float(sessions))
-        served = failed = timed_out = wait_sum = slow_sum = 0.0
+        served = failed = timed_out = wait_sum = wait_p95_sum = slow_sum = 0.0
         for _ in range(steps):
             busy = min(q, c)
             waiting = q - busy
@@ -101,8 +102,9 @@ class OriginQueue:
             wait = waiting / done if done > 0 else 0.0
             drop = 0.0
             if waiting > 0 and wait > 0:
-                p = min(MAX_TIMEOUT_SHARE, math.exp(-timeout / wait))
-                drop = min(done * p / (1.0 - p), waiting / dt)
+                p = min(MAX_TIMEOUT_SHARE, wait_beyond(timeout, wait, waiting))
+                # no request times out before it has waited T: at most all of them per T
+                drop = min(done * p / (1.0 - p), waiting / timeout)
             sent = max(0.0, sessions - q) / pause
             refused = sent if waiting >= backlog else 0.0
             q = min(float(sessions), max(0.0, q + (sent - refused - done - drop) * dt))
@@ -110,21 +112,43 @@ class OriginQueue:
             timed_out += drop * dt
             failed += (drop + refused) * dt
             wait_sum += min(wait, timeout) * done * dt
+            wait_p95_sum += wait_p95(timeout, wait, waiting) * done * dt
             slow_sum += slow * done * dt
         self.at_origin = q
         answered = served + failed
         self.error_ratio = failed / answered if answered > 0 else 0.0
         mean_wait = wait_sum / served if served > 0 else 0.0
+        p95_wait = wait_p95_sum / served if served > 0 else 0.0
         slowdown = slow_sum / served if served > 0 else 1.0
         return TickLoad(
             served=served,
             failed=failed,
             timed_out=timed_out,
             served_median_s=service.median_s * slowdown + math.log(2) * mean_wait,
-            served_p95_s=service.p95_s * slowdown + min(timeout, WAIT_P95_OVER_MEAN * mean_wait),
+            served_p95_s=service.p95_s * slowdown + p95_wait,
             slowdown=slowdown,
             at_origin=q,
         )
+
+
+def wait_beyond(timeout: float, wait: float, waiting: float) -> float:
+    """The share of requests that wait longer than `timeout` when `waiting` are ahead and the
+    mean wait is `wait`. First come, first served, a request waits for the `waiting` ahead of it
+    to be served: a sum of that many service gaps (Erlang), so the spread narrows as the queue
+    deepens (normal, sd = wait / sqrt(waiting)); with less than one ahead, exponential."""
+    if waiting < 1.0:
+        return math.exp(-timeout / wait)
+    spread = wait / math.sqrt(waiting)
+    return 0.5 * math.erfc((timeout - wait) / (spread * math.sqrt(2.0)))
+
+
+def wait_p95(timeout: float, wait: float, waiting: float) -> float:
+    """The p95 of a served request's wait (the same distribution, cut at the timeout)."""
+    if wait <= 0:
+        return 0.0
+    if waiting < 1.0:
+        return min(timeout, WAIT_P95_OVER_MEAN * wait)
+    return min(timeout, wait * (1.0 + 1.6449 / math.sqrt(waiting)))
 
 
 def lognormal_cdf(x: float, median: float, p95: float) -> float:

@@ -9,22 +9,23 @@ of the same scenario and seed (its Prometheus is `CapacityOrigin.health`).
 
 Compared: registrations completed, admissions/s over the open wave, the autopilot's mean
 target over the run's last 15 s (after the halving has settled) and the origin's 5xx share;
-and the shape: both hold the wave's 38 until the halving and cut within two intervals of it.
+and the shape: both hold the wave's 38 until the halving and cut within three intervals of it.
 
-Tolerances from the live run's own spread: four live runs (this machine, shared, 2026-12-07,
-seed 11) completed 396, 325, 367 and 410 registrations (mean 375, each within 13.2% of it),
-admitted 7.55, 6.15, 6.96 and 7.75 per second (mean 7.10, within 13.4%), settled at a target
-of 8.4, 8.7, 9.0 and 9.0, and the origin failed 0.05%, 0.18%, 0.11% and 0.05% of its requests;
-the model: 356 completed (5% under the live mean), 6.75/s (5% under), a target of 8.0 (it stays
-at the floor, 8, where live climbed one step before the end), 0.78% failed. So:
+Tolerances from the live run's own spread: six live runs (this machine, shared with other
+work, 2026-12-07, seed 11) completed 396, 325, 367, 410, 430 and 410 registrations (mean 390;
+each within 17% of it), admitted 7.55, 6.15, 6.96, 7.75, 8.17 and 7.77 per second (mean 7.39,
+within 17%), settled at a target of 8.4 to 9.0, and the origin failed 0.05% to 0.18% of its
+requests; the model: 354 completed and 6.74/s (9% under the live means: at 38 sessions on 24
+workers the wave's sessions take longer in the model than live), a target of 8.0 (it stays at
+the floor, 8, where live climbed a step before the end), 0.004% failed. So:
 
-- completed, admissions/s: +-20% (one live run's spread around the mean, 13.4%, plus the
-  model's own 5%, rounded up; the worst gap to one run seen was 13.2%);
+- completed, admissions/s: +-20%. The live spread alone is 17%; the worst gap seen to one run
+  was 17.7% (430 completed): the margin is thin, and says that the model is a little slow
+  here, not that the live runs agree more closely than that;
 - the settled target: within 1.5 sessions (one step of the law at that size is 1; the live runs
   spanned 0.6);
-- the origin's 5xx share: both under the autopilot's error target (2%) and within 1 percentage
-  point. The model is pessimistic here: right after the halving its origin fails more requests
-  (12% at the worst decision, where live cut by 30%, not 50%, so its errors stayed under 8%).
+- the origin's 5xx share: both under the autopilot's error target (2%) and within 1
+  percentage point (seen: under 0.2% on both sides).
 
 The scenario's latency target is 3 s, not the default 2 s: 38 sessions on 24 workers read a p95
 of about 2 s in the model, so with 2 s a model run decreased at the opening's spike where the
@@ -210,14 +211,18 @@ def test_model_and_live_autopilot_agree(live: LiveAutopilot, model: Run) -> None
     assert gap <= ERROR_SHARE_TOLERANCE
 
 
-def test_both_hold_until_the_halving_and_cut_within_two_intervals(
+def test_both_hold_until_the_halving_and_cut_within_three_intervals(
     live: LiveAutopilot, model: Run, scenario: Scenario
 ) -> None:
+    """Live decisions fall where Redis time's intervals do, anywhere within an interval of the
+    model's, and the halving shows in the 6 s window after a scrape or two: the cut comes
+    within two intervals of the signal plus one of alignment (seen live: 4.7-5.1 s after)."""
     (halved_at, _), = scenario.origin.capacity_schedule  # fmt: skip
     interval = scenario.autopilot.interval_s
     start = scenario.wave.max_active
     modelled = [(d.t, d.target) for d in model.record.autopilot]
-    for decisions in (live.decisions, modelled):
-        assert all(target == start for t, target in decisions if t < halved_at), decisions
+    for side, decisions in (("live", live.decisions), ("model", modelled)):
+        early = [(t, target) for t, target in decisions if t < halved_at and target != start]
+        assert not early, (side, early)
         cut = min(t for t, target in decisions if target < start)
-        assert halved_at <= cut <= halved_at + 2 * interval, decisions
+        assert halved_at <= cut <= halved_at + 3 * interval, (side, cut, decisions)
