@@ -47,6 +47,7 @@ Why it neither oscillates nor creeps nor sticks:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -79,6 +80,27 @@ HEALTHY_ERRORS = 0.5
 USED_SHARE = 0.9
 MIN_RATE = 0.01
 """Admissions per second never set below this (a wave the autopilot runs keeps moving)."""
+SCRAPE_LAG_SHARE = 0.25
+"""The scrape's lag behind a query's window, as a share of the window (a range of at least
+four scrapes: the last sample is at most a quarter of the window old)."""
+
+_RANGE = re.compile(r"\[\s*((?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w|y))+)\s*(?::[^\]]*)?\]")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+           "y": 31536000.0}  # fmt: skip
+
+
+def query_window_s(query: str) -> float:
+    """The largest range selector of a PromQL query, in seconds (`[1m]` -> 60, `[1m30s]` ->
+    90, a subquery's `[5m:30s]` -> 300); 0 when it has none (`vector(5)`, a recording rule:
+    then set `signal_window_s`)."""
+    return max(
+        (
+            sum(float(n) * _UNIT_S[u] for n, u in _DURATION.findall(match.group(1)))
+            for match in _RANGE.finditer(query)
+        ),
+        default=0.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -95,6 +117,9 @@ class AutopilotConfig:
     interval_s: float = 15.0
     manual_hold_s: float = 600.0
     """After an operator changes max_active or admit_rate, the autopilot holds this long."""
+    signal_window_s: float | None = None
+    """How far back the signals look (seconds); None: the largest range selector of the two
+    queries (`[1m]` -> 60), 0 when they have none (`signal_window`)."""
 
     @property
     def enabled(self) -> bool:
@@ -103,6 +128,20 @@ class AutopilotConfig:
     def query(self, which: Literal["latency", "errors"], wave: str) -> str:
         text = self.latency_query if which == "latency" else self.error_query
         return text.replace("$wave", wave)
+
+    @property
+    def signal_window(self) -> float:
+        """The signals' look-back: the override, else the queries' largest range."""
+        if self.signal_window_s is not None:
+            return self.signal_window_s
+        return max(query_window_s(self.latency_query), query_window_s(self.error_query))
+
+    @property
+    def settle_s(self) -> float:
+        """How long after a change the signals show only what followed it: the window, plus
+        the scrape that lags it (a quarter of the window: Prometheus's rule of thumb is a
+        range of at least four scrapes)."""
+        return self.signal_window * (1 + SCRAPE_LAG_SHARE)
 
     def clamp(self, target: float) -> int:
         return int(min(self.max_active, max(self.min_active, round(target))))
@@ -119,6 +158,7 @@ class AutopilotConfig:
             "max_active": self.max_active,
             "interval_s": self.interval_s,
             "manual_hold_s": self.manual_hold_s,
+            "signal_window_s": self.signal_window_s,
         }
 
 
@@ -184,6 +224,11 @@ def parse_autopilot(value: Any, current: AutopilotConfig | None = None) -> Autop
         max_active=_whole(merged, "max_active", 0),
         interval_s=_positive(merged, "interval_s", 15.0, minimum=1.0),
         manual_hold_s=_positive(merged, "manual_hold_s", 600.0, minimum=0.0),
+        signal_window_s=(
+            None
+            if merged.get("signal_window_s") is None
+            else _positive(merged, "signal_window_s", 0.0, minimum=0.0)
+        ),
     )
     if config.error_target >= 1:
         raise _invalid("error_target is a ratio below 1 (0.02 = 2%)")
@@ -222,6 +267,11 @@ class Load:
     waiting: int
     session_s: float
     """Measured mean time a slot stays taken (the prior until sessions have ended)."""
+    planned_session_s: float | None = None
+    """The wave's planned session (its session estimate): caps the session time the rate is
+    derived from (`pacing_session_s`). The measured one lags by minutes after an overload
+    (it still averages the sessions that waited on timeouts); a rate from it starves the
+    target, whose concurrency is then never all used, so the law could not raise it."""
 
 
 @dataclass(frozen=True)
@@ -256,6 +306,11 @@ def rate_for(target: int, session_s: float) -> float:
     return max(MIN_RATE, target / max(session_s, 0.001))
 
 
+def pacing_session_s(load: Load) -> float:
+    """The session time the rate is derived from: the measured one, at most the planned one."""
+    return max(min(load.session_s, load.planned_session_s or math.inf), 0.001)
+
+
 def decide(
     config: AutopilotConfig,
     state: ControllerState,
@@ -266,10 +321,12 @@ def decide(
     """The next target and rate (see the module docstring for the law)."""
     target = config.clamp(state.target)
     session_s = max(load.session_s, 0.001)
+    pacing_s = pacing_session_s(load)
+    settle_s = config.settle_s
 
     def outcome(action: Action, new_target: int, reason: str, **changes: Any) -> Decision:
         new_state = replace(state, target=new_target, **changes)
-        return Decision(action, new_target, rate_for(new_target, session_s), reason, new_state)
+        return Decision(action, new_target, rate_for(new_target, pacing_s), reason, new_state)
 
     if now < state.hold_until:
         return outcome("manual_hold", target, "an operator's change stands")
@@ -278,7 +335,7 @@ def decide(
     latency, errors = signals.latency_s or 0.0, signals.error_ratio or 0.0
     l_target, e_target = config.latency_target_s, config.error_target
     if latency > l_target or errors > e_target:
-        if now - state.last_decrease_at < max(config.interval_s, session_s / 2):
+        if now - state.last_decrease_at < max(config.interval_s, session_s / 2, settle_s):
             return outcome("hold", target, "breach, but the last decrease has not shown yet")
         severe = latency > SEVERE_LATENCY * l_target or errors > SEVERE_ERRORS * e_target
         new_target = config.clamp(math.floor(target * (SEVERE_DECREASE if severe else DECREASE)))
@@ -293,9 +350,9 @@ def decide(
         return outcome("hold", target, "origin near its targets (hysteresis band)")
     if not used:
         return outcome("hold", target, "origin healthy, but the concurrency is not all used")
-    if now - state.last_decrease_at < max(2 * config.interval_s, session_s):
+    if now - state.last_decrease_at < max(2 * config.interval_s, session_s, settle_s):
         return outcome("hold", target, "healthy again; waiting one session after a decrease")
-    if now - state.last_increase_at < session_s / 2:
+    if now - state.last_increase_at < max(session_s / 2, settle_s):
         return outcome("hold", target, "healthy; the last increase has not shown yet")
     step = SLOW_START_STEP if not state.breached else INCREASE_STEP
     new_target = config.clamp(target + max(1, math.floor(target * step)))

@@ -181,10 +181,11 @@ class AutopilotLoop:
 
 def load_of(runtime: WaveRuntime) -> Load:
     counts = runtime.counts
-    session_s = runtime.pace.hold_s or runtime.config.session_estimate_s
+    planned_s = runtime.config.session_estimate_s
+    session_s = runtime.pace.hold_s or planned_s
     if counts is None:
-        return Load(active=0, waiting=0, session_s=session_s)
-    return Load(counts.active, counts.waiting + counts.prequeue, session_s)
+        return Load(active=0, waiting=0, session_s=session_s, planned_session_s=planned_s)
+    return Load(counts.active, counts.waiting + counts.prequeue, session_s, planned_s)
 
 
 def refresh_gauges(wave: str, config: AutopilotConfig, state: dict[str, str]) -> None:

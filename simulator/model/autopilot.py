@@ -56,6 +56,7 @@ class AutopilotController:
             active=queue.active,
             waiting=queue.waiting + len(queue.prequeue_block),
             session_s=model.pace.hold_s or model.scenario.wave.session_estimate_s,
+            planned_session_s=model.scenario.wave.session_estimate_s,
         )
         decision = decide(self.config, self.state, signals, load, t)
         self.state = decision.state
