@@ -4,23 +4,41 @@ loop that reads Prometheus and applies decisions atomically is autopilot_loop.py
 model runs this same law.
 
 What it controls. The admitted concurrency `target` (the wave's `max_active`), and the admission
-rate that follows from it by Little's law, `admit_rate = target / S`, S the measured session
-time (the mean time a slot stays taken). Concurrency, not rate, is what an origin's health
-depends on, and a waiting room's feedback arrives a session later: people admitted now reach
-the slow steps of the registration (the KTP upload, the OTP) seconds to minutes from now. So:
+rate that follows from it by Little's law, `admit_rate = target / S_pace`, with
+
+    S_pace = min(S, S_plan)      S the measured session time (the mean time a slot stays
+                                 taken), S_plan the wave's planned session (its estimate)
+
+Why not S alone: S is an average over the sessions that ended, so after an overload it still
+remembers the sessions that waited on timeouts (the model: 14 s, against 2.5 s once the origin
+is healthy again, for minutes). At target / S only S_true / S of the target is ever busy
+(2.5 / 14 = 18%), never the 90% growth needs, and the law would sit at a small target with the
+origin idle. Pacing by at most S_plan lets the slots refill within a planned session; it is
+only headroom on the rate, never on the concurrency: `max_active` = target still bounds what is
+admitted at once, and concurrency is what the law controls. (A planned session far below the
+real one only means freed slots are refilled at once.)
+
+Concurrency, not rate, is what an origin's health depends on, and a waiting room's feedback
+arrives late: people admitted now reach the slow steps of the registration (the KTP upload,
+the OTP) seconds to minutes from now, and the signals are rates over a window W (the largest
+range selector of the two queries, `[1m]` -> 60 s, or `signal_window_s`), scraped a little
+after the fact. A change shows alone in the signals only W + W / 4 after it (`settle_s`:
+Prometheus's rule of thumb is a range of at least four scrapes, so the newest sample may be a
+quarter of the window old). So:
 
     every interval, from the latest signals L (latency, seconds), E (error ratio, 0-1) and
-    U = active / target (how much of the concurrency is really used):
+    U = active / target (how much of the concurrency is really used), with W' = 1.25 W:
 
     missing or unreadable signal   -> hold the last target (never open the gates), stale
     manual change within hold_s    -> hold (the operator's values stand)
     L > L* or E > E*               -> target *= 0.7 (0.5 when L > 2 L* or E > 4 E*),
-      (breach)                        at most once per max(interval, S / 2): the sessions
-                                      already admitted are still on their way to the origin
+      (breach)                        at most once per max(interval, S / 2, W'): the sessions
+                                      already admitted are still on their way to the origin,
+                                      and the window still holds the breach the cut answered
     L < 0.8 L* and E < 0.5 E*      -> target += max(1, k * target), k = 0.25 until the first
       and U >= 0.9 and people wait    breach (slow start), then 0.1; never within
-      (healthy, and it is used)       max(2 intervals, S) of a decrease, nor within S / 2 of
-                                      the last increase (it must have begun to show)
+      (healthy, and it is used)       max(2 intervals, S, W') of a decrease, nor within
+                                      max(S / 2, W') of the last increase (it must have shown)
     otherwise                      -> hold (the band between is hysteresis)
 
     target is clamped to [min_active, max_active] after every step.
@@ -29,16 +47,27 @@ Why it neither oscillates nor creeps nor sticks:
 - Oscillation comes from reacting again before the last reaction has shown. A decrease is
   followed by no further decrease for half a session and no increase for a whole one (the
   time the admitted sessions take to drain), an increase by no other for half a session, and
-  the band 0.8 L*..L* / 0.5 E*..E* holds.
+  none of them before the signal window (and its scrape) has passed since, so no reaction
+  answers a signal that still shows the state before the last one: with a 10 s window read
+  every 3 s, cutting at every interval took 35 to 11 in four intervals, and the default `[1m]`
+  read every 15 s cut to the floor. A cut is not held back by an earlier increase: if the
+  increase caused the breach, the cut is the answer. The band 0.8 L*..L* / 0.5 E*..E* holds.
   The increase is additive-proportional (10%), the decrease multiplicative (30%): AIMD, the
   law TCP and Netflix's AIMDLimit use, which converges to a fair share and keeps its
   oscillation within one decrease of the capacity.
 - A baseline that creeps (Vegas, Gradient: a "no-load latency" learnt from the signal drifts up
   under sustained load, and with it the limit): there is no learnt baseline; the targets L* and
-  E* are the operator's SLOs, absolute.
+  E* are the operator's SLOs, absolute. S_plan is the operator's too, and caps the rate only.
 - A floor that never recovers: an increase needs only a healthy origin and used concurrency;
-  at the floor, with people waiting, the concurrency is used, so it climbs again as soon as
-  the origin is healthy (at least +1 per interval, +10% once above 10).
+  at the floor, with people waiting, the concurrency is used (the rate, paced by at most the
+  planned session, refills it even while S still remembers the overload), so it climbs again
+  as soon as the origin is healthy (at least +1 per max(S / 2, W'), in whole intervals;
+  +10% once above 10).
+  Healthy must be reachable: L* must sit far enough above what an idle origin's p95 reads. A
+  quantile from a histogram is interpolated inside its bucket, so an idle origin reads inside
+  the bucket its p95 falls in (the sample origin's buckets: about 0.87 s, in 0.5-1 s); with
+  L* = 1 s the healthy line 0.8 s is below it and the law can only hold or cut. Keep 0.8 L*
+  above the upper bound of that bucket (here L* >= 1.25 s).
 - Opening the gates on no news: a missing signal holds. Growth needs the signals to say the
   origin is healthy AND the extra room to be used (U >= 0.9), so an origin that is idle
   because nobody is admitted never earns a higher limit it was never tested at.
