@@ -13,7 +13,9 @@ what the weakest phase can take). The second run uses those bounds, the wave sta
 new `max_active`, and every figure printed comes from it: per phase, when the autopilot
 settles (its first decision from which the origin's error share stays within the error target
 to the phase's end), the mean target and admission rate from then on, the goodput (completed
-registrations/s) and the origin's error share after settling.
+registrations/s) and the origin's error share after settling. When the latency target's
+healthy line (0.8 x `latency_target_s`) lies at or below what an idle origin's p95 reads from
+its histogram buckets, it says so: the autopilot could never grow (`latency_target_warning`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from queue_service.autopilot import AutopilotConfig
+from queue_service.autopilot import HEALTHY_LATENCY, AutopilotConfig
 from simulator.autopilot_sweep import (
     Phase,
     Run,
@@ -32,6 +34,7 @@ from simulator.autopilot_sweep import (
     converged_at,
     origin_error_share,
 )
+from simulator.model.capacity_origin import capacity_origin
 from simulator.scenario import OFFLINE_PROMETHEUS, Scenario
 
 HEADROOM = 1.5
@@ -61,6 +64,8 @@ class AutopilotPlan:
     """The autopilot to set (the bounds planned)."""
     phases: list[PhasePlan]
     run: Run
+    idle_latency_s: float = math.nan
+    """What the latency query reads for the origin at no load (its histogram's buckets)."""
 
 
 def autopilot_of(scenario: Scenario) -> AutopilotConfig:
@@ -119,7 +124,23 @@ def plan_autopilot(scenario: Scenario, seed: int | None = None) -> AutopilotPlan
     config = planned_bounds(first_config, [p.target for p in learnt])
     planned = with_autopilot(scenario, config)
     run = autopilot_run(planned, seed)
-    return AutopilotPlan(planned, config, phase_plans(run, planned, config.error_target), run)
+    idle = capacity_origin(planned).idle_latency_s()
+    return AutopilotPlan(planned, config, phase_plans(run, planned, config.error_target), run, idle)
+
+
+def latency_target_warning(config: AutopilotConfig, idle_latency_s: float) -> str | None:
+    """A latency target the origin can never be healthy under: its healthy line (0.8 x) at or
+    below what the latency query reads for the origin at no load."""
+    line = HEALTHY_LATENCY * config.latency_target_s
+    if math.isnan(idle_latency_s) or idle_latency_s < line:
+        return None
+    return (
+        f"Warning: latency_target_s {config.latency_target_s:g} s: the autopilot grows only "
+        f"below {line:.2f} s, and an idle origin's p95 already reads {idle_latency_s:.2f} s "
+        "from its histogram buckets: it could never grow. Set a target of at least "
+        f"{idle_latency_s / HEALTHY_LATENCY:.2f} s (better: 0.8 x it above that bucket's "
+        "upper bound)."
+    )
 
 
 def _seconds(value: float | None) -> str:
@@ -167,5 +188,6 @@ def render(plan: AutopilotPlan) -> str:
             f"  gelombang wave put {scenario.wave.id} --set max_active={config.max_active} "
             f"--set 'autopilot={json.dumps(settings)}'",
             "  (prometheus_url: the Prometheus that scrapes your origin)",
+            *filter(None, [latency_target_warning(config, plan.idle_latency_s)]),
         ]
     )

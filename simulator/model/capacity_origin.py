@@ -238,6 +238,13 @@ class CapacityOrigin:
         )
         return OriginHealth(latency_s=p95, error_ratio=errors / requests)
 
+    def idle_latency_s(self) -> float:
+        """What the latency query reads for an origin at no load: the p95 of its service
+        times, interpolated inside the histogram bucket it falls in (0.87 s for the sample
+        origin's steps, in the 0.5-1 s bucket)."""
+        parts = [(1.0, self.service.median_s, self.service.p95_s)]
+        return histogram_quantile(parts, 0.0, self.config.queue_timeout_s, 0.95, DURATION_BUCKETS)
+
     def describe(self) -> str:
         schedule = ", ".join(f"{c} from {t:g} s" for t, c in self.params.capacity_schedule)
         return (

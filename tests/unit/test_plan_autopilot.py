@@ -11,8 +11,10 @@ import re
 
 import pytest
 
+from simulator.autopilot_plan import latency_target_warning
 from simulator.autopilot_sweep import Run, autopilot_run, capacity_phases
 from simulator.commands import plan
+from simulator.model.capacity_origin import capacity_origin
 from simulator.scenario import load_scenario
 from tests.helpers.paths import TEST_SCENARIOS
 
@@ -83,3 +85,15 @@ def test_plan_needs_hours_without_the_autopilot(capsys: pytest.CaptureFixture[st
     plan.add_arguments(parser)
     assert plan.run(parser.parse_args(["--scenario", "laptop"])) == 2
     assert "--hours" in capsys.readouterr().err
+
+
+def test_a_latency_target_the_idle_origin_already_breaks_is_named() -> None:
+    """An idle sample origin's p95 reads 0.87 s from its buckets (interpolated inside
+    0.5-1 s): with a target of 1 s the healthy line is 0.8 s and the autopilot never grows."""
+    scenario = load_scenario(SCENARIO)
+    idle = capacity_origin(scenario).idle_latency_s()
+    assert idle == pytest.approx(0.87, abs=0.01)
+    one_s = dataclasses.replace(scenario.autopilot, latency_target_s=1.0)
+    warning = latency_target_warning(one_s, idle)
+    assert warning is not None and "0.80 s" in warning and "0.87 s" in warning
+    assert latency_target_warning(scenario.autopilot, idle) is None  # 2 s: healthy below 1.6 s
