@@ -380,7 +380,7 @@ def decide(
     if not used:
         return outcome("hold", target, "origin healthy, but the concurrency is not all used")
     if now - state.last_decrease_at < max(2 * config.interval_s, session_s, settle_s):
-        return outcome("hold", target, "healthy again; waiting one session after a decrease")
+        return outcome("hold", target, "healthy again; waiting out a session and the window")
     if now - state.last_increase_at < max(session_s / 2, settle_s):
         return outcome("hold", target, "healthy; the last increase has not shown yet")
     step = SLOW_START_STEP if not state.breached else INCREASE_STEP
