@@ -276,7 +276,7 @@ def wave_overview() -> dict[str, Any]:
                                       {"id": "unit", "value": "s"}]}]}}),
             Panel("Autopilot: origin errors and the admission rate it set",
                   "The origin's error ratio the autopilot read (its error_target breached: the "
-                  "target drops) and admit_rate = target / measured session time.",
+                  "target drops) and admit_rate = target / min(measured session time, planned session).",
                   (q(f"max by (wave) (gelombang_autopilot_error_ratio{{{WAVE}}})", "{{wave}} origin errors"),
                    q(f"max by (wave) (gelombang_autopilot_admit_rate{{{WAVE}}})", "{{wave}} admit_rate (/s)")),
                   width=8,

@@ -4,24 +4,41 @@ loop that reads Prometheus and applies decisions atomically is autopilot_loop.py
 model runs this same law.
 
 What it controls. The admitted concurrency `target` (the wave's `max_active`), and the admission
-rate that follows from it by Little's law, `admit_rate = target / S`, S the measured session
-time (the mean time a slot stays taken), at most the wave's planned session (`Load`).
+rate that follows from it by Little's law, `admit_rate = target / S_pace`, with
+
+    S_pace = min(S, S_plan)      S the measured session time (the mean time a slot stays
+                                 taken), S_plan the wave's planned session (its estimate)
+
+Why not S alone: S is an average over the sessions that ended, so after an overload it still
+remembers the sessions that waited on timeouts (the model: 14 s, against 2.5 s once the origin
+is healthy again, for minutes). At target / S only S_true / S of the target is ever busy
+(2.5 / 14 = 18%), never the 90% growth needs, and the law would sit at a small target with the
+origin idle. Pacing by at most S_plan lets the slots refill within a planned session; it is
+only headroom on the rate, never on the concurrency: `max_active` = target still bounds what is
+admitted at once, and concurrency is what the law controls. (A planned session far below the
+real one only means freed slots are refilled at once.)
+
 Concurrency, not rate, is what an origin's health depends on, and a waiting room's feedback
-arrives a session later: people admitted now reach the slow steps of the registration (the
-KTP upload, the OTP) seconds to minutes from now. So:
+arrives late: people admitted now reach the slow steps of the registration (the KTP upload,
+the OTP) seconds to minutes from now, and the signals are rates over a window W (the largest
+range selector of the two queries, `[1m]` -> 60 s, or `signal_window_s`), scraped a little
+after the fact. A change shows alone in the signals only W + W / 4 after it (`settle_s`:
+Prometheus's rule of thumb is a range of at least four scrapes, so the newest sample may be a
+quarter of the window old). So:
 
     every interval, from the latest signals L (latency, seconds), E (error ratio, 0-1) and
-    U = active / target (how much of the concurrency is really used):
+    U = active / target (how much of the concurrency is really used), with W' = 1.25 W:
 
     missing or unreadable signal   -> hold the last target (never open the gates), stale
     manual change within hold_s    -> hold (the operator's values stand)
     L > L* or E > E*               -> target *= 0.7 (0.5 when L > 2 L* or E > 4 E*),
-      (breach)                        at most once per max(interval, S / 2): the sessions
-                                      already admitted are still on their way to the origin
+      (breach)                        at most once per max(interval, S / 2, W'): the sessions
+                                      already admitted are still on their way to the origin,
+                                      and the window still holds the breach the cut answered
     L < 0.8 L* and E < 0.5 E*      -> target += max(1, k * target), k = 0.25 until the first
       and U >= 0.9 and people wait    breach (slow start), then 0.1; never within
-      (healthy, and it is used)       max(2 intervals, S) of a decrease, nor within S / 2 of
-                                      the last increase (it must have begun to show)
+      (healthy, and it is used)       max(2 intervals, S, W') of a decrease, nor within
+                                      max(S / 2, W') of the last increase (it must have shown)
     otherwise                      -> hold (the band between is hysteresis)
 
     target is clamped to [min_active, max_active] after every step.
@@ -30,16 +47,27 @@ Why it neither oscillates nor creeps nor sticks:
 - Oscillation comes from reacting again before the last reaction has shown. A decrease is
   followed by no further decrease for half a session and no increase for a whole one (the
   time the admitted sessions take to drain), an increase by no other for half a session, and
-  the band 0.8 L*..L* / 0.5 E*..E* holds.
+  none of them before the signal window (and its scrape) has passed since, so no reaction
+  answers a signal that still shows the state before the last one: with a 10 s window read
+  every 3 s, cutting at every interval took 35 to 11 in four intervals, and the default `[1m]`
+  read every 15 s cut to the floor. A cut is not held back by an earlier increase: if the
+  increase caused the breach, the cut is the answer. The band 0.8 L*..L* / 0.5 E*..E* holds.
   The increase is additive-proportional (10%), the decrease multiplicative (30%): AIMD, the
   law TCP and Netflix's AIMDLimit use, which converges to a fair share and keeps its
   oscillation within one decrease of the capacity.
 - A baseline that creeps (Vegas, Gradient: a "no-load latency" learnt from the signal drifts up
   under sustained load, and with it the limit): there is no learnt baseline; the targets L* and
-  E* are the operator's SLOs, absolute.
+  E* are the operator's SLOs, absolute. S_plan is the operator's too, and caps the rate only.
 - A floor that never recovers: an increase needs only a healthy origin and used concurrency;
-  at the floor, with people waiting, the concurrency is used, so it climbs again as soon as
-  the origin is healthy (at least +1 per interval, +10% once above 10).
+  at the floor, with people waiting, the concurrency is used (the rate, paced by at most the
+  planned session, refills it even while S still remembers the overload), so it climbs again
+  as soon as the origin is healthy (at least +1 per max(S / 2, W'), in whole intervals;
+  +10% once above 10).
+  Healthy must be reachable: L* must sit far enough above what an idle origin's p95 reads. A
+  quantile from a histogram is interpolated inside its bucket, so an idle origin reads inside
+  the bucket its p95 falls in (the sample origin's buckets: about 0.87 s, in 0.5-1 s); with
+  L* = 1 s the healthy line 0.8 s is below it and the law can only hold or cut. Keep 0.8 L*
+  above the upper bound of that bucket (here L* >= 1.25 s).
 - Opening the gates on no news: a missing signal holds. Growth needs the signals to say the
   origin is healthy AND the extra room to be used (U >= 0.9), so an origin that is idle
   because nobody is admitted never earns a higher limit it was never tested at.
@@ -48,6 +76,7 @@ Why it neither oscillates nor creeps nor sticks:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -80,6 +109,27 @@ HEALTHY_ERRORS = 0.5
 USED_SHARE = 0.9
 MIN_RATE = 0.01
 """Admissions per second never set below this (a wave the autopilot runs keeps moving)."""
+SCRAPE_LAG_SHARE = 0.25
+"""The scrape's lag behind a query's window, as a share of the window (a range of at least
+four scrapes: the last sample is at most a quarter of the window old)."""
+
+_RANGE = re.compile(r"\[\s*((?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w|y))+)\s*(?::[^\]]*)?\]")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+           "y": 31536000.0}  # fmt: skip
+
+
+def query_window_s(query: str) -> float:
+    """The largest range selector of a PromQL query, in seconds (`[1m]` -> 60, `[1m30s]` ->
+    90, a subquery's `[5m:30s]` -> 300); 0 when it has none (`vector(5)`, a recording rule:
+    then set `signal_window_s`)."""
+    return max(
+        (
+            sum(float(n) * _UNIT_S[u] for n, u in _DURATION.findall(match.group(1)))
+            for match in _RANGE.finditer(query)
+        ),
+        default=0.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -96,6 +146,9 @@ class AutopilotConfig:
     interval_s: float = 15.0
     manual_hold_s: float = 600.0
     """After an operator changes max_active or admit_rate, the autopilot holds this long."""
+    signal_window_s: float | None = None
+    """How far back the signals look (seconds); None: the largest range selector of the two
+    queries (`[1m]` -> 60), 0 when they have none (`signal_window`)."""
 
     @property
     def enabled(self) -> bool:
@@ -104,6 +157,20 @@ class AutopilotConfig:
     def query(self, which: Literal["latency", "errors"], wave: str) -> str:
         text = self.latency_query if which == "latency" else self.error_query
         return text.replace("$wave", wave)
+
+    @property
+    def signal_window(self) -> float:
+        """The signals' look-back: the override, else the queries' largest range."""
+        if self.signal_window_s is not None:
+            return self.signal_window_s
+        return max(query_window_s(self.latency_query), query_window_s(self.error_query))
+
+    @property
+    def settle_s(self) -> float:
+        """How long after a change the signals show only what followed it: the window, plus
+        the scrape that lags it (a quarter of the window: Prometheus's rule of thumb is a
+        range of at least four scrapes)."""
+        return self.signal_window * (1 + SCRAPE_LAG_SHARE)
 
     def clamp(self, target: float) -> int:
         return int(min(self.max_active, max(self.min_active, round(target))))
@@ -120,6 +187,7 @@ class AutopilotConfig:
             "max_active": self.max_active,
             "interval_s": self.interval_s,
             "manual_hold_s": self.manual_hold_s,
+            "signal_window_s": self.signal_window_s,
         }
 
 
@@ -185,6 +253,11 @@ def parse_autopilot(value: Any, current: AutopilotConfig | None = None) -> Autop
         max_active=_whole(merged, "max_active", 0),
         interval_s=_positive(merged, "interval_s", 15.0, minimum=1.0),
         manual_hold_s=_positive(merged, "manual_hold_s", 600.0, minimum=0.0),
+        signal_window_s=(
+            None
+            if merged.get("signal_window_s") is None
+            else _positive(merged, "signal_window_s", 0.0, minimum=0.0)
+        ),
     )
     if config.error_target >= 1:
         raise _invalid("error_target is a ratio below 1 (0.02 = 2%)")
@@ -224,10 +297,10 @@ class Load:
     session_s: float
     """Measured mean time a slot stays taken (the prior until sessions have ended)."""
     planned_session_s: float | None = None
-    """The wave's planned session (expected_session_s): caps the session time the rate is
-    derived from. The measured hold lags by minutes after a collapse (sessions that waited
-    on timeouts); a rate from it starves the target, the concurrency is never all used, and
-    the law could never raise it again: stuck near the floor with the origin idle."""
+    """The wave's planned session (its session estimate): caps the session time the rate is
+    derived from (`pacing_session_s`). The measured one lags by minutes after an overload
+    (it still averages the sessions that waited on timeouts); a rate from it starves the
+    target, whose concurrency is then never all used, so the law could not raise it."""
 
 
 @dataclass(frozen=True)
@@ -262,6 +335,11 @@ def rate_for(target: int, session_s: float) -> float:
     return max(MIN_RATE, target / max(session_s, 0.001))
 
 
+def pacing_session_s(load: Load) -> float:
+    """The session time the rate is derived from: the measured one, at most the planned one."""
+    return max(min(load.session_s, load.planned_session_s or math.inf), 0.001)
+
+
 def decide(
     config: AutopilotConfig,
     state: ControllerState,
@@ -272,7 +350,8 @@ def decide(
     """The next target and rate (see the module docstring for the law)."""
     target = config.clamp(state.target)
     session_s = max(load.session_s, 0.001)
-    pacing_s = min(session_s, load.planned_session_s or math.inf)
+    pacing_s = pacing_session_s(load)
+    settle_s = config.settle_s
 
     def outcome(action: Action, new_target: int, reason: str, **changes: Any) -> Decision:
         new_state = replace(state, target=new_target, **changes)
@@ -285,7 +364,7 @@ def decide(
     latency, errors = signals.latency_s or 0.0, signals.error_ratio or 0.0
     l_target, e_target = config.latency_target_s, config.error_target
     if latency > l_target or errors > e_target:
-        if now - state.last_decrease_at < max(config.interval_s, session_s / 2):
+        if now - state.last_decrease_at < max(config.interval_s, session_s / 2, settle_s):
             return outcome("hold", target, "breach, but the last decrease has not shown yet")
         severe = latency > SEVERE_LATENCY * l_target or errors > SEVERE_ERRORS * e_target
         new_target = config.clamp(math.floor(target * (SEVERE_DECREASE if severe else DECREASE)))
@@ -300,9 +379,9 @@ def decide(
         return outcome("hold", target, "origin near its targets (hysteresis band)")
     if not used:
         return outcome("hold", target, "origin healthy, but the concurrency is not all used")
-    if now - state.last_decrease_at < max(2 * config.interval_s, session_s):
-        return outcome("hold", target, "healthy again; waiting one session after a decrease")
-    if now - state.last_increase_at < session_s / 2:
+    if now - state.last_decrease_at < max(2 * config.interval_s, session_s, settle_s):
+        return outcome("hold", target, "healthy again; waiting out a session and the window")
+    if now - state.last_increase_at < max(session_s / 2, settle_s):
         return outcome("hold", target, "healthy; the last increase has not shown yet")
     step = SLOW_START_STEP if not state.breached else INCREASE_STEP
     new_target = config.clamp(target + max(1, math.floor(target * step)))

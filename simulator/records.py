@@ -239,11 +239,29 @@ class RunTotals:
 
 
 @dataclass
+class AutopilotStep:
+    """One decision of the wave's autopilot (model runs; `queue_service.autopilot.decide`)."""
+
+    t: float  # seconds since the start of the run
+    action: str  # increase, decrease, hold, stale, manual_hold
+    target: int  # the admitted concurrency decided (max_active when the mode is on)
+    admit_rate: float  # target / session time (Little's law)
+    latency_s: float | None  # the p95 it read (None: no requests to measure)
+    error_ratio: float | None  # the 5xx share it read
+    active: int
+    waiting: int
+    session_s: float  # the measured slot hold it used
+    applied: bool  # mode on: written into the wave; advise: recorded only
+
+
+@dataclass
 class RunRecord:
     meta: RunMeta
     series: TimeSeries
     registrants: list[RegistrantOutcome]
     totals: RunTotals
+    autopilot: list[AutopilotStep] = field(default_factory=list)
+    """The autopilot's decisions, one per interval (empty without one)."""
 
     @classmethod
     def build(
@@ -263,6 +281,7 @@ class RunRecord:
                 series=TimeSeries(**raw["series"]),
                 registrants=[RegistrantOutcome(**r) for r in raw["registrants"]],
                 totals=RunTotals(**raw["totals"]),
+                autopilot=[AutopilotStep(**a) for a in raw.get("autopilot", [])],
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a Gelombang run record: {exc}") from None

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from queue_service.autopilot import AutopilotConfig, parse_autopilot
+from queue_service.errors import BadRequest
 from simulator.arrivals import ArrivalParams, ArrivalProcess
 from simulator.behaviour import BehaviourParams
 from simulator.callback_params import CallbackParams
@@ -126,6 +128,10 @@ class OriginParams:
     session_returning_median_s: float = 3 * 60.0
     session_sigma: float = 0.5
     requests_per_session: float = 50.0  # origin API calls per registration [E]
+    # (seconds after the start of the run, capacity) steps: the origin loses (or regains)
+    # workers mid-run, as `gelombang origin --capacity-schedule` does (`[origin]
+    # capacity_schedule = [[150, 12]]`); the model's `CapacityOrigin` follows it
+    capacity_schedule: tuple[tuple[float, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.capacity < 1:
@@ -142,6 +148,17 @@ class OriginParams:
         bad = [k for k, v in self.service_ms.items() if not isinstance(v, int | float) or v <= 0]
         if bad:
             raise ValueError(f"origin.service_ms values must be > 0 ({', '.join(bad)})")
+        for at_s, capacity in self.capacity_schedule:
+            if at_s < 0 or capacity < 1:
+                raise ValueError("origin.capacity_schedule: [seconds >= 0, capacity >= 1] steps")
+
+    def capacity_at(self, t: float) -> int:
+        """The origin's workers at `t` (the last scheduled step at or before it)."""
+        capacity = self.capacity
+        for at_s, scheduled in sorted(self.capacity_schedule):
+            if at_s <= t:
+                capacity = scheduled
+        return capacity
 
 
 @dataclass(frozen=True)
@@ -159,6 +176,8 @@ class Scenario:
     source: str = "<dict>"  # file it came from
     callbacks: CallbackParams = field(default_factory=CallbackParams)
     """Who leaves the line to be called back (`simulator.callback_params`); off by default."""
+    autopilot: AutopilotConfig = field(default_factory=AutopilotConfig)
+    """`[wave.autopilot]`: the wave's autopilot (off unless the table says so)."""
 
     def arrival_process(self) -> ArrivalProcess:
         return ArrivalProcess(
@@ -290,9 +309,11 @@ def _scenario_from_dict(data: dict[str, Any], source: str) -> Scenario:
             raise ScenarioError(str(exc)) from None
 
     clock = _build(ClockParams, "clock", tables["clock"])
+    autopilot = _autopilot(tables["wave"].pop("autopilot", None))
     wave = _build(WaveParams, "wave", tables["wave"])
     arrivals = _build(ArrivalParams, "arrivals", tables["arrivals"])
     behaviour = _build(BehaviourParams, "behaviour", tables["behaviour"])
+    schedule = _capacity_schedule(tables["origin"].pop("capacity_schedule", []))
     origin = _build(OriginParams, "origin", tables["origin"])
     callbacks = _build(CallbackParams, "callbacks", tables["callbacks"])
     if callbacks.carry_over_to and not wave.verified_joins:
@@ -300,6 +321,10 @@ def _scenario_from_dict(data: dict[str, Any], source: str) -> Scenario:
             "[callbacks] carry_over_to: only verified holders are carried (the same person in "
             "the next wave): set [wave] verified_joins = true"
         )
+    try:
+        origin = dataclasses.replace(origin, capacity_schedule=schedule)
+    except ValueError as exc:
+        raise ScenarioError(str(exc)) from None
     return Scenario(
         name=name,
         description=description,
@@ -313,7 +338,43 @@ def _scenario_from_dict(data: dict[str, Any], source: str) -> Scenario:
         origin=origin,
         source=source,
         callbacks=callbacks,
+        autopilot=autopilot,
     )
+
+
+OFFLINE_PROMETHEUS = "http://prometheus.invalid"
+"""Offline the model's origin is its own Prometheus: a scenario need not name one."""
+
+
+def _autopilot(table: Any) -> AutopilotConfig:
+    """`[wave.autopilot]`, checked as `PUT /admin/v1/waves` checks the wave's field."""
+    if table is None:
+        return AutopilotConfig()
+    if not isinstance(table, dict):
+        raise ScenarioError("[wave.autopilot] must be a table")
+    try:
+        return parse_autopilot({"prometheus_url": OFFLINE_PROMETHEUS, **table})
+    except BadRequest as exc:
+        raise ScenarioError(f"[wave.autopilot] {exc.message}") from None
+
+
+def _capacity_schedule(value: Any) -> tuple[tuple[float, int], ...]:
+    where = "[origin] capacity_schedule"
+    if not isinstance(value, list):
+        raise ScenarioError(f"{where} must be a list of [seconds, capacity] pairs")
+    steps = []
+    for step in value:
+        if (
+            not isinstance(step, list)
+            or len(step) != 2
+            or isinstance(step[0], bool)
+            or not isinstance(step[0], int | float)
+            or isinstance(step[1], bool)
+            or not isinstance(step[1], int)
+        ):
+            raise ScenarioError(f"{where}: each step is [seconds, whole capacity], got {step!r}")
+        steps.append((float(step[0]), step[1]))
+    return tuple(sorted(steps))
 
 
 def bundled_scenarios() -> list[str]:

@@ -5,7 +5,8 @@ file, the Locust set-up, the planner's `gelombang wave put` command, the driver 
     wave_definition(scenario, opens_at=..., closes_at=..., origin_url=...)
 
 gives the body of `PUT /admin/v1/waves/{wave}` (the fields of a `[[waves]]` table of the config
-file, `as_toml` renders one): the scenario's `[wave]` table, with the times and the
+file, `as_toml` renders one): the scenario's `[wave]` table (and its `[wave.autopilot]` when
+on), with the times and the
 registration site only the caller knows. A caller that runs the wave at another `admit_rate`
 gets the scenario's burst in proportion (`WaveParams.burst_at`, as the offline model runs it);
 any other field can be changed by name (`max_active=0`, `title=...`, `rate_limits=...`).
@@ -62,6 +63,8 @@ def wave_definition(
         "origin_url": origin_url,
         "verified_joins": wave.verified_joins,
     }
+    if scenario.autopilot.enabled:  # `[wave.autopilot]`: the wave's field, as it is
+        definition["autopilot"] = scenario.autopilot.public_dict()
     if wave.verified_joins:  # the registration site signs registrants in and vouches for them
         definition["enqueue_jwks_url"] = enqueue_jwks_url or urljoin(origin_url, ENQUEUE_JWKS_PATH)
     if scenario.callbacks.enabled:

@@ -1,6 +1,11 @@
 """Plan a wave offline: what admit_rate clears it in H hours, and what that asks of the origin.
 
     gelombang plan --scenario prakerja --hours 8 [--origin-capacity 30000]
+    gelombang plan --scenario my-wave.toml --autopilot
+
+With `--autopilot` it plans the wave run by the autopilot instead (`simulator.autopilot_plan`):
+the bounds to set, when the autopilot settles and the target it settles at in every capacity
+phase of the origin; exit code 1 when it never settles in some phase.
 
 Runs the offline model (`simulator.model`, the queue's admission policy on virtual time) for a
 range of admission rates, finds the lowest rate that clears the wave's backlog within the given
@@ -69,7 +74,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scenario", default="prakerja", help="bundled scenario name or path to a .toml file"
     )
     parser.add_argument(
-        "--hours", type=float, required=True, help="clear the backlog within this many hours"
+        "--hours",
+        type=float,
+        help="clear the backlog within this many hours (required unless --autopilot)",
+    )
+    parser.add_argument(
+        "--autopilot",
+        action="store_true",
+        help="plan the wave with the autopilot on: the bounds to set, when it settles and its "
+        "target in each capacity phase of the origin (the scenario's [wave.autopilot], or "
+        "the defaults up to the wave's max_active)",
     )
     parser.add_argument(
         "--origin-capacity",
@@ -245,6 +259,31 @@ def format_table(trials: list[Trial], scenario: Scenario, capacity: int) -> str:
     return "\n".join(lines)
 
 
+def run_autopilot(args: argparse.Namespace, scenario: Scenario) -> int:
+    """`--autopilot`: two model runs with the controller (simulator.autopilot_plan)."""
+    from simulator import autopilot_plan
+
+    if args.population is not None:
+        import dataclasses
+
+        if args.population < 1:
+            print("gelombang plan: --population must be >= 1", file=sys.stderr)
+            return 2
+        scenario = dataclasses.replace(scenario, population_size=args.population)
+    try:
+        plan = autopilot_plan.plan_autopilot(scenario, args.seed)
+    except ValueError as exc:
+        print(f"gelombang plan: {exc}", file=sys.stderr)
+        return 2
+    print(autopilot_plan.render(plan))
+    if args.report is not None:
+        from simulator.report import write_report
+
+        for path in write_report([plan.run.record], args.report):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0 if all(p.settles_after_s is not None for p in plan.phases) else 1
+
+
 def run(args: argparse.Namespace) -> int:
     from simulator.scenario import ScenarioError, load_scenario
 
@@ -253,8 +292,10 @@ def run(args: argparse.Namespace) -> int:
     except ScenarioError as exc:
         print(f"gelombang plan: {exc}", file=sys.stderr)
         return 2
-    if args.hours <= 0:
-        print("gelombang plan: --hours must be > 0", file=sys.stderr)
+    if args.autopilot:
+        return run_autopilot(args, scenario)
+    if args.hours is None or args.hours <= 0:
+        print("gelombang plan: --hours must be given and > 0", file=sys.stderr)
         return 2
     if args.population is not None:
         if args.population < 1:

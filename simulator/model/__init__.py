@@ -32,8 +32,10 @@ admission.
 
 Modules: `queue` (the queue's state and its operations), `people` (the registrants' event
 handlers), `agenda` (future events), `origin` (the origin as the model sees it, a seam),
-`recorder` (series, fates, sampled outcomes), `runner` (the event loop, the record,
-`run_model`, the `Controller` seam), `draws`.
+`capacity_origin` with `origin_load` and `paced_flows` (the sample origin's capacity: its
+load, its schedule, its health as Prometheus reads it, flows that follow its pace),
+`autopilot` (the autopilot's law as a `Controller`), `recorder` (series, fates, sampled
+outcomes), `runner` (the event loop, the record, `run_model`, the `Controller` seam), `draws`.
 """
 
 from __future__ import annotations

@@ -5,9 +5,11 @@ of that time one of their requests is in flight there, and how healthy it is und
 the flow into requests in flight through it, and a controller reads its `health` (the
 latency and error ratio an autopilot would read from Prometheus). `SampleOrigin` is the
 scenario's `[origin]` at low load (`simulator.sessions`): a fixed service time and no errors.
-A model of the sample origin's capacity (workers, backlog, queue timeout, contention;
-`simulator/origin/capacity.py`) whose latency and errors grow with its load, or whose capacity
-follows a schedule, is another `OriginModel`; the run may swap it between events.
+`CapacityOrigin` (`capacity_origin.py`) is the sample origin's capacity (workers, backlog,
+queue timeout, contention; `simulator/origin/capacity.py`): its latency and errors grow with
+its load, its capacity follows the scenario's schedule, and some sessions fail. Every tick
+the run tells the origin the time and the registrants in the flow (`advance`); the run may
+also swap the origin between events.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from simulator.scenario import OriginParams
 
 @dataclass(frozen=True)
 class OriginHealth:
-    latency_s: float
-    """A request's time at the origin."""
+    latency_s: float | None
+    """A request's time at the origin (p95; None: no requests to measure, a NaN)."""
     error_ratio: float
     """The share of requests that fail (5xx, timeouts)."""
 
@@ -34,6 +36,23 @@ class OriginModel(Protocol):
     def capacity(self) -> int: ...
     def session_s(self, rng: random.Random) -> float:
         """One admitted registrant's time from taking up the admission to the end of the flow."""
+
+    def advance(self, t: float, sessions_in_flow: int) -> None:
+        """Every tick of the run: the time, and how many registrants are in the flow."""
+
+    @property
+    def paced(self) -> bool:
+        """Whether flows follow its pace (`flow_speed`, `failure_hazard`) tick by tick;
+        otherwise a session lasts what `session_s` drew."""
+
+    @property
+    def requests_per_flow(self) -> float: ...
+    def flow_speed(self) -> float:
+        """How fast a flow progresses now, relative to no load (1: as fast)."""
+
+    def failure_hazard(self) -> float:
+        """Per request of a flow: -ln(1 - the chance, now, that the person gives up its step
+        after the origin's errors)."""
 
     def requests_in_flight(self, sessions_in_flow: int) -> int: ...
     def health(self, sessions_in_flow: int) -> OriginHealth: ...
@@ -55,6 +74,21 @@ class SampleOrigin:
 
     def session_s(self, rng: random.Random) -> float:
         return sessions.think_time_s(rng, self.params) + self.flow_service_s
+
+    def advance(self, t: float, sessions_in_flow: int) -> None:
+        return None  # no state: the same at every load
+
+    paced = False
+
+    @property
+    def requests_per_flow(self) -> float:
+        return len(STEPS)
+
+    def flow_speed(self) -> float:
+        return 1.0
+
+    def failure_hazard(self) -> float:
+        return 0.0
 
     def requests_in_flight(self, sessions_in_flow: int) -> int:
         return round(sessions_in_flow * self.inflight_share)

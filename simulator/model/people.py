@@ -32,6 +32,7 @@ from simulator.model.agenda import CAME_BACK, FLOW_ENDED, NOTICED, SLOT_FREED, A
 from simulator.model.callbacks import CallbackModel
 from simulator.model.draws import Draws
 from simulator.model.origin import OriginModel
+from simulator.model.paced_flows import PacedFlows
 from simulator.model.queue import (
     CLAIMED,
     DROPPED,
@@ -46,6 +47,7 @@ from simulator.model.queue import (
 from simulator.model.recorder import (
     ABANDONED,
     BALKED,
+    ERRORS,
     REGISTERED_FATE,
     REJECTED,
     RENEGED,
@@ -138,6 +140,8 @@ class People:
         self.departures = Departures(agenda.tick_s)
         self.present = self.departures.present  # present holders by kind, not yet reached
         self.inflow = 0  # sessions in the registration flow
+        self.paced = PacedFlows(origin.requests_per_flow) if origin.paced else None
+        """Flows that follow the origin's pace (an origin whose load slows them)."""
         self.registered = self.arrived = self.joins = self.prequeue_joins = self.taken_up = 0
         low, high, scale = behaviour.poll_gaps(KINDS[AUTO], pacing.MIN_POLL_MS, self.beh)
         self.jitter = low, high
@@ -357,16 +361,44 @@ class People:
         elif self.rnd() < self.mix.underage_share:
             self._schedule_free(ticket, min(expires, t + 0.4 * session), ENDED)
             self.give_up(index, ticket, t, REJECTED)  # the KTP step refuses the age
+        elif self.paced is not None:
+            draw = -math.log(1.0 - self.rnd())
+            self._free_paced(ticket, self.paced.start(t, ticket, session, draw))
         elif t + session <= expires:
             self._schedule_free(ticket, t + session, REGISTERED)
         else:
             self._schedule_free(ticket, expires, LAPSED)  # ran over: the token expired
             self.give_up(index, ticket, expires, REJECTED)
 
+    def _free_paced(self, ticket: int, end_at: float) -> None:
+        """A paced flow's slot is freed when it ends, or when its token expires first."""
+        expires = self.tickets.admitted_at[ticket] + self.queue.session_ttl_s
+        if end_at <= expires:
+            self._schedule_free(ticket, end_at, REGISTERED)
+        else:
+            self._schedule_free(ticket, expires, LAPSED)
+
+    def repace(self, t: float) -> None:
+        """The origin's pace from this tick on: flows that failed end (the driver tells the
+        queue, `complete`: the slot is freed at once), the others get their new end."""
+        paced = self.paced
+        if paced is None:
+            return
+        failed, moved = paced.repace(t, self.origin.flow_speed(), self.origin.failure_hazard())
+        for ticket in failed:
+            self._schedule_free(ticket, t, ENDED)
+            self.give_up(self.tickets.owner[ticket], ticket, t, ERRORS)
+        for ticket in moved:
+            self._free_paced(ticket, paced.flows[ticket].end_at)
+
     def on_slot_freed(self, t: float, ticket: int, how: int) -> None:
         tk, rec = self.tickets, self.record
         if tk.slot_until[ticket] != t:
             return  # superseded (a ghost's admission claimed after all)
+        if self.paced is not None and ticket in self.paced.flows:
+            self.paced.end(ticket)
+            if how == LAPSED:  # ran over: the token expired
+                self.give_up(tk.owner[ticket], ticket, t, REJECTED)
         if self.queue.free_slot(ticket) == CLAIMED:
             self.inflow -= 1
         if how == REGISTERED:

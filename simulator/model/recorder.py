@@ -6,9 +6,9 @@ from __future__ import annotations
 from simulator.records import RegistrantOutcome, TimeSeries
 
 # What finally happened to a person (their last word counts).
-NONE, REGISTERED_FATE, BALKED, RENEGED, ABANDONED, REJECTED, RUN_ENDED = range(7)
+NONE, REGISTERED_FATE, BALKED, RENEGED, ABANDONED, REJECTED, RUN_ENDED, ERRORS = range(8)
 FATE_NAMES = {BALKED: "balked", RENEGED: "reneged", ABANDONED: "abandoned",
-              REJECTED: "rejected", RUN_ENDED: "run_ended"}  # fmt: skip
+              REJECTED: "rejected", RUN_ENDED: "run_ended", ERRORS: "errors"}  # fmt: skip
 
 
 class Recorder:

@@ -3,7 +3,8 @@ people's timers, admissions), and the run record at the end.
 
     run_model(scenario, *, seed=None, admit_rate=None, max_active=None, quota=None,
               population=None, sample_every=None, step_s=None, progress=None,
-              controller=None, carried=()) -> RunRecord   (mode "queued", source "model")
+              controller=None, carried=(), autopilot=True, origin=None) -> RunRecord
+              (mode "queued", source "model"; the scenario's autopilot runs when it is on)
 
 `carried`: holders carried over from the previous wave (`simulator.model.carry`), placed before
 the run as the service places them; they are part of the crowd, so that many fewer arrive.
@@ -32,7 +33,9 @@ from simulator.model.agenda import (
     WINDOW_ENDS,
     Agenda,
 )
+from simulator.model.autopilot import AutopilotController
 from simulator.model.callbacks import Carried
+from simulator.model.capacity_origin import CapacityOrigin, capacity_origin
 from simulator.model.draws import Draws
 from simulator.model.origin import OriginModel, SampleOrigin
 from simulator.model.people import People
@@ -49,6 +52,14 @@ class Controller(Protocol):
         """Called at every tick of the admission loop: new limits from `t` on, or None.
         `model.queue` (counts, the line), `model.people` (who is in the flow) and
         `model.origin.health(...)` are what it may read."""
+
+
+def default_origin(scenario: Scenario) -> OriginModel:
+    """The sample origin's capacity when the run needs its health (an autopilot reads it) or
+    its capacity changes; else the origin at low load (sessions of a fixed mean length)."""
+    if scenario.autopilot.enabled or scenario.origin.capacity_schedule:
+        return capacity_origin(scenario)
+    return SampleOrigin(scenario.origin)
 
 
 def default_sample_every(population: int) -> int:
@@ -85,6 +96,7 @@ class WaveModel:
         step: float,
         controller: Controller | None = None,
         carried: Sequence[Carried] = (),
+        origin: OriginModel | None = None,
     ) -> None:
         self.scenario = scenario
         self.population = population
@@ -107,7 +119,8 @@ class WaveModel:
         self.pace = PaceEstimate(self._prior(limits))
         self.record = Recorder(self.duration, step, every, population)
         self.agenda = Agenda(self.tick_s)
-        self.origin: OriginModel = SampleOrigin(scenario.origin)
+        self.origin: OriginModel = origin or default_origin(scenario)
+        self._origin_errors_seen = 0.0
         self.people = People(
             scenario, self.queue, self.agenda, self.draws, self.record, self.origin, self.pace
         )
@@ -166,6 +179,13 @@ class WaveModel:
         """What every process does each admission interval: count, learn the pace; and what
         a controller decides."""
         q, people = self.queue, self.people
+        self.origin.advance(t, people.inflow)
+        people.repace(t)
+        if isinstance(self.origin, CapacityOrigin):
+            errors = self.origin.errors
+            k = self.record.bin(t)
+            self.record.series.origin_errors[k] += round(errors) - round(self._origin_errors_seen)
+            self._origin_errors_seen = errors
         if self.controller is not None:
             limits = self.controller.limits_at(t, self)
             if limits is not None:
@@ -296,6 +316,11 @@ class WaveModel:
         instant = max(process.rate(self.opens + k) for k in range(0, 600, 5))
         return max(busiest, instant)
 
+    def _origin_requests(self) -> int:
+        if isinstance(self.origin, CapacityOrigin):
+            return round(self.origin.requests)
+        return int(self.people.registered * self.scenario.origin.requests_per_session)
+
     def admit_rate_at(self, t: float) -> float:
         """The admit_rate in force at `t` (changed by a controller, or the run's own)."""
         return next(rate for at, rate in reversed(self.rate_changes) if at <= t)
@@ -303,6 +328,8 @@ class WaveModel:
     def result_with_seed(self) -> RunRecord:
         record = self.result()
         record.meta.seed = self.seed
+        if isinstance(self.controller, AutopilotController):
+            record.autopilot = list(self.controller.decisions)
         return record
 
     def result(self) -> RunRecord:
@@ -313,7 +340,7 @@ class WaveModel:
             start = k * rec.step
             in_wave = self.opens <= start < self.closes
             series.admit_rate_target[k] = self.admit_rate_at(start) if in_wave else 0.0
-            series.origin_capacity[k] = self.origin.capacity
+            series.origin_capacity[k] = scenario.origin.capacity_at(start)
         meta = RunMeta(
             mode="queued",
             scenario=scenario.name,
@@ -340,7 +367,8 @@ class WaveModel:
             admitted=people.taken_up,
             completed=people.registered,
             gave_up=rec.gave_up_totals(),
-            requests=int(people.registered * scenario.origin.requests_per_session),
+            requests=self._origin_requests(),
+            origin_errors=sum(series.origin_errors),
             peak_origin_inflight=max(series.origin_inflight, default=0),
             peak_queue_length=max(series.queue_length, default=0),
             queue_admitted=q.admitted,
@@ -366,6 +394,8 @@ def run_model(
     progress: ProgressFn | None = None,
     controller: Controller | None = None,
     carried: Sequence[Carried] = (),
+    autopilot: bool = True,
+    origin: OriginModel | None = None,
 ) -> RunRecord:
     model = run_wave_model(
         scenario,
@@ -379,6 +409,8 @@ def run_model(
         progress=progress,
         controller=controller,
         carried=carried,
+        autopilot=autopilot,
+        origin=origin,
     )
     return model.result_with_seed()
 
@@ -396,15 +428,25 @@ def run_wave_model(
     progress: ProgressFn | None = None,
     controller: Controller | None = None,
     carried: Sequence[Carried] = (),
+    autopilot: bool = True,
+    origin: OriginModel | None = None,
 ) -> WaveModel:
-    """`run_model`, giving the model after its run (`result_with_seed()` is the record)."""
+    """`run_model`, giving the model after its run (`result_with_seed()` is the record).
+    `autopilot`: run the scenario's `[wave.autopilot]` when it is on and no other
+    `controller` is given (False: the fixed settings alone, as the sweep tries them)."""
     seed = scenario.seed if seed is None else seed
     limits = scenario_limits(scenario, admit_rate, max_active, quota)
     size = scenario.population_size if population is None else population
     every = sample_every or default_sample_every(size)
     duration = scenario.clock.duration_s
     step = step_s or (1.0 if duration <= 2 * 3600 else 60.0)
-    model = WaveModel(scenario, limits, seed, size, every, step, controller, carried)
+    if controller is None and autopilot and scenario.autopilot.enabled:
+        controller = AutopilotController(
+            scenario.autopilot, limits.configured_max_active, scenario.wave.admit_burst
+        )
+    model = WaveModel(
+        scenario, limits, seed, size, every, step, controller, carried=carried, origin=origin
+    )
     model.seed = seed
     process = scenario.arrival_process()
     process.n = float(model.arriving)

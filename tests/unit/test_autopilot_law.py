@@ -1,7 +1,9 @@
 """Guarantee 13, the law: the autopilot never leaves its bounds, never raises admission on a
-missing signal, backs off on a breach at most once per half session, grows only on a healthy
-origin whose concurrency is used, and on an origin with a session-long feedback delay settles
-near the capacity without oscillating or creeping, and follows a capacity that halves."""
+missing signal, backs off on a breach at most once per half session and once per signal
+window, grows only on a healthy origin whose concurrency is used, paces admissions so a
+target can be used even while the measured session time still remembers an overload, and on
+an origin with a session-long feedback delay settles near the capacity without oscillating or
+creeping, and follows a capacity that halves."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from queue_service.autopilot import (
     Signals,
     decide,
     parse_autopilot,
+    query_window_s,
     rate_for,
     start_target,
 )
@@ -30,6 +33,7 @@ CONFIG = AutopilotConfig(
     min_active=10,
     max_active=1000,
     interval_s=15,
+    signal_window_s=15,  # the signals look back one interval (the default queries: 1 minute)
 )
 HEALTHY = Signals(latency_s=0.5, error_ratio=0.0)
 BUSY = Load(active=200, waiting=5000, session_s=60)
@@ -178,6 +182,79 @@ def test_a_bad_autopilot_object_is_refused_clearly() -> None:
     partial = parse_autopilot({"interval_s": 3}, parse_autopilot(good))
     assert partial.interval_s == 3 and partial.mode == "on"
     assert math.isclose(CONFIG.clamp(5000.4), 1000)
+    for bad_window in (-1, "1m", True):
+        with pytest.raises(BadRequest, match="signal_window_s"):
+            parse_autopilot({**good, "signal_window_s": bad_window})
+    assert parse_autopilot({**good, "signal_window_s": 20}).signal_window == 20
+    assert parse_autopilot({"signal_window_s": None}, partial).signal_window_s is None
+
+
+def test_the_signal_window_is_the_queries_largest_range_unless_set() -> None:
+    assert query_window_s("rate(x[1m])") == 60
+    assert query_window_s("rate(x[30s]) / rate(y[10s])") == 30
+    assert query_window_s("max_over_time(rate(x[10s])[1m30s:5s])") == 90
+    assert query_window_s("vector(5)") == 0 and query_window_s("job:latency:p95") == 0
+    default = AutopilotConfig()
+    assert default.signal_window == 60  # the default queries' [1m]
+    assert default.settle_s == 75  # plus the scrape that lags it: a quarter of the window
+    short = parse_autopilot({"latency_query": "histogram_quantile(0.95, rate(b[10s]))",
+                             "error_query": "rate(e[30s]) / rate(r[30s])"})  # fmt: skip
+    assert short.signal_window == 30
+    assert replace(short, signal_window_s=5).signal_window == 5
+
+
+def cuts_under_a_lasting_breach(config: AutopilotConfig, seconds: float) -> list[int]:
+    """The targets a breach that never ends leaves behind, one decision per interval (short
+    sessions: the half-session rule does not bind)."""
+    state, targets, now = ControllerState(target=35), [], 0.0
+    while now <= seconds:
+        decision = decide(config, state, Signals(2.5, 0.0), replace(BUSY, session_s=2.5), now)
+        state, now = decision.state, now + config.interval_s
+        targets.append(decision.target)
+    return targets
+
+
+def test_a_cut_is_not_repeated_before_the_signal_window_has_shown_it() -> None:
+    """A query window longer than the interval still shows the breach the last cut answered:
+    cutting again at every interval took a 10 s window with 3 s intervals from 35 to 11 in
+    four intervals, and the default `[1m]` with 15 s intervals to the floor."""
+    ten_s = replace(CONFIG, interval_s=3, signal_window_s=None, latency_query="q(b[10s])",
+                    error_query="e[10s]")  # fmt: skip
+    targets = cuts_under_a_lasting_breach(ten_s, 12)  # four intervals after the first cut
+    assert targets == [24, 24, 24, 24, 24]  # one cut: 10 s + its scrape lag have not passed
+    assert cuts_under_a_lasting_breach(ten_s, 15)[-1] == 16  # the window shows the breach still
+    minute = replace(CONFIG, signal_window_s=None)  # the default queries, 15 s intervals
+    targets = cuts_under_a_lasting_breach(minute, 60)
+    assert targets == [24] * 5  # not 24, 16, 11, 10, 10
+    # nor does it grow while the window still holds the signal from before the change
+    cut = decide(minute, ControllerState(target=35, breached=True), Signals(2.5, 0.0),
+                 replace(BUSY, active=35, session_s=2.5), 0)  # fmt: skip
+    grown = decide(minute, replace(cut.state, target=24), HEALTHY,
+                   replace(BUSY, active=24, session_s=2.5), 60)  # fmt: skip
+    assert grown.action == "hold"
+    assert decide(minute, grown.state, HEALTHY, replace(BUSY, active=24, session_s=2.5),
+                  75).action == "increase"  # fmt: skip
+
+
+def test_after_an_overload_the_rate_lets_the_target_be_used_and_grow_again() -> None:
+    """The measured session time remembers the overload for minutes (14 s, against 2.5 s
+    once the origin is healthy again). A rate of target / 14 s keeps only 2.5 / 14 of the
+    target busy: never the 90% growth needs. Paced at most by the planned session, the
+    target fills within one planned session and climbs."""
+    config = replace(CONFIG, min_active=4, max_active=400, interval_s=10, signal_window_s=10)
+    state = ControllerState(target=12, breached=True, last_decrease_at=0.0)
+    true_session_s, measured_s = 2.5, 14.0
+    targets = []
+    for i in range(1, 31):  # five minutes
+        now = 10.0 * i
+        rate = decide(config, state, HEALTHY, Load(0, 5000, measured_s, 2.5), now).admit_rate
+        active = min(state.target, round(rate * true_session_s))  # Little's law, real sessions
+        decision = decide(config, state, HEALTHY, Load(active, 5000, measured_s, 2.5), now)
+        state = decision.state
+        targets.append(decision.target)
+    assert rate_for(12, 2.5) == pytest.approx(4.8)
+    assert targets[2] > 12  # growing within half a minute of healthy signals
+    assert targets[-1] >= 34  # the origin's best (about 34 at once) within five minutes
 
 
 def test_the_rate_never_starves_the_target_when_the_measured_session_lags() -> None:
