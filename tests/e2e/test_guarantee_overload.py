@@ -183,8 +183,12 @@ async def test_on_the_shipped_defaults_the_bounds_adapt_to_the_host(tmp_path: Pa
     for status, retry, code in result["refusals"]:  # type: ignore[attr-defined]
         assert status == 503 and retry and code == "overloaded", (status, code)
     assert "Non-2xx or 3xx responses" in flood.wrk_report, flood.wrk_report  # open ones: 503s
+    # a newcomer is refused at once in the JSON shape, or served when one of the flood's
+    # connections has just closed (the bound is a count, not a wall): never left hanging
     for status, retry, code in flood.newcomers:
-        assert status == 503 and retry and code == "overloaded", (status, retry, code)
+        assert status == 200 or (status == 503 and retry and code == "overloaded"), status
+    refused = sum(status == 503 for status, _, _ in flood.newcomers)
+    assert refused >= 0.8 * len(flood.newcomers), flood.newcomers
     assert max(flood.newcomer_waits_s) < NEWCOMER_WAIT_S, sorted(flood.newcomer_waits_s)
     # the bound is the process's own, far below the flood, and shown to the load balancer
     assert during["max_connections"] < ADAPTIVE_FLOOD_CONNECTIONS / 2, during
