@@ -24,11 +24,15 @@ What is asserted, and why these points:
   registration at no load (6 / 0.52 s = 11.5/s once halved): no fixed setting can do
   better. Over the converged window the autopilot completes at least 25% of that, and at
   least three times what the fixed setting does plus one a second (its origin is down:
-  measured 0-0.08/s). Measured over six runs: 36-62%. The issue's 80% is not reached (see
-  loadtests/RESULTS.md): the signals lag the origin (its 2 s timeout, a 3 s window), so a
-  cut is followed by more cuts before the first has shown, down to the floor in one run of
-  six, and the additive increase then climbs back one session every other interval; the
-  sample origin's workers slow down with any backlog, so AIMD's overshoots cost goodput.
+  measured 0-0.08/s). Measured: 36-62% over six runs with the law before its signal window
+  (a cut was followed by more cuts before the first had shown, down to the floor in one run
+  of six); 34-72% (full phase) and 55-62% (halved) with the law now. The issue's 80% is not
+  reached in phases this short (see loadtests/RESULTS.md): the additive increase climbs one
+  session every other interval, and the sample origin's workers slow down with any backlog.
+
+Not `exclusive`: what it asserts are the origin's own error shares and ratios against the
+fixed setting in the same test, with wide margins, and its two runs are most of two minutes
+the rest of the suite would otherwise wait out.
 
 With `decide` broken (always hold) the autopilot run is the fixed run: every assertion on it
 fails.
@@ -52,7 +56,7 @@ from loadtests.bench.autopilot import (
 )
 from tests.helpers.tools import require_tool
 
-pytestmark = [pytest.mark.timeout(420), pytest.mark.exclusive]
+pytestmark = pytest.mark.timeout(420)
 
 SETUP = Setup()
 SETTLE_AFTER_HALVING_S = SETTLE_INTERVALS * SETUP.interval_s
