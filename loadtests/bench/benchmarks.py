@@ -384,7 +384,7 @@ def overload(o: Options, work: Path) -> list[Row]:
         config = seed.write_config(work / "bench.toml")
         for connections in o.flood_connections:
             rows += flood.overload_rows(
-                lambda: queue_server(work, rs.url, config, cpus=o.server_cpu),
+                lambda: queue_server(work, rs.url, config, cpus=o.server_cpu, adaptive_bounds=True),
                 tickets,
                 _status_path(STATUS_WAVE),
                 runs=o.runs,

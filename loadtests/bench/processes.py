@@ -105,9 +105,13 @@ def queue_server(
     *,
     workers: int = 1,
     cpus: str | None = None,
+    adaptive_bounds: bool = False,
 ) -> Iterator[Server]:
-    """`gelombang serve` with rate limits off."""
-    env = {**os.environ, "GELOMBANG_RATE_LIMITS": "off"}
+    """`gelombang serve` with rate limits off and, unless `adaptive_bounds`, its shedding bounds
+    pinned out of the way (a cost benchmark's bursts must not be shed; the environment may
+    still pin them)."""
+    pinned = {"GELOMBANG_MAX_CONNECTIONS": "10000", "GELOMBANG_MAX_INFLIGHT": "100000"}
+    env = {**({} if adaptive_bounds else pinned), **os.environ, "GELOMBANG_RATE_LIMITS": "off"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
     def command(port: int) -> list[str]:
