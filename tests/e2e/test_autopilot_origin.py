@@ -20,15 +20,18 @@ What is asserted, and why these points:
   of 0-32% in between). From then to the end the origin answers under 2% 5xx (503 overload
   and 504 timeouts included; measured 0-0.65%) and no single interval goes above 10%; the
   fixed setting stays far above (measured 69-71%).
-- Goodput. The origin cannot complete more than capacity / mean service time of one
-  registration at no load (6 / 0.52 s = 11.5/s once halved): no fixed setting can do
-  better. Over the converged window the autopilot completes at least 25% of that, and at
-  least three times what the fixed setting does plus one a second (its origin is down:
-  measured 0-0.08/s). Measured: 36-62% over six runs with the law before its signal window
-  (a cut was followed by more cuts before the first had shown, down to the floor in one run
-  of six); 34-72% (full phase) and 55-62% (halved) with the law now. The issue's 80% is not
-  reached in phases this short (see loadtests/RESULTS.md): the additive increase climbs one
-  session every other interval, and the sample origin's workers slow down with any backlog.
+- Goodput, against the issue's measure: the best fixed setting of each phase, found by
+  sweeping sixteen fixed settings in the offline model of the same run
+  (`loadtests.bench.autopilot.model_baseline`: 15.5/s at 28 sessions before the halving,
+  8.25/s at 13 after; the ceiling, capacity / service time at no load, is 23.1 and 11.5). Once
+  halved the autopilot completes at least 60% of the best fixed setting (measured 76-87% over
+  three runs with the law now: the issue's 80% is reached in two of three), and at least
+  three times what the operator's fixed setting does plus one a second (its origin is down:
+  measured 0-0.08/s). The full phase is measured from convergence, a window of 6-10 s after
+  the opening's collapse in which the target climbs back one session every other interval:
+  at least 35% (measured 50-108%); the model, whose phases last ten minutes, reaches 80.5% and
+  98% (tests/unit/test_model_autopilot.py), and over these 30-second phases 23% (the opening
+  collapse counted) and 77-98%.
 
 `exclusive`: its ~1,200 registrants, twice, load the machine enough to make the tests beside
 it late (seen: a driver test's completions cut off, a benchmark's polls shed).
@@ -76,6 +79,14 @@ def measured(run: Run) -> tuple[Phase, Phase]:
     return full, halved
 
 
+def from_convergence(run: Run) -> Phase:
+    """The full phase from the autopilot's convergence after the opening to the halving."""
+    full, _ = measured(run)
+    assert full.converged_after_s is not None, describe(run)
+    converged, _ = phases(run, (full.converged_after_s, SETTLE_AFTER_HALVING_S))
+    return converged
+
+
 def describe(run: Run) -> str:
     return f"autopilot {run.mode}:\n{timeline(run)}"
 
@@ -109,8 +120,18 @@ def test_the_autopilot_completes_far_more_registrations_than_the_fixed_setting(
 ) -> None:
     _, halved_on = measured(runs["on"])
     _, halved_off = measured(runs["off"])
-    assert halved_on.goodput_share >= 0.25, (halved_on, describe(runs["on"]))
+    assert halved_on.share_of_best_fixed >= 0.6, (halved_on, describe(runs["on"]))
     assert halved_on.goodput_per_s >= 3 * halved_off.goodput_per_s + 1.0, (
         halved_on,
         halved_off,
     )
+
+
+def test_the_autopilot_keeps_most_of_the_best_fixed_goodput_of_each_phase(
+    runs: dict[str, Run],
+) -> None:
+    """Issue 23's measure: the model's best fixed setting of the phase (`model_baseline`)."""
+    full = from_convergence(runs["on"])
+    _, halved = measured(runs["on"])
+    assert full.share_of_best_fixed >= 0.35, (full, describe(runs["on"]))
+    assert halved.share_of_best_fixed >= 0.6, (halved, describe(runs["on"]))
