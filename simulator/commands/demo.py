@@ -5,8 +5,10 @@
 Starts a private redis-server, the queue service and two sample origins on loopback ports
 (one unprotected, one that requires admission tokens), drives the scenario's crowd at the
 unprotected origin, then through the queue at the protected one, prints both side by side and
-writes the run records and the report. Everything it started is stopped when it ends, on
-errors and on Ctrl-C too.
+writes the run records and the report. Through the queue some people opt in to be called back
+(the scenario's `[callbacks]`, else `simulator.demo_callbacks`), messaged by the driver's own
+gateway with the webhook secret the stack generated. Everything it started is stopped when it
+ends, on errors and on Ctrl-C too.
 """
 
 from __future__ import annotations
