@@ -5,14 +5,17 @@
 Starts a private redis-server, the queue service and two sample origins on loopback ports
 (one unprotected, one that requires admission tokens), drives the scenario's crowd at the
 unprotected origin, then through the queue at the protected one, prints both side by side and
-writes the run records and the report. Everything it started is stopped when it ends, on
-errors and on Ctrl-C too.
+writes the run records and the report. Through the queue some people opt in to be called back
+(the scenario's `[callbacks]`, else `simulator.demo_callbacks`), messaged by the driver's own
+gateway with the webhook secret the stack generated. Everything it started is stopped when it
+ends, on errors and on Ctrl-C too.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import secrets
 import signal
@@ -74,6 +77,8 @@ class LocalStack:
         self.admin_token = secrets.token_urlsafe(24)
         self.origin_admin_token = secrets.token_urlsafe(24)
         """The origins' admin API (their capacity, changed mid-run)."""
+        self.webhook_secret = base64.b64encode(secrets.token_bytes(32)).decode()
+        """Signs the queue's call-back messages; the driver's gateway checks them with it."""
         self.prometheus_url: str | None = None
         self.queue_port = free_port()
         self.direct_port = free_port()
@@ -125,6 +130,7 @@ class LocalStack:
             **os.environ,
             "GELOMBANG_ADMIN_TOKEN": self.admin_token,
             "GELOMBANG_ORIGIN_ADMIN_TOKEN": self.origin_admin_token,
+            "GELOMBANG_WEBHOOK_SECRET": self.webhook_secret,
             "PYTHONUNBUFFERED": "1",
         }
         if self.autopilot:
@@ -246,10 +252,11 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def run(args: argparse.Namespace) -> int:
     from simulator.autopilot_trace import prometheus_available
     from simulator.commands.simulate import summary_text, write_outputs
+    from simulator.demo_callbacks import with_demo_callbacks
     from simulator.scenario import ScenarioError, load_scenario
 
     try:
-        scenario = load_scenario(args.scenario)
+        scenario = with_demo_callbacks(load_scenario(args.scenario))
     except ScenarioError as exc:
         print(f"gelombang demo: {exc}", file=sys.stderr)
         return 2
@@ -314,7 +321,7 @@ def _run_both(
         plans = [
             ("direct", stack.direct_origin_url, "1/2 without Gelombang: straight at the origin"),
             ("queued", stack.protected_origin_url, "2/2 through Gelombang: the waiting room"
-             + (", autopilot on" if autopilot else "")),
+             + (", autopilot on" if autopilot else "") + _callbacks_note(scenario)),
         ]  # fmt: skip
         for mode, origin_url, title in plans:
             say(f"run {title}")
@@ -327,6 +334,7 @@ def _run_both(
                 seed=args.seed,
                 admin_token=stack.admin_token,
                 wave_changes=stack.autopilot_changes() if mode == "queued" else {},
+                webhook_secret=stack.webhook_secret,
             )
             watched = AutopilotTrace(
                 configured_max_active=scenario.wave.max_active,
@@ -341,6 +349,17 @@ def _run_both(
                 trace = watched
                 trace.unprotected_samples = unprotected
     return results, trace
+
+
+def _callbacks_note(scenario: Scenario) -> str:
+    """How the run through Gelombang offers call-backs, for its title line."""
+    callbacks = scenario.callbacks
+    if not callbacks.enabled:
+        return ""
+    return (
+        f", call-backs: {callbacks.optin_share:.0%} of those who stay opt in "
+        f"({', '.join(callbacks.offered)}) and come back by their link"
+    )
 
 
 async def _drive(stack: LocalStack, scenario: Scenario, config: Any, trace: AutopilotTrace) -> Any:

@@ -25,10 +25,13 @@ from typing import Any
 import pytest
 
 from simulator.autopilot_trace import AutopilotTrace, Decision, Sample
+from simulator.callback_stats import away_s
 from simulator.commands.demo import LocalStack
 from simulator.driver import DriverConfig, LiveResult, admission_order, run_live
+from simulator.records import RunRecord
 from simulator.scenario import Scenario, scenario_from_dict
 from simulator.stats import summarise
+from simulator.summary import format_value
 from tests.helpers.paths import REPO
 from tests.helpers.tools import require_tool
 
@@ -276,6 +279,40 @@ def test_demo_command_runs_both_ways_writes_the_report_and_stops_everything(
     assert f"{trace.final_target} at the end" in completed.stdout
     html = (out / "report.html").read_text()
     assert 'id="chart-autopilot_target"' in html and 'id="autopilot"' in html
+    assert_callback_figures(out, completed.stdout, html)
+
+
+def assert_callback_figures(out: Path, stdout: str, html: str) -> None:
+    """The demo's call-back lines (issue 24) are the run's own: people were messaged by the
+    driver's gateway (signed with the stack's secret: nothing forged), came back in time, and
+    the summary, report.json and page say what the run record of each registrant says."""
+    record = RunRecord.load(out / "run-queued.json")
+    opted = [o for o in record.registrants if o.opted_in_t is not None]
+    called = sum(o.notified_t is not None for o in opted)
+    in_time = sum(o.returned_in_time is True for o in opted)
+    end_s = len(record.series) * record.series.step_s
+    spared_h = round(sum(away_s(o, end_s) for o in opted) / 3600.0, 3)
+    assert called > 0 and in_time > 0 and spared_h > 0, (len(opted), called, in_time)
+    assert all(o.opted_in_t is None for o in RunRecord.load(out / "run-direct.json").registrants)
+    messages = re.search(r"gateway took (\d+) messages \(0 to nobody listed, 0 forged\)",
+                         " ".join(record.meta.notes))  # fmt: skip
+    assert messages is not None, record.meta.notes
+    assert int(messages[1]) >= called  # each told once, some twice (turn near, then come)
+    queued, direct = json.loads((out / "report.json").read_text())["runs"][::-1]
+    assert direct["callbacks"] is None  # no queue, nobody to call back
+    figures = queued["callbacks"]
+    assert (figures["called_back"], figures["came_back_in_time"]) == (called, in_time)
+    assert figures["away_hours"] == spared_h
+    share = round(in_time / called, 4)  # as the summary keeps it
+    printed = {
+        "called back": f"{called:,}",
+        "came back in time": f"{in_time:,}",
+        "came back in time, of those called back": format_value(share, "percent"),
+        "person-hours of polling spared": format_value(spared_h, "ratio", 1),
+    }
+    for label, value in printed.items():
+        assert re.search(rf"^{re.escape(label)}\s+–\s+{re.escape(value)}$", stdout, re.M), label
+        assert label in html
 
 
 def test_registrants_of_a_verified_wave_sign_in_at_the_origin_and_get_through(
