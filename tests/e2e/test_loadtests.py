@@ -238,34 +238,46 @@ def test_wave_opening_shape_follows_the_scenario_curve(stack: Stack, tmp_path: P
     assert 0 < peak < len(users) - 2
 
 
-@pytest.mark.slow
-def test_distributed_master_and_two_workers_give_the_same_verdict(
-    stack: Stack, tmp_path: Path
-) -> None:
+def run_distributed(
+    stack: Stack, out: Path, wave: str, workers: int, *args: str, **env: str
+) -> LocustRun:
+    """A headless master and `workers` workers on 127.0.0.1; `args` are the master's (the
+    workers take the master's options)."""
     master_port = free_port()
     master = locust_process(
-        tmp_path / "master.log",
-        locust_command(stack, tmp_path, "lt-distributed",
+        out / "master.log",
+        locust_command(stack, out, wave,
                        "--master", "--master-bind-host", "127.0.0.1",
                        "--master-bind-port", str(master_port),
-                       "--headless", "-u", "20", "-r", "10", "-t", f"{RUN_S}s",
-                       "--expect-workers", "2", "--expect-workers-max-wait", "30",
-                       "--csv", str(tmp_path / "run"), "--json-file", str(tmp_path / "run"),
-                       "--admit-rate", "2", "--admin-change-after", "5", "--poll-cap-s", "1",
-                       "--population-seed", "4242"),
+                       "--headless", "--expect-workers", str(workers),
+                       "--expect-workers-max-wait", "30",
+                       "--csv", str(out / "run"), "--json-file", str(out / "run"), *args),
+        **env,
     )  # fmt: skip
     worker_command = [sys.executable, "-m", "locust", "-f", "loadtests/locustfile.py",
                       "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port),
                       "--loglevel", "WARNING"]  # fmt: skip
-    workers = [locust_process(tmp_path / f"worker-{n}.log", worker_command) for n in range(2)]
+    nodes = [locust_process(out / f"worker-{n}.log", worker_command) for n in range(workers)]
     try:
         master.spawn()
-        for worker in workers:
+        for worker in nodes:
             worker.spawn()
         returncode = master.wait(timeout_s=90)
     finally:
-        stop_all([master, *workers])
-    run = collect(tmp_path, returncode, master.log_text())
+        stop_all([master, *nodes])
+    return collect(out, returncode, master.log_text())
+
+
+@pytest.mark.slow
+def test_distributed_master_and_two_workers_give_the_same_verdict(
+    stack: Stack, tmp_path: Path
+) -> None:
+    run = run_distributed(
+        stack, tmp_path, "lt-distributed", 2,
+        "-u", "20", "-r", "10", "-t", f"{RUN_S}s",
+        "--admit-rate", "2", "--admin-change-after", "5", "--poll-cap-s", "1",
+        "--population-seed", "4242",
+    )  # fmt: skip
     assert run.returncode == 0, run.output[-4000:]
     assert run.verdict["passed"] is True, run.verdict
     # Workers' own counts reached the master: the tally matches the aggregated CSV stats.
@@ -342,11 +354,12 @@ def callbacks_scenario(directory: Path) -> Path:
     return scenario
 
 
-CALLBACK_RUN = (
-    *("-u", "12", "-r", "12", "-t", "12s", "--admit-rate", "2", "--poll-cap-s", "1"),
-    # only registrants: no bots to limit; 12 s of a short line is too little for a rate
-    *("--check-allow-skip", "bots_rate_limited,admission_rate", "RegistrantUser"),
-)
+def callback_run(seconds: int = 12) -> tuple[str, ...]:
+    """Registrants only (no bots to limit); a short line is too little to measure a rate."""
+    return (
+        *("-u", "12", "-r", "12", "-t", f"{seconds}s", "--admit-rate", "2", "--poll-cap-s", "1"),
+        *("--check-allow-skip", "bots_rate_limited,admission_rate", "RegistrantUser"),
+    )
 
 
 def test_registrants_opt_in_are_called_back_and_come_back_by_the_link(
@@ -359,7 +372,7 @@ def test_registrants_opt_in_are_called_back_and_come_back_by_the_link(
     scenario = callbacks_scenario(tmp_path)
     run = run_locust(
         stack, tmp_path, "lt-callbacks", "--scenario", str(scenario),
-        "--webhook-secret", WEBHOOK_SECRET, *CALLBACK_RUN,
+        "--webhook-secret", WEBHOOK_SECRET, *callback_run(),
     )  # fmt: skip
     assert run.returncode == 0, run.output[-4000:]
     assert run.verdict["passed"] is True, run.verdict
@@ -388,9 +401,54 @@ def test_a_rehearsal_with_call_backs_and_no_webhook_secret_stops_at_once(
 ) -> None:
     scenario = callbacks_scenario(tmp_path)
     run = run_locust(
-        stack, tmp_path, "lt-callbacks-nosecret", "--scenario", str(scenario), *CALLBACK_RUN,
+        stack, tmp_path, "lt-callbacks-nosecret", "--scenario", str(scenario), *callback_run(),
         timeout_s=30,
     )  # fmt: skip
     assert run.returncode == 2, run.output[-4000:]
     assert "GELOMBANG_WEBHOOK_SECRET" in run.output
     assert not run.stats or int(run.row("Aggregated")["Request Count"]) == 0
+
+
+def test_the_rehearsals_gateway_refuses_messages_signed_with_another_secret(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The gateway really checks the queue's signatures: with a secret that is not the
+    queue's, every delivery is refused (401) and counted as forged, nobody is called back,
+    and the verdict fails the run."""
+    scenario = callbacks_scenario(tmp_path)
+    wrong = base64.b64encode(b"w" * 32).decode()
+    run = run_locust(
+        stack, tmp_path, "lt-callbacks-forged", "--scenario", str(scenario),
+        "--webhook-secret", wrong, *callback_run(6),
+    )  # fmt: skip
+    assert run.returncode == VERDICT_FAILED, run.output[-4000:]
+    check = run.check("callbacks_delivered")
+    assert check["passed"] is False and "secret" in str(check["detail"]), check
+    counts = run.verdict["counts"]
+    assert isinstance(counts, dict)
+    assert counts[counters.CALLBACK_OPTED_IN] > 0 and counts[counters.CALLBACK_FORGED] > 0
+    assert (
+        counts.get(counters.CALLBACK_MESSAGES, 0) == counts.get(counters.CALLBACK_RETURNED, 0) == 0
+    )
+
+
+@pytest.mark.slow
+def test_in_a_distributed_rehearsal_the_master_hands_call_backs_to_the_workers_users(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The master's gateway takes the messages (its secret from GELOMBANG_WEBHOOK_SECRET) and
+    forwards them to the worker, whose users gave the addresses: they come back by the link."""
+    scenario = callbacks_scenario(tmp_path)
+    run = run_distributed(
+        stack, tmp_path, "lt-callbacks-distributed", 1, "--scenario", str(scenario),
+        *callback_run(10), GELOMBANG_WEBHOOK_SECRET=WEBHOOK_SECRET,
+    )  # fmt: skip
+    assert run.returncode == 0, run.output[-4000:]
+    assert run.check("callbacks_delivered")["skipped"] is False
+    counts = run.verdict["counts"]
+    assert isinstance(counts, dict)
+    # taken at the master, handed over on the worker: both counts reached the master's tally
+    assert counts[counters.CALLBACK_MESSAGES] > 0, counts
+    assert counts[counters.CALLBACK_DELIVERED] > 0, counts
+    assert counts[counters.CALLBACK_RETURNED] > 0, counts
+    assert counts[counters.CALLBACK_ADMITTED] > 0, counts
