@@ -132,6 +132,7 @@ def _verdict(environment: Any, **_kwargs: Any) -> None:
         bot_limited_min=settings.check_bot_limited_min,
         admission_tolerance=settings.check_admission_tolerance,
         allow_skipped=settings.check_allow_skip,
+        callbacks=settings.scenario.callbacks.enabled,
     )
     if stepping.RECORDS:  # a step-up stress run: where did it break?
         log.info("%s", stepping.render_steps(stepping.RECORDS, settings.step_limits))

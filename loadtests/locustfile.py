@@ -12,7 +12,7 @@ printed at the end; the exit code is non-zero when a check failed (docs/loadtest
 from __future__ import annotations
 
 # Imported for their event listeners: options, the tally, wave set-up, then the checks.
-from loadtests import checks, options, tally, wave_setup  # noqa: F401
+from loadtests import callbacks, checks, options, tally, wave_setup  # noqa: F401
 from loadtests.users import AdminUser, BotUser, RefreshStormUser, RegistrantUser
 
 __all__ = ["AdminUser", "BotUser", "RefreshStormUser", "RegistrantUser"]

@@ -33,6 +33,26 @@ def add_options(parser: Any) -> None:
         help="queue admin token: (re)creates the wave, runs the admin user, checks admissions",
     )
     group.add_argument(
+        "--webhook-secret",
+        env_var="GELOMBANG_WEBHOOK_SECRET",
+        default="",
+        is_secret=True,
+        help="call-backs: the queue's webhook secret (base64), which the rehearsal's "
+        "SMS/WhatsApp gateway checks signatures with (a scenario with [callbacks] needs it)",
+    )
+    group.add_argument(
+        "--gateway-host",
+        default="127.0.0.1",
+        help="call-backs: address the rehearsal's gateway listens on and the wave's "
+        "webhook_url names (another than loopback only for a queue on another machine)",
+    )
+    group.add_argument(
+        "--gateway-port",
+        type=int,
+        default=0,
+        help="call-backs: the gateway's port (0 = a free one)",
+    )
+    group.add_argument(
         "--scenario",
         env_var="LOCUST_SCENARIO",
         default="laptop",
@@ -158,6 +178,9 @@ class LoadSettings:
     origin_url: str
     wave: str
     admin_token: str
+    webhook_secret: str
+    gateway_host: str
+    gateway_port: int
     scenario: Scenario
     population_seed: int
     keep_wave: bool
@@ -195,6 +218,9 @@ def settings_from(options: Any, host: str | None) -> LoadSettings:
         ),
         wave=options.wave,
         admin_token=options.admin_token or "",
+        webhook_secret=options.webhook_secret or "",
+        gateway_host=options.gateway_host,
+        gateway_port=options.gateway_port,
         scenario=scenario,
         population_seed=scenario.seed if options.population_seed < 0 else options.population_seed,
         keep_wave=bool(options.keep_wave),

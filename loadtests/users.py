@@ -3,7 +3,9 @@
 - `RegistrantUser`: a synthetic person from `simulator.registrants.Population` on their
   journey (`simulator.journey`, the live driver's own: join, poll as told, balk or renege,
   come back once, register at the origin with the admission token, complete). The user only
-  executes it: sleeps when it pauses (compressed by --poll-cap-s) and sends what it calls.
+  executes it: sleeps when it pauses (compressed by --poll-cap-s) and sends what it calls. In
+  a scenario with call-backs some opt in, leave the line and wait for the message the queue
+  sends to the rehearsal's gateway (`loadtests.callbacks`), then come back by its link.
 - `BotUser`: a scripted client that hammers join and status as fast as it can and ignores
   Retry-After; the queue should refuse most of it (429).
 - `RefreshStormUser`: a person who keeps hitting F5 (page, re-join, status in quick bursts);
@@ -28,9 +30,10 @@ from typing import Any
 import gevent
 import orjson
 from locust import FastHttpUser, between, constant, task
+from locust.user.task import LOCUST_STATE_STOPPING
 from urllib3 import encode_multipart_formdata
 
-from loadtests import counters
+from loadtests import callbacks, counters
 from loadtests.answers import answer_of
 from loadtests.options import LoadSettings
 from loadtests.runtime import load_settings, population
@@ -45,6 +48,7 @@ from simulator.client import (
     Answer,
     QueueApi,
     Request,
+    TicketView,
     enqueue_token,
 )
 from simulator.journey import Call, Journey, JourneyObserver, JourneySettings, Pause
@@ -57,6 +61,8 @@ ADMIN_WAVE = "/admin/v1/waves/[wave]"
 Judge = Callable[[Answer], str | None]
 
 _next_index = itertools.count()
+CALL_WAIT_SLICE_S = 1.0
+"""How often a user away for a call-back looks whether the run is stopping."""
 
 
 class QueueUser(FastHttpUser):
@@ -166,17 +172,45 @@ class QueueUser(FastHttpUser):
 
 
 class Tallied(JourneyObserver):
-    """What a registrant's journey adds to the verdict's counts."""
+    """What a registrant's journey adds to the verdict's counts; for one who opts in to
+    call-backs, the mailbox its messages reach."""
+
+    def __init__(self, lead_s: float) -> None:
+        self.lead_s = lead_s
+        self.eta_s: float | None = None
+        """The ETA the queue showed last (was the person due a message at once?)."""
+        self.mailbox: callbacks.Mailbox | None = None
+        self.back_by_link = False
+
+    def placed(self, view: TicketView, now: float, new_place: bool) -> None:
+        self.eta_s = view.eta_s
+
+    def polled(self, view: TicketView, now: float) -> None:
+        self.eta_s = view.eta_s
 
     def admitted(self, token: str, now: float) -> None:
         TALLY.add(counters.ADMISSIONS_SEEN)
+        if self.back_by_link:
+            TALLY.add(counters.CALLBACK_ADMITTED)
 
     def registered(self, now: float) -> None:
         TALLY.add(counters.REGISTRATIONS_COMPLETED)
+        if self.back_by_link:
+            TALLY.add(counters.CALLBACK_REGISTERED)
 
     def completed(self, acknowledged: bool) -> None:
         if acknowledged:
             TALLY.add(counters.SESSIONS_COMPLETED)
+
+    def opted_in(self, channel: str, kind: str, address: str, now: float) -> None:
+        TALLY.add(counters.CALLBACK_OPTED_IN)
+        if self.eta_s is not None and self.eta_s < self.lead_s:
+            TALLY.add(counters.CALLBACK_DUE)
+        self.mailbox = callbacks.expect(kind, address)
+
+    def returned(self, in_time: bool | None, now: float) -> None:
+        TALLY.add(counters.CALLBACK_RETURNED)
+        self.back_by_link = True
 
 
 class RegistrantUser(QueueUser):
@@ -190,17 +224,28 @@ class RegistrantUser(QueueUser):
     def on_start(self) -> None:
         super().on_start()
         # the wave is open when the run starts (wave_setup): patience counts from each join
+        scenario = self.settings.scenario
+        # call-backs when the scenario has them: the master's gateway receives the messages
         self.journeys = JourneySettings.of(
-            self.settings.scenario, queued=True, wave=self.settings.wave, opens_at_s=0.0
+            scenario,
+            queued=True,
+            wave=self.settings.wave,
+            opens_at_s=0.0,
+            callbacks=scenario.callbacks.enabled,
         )
 
     @task
     def register(self) -> None:
         registrant = population(self.environment)[next(_next_index)]
-        journey = Journey(registrant, self.journeys, self.rng, Tallied())
+        observer = Tallied(self.journeys.callbacks.lead_s)
+        journey = Journey(registrant, self.journeys, self.rng, observer)
         action = journey.begin(time.monotonic())
         while True:
-            if isinstance(action, Pause):
+            if isinstance(action, Pause) and action.until_notified:
+                link = self.wait_for_call(observer.mailbox)
+                now = time.monotonic()
+                action = journey.resumed(now) if link is None else journey.notified(link, now)
+            elif isinstance(action, Pause):
                 self.pause(action.seconds)
                 action = journey.resumed(time.monotonic())
             elif isinstance(action, Call):
@@ -209,6 +254,18 @@ class RegistrantUser(QueueUser):
                 action = journey.answered(answers, time.monotonic())
             else:
                 return
+
+    def wait_for_call(self, mailbox: callbacks.Mailbox | None) -> str | None:
+        """Away from the line until the message comes: its return link, or None when the run
+        stops first (Locust kills a stopped user's task; with --stop-timeout it waits for the
+        task, which must not wait on a call that will not come)."""
+        if mailbox is None:
+            return None
+        while self._state != LOCUST_STATE_STOPPING:
+            link = mailbox.wait(CALL_WAIT_SLICE_S)
+            if link is not None:
+                return link
+        return None
 
 
 def worse_position(answer: Answer, than: int | None) -> int | None:

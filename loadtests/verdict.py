@@ -13,6 +13,11 @@ Checks:
   waited, within `--check-admission-tolerance` of the configured rate (changes made by the admin
   user included, since the rate is sampled).
 - refresh_keeps_place: no status answer ever showed a worse position than an earlier one.
+- callbacks_delivered (a scenario with call-backs only): people who opted in got their
+  messages, genuine ones: no delivery failed the signature check, and when someone opted in
+  with an ETA under the wave's lead_s (told at once), messages reached the rehearsal's gateway
+  and were handed to their registrants. Returns, and admissions and registrations after them,
+  are reported (not judged: a message in the run's last seconds leaves no time to come back).
 
 A check that could not be measured (too few bot requests, no backlog long enough, no samples)
 is SKIP, and fails the verdict unless it was skipped on purpose (`--check-allow-skip NAME`):
@@ -152,6 +157,38 @@ def check_refresh_keeps_place(counts: Mapping[str, int]) -> CheckResult:
     return CheckResult("refresh_keeps_place", worse == 0, f"{worse} answers showed a worse place")
 
 
+def check_callbacks_delivered(counts: Mapping[str, int]) -> CheckResult:
+    """Did the people who opted in get their messages? Judged on those due one at once (an
+    ETA under lead_s when they opted in): with a line longer than lead_s for the whole run,
+    nobody is told, and no message says nothing (not measured)."""
+    name = "callbacks_delivered"
+    opted = counts.get(counters.CALLBACK_OPTED_IN, 0)
+    due = counts.get(counters.CALLBACK_DUE, 0)
+    taken = counts.get(counters.CALLBACK_MESSAGES, 0)
+    forged = counts.get(counters.CALLBACK_FORGED, 0)
+    delivered = counts.get(counters.CALLBACK_DELIVERED, 0)
+    detail = (
+        f"{opted} opted in ({due} due a message at once); the gateway took {taken} messages, "
+        f"{delivered} reached their registrant, {max(0, taken - delivered)} to nobody listed, "
+        f"{forged} forged; {counts.get(counters.CALLBACK_RETURNED, 0)} came back by the link, "
+        f"{counts.get(counters.CALLBACK_ADMITTED, 0)} admitted after, "
+        f"{counts.get(counters.CALLBACK_REGISTERED, 0)} registered"
+    )
+    if forged:
+        return CheckResult(
+            name, False, f"{detail}: signatures failed, the gateway's secret is not the queue's"
+        )
+    if opted == 0:
+        return CheckResult(name, True, f"{detail}: nobody opted in", skipped=True)
+    if taken == 0 and due == 0:
+        return CheckResult(
+            name, True, f"{detail}: nobody was near enough their turn to be told", skipped=True
+        )
+    if taken == 0:
+        return CheckResult(name, False, f"{detail}: no message reached the gateway")
+    return CheckResult(name, delivered > 0, detail)
+
+
 def check_origin_within_capacity(samples: list[OriginSample], seen_5xx: int = 0) -> CheckResult:
     """`seen_5xx`: origin 5xx and lost answers as the users saw them (a crash in a handler may
     never reach the origin's own metrics)."""
@@ -226,7 +263,9 @@ def evaluate(
     bot_limited_min: float,
     admission_tolerance: float,
     allow_skipped: frozenset[str] = frozenset(),
+    callbacks: bool = False,
 ) -> list[CheckResult]:
+    """`callbacks`: the scenario has call-backs (judged only then)."""
     results = [
         check_requests_made(counts),
         check_queue_no_5xx(counts),
@@ -235,6 +274,8 @@ def evaluate(
         check_admission_rate(waves, admission_tolerance),
         check_refresh_keeps_place(counts),
     ]
+    if callbacks:
+        results.append(check_callbacks_delivered(counts))
     return [judge_skipped(r, allow_skipped) for r in results]
 
 

@@ -38,7 +38,8 @@ keeps the place (no balk), `behaviour.opts_in` may decide the person leaves the 
 is a `Call` (`QueueApi.notify`, the contact their channel needs), then the stage CALLED_AWAY:
 a person who never means to come back stops there (abandoned); the others wait for the message
 (`Pause(inf, until_notified=True)`). The message is the new input: whatever receives it (the
-live driver's webhook receiver, `simulator.driver.gateway`) feeds it in with
+live driver's webhook receiver, `simulator.driver.gateway`; a Locust rehearsal's,
+`loadtests.callbacks`) feeds it in with
 `journey.notified(link, now)`, and the journey pauses `behaviour.callback_return_s` before
 coming back by the link (`QueueApi.come_back`): back or not reached yet, it polls again and
 keeps its place without reneging; the wave closed, it stops (rejected); the link used up (the

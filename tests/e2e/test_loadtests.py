@@ -9,6 +9,7 @@ import Locust).
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import os
@@ -29,6 +30,8 @@ from tests.helpers.processes import OriginProcess, ServeProcess
 from tests.helpers.support import ADMIN_TOKEN
 
 RUN_S = 15
+WEBHOOK_SECRET = base64.b64encode(bytes(range(32))).decode()
+"""The queue's webhook secret: the rehearsal's gateway checks the call-backs' signatures."""
 VERDICT_FAILED = 3  # loadtests.checks.VERDICT_FAILED_EXIT_CODE (not imported: it imports Locust)
 
 
@@ -49,7 +52,11 @@ def stack(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory)
     queue = ServeProcess(
         redis_server.url,
         logs,
-        env={"GELOMBANG_RATE_LIMITS": "on", "GELOMBANG_SECRET": "loadtest-secret"},
+        env={
+            "GELOMBANG_RATE_LIMITS": "on",
+            "GELOMBANG_SECRET": "loadtest-secret",
+            "GELOMBANG_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        },
     )
     queue.start()
     origin = OriginProcess(queue.url, logs / "origin.log")
@@ -96,8 +103,9 @@ def run_locust(stack: Stack, out: Path, wave: str, *args: str, timeout_s: float 
     return collect(out, returncode, locust.log_text())
 
 
-def locust_process(log: Path, command: list[str]) -> ChildProcess:
-    env = {**os.environ, "GELOMBANG_ADMIN_TOKEN": ADMIN_TOKEN}
+def locust_process(log: Path, command: list[str], **env: str) -> ChildProcess:
+    inherited = {k: v for k, v in os.environ.items() if k != "GELOMBANG_WEBHOOK_SECRET"}
+    env = {**inherited, "GELOMBANG_ADMIN_TOKEN": ADMIN_TOKEN, **env}
     return ChildProcess("locust", command, log=log, env=env, cwd=REPO)
 
 
@@ -230,34 +238,46 @@ def test_wave_opening_shape_follows_the_scenario_curve(stack: Stack, tmp_path: P
     assert 0 < peak < len(users) - 2
 
 
-@pytest.mark.slow
-def test_distributed_master_and_two_workers_give_the_same_verdict(
-    stack: Stack, tmp_path: Path
-) -> None:
+def run_distributed(
+    stack: Stack, out: Path, wave: str, workers: int, *args: str, **env: str
+) -> LocustRun:
+    """A headless master and `workers` workers on 127.0.0.1; `args` are the master's (the
+    workers take the master's options)."""
     master_port = free_port()
     master = locust_process(
-        tmp_path / "master.log",
-        locust_command(stack, tmp_path, "lt-distributed",
+        out / "master.log",
+        locust_command(stack, out, wave,
                        "--master", "--master-bind-host", "127.0.0.1",
                        "--master-bind-port", str(master_port),
-                       "--headless", "-u", "20", "-r", "10", "-t", f"{RUN_S}s",
-                       "--expect-workers", "2", "--expect-workers-max-wait", "30",
-                       "--csv", str(tmp_path / "run"), "--json-file", str(tmp_path / "run"),
-                       "--admit-rate", "2", "--admin-change-after", "5", "--poll-cap-s", "1",
-                       "--population-seed", "4242"),
+                       "--headless", "--expect-workers", str(workers),
+                       "--expect-workers-max-wait", "30",
+                       "--csv", str(out / "run"), "--json-file", str(out / "run"), *args),
+        **env,
     )  # fmt: skip
     worker_command = [sys.executable, "-m", "locust", "-f", "loadtests/locustfile.py",
                       "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port),
                       "--loglevel", "WARNING"]  # fmt: skip
-    workers = [locust_process(tmp_path / f"worker-{n}.log", worker_command) for n in range(2)]
+    nodes = [locust_process(out / f"worker-{n}.log", worker_command) for n in range(workers)]
     try:
         master.spawn()
-        for worker in workers:
+        for worker in nodes:
             worker.spawn()
         returncode = master.wait(timeout_s=90)
     finally:
-        stop_all([master, *workers])
-    run = collect(tmp_path, returncode, master.log_text())
+        stop_all([master, *nodes])
+    return collect(out, returncode, master.log_text())
+
+
+@pytest.mark.slow
+def test_distributed_master_and_two_workers_give_the_same_verdict(
+    stack: Stack, tmp_path: Path
+) -> None:
+    run = run_distributed(
+        stack, tmp_path, "lt-distributed", 2,
+        "-u", "20", "-r", "10", "-t", f"{RUN_S}s",
+        "--admit-rate", "2", "--admin-change-after", "5", "--poll-cap-s", "1",
+        "--population-seed", "4242",
+    )  # fmt: skip
     assert run.returncode == 0, run.output[-4000:]
     assert run.verdict["passed"] is True, run.verdict
     # Workers' own counts reached the master: the tally matches the aggregated CSV stats.
@@ -309,3 +329,126 @@ def test_registrants_of_a_verified_wave_sign_in_at_the_origin_first(
     assert int(join["Request Count"]) > 0 and join["Failure Count"] == "0"
     counts = run.verdict["counts"]
     assert isinstance(counts, dict) and counts[counters.REGISTRATIONS_COMPLETED] > 0
+
+
+CALLBACKS = """
+[callbacks]
+optin_share = 0.5
+never_return_share = 0.0
+return_median_s = 2.0            # compressed further by --poll-cap-s
+return_sigma = 0.3
+lead_s = 60.0                    # the service's minimums: a line of a few seconds is told at once
+return_window_s = 120.0
+
+[callbacks.channels]
+sms = 0.6
+whatsapp = 0.4
+"""
+
+
+def callbacks_scenario(directory: Path) -> Path:
+    """The laptop scenario with call-backs."""
+    scenario = directory / "callbacks.toml"
+    laptop = (REPO / "simulator" / "scenarios" / "laptop.toml").read_text()
+    scenario.write_text(laptop + CALLBACKS)
+    return scenario
+
+
+def callback_run(seconds: int = 12) -> tuple[str, ...]:
+    """Registrants only (no bots to limit); a short line is too little to measure a rate."""
+    return (
+        *("-u", "12", "-r", "12", "-t", f"{seconds}s", "--admit-rate", "2", "--poll-cap-s", "1"),
+        *("--check-allow-skip", "bots_rate_limited,admission_rate", "RegistrantUser"),
+    )
+
+
+def test_registrants_opt_in_are_called_back_and_come_back_by_the_link(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Issue 24 in a Locust rehearsal: registrants opt in and leave the line; the queue sends
+    signed messages to the rehearsal's gateway (the wave's webhook_url), which verifies them
+    and wakes the users they are addressed to; those come back by their return link and are
+    admitted and register. A line of a few seconds is under lead_s: everyone is told at once."""
+    scenario = callbacks_scenario(tmp_path)
+    run = run_locust(
+        stack, tmp_path, "lt-callbacks", "--scenario", str(scenario),
+        "--webhook-secret", WEBHOOK_SECRET, *callback_run(),
+    )  # fmt: skip
+    assert run.returncode == 0, run.output[-4000:]
+    assert run.verdict["passed"] is True, run.verdict
+    check = run.check("callbacks_delivered")
+    assert check["passed"] is True and check["skipped"] is False, check
+    counts = run.verdict["counts"]
+    assert isinstance(counts, dict)
+    assert counts[counters.CALLBACK_OPTED_IN] >= 3, counts
+    assert counts[counters.CALLBACK_DUE] > 0, counts
+    # Genuine messages, each taken once and handed to the person it was sent to.
+    assert counts[counters.CALLBACK_MESSAGES] > 0, counts
+    assert counts.get(counters.CALLBACK_FORGED, 0) == 0, counts
+    assert counts[counters.CALLBACK_DELIVERED] > 0, counts
+    # Back by the link (the return route, answered correctly), then admitted first and
+    # through the origin's flow.
+    assert counts[counters.CALLBACK_RETURNED] > 0, counts
+    assert counts[counters.CALLBACK_ADMITTED] > 0, counts
+    assert counts[counters.CALLBACK_REGISTERED] > 0, counts
+    for route in ("/api/v1/waves/[wave]/notify", "/api/v1/waves/[wave]/return"):
+        row = run.row(route)
+        assert int(row["Request Count"]) > 0 and row["Failure Count"] == "0", row
+
+
+def test_a_rehearsal_with_call_backs_and_no_webhook_secret_stops_at_once(
+    stack: Stack, tmp_path: Path
+) -> None:
+    scenario = callbacks_scenario(tmp_path)
+    run = run_locust(
+        stack, tmp_path, "lt-callbacks-nosecret", "--scenario", str(scenario), *callback_run(),
+        timeout_s=30,
+    )  # fmt: skip
+    assert run.returncode == 2, run.output[-4000:]
+    assert "GELOMBANG_WEBHOOK_SECRET" in run.output
+    assert not run.stats or int(run.row("Aggregated")["Request Count"]) == 0
+
+
+def test_the_rehearsals_gateway_refuses_messages_signed_with_another_secret(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The gateway really checks the queue's signatures: with a secret that is not the
+    queue's, every delivery is refused (401) and counted as forged, nobody is called back,
+    and the verdict fails the run."""
+    scenario = callbacks_scenario(tmp_path)
+    wrong = base64.b64encode(b"w" * 32).decode()
+    run = run_locust(
+        stack, tmp_path, "lt-callbacks-forged", "--scenario", str(scenario),
+        "--webhook-secret", wrong, *callback_run(6),
+    )  # fmt: skip
+    assert run.returncode == VERDICT_FAILED, run.output[-4000:]
+    check = run.check("callbacks_delivered")
+    assert check["passed"] is False and "secret" in str(check["detail"]), check
+    counts = run.verdict["counts"]
+    assert isinstance(counts, dict)
+    assert counts[counters.CALLBACK_OPTED_IN] > 0 and counts[counters.CALLBACK_FORGED] > 0
+    assert (
+        counts.get(counters.CALLBACK_MESSAGES, 0) == counts.get(counters.CALLBACK_RETURNED, 0) == 0
+    )
+
+
+@pytest.mark.slow
+def test_in_a_distributed_rehearsal_the_master_hands_call_backs_to_the_workers_users(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The master's gateway takes the messages (its secret from GELOMBANG_WEBHOOK_SECRET) and
+    forwards them to the worker, whose users gave the addresses: they come back by the link."""
+    scenario = callbacks_scenario(tmp_path)
+    run = run_distributed(
+        stack, tmp_path, "lt-callbacks-distributed", 1, "--scenario", str(scenario),
+        *callback_run(10), GELOMBANG_WEBHOOK_SECRET=WEBHOOK_SECRET,
+    )  # fmt: skip
+    assert run.returncode == 0, run.output[-4000:]
+    assert run.check("callbacks_delivered")["skipped"] is False
+    counts = run.verdict["counts"]
+    assert isinstance(counts, dict)
+    # taken at the master, handed over on the worker: both counts reached the master's tally
+    assert counts[counters.CALLBACK_MESSAGES] > 0, counts
+    assert counts[counters.CALLBACK_DELIVERED] > 0, counts
+    assert counts[counters.CALLBACK_RETURNED] > 0, counts
+    assert counts[counters.CALLBACK_ADMITTED] > 0, counts

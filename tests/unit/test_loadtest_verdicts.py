@@ -14,6 +14,7 @@ from loadtests.verdict import (
     WaveSample,
     check_admission_rate,
     check_bots_rate_limited,
+    check_callbacks_delivered,
     check_origin_within_capacity,
     evaluate,
     render,
@@ -122,3 +123,36 @@ def test_stress_steps_report_the_first_step_over_the_limits() -> None:
     assert "last step within limits: 40 users, 200.0 req/s" in report
     assert breaking_point(steps[:2], limits) is None
     assert breaking_point([StepRecord(1, 5, 1.0, 100, 2, 5)], limits) is not None  # 2% failed
+
+
+def test_the_call_back_check_fails_when_opted_in_people_get_no_genuine_message() -> None:
+    told = {
+        counters.CALLBACK_OPTED_IN: 10,
+        counters.CALLBACK_DUE: 8,
+        counters.CALLBACK_MESSAGES: 9,
+        counters.CALLBACK_DELIVERED: 9,
+        counters.CALLBACK_RETURNED: 7,
+    }
+    passed = check_callbacks_delivered(told)
+    assert passed.passed and not passed.skipped
+    assert "10 opted in (8 due" in passed.detail and "7 came back" in passed.detail
+    # Due a message, and none came (gateway unreachable, wave without its webhook_url).
+    silent = check_callbacks_delivered({**told, counters.CALLBACK_MESSAGES: 0})
+    assert not silent.passed and "no message reached the gateway" in silent.detail
+    # Taken at the master, never handed to a worker's user.
+    lost = check_callbacks_delivered({**told, counters.CALLBACK_DELIVERED: 0})
+    assert not lost.passed and "9 to nobody listed" in lost.detail
+    # A wrong secret: real gateways would refuse every message.
+    forged = check_callbacks_delivered({**told, counters.CALLBACK_FORGED: 3})
+    assert not forged.passed and "secret" in forged.detail
+    # Nobody near enough their turn (a line longer than lead_s all run), or nobody opted in:
+    # not measured, which fails the gate unless allowed.
+    far = check_callbacks_delivered(
+        {**told, counters.CALLBACK_DUE: 0, counters.CALLBACK_MESSAGES: 0}
+    )
+    assert far.skipped and "near enough" in far.detail
+    assert check_callbacks_delivered({}).skipped
+    judged = evaluate({}, [], [], bot_limited_min=0.5, admission_tolerance=0.2, callbacks=True)
+    assert [r.name for r in judged if not r.passed][-1] == "callbacks_delivered"
+    unjudged = evaluate({}, [], [], bot_limited_min=0.5, admission_tolerance=0.2)
+    assert "callbacks_delivered" not in [r.name for r in unjudged]

@@ -17,6 +17,7 @@ from queue_service.channels import (
     TIMESTAMP_HEADER,
     sign_webhook,
 )
+from simulator.callback_inbox import FORGED, TAKEN, AddressBook, CallbackMessage, Inbox
 from simulator.commands import simulate
 from simulator.driver.gateway import Gateway
 from tests.helpers.paths import TEST_SCENARIOS
@@ -84,3 +85,35 @@ def test_a_live_run_with_call_backs_and_no_secret_is_refused_saying_what_to_set(
     )  # fmt: skip
     assert simulate.run(args) == 2
     assert "GELOMBANG_WEBHOOK_SECRET" in capsys.readouterr().err
+
+
+def test_the_inbox_takes_a_genuine_message_once_and_refuses_forgeries() -> None:
+    """The transport-free core both gateways share (the driver's, the Locust master's)."""
+    inbox = Inbox(SECRET)
+    body = orjson.dumps({"kind": "turn", "to": "+6281234567890", "return_url": "http://q/r"})
+    headers = signed(body, "w:a:turn")
+    take = (body, headers[TIMESTAMP_HEADER], headers[SIGNATURE_HEADER], "w:a:turn")
+    first, again = inbox.take(*take), inbox.take(*take)
+    assert first.status == again.status == TAKEN
+    assert first.message == CallbackMessage("+6281234567890", "turn", "http://q/r")
+    assert again.message is None  # a retry: answered, not handed on twice
+    wrong = signed(body, "w:b:turn", secret=b"y" * 32)
+    refused = inbox.take(body, wrong[TIMESTAMP_HEADER], wrong[SIGNATURE_HEADER], "w:b:turn")
+    assert (refused.status, refused.message) == (FORGED, None)
+    assert (inbox.taken, inbox.forged) == (1, 1)
+    # What a Locust master forwards to its workers comes back the same.
+    assert CallbackMessage.from_dict(first.message.as_dict()) == first.message
+
+
+def test_a_message_that_comes_before_its_registrant_is_listed_waits_for_it() -> None:
+    """The outbox may send before the opt-in's answer reaches the registrant (or, in a
+    distributed rehearsal, before the worker hears the message): it is held, not lost."""
+    book, phone = AddressBook(), Phone()
+    early = CallbackMessage("+6281234567890", "near", "http://q/r1")
+    assert book.deliver(early) is False
+    assert book.stray == 1 and phone.messages == []
+    book.expect("whatsapp", "081234567890", phone)
+    assert phone.messages == [("near", "http://q/r1")]
+    assert book.deliver(CallbackMessage("+6281234567890", "turn", "http://q/r1")) is True
+    assert phone.messages[-1] == ("turn", "http://q/r1")
+    assert (book.delivered, book.stray) == (2, 0)
