@@ -60,7 +60,7 @@ from simulator.autopilot_trace import (
     sample_at,
 )
 from simulator.model.capacity_origin import GATEWAY_SHARE_OF_TIMEOUT
-from simulator.scenario import Scenario, load_scenario, scenario_from_dict
+from simulator.scenario import Scenario, scenario_from_dict
 from simulator.sessions import flow_service_s
 
 SCENARIO = Path(__file__).with_name("autopilot.toml")
@@ -89,6 +89,22 @@ class Setup:
     error_target: float = 0.02
     min_active: int = 4
     scenario: Path = SCENARIO
+    duration_s: float | None = None
+    """The run's length (the wave closes then); None: the scenario's (64 s)."""
+    population: int | None = None
+    """Registrants; None: the scenario's (1,200)."""
+
+    def scenario_data(self) -> dict[str, Any]:
+        """The scenario's tables, with this setup's length and crowd."""
+        data = tomllib.loads(self.scenario.read_text("utf-8"))
+        if self.duration_s is not None:
+            data["clock"]["closes_at_s"] = data["clock"]["duration_s"] = self.duration_s
+        if self.population is not None:
+            data["population"]["size"] = self.population
+        return data
+
+    def load(self) -> Scenario:
+        return scenario_from_dict(self.scenario_data(), str(self.scenario))
 
     def autopilot(self, prometheus_url: str, max_active: int) -> dict[str, Any]:
         return autopilot_settings(
@@ -102,11 +118,17 @@ class Setup:
         )
 
 
+LONG = Setup(halve_at_s=92.0, duration_s=152.0, population=3000)
+"""The benchmark's setup: phases of 90 s and 60 s, long enough for goodput to say what the law
+does after the opening (in the e2e test's 30-second phases the convergence itself is most of
+the full phase). The crowd grows with the run, so the line never runs dry."""
+
+
 def model_scenario(setup: Setup = Setup()) -> Scenario:
     """The live run as the offline model sees it: the bench scenario with the origin halving at
     `halve_at_s` and its gateway's timeout (the model's gateway gives up at
     `GATEWAY_SHARE_OF_TIMEOUT` of `timeout_s`), the autopilot as the run sets it."""
-    data = tomllib.loads(setup.scenario.read_text("utf-8"))
+    data = setup.scenario_data()
     capacity = int(data["origin"]["capacity"])
     data["origin"]["capacity_schedule"] = [[setup.halve_at_s, max(1, capacity // 2)]]
     data["origin"]["timeout_s"] = QUEUE_TIMEOUT_S / GATEWAY_SHARE_OF_TIMEOUT
@@ -266,7 +288,7 @@ def run_once(mode: Mode, work: Path, setup: Setup = Setup(), *, progress: bool =
 
     from simulator.driver import DriverConfig, run_live
 
-    scenario = load_scenario(setup.scenario)
+    scenario = setup.load()
     capacity = scenario.origin.capacity
     run = Run(
         mode=mode,
@@ -447,13 +469,12 @@ def compare(work: Path, setup: Setup = Setup()) -> Comparison:
     )
 
 
-def bench_rows(runs: int, work: Path) -> list[Row]:
+def bench_rows(runs: int, work: Path, setup: Setup = LONG) -> list[Row]:
     """`python -m loadtests.bench autopilot`: the median of `runs` comparisons."""
-    results = [compare(work / f"run-{n}") for n in range(runs)]
+    results = [compare(work / f"run-{n}", setup) for n in range(runs)]
     for n, result in enumerate(results):
         print(f"run {n}: autopilot on\n{timeline(result.on)}", file=sys.stderr)
         print(f"run {n}: autopilot off (fixed)\n{timeline(result.off)}", file=sys.stderr)
-    setup = results[0].on.setup
     settle = SETTLE_INTERVALS * setup.interval_s
     converged = [r.converged_after_s() for r in results]
     overshoot = [r.overshoot() for r in results]
@@ -478,19 +499,24 @@ def bench_rows(runs: int, work: Path) -> list[Row]:
         Row("autopilot: overshoot after the halving (peak / settled target)", "x",
             [o[0] for o in overshoot], target="measured"),
     ]  # fmt: skip
-    for phase in ("full", "halved"):
+    whole = [[p.goodput_per_s for p in phases(r.on, (0.0, 0.0))] for r in results]
+    for index, phase in enumerate(("full", "halved")):
         _, _, best_fixed, sustainable = goodput[0][phase]
+        window = "from convergence" if phase == "full" else f"from {settle:g} s after the halving"
         rows += [
-            Row(f"goodput, {phase} phase: autopilot", "registrations/s",
+            Row(f"goodput, {phase} phase ({window}): autopilot", "registrations/s",
                 [g[phase][0] for g in goodput], target=f">= 80% of {best_fixed:.1f}",
                 met=statistics.median(g[phase][0] for g in goodput) >= 0.8 * best_fixed,
                 note=f"{best_fixed:.1f}/s: the best fixed setting of the phase in the model "
                 f"(model_baseline); the ceiling, capacity / mean service time of a "
                 f"registration at no load, is {sustainable:.1f}/s"),
-            Row(f"goodput, {phase} phase: autopilot, share of the best fixed setting", "%",
+            Row(f"goodput, {phase} phase ({window}): share of the best fixed setting", "%",
                 [100 * g[phase][0] / best_fixed for g in goodput], target=">= 80",
                 met=statistics.median(g[phase][0] for g in goodput) >= 0.8 * best_fixed),
-            Row(f"goodput, {phase} phase: fixed setting", "registrations/s",
+            Row(f"goodput, {phase} phase (all of it): share of the best fixed setting", "%",
+                [100 * w[index] / best_fixed for w in whole], target="measured",
+                note="the opening's overload counted" if phase == "full" else ""),
+            Row(f"goodput, {phase} phase ({window}): fixed setting", "registrations/s",
                 [g[phase][1] for g in goodput], target="measured"),
         ]  # fmt: skip
     return rows

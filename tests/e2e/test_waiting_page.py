@@ -657,13 +657,23 @@ async def test_without_javascript_the_page_shows_the_real_state_and_refreshes_it
     view = await poll_as(service, joined["ticket"])
     seconds = max(5, view["poll_after_ms"] // 1000)
     assert f'<meta http-equiv="refresh" content="{seconds}">' in html
-    # unchanged since the last visit: nothing is sent again
-    async with service.http.get(
-        service.page_url(),
-        cookies={"gelombang_ticket": joined["ticket"]},
-        headers={"If-None-Match": tag},
-    ) as resp:
-        assert resp.status == 304 and await resp.read() == b""
+    # unchanged since the last visit: nothing is sent again. The page may really have changed
+    # in between (its refresh is the poll interval the queue computes at each visit; seen
+    # once on a loaded machine): then it comes whole with a new tag, and a visit with that
+    # tag is a 304.
+    for _ in range(3):
+        async with service.http.get(
+            service.page_url(),
+            cookies={"gelombang_ticket": joined["ticket"]},
+            headers={"If-None-Match": tag},
+        ) as resp:
+            if resp.status == 304:
+                assert await resp.read() == b""
+                break
+            assert resp.status == 200 and resp.headers["ETag"] != tag
+            tag = resp.headers["ETag"]
+    else:
+        raise AssertionError("three visits in a row found the page changed: no 304")
     await tab.close()
 
 
