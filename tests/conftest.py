@@ -24,7 +24,7 @@ from queue_service.redis_server import EmbeddedRedis
 from queue_service.settings import Settings
 from queue_service.tokens import KeyRing
 from tests.helpers import tiers
-from tests.helpers.support import ADMIN_TOKEN, T0
+from tests.helpers.support import ADMIN_TOKEN, NEVER_SHED, T0
 from tests.helpers.tools import require_tool
 
 E2E = Path(__file__).resolve().parent / "e2e"
@@ -202,8 +202,7 @@ def make_settings(redis_url: str, state_dir: Path) -> Callable[..., Settings]:
             "log_format": "text",
             "rate_limits": RateLimitRules(enabled=False),
             "redis_timeout_s": 5.0,  # a loaded CI machine is slow; the fault tests set their own
-            "max_lag_s": 30.0,  # nor may its lag make the app shed (the overload test's subject)
-            "max_inflight": 100_000,  # nor its adaptive bound: pinned out of the way
+            **NEVER_SHED,
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from queue_service.callback_setup import load_callback_keys
 from queue_service.channels import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_webhook
 from queue_service.settings import Settings
 from tests.helpers.pages import launch_chromium, open_tab, wait_until
+from tests.helpers.support import NEVER_SHED
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -49,7 +50,10 @@ class Stack:
 @pytest_asyncio.fixture(loop_scope="module")
 async def stack(redis_url: str, state_dir: Path) -> AsyncIterator[Stack]:
     settings = Settings(
-        redis_url=redis_url, admin_token="test-admin-token", state_dir=state_dir, max_lag_s=30.0
+        redis_url=redis_url,
+        admin_token="test-admin-token",
+        state_dir=state_dir,
+        **NEVER_SHED,  # type: ignore[arg-type]
     )
     secret = load_callback_keys(settings)[1]
     received: list[dict[str, Any]] = []

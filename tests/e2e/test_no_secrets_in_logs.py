@@ -23,6 +23,8 @@ ADMIN_TOKEN = "admin-token-9f8e7d6c5b4a39281706"
 SECRET = "service-secret-0a1b2c3d4e5f60718293"
 REDIS_PASSWORD = "redis-password-5c4b3a29181716151413"
 NIKS = [f"31710115089{i:05d}" for i in range(1, 6)]
+ADMITTED_WITHIN_S = 10.0
+"""The admission loop admits within a tick; a loaded machine has taken over a second."""
 PHONES = ["0812 7777 1234", "+62 813 8888 5678"]
 PHONE_DIGITS = ["81277771234", "81388885678"]
 RETURN_CODE = "Zx9-returncode-Qw7_abcd"
@@ -61,13 +63,15 @@ async def test_a_run_through_every_error_path_logs_no_secret_and_no_id(tmp_path:
                 for nik in NIKS:
                     async with http.post("/api/v1/waves/w/join", json={"registrant": nik}) as r:
                         tickets.append((await r.json())["ticket"])
-                await asyncio.sleep(1.0)  # admitted by the loop
-                tokens = []
-                for ticket in tickets:
-                    async with http.get(f"/api/v1/waves/w/status?ticket={ticket}") as r:
-                        body = await r.json()
-                        if "token" in body:
-                            tokens.append(body["token"])
+                tokens: list[str] = []
+                deadline = time.monotonic() + ADMITTED_WITHIN_S
+                while not tokens and time.monotonic() < deadline:
+                    await asyncio.sleep(1.0)  # admitted by the loop (later on a loaded machine)
+                    for ticket in tickets:
+                        async with http.get(f"/api/v1/waves/w/status?ticket={ticket}") as r:
+                            body = await r.json()
+                            if "token" in body:
+                                tokens.append(body["token"])
                 assert tokens, "nobody was admitted"
                 seen += tickets + tokens
                 # every kind of refusal, each carrying something secret or personal

@@ -25,6 +25,7 @@ from queue_service.http.appkeys import KEYRING, OVERLOAD
 from queue_service.settings import Settings
 from queue_service.tokens import TokenVerifier
 from tests.helpers.pages import Exchange, Tab, launch_chromium, open_tab, wait_until
+from tests.helpers.support import NEVER_SHED
 
 # One Chromium for the whole module (each test opens its own tab on its own service, so no
 # cookies or storage are shared), hence one event loop for the module.
@@ -158,7 +159,10 @@ async def service(redis_url: str, state_dir: Path, origin: Origin) -> AsyncItera
     # the service shares its event loop with the test and the browser driver: a loaded
     # machine's lag must not make it shed the page's requests (tests/e2e/test_guarantee_overload.py)
     settings = Settings(
-        redis_url=redis_url, admin_token=ADMIN_TOKEN, state_dir=state_dir, max_lag_s=30.0
+        redis_url=redis_url,
+        admin_token=ADMIN_TOKEN,
+        state_dir=state_dir,
+        **NEVER_SHED,  # type: ignore[arg-type]
     )
     app = create_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=5.0)

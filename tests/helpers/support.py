@@ -103,3 +103,10 @@ async def admin_view(client: TestClient, wave: str) -> dict[str, Any]:
     assert response.status == 200
     body: dict[str, Any] = await response.json()
     return body
+
+
+NEVER_SHED: dict[str, float | int] = {"max_lag_s": 30.0, "max_inflight": 100_000}
+"""Settings for a service run in the test's own process: it shares its event loop with the test
+(and a browser driver), so a loaded machine's lag or throughput must not make it shed requests
+(shedding is the overload tests' subject, tests/e2e/test_guarantee_overload.py). Seen: the
+Redis Cluster test's wave list answered 503 while the suite ran on three workers."""
