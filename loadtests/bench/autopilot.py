@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import math
 import os
@@ -136,10 +137,12 @@ def model_scenario(setup: Setup = Setup()) -> Scenario:
     return scenario_from_dict(data, str(setup.scenario))
 
 
+@functools.cache
 def model_baseline(setup: Setup = Setup()) -> tuple[float, float]:
     """The best fixed setting's goodput (registrations/s) in the full and the halved phase,
     from sweeping fixed settings in the model (`simulator.autopilot_sweep`): per phase the
-    best of those that kept the origin's errors within the autopilot's target."""
+    best of those that kept the origin's errors within the autopilot's target. The model is
+    deterministic, so it is swept once per setup, not once per live run."""
     scenario = model_scenario(setup)
     sweep = fixed_sweep(scenario)
     full, halved = (
