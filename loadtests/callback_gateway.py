@@ -16,9 +16,8 @@ from typing import Any
 from gevent.pywsgi import WSGIServer
 
 from queue_service.channels import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
-from simulator.callback_inbox import Inbox, Receipt
+from simulator.callback_inbox import GATEWAY_PATH, Inbox, Receipt
 
-PATH = "/gateway"
 MAX_BODY = 64 * 1024
 """A call-back message is a few hundred bytes; anything far larger is not one."""
 REASONS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized", 404: "404 Not Found"}
@@ -38,7 +37,7 @@ class CallbackGateway:
         self._server = WSGIServer((host, port), self.app, log=None, error_log=None)
         self._server.start()
         bound_port = self._server.server_port
-        self.url = f"http://{host}:{bound_port}{PATH}"
+        self.url = f"http://{host}:{bound_port}{GATEWAY_PATH}"
         return self.url
 
     def stop(self) -> None:
@@ -47,7 +46,7 @@ class CallbackGateway:
             self._server = None
 
     def app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") != PATH:
+        if environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") != GATEWAY_PATH:
             return _answer(start_response, 404)
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)

@@ -29,6 +29,8 @@ import orjson
 from queue_service.channels import verify_webhook
 from queue_service.contacts import parse_contact
 
+GATEWAY_PATH = "/gateway"
+"""Where a rehearsal's gateway takes the queue's POSTs (the wave's `notify.webhook_url`)."""
 FORGED = 401
 TAKEN = 200
 UNREADABLE = 400

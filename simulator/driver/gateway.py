@@ -21,9 +21,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from queue_service.channels import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
-from simulator.callback_inbox import AddressBook, Inbox, Recipient
-
-PATH = "/gateway"
+from simulator.callback_inbox import GATEWAY_PATH, AddressBook, Inbox, Recipient
 
 
 class Gateway:
@@ -50,13 +48,13 @@ class Gateway:
 
     async def start(self) -> str:
         app = web.Application()
-        app.router.add_post(PATH, self.receive)
+        app.router.add_post(GATEWAY_PATH, self.receive)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}{PATH}"
+        self.url = f"http://127.0.0.1:{port}{GATEWAY_PATH}"
         return self.url
 
     async def stop(self) -> None:
