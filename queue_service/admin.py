@@ -144,6 +144,7 @@ def autopilot_view(
 
     hold_until = number("hold_until")
     decided_at = number("decided_at")
+    target, recover_to = number("target"), number("recover_to")
     return {
         "mode": config.mode,
         "target_active": int(state["target"]) if state.get("target") else None,
@@ -165,6 +166,9 @@ def autopilot_view(
             "at": iso_utc(decided_at / 1000) if decided_at else None,
         },
         "hold_until": iso_utc(hold_until / 1000) if hold_until else None,
+        "recover_to": (
+            int(recover_to) if recover_to and target is not None and recover_to > target else None
+        ),
         "decisions": int(number("decisions") or 0),
         "recent": decisions,
     }

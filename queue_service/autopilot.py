@@ -34,11 +34,15 @@ quarter of the window old). So:
     L > L* or E > E*               -> target *= 0.7 (0.5 when L > 2 L* or E > 4 E*),
       (breach)                        at most once per max(interval, S / 2, W'): the sessions
                                       already admitted are still on their way to the origin,
-                                      and the window still holds the breach the cut answered
+                                      and the window still holds the breach the cut answered.
+                                      A cut that follows the last one with no increase
+                                      between, within T_up + interval of it, remembers the
+                                      target before it: R (recover_to); any other cut, R = 0
     L < 0.8 L* and E < 0.5 E*      -> target += max(1, k * target), k = 0.25 until the first
-      and U >= 0.9 and people wait    breach (slow start), then 0.1; never within
-      (healthy, and it is used)       max(2 intervals, S, W') of a decrease, nor within
-                                      max(S / 2, W') of the last increase (it must have shown)
+      and U >= 0.9 and people wait    breach (slow start) and while below R (not beyond R),
+      (healthy, and it is used)       else 0.1; never within T_up = max(2 intervals, S, W')
+                                      of a decrease, nor within max(S / 2, W') of the last
+                                      increase (it must have shown)
     otherwise                      -> hold (the band between is hysteresis)
 
     target is clamped to [min_active, max_active] after every step.
@@ -55,6 +59,18 @@ Why it neither oscillates nor creeps nor sticks:
   The increase is additive-proportional (10%), the decrease multiplicative (30%): AIMD, the
   law TCP and Netflix's AIMDLimit use, which converges to a fair share and keeps its
   oscillation within one decrease of the capacity.
+- A second cut that answered a stale signal. The spacing above is a floor, not a proof: after
+  an overload the admitted sessions drain slower than half a session (they wait on the
+  origin's timeouts), so the signal after a cut may still show the backlog that cut dealt
+  with, and the law cuts again. Measured on the benchmark (loadtests/RESULTS.md): 42 -> 21 ->
+  10 sessions after the origin halved (it then ran healthy at 18-26), 150 -> 105 -> 52 -> 26
+  -> 13 at the opening (healthy up to 40); climbing back by +1 a step (10% of a small target,
+  rounded down) took about a minute. TCP, once a timeout has cut its window, climbs back by
+  slow start up to a threshold and only then additively; here the threshold is R, the target
+  before the cut in a row: the law returns there at +25% a step, then probes at +10%
+  (measured: 10 -> 20 in 18 s, not 60). It cannot cycle: if R was too much, the breach
+  there cuts again, and that cut follows an increase, so it sets R = 0 and the law climbs
+  from it additively. An operator's change sets R = 0 (their value is the new start).
 - A baseline that creeps (Vegas, Gradient: a "no-load latency" learnt from the signal drifts up
   under sustained load, and with it the limit): there is no learnt baseline; the targets L* and
   E* are the operator's SLOs, absolute. S_plan is the operator's too, and caps the rate only.
@@ -313,6 +329,9 @@ class ControllerState:
     breached: bool = False
     """A breach has been seen: slow start is over."""
     hold_until: float = -math.inf
+    recover_to: int = 0
+    """After a cut that followed another one with no increase between, the target before it:
+    the law climbs back there at the slow-start pace (0: no such cut since the last one)."""
 
 
 @dataclass(frozen=True)
@@ -367,28 +386,45 @@ def decide(
         if now - state.last_decrease_at < max(config.interval_s, session_s / 2, settle_s):
             return outcome("hold", target, "breach, but the last decrease has not shown yet")
         severe = latency > SEVERE_LATENCY * l_target or errors > SEVERE_ERRORS * e_target
+        chained = state.last_decrease_at > state.last_increase_at and (
+            now - state.last_decrease_at <= _increase_wait_s(config, session_s) + config.interval_s
+        )
         new_target = config.clamp(math.floor(target * (SEVERE_DECREASE if severe else DECREASE)))
         reason = (
             f"origin over target (p95 {latency:.2f} s vs {l_target:g} s, "
             f"errors {errors:.1%} vs {e_target:.1%})"
         )
-        return outcome("decrease", new_target, reason, last_decrease_at=now, breached=True)
+        return outcome(
+            "decrease", new_target, reason, last_decrease_at=now, breached=True,
+            recover_to=target if chained else 0,
+        )  # fmt: skip
     healthy = latency < HEALTHY_LATENCY * l_target and errors < HEALTHY_ERRORS * e_target
     used = load.active >= USED_SHARE * target and load.waiting > 0
     if not healthy:
         return outcome("hold", target, "origin near its targets (hysteresis band)")
     if not used:
         return outcome("hold", target, "origin healthy, but the concurrency is not all used")
-    if now - state.last_decrease_at < max(2 * config.interval_s, session_s, settle_s):
+    if now - state.last_decrease_at < _increase_wait_s(config, session_s):
         return outcome("hold", target, "healthy again; waiting out a session and the window")
     if now - state.last_increase_at < max(session_s / 2, settle_s):
         return outcome("hold", target, "healthy; the last increase has not shown yet")
-    step = SLOW_START_STEP if not state.breached else INCREASE_STEP
-    new_target = config.clamp(target + max(1, math.floor(target * step)))
-    if new_target == target:
-        return outcome("hold", target, "healthy, at max_active")
     reason = (
         f"origin healthy (p95 {latency:.2f} s, errors {errors:.1%}) and {load.active} of "
         f"{target} sessions used"
     )
+    if target < state.recover_to:
+        step = max(1, math.floor(target * SLOW_START_STEP))
+        new_target = config.clamp(min(state.recover_to, target + step))
+        reason += f"; back towards {state.recover_to}, the target before a second cut in a row"
+    else:
+        step = max(1, math.floor(target * (INCREASE_STEP if state.breached else SLOW_START_STEP)))
+        new_target = config.clamp(target + step)
+    if new_target == target:
+        return outcome("hold", target, "healthy, at max_active")
     return outcome("increase", new_target, reason, last_increase_at=now)
+
+
+def _increase_wait_s(config: AutopilotConfig, session_s: float) -> float:
+    """No increase within this long of a decrease: the admitted sessions drain (a session)
+    and the window forgets the breach, in whole intervals (at least two)."""
+    return max(2 * config.interval_s, session_s, config.settle_s)

@@ -60,7 +60,18 @@ def controller_state(
         last_increase_at=_number(state.get("last_increase_at"), -math.inf),
         breached=state.get("breached") == "1",
         hold_until=_number(state.get("hold_until"), -math.inf * 1000) / 1000,
+        recover_to=int(_number(state.get("recover_to"), 0)),
     )
+
+
+def state_fields(state: ControllerState) -> dict[str, str]:
+    """The law's memory as the wave's autopilot hash keeps it (`controller_state` reads it)."""
+    return {
+        "last_decrease_at": _time(state.last_decrease_at),
+        "last_increase_at": _time(state.last_increase_at),
+        "breached": "1" if state.breached else "0",
+        "recover_to": str(state.recover_to),
+    }
 
 
 def _number(text: str | None, default: float) -> float:
@@ -148,9 +159,7 @@ class AutopilotLoop:
             "active": str(load.active),
             "waiting": str(load.waiting),
             "session_s": f"{load.session_s:.6g}",
-            "last_decrease_at": _time(state.last_decrease_at),
-            "last_increase_at": _time(state.last_increase_at),
-            "breached": "1" if state.breached else "0",
+            **state_fields(state),
             "stale": "1" if decision.action == "stale" else "0",
             "actor": f"autopilot@{self.owner}",
         }

@@ -17,6 +17,7 @@
 --          wave's configuration (its version bumps, so every process reloads it)
 --   manual ARGV[3] hold until ms, ARGV[4] the operator's max_active, ARGV[5] actor
 --          -> 'held': the autopilot continues from the operator's value once the hold ends
+--          (and forgets any target it was climbing back to: 'recover_to')
 -- Returns {'unknown_wave'} for a wave that does not exist.
 
 local op, prefix = ARGV[1], ARGV[2]
@@ -76,7 +77,7 @@ if op == 'apply' then
 end
 
 if op == 'manual' then
-  redis.call('HSET', ap_key, 'hold_until', ARGV[3], 'target', ARGV[4])
+  redis.call('HSET', ap_key, 'hold_until', ARGV[3], 'target', ARGV[4], 'recover_to', 0)
   log_entry({'action', 'manual', 'target', ARGV[4], 'hold_until', ARGV[3], 'actor', ARGV[5]})
   return 'held'
 end

@@ -1,6 +1,7 @@
 """Guarantee 13, the law: the autopilot never leaves its bounds, never raises admission on a
 missing signal, backs off on a breach at most once per half session and once per signal
-window, grows only on a healthy origin whose concurrency is used, paces admissions so a
+window, grows only on a healthy origin whose concurrency is used, climbs back quickly after a
+second cut in a row (which may answer a stale signal), paces admissions so a
 target can be used even while the measured session time still remembers an overload, and on
 an origin with a session-long feedback delay settles near the capacity without oscillating or
 creeping, and follows a capacity that halves."""
@@ -83,6 +84,35 @@ def test_growth_needs_a_healthy_origin_used_concurrency_and_people_waiting() -> 
     top = decide(CONFIG, ControllerState(target=995, breached=True), HEALTHY,
                  replace(BUSY, active=995), now=1000)  # fmt: skip
     assert top.target == CONFIG.max_active
+
+
+def test_a_second_cut_in_a_row_is_climbed_back_at_the_slow_start_pace() -> None:
+    """A cut that follows another with no increase between may answer a signal that still
+    shows the backlog the first one dealt with (the benchmark: 42 -> 21 -> 10 after the origin
+    halved, then +1 a step for a minute): the law climbs back to the target before it at +25% a
+    step, then probes at +10% again. One cut alone, or one after an increase, or one long after
+    the last, is an ordinary breach: +10% from there."""
+    breached = ControllerState(target=200, breached=True)
+    first = decide(CONFIG, breached, Signals(2.5, 0.0), BUSY, now=1000)
+    assert first.target == 140 and first.state.recover_to == 0
+    second = decide(CONFIG, first.state, Signals(2.5, 0.0), BUSY, now=1031)
+    assert second.target == 98 and second.state.recover_to == 140
+
+    def healthy(state: ControllerState, now: float) -> ControllerState:
+        return decide(CONFIG, state, HEALTHY, replace(BUSY, active=state.target), now).state
+
+    up = healthy(second.state, now=1031 + 60)  # a session after the cut
+    assert up.target == 98 + 24  # +25%
+    back = healthy(up, now=1091 + 30)  # half a session after the last increase
+    assert back.target == 140  # not beyond the target before the second cut
+    assert healthy(back, now=1121 + 30).target == 154  # +10% from there
+
+    assert healthy(first.state, now=1000 + 60).target == 154  # one cut alone: +10%
+    after_increase = replace(first.state, last_increase_at=1020)
+    assert decide(CONFIG, after_increase, Signals(2.5, 0.0), BUSY, now=1051).state.recover_to == 0
+    # the increase wait (a session, 60 s) and an interval after the first cut: a new breach
+    late = decide(CONFIG, first.state, Signals(2.5, 0.0), BUSY, now=1000 + 60 + 15 + 1)
+    assert late.action == "decrease" and late.state.recover_to == 0
 
 
 def test_the_rate_follows_the_target_by_littles_law_and_starts_from_the_configured_value() -> None:

@@ -3,18 +3,21 @@
 
 The wave (`tests/helpers/scenarios/autopilot.toml`): the operator configured 400 sessions at
 once and 200 admissions/s for an origin of 24 workers (about 34 sessions at once is its best),
-and the origin loses half its workers ten minutes in. Model runs are deterministic (one seed),
+and the origin loses half its workers ten minutes in. Model runs are deterministic (per seed),
 so the figures below are exact for this code; the bounds say what is promised.
 
 Measured (2026-12-07): the configured setting fails 97-98% of the origin's requests and
 completes almost nobody; the autopilot settles 25 s after the opening and 5 s after the halving
-(intervals of 10 s), keeps the origin's errors under 2% from then on, and reaches 80.5% of the
-best fixed setting's goodput before the halving (51% before the law paced admissions by at
-most the planned session and waited out the signal window) and 98% after it (90% before).
+(intervals of 10 s) and keeps the origin's errors under 2% from then on. Its goodput, of the
+best fixed setting's, over four seeds: 80-82% before the halving (median 81%) and 95-97% after
+it. The law before the return after a second cut in a row (loadtests/RESULTS.md): 77-81%
+(median 80.5%) and 94-98%; before it paced admissions by at most the planned session and waited out
+the signal window: 51% and 90% (the scenario's seed).
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterator
 
 import pytest
@@ -40,6 +43,10 @@ pytestmark = pytest.mark.slow  # some forty model runs of a 20-minute wave
 SCENARIO = TEST_SCENARIOS / "autopilot.toml"
 GOODPUT_SHARE = 0.8
 """The autopilot's goodput against the best fixed setting of the phase (issue 23)."""
+GOODPUT_SHARE_WORST = 0.75
+"""... and no seed below this (the law before 2026-12-07 had one seed at 0.77)."""
+SEEDS = (None, 1, 2, 3)
+"""The scenario's own seed and three more (a model run of this wave: about half a second)."""
 SETTLE_INTERVALS = 3
 """Within this many decisions of a capacity change the origin is healthy again for good."""
 
@@ -57,6 +64,14 @@ def sweep(scenario: Scenario) -> Sweep:
 @pytest.fixture(scope="module")
 def autopilot(scenario: Scenario) -> Run:
     return autopilot_run(scenario)
+
+
+@pytest.fixture(scope="module")
+def seeded(scenario: Scenario) -> list[Run]:
+    """The autopilot on the same wave with the people's draws of several seeds: one seed's
+    goodput moves by a few points with the moment a cut happens to fall (the scenario's seed
+    and 1-3, 2026-12-07: 0.80-0.82 before the halving, 0.95-0.97 after it)."""
+    return [autopilot_run(scenario, seed=seed) for seed in SEEDS]
 
 
 @pytest.fixture(scope="module")
@@ -114,20 +129,29 @@ def test_the_autopilot_follows_the_halving_down(scenario: Scenario, autopilot: R
     assert min(after) <= 0.6 * max(before)
 
 
+def phase_shares(scenario: Scenario, runs: list[Run], sweep: Sweep, phase: int) -> list[float]:
+    return sorted(goodput_shares(scenario, run, sweep)[phase] for run in runs)
+
+
 def test_the_autopilot_keeps_most_of_the_best_fixed_goodput_after_the_halving(
-    scenario: Scenario, autopilot: Run, sweep: Sweep
+    scenario: Scenario, seeded: list[Run], sweep: Sweep
 ) -> None:
-    assert goodput_shares(scenario, autopilot, sweep)[1] >= GOODPUT_SHARE
+    shares = phase_shares(scenario, seeded, sweep, 1)
+    assert statistics.median(shares) >= GOODPUT_SHARE, shares
+    assert shares[0] >= GOODPUT_SHARE_WORST, shares
 
 
 def test_the_autopilot_keeps_most_of_the_best_fixed_goodput_after_an_overload_at_the_opening(
-    scenario: Scenario, autopilot: Run, sweep: Sweep
+    scenario: Scenario, seeded: list[Run], sweep: Sweep
 ) -> None:
     """After the opening's overload the measured session time reads 14 s for minutes against
     2.5 s once the origin is healthy; the rate is paced by at most the planned session
-    (`autopilot.pacing_session_s`), so the target is used and grows again (measured 80.5%;
-    51% when the rate followed the measured session alone)."""
-    assert goodput_shares(scenario, autopilot, sweep)[0] >= GOODPUT_SHARE
+    (`autopilot.pacing_session_s`), so the target is used and grows again (measured over the
+    four seeds, 2026-12-07: 0.80-0.82, median 0.81; 51% for the scenario's seed when the rate
+    followed the measured session alone)."""
+    shares = phase_shares(scenario, seeded, sweep, 0)
+    assert statistics.median(shares) >= GOODPUT_SHARE, shares
+    assert shares[0] >= GOODPUT_SHARE_WORST, shares
 
 
 @pytest.fixture
