@@ -24,14 +24,15 @@ What is asserted, and why these points:
   sweeping sixteen fixed settings in the offline model of the same run
   (`loadtests.bench.autopilot.model_baseline`: 15.5/s at 28 sessions before the halving,
   8.25/s at 13 after; the ceiling, capacity / service time at no load, is 23.1 and 11.5). Once
-  halved the autopilot completes at least 60% of the best fixed setting (measured 76-87% over
-  three runs with the law now: the issue's 80% is reached in two of three), and at least
-  three times what the operator's fixed setting does plus one a second (its origin is down:
-  measured 0-0.08/s). The full phase is measured from convergence, a window of 6-10 s after
-  the opening's collapse in which the target climbs back one session every other interval:
-  at least 35% (measured 50-108%); the model, whose phases last ten minutes, reaches 80.5% and
-  98% (tests/unit/test_model_autopilot.py), and over these 30-second phases 23% (the opening
-  collapse counted) and 77-98%.
+  halved the autopilot completes at least 60% of the best fixed setting (measured 87-95% over
+  three runs with the law now, 76-87% with the law before the return after a second cut in a
+  row), and at least three times what the operator's fixed setting does plus one a second (its
+  origin is down: measured 0-0.08/s). The full phase is measured from convergence, a window of
+  6-10 s after the opening's collapse in which the target climbs back from where the cuts
+  left it: at least 35% (measured 67-87%; 50-108% before); the model, whose phases last ten
+  minutes, reaches 80-82% and 95-97% (tests/unit/test_model_autopilot.py), and over these
+  30-second phases 23-25% (the opening collapse counted) and 71-84%. The issue's 80% in each
+  phase is judged over longer phases by the benchmark (loadtests/RESULTS.md: 96% and 94%).
 
 `exclusive`: its ~1,200 registrants, twice, load the machine enough to make the tests beside
 it late (seen: a driver test's completions cut off, a benchmark's polls shed).
