@@ -147,7 +147,7 @@ def autopilot_view(
     target, recover_to = number("target"), number("recover_to")
     return {
         "mode": config.mode,
-        "target_active": int(state["target"]) if state.get("target") else None,
+        "target_active": None if target is None else int(target),
         "admit_rate": number("rate"),
         "bounds": {"min_active": config.min_active, "max_active": config.max_active},
         "signals": {

@@ -412,13 +412,13 @@ def decide(
         f"origin healthy (p95 {latency:.2f} s, errors {errors:.1%}) and {load.active} of "
         f"{target} sessions used"
     )
-    if target < state.recover_to:
-        step = max(1, math.floor(target * SLOW_START_STEP))
-        new_target = config.clamp(min(state.recover_to, target + step))
+    recovering = target < state.recover_to
+    step = SLOW_START_STEP if recovering or not state.breached else INCREASE_STEP
+    new_target = target + max(1, math.floor(target * step))
+    if recovering:
+        new_target = min(new_target, state.recover_to)
         reason += f"; back towards {state.recover_to}, the target before a second cut in a row"
-    else:
-        step = max(1, math.floor(target * (INCREASE_STEP if state.breached else SLOW_START_STEP)))
-        new_target = config.clamp(target + step)
+    new_target = config.clamp(new_target)
     if new_target == target:
         return outcome("hold", target, "healthy, at max_active")
     return outcome("increase", new_target, reason, last_increase_at=now)

@@ -53,7 +53,7 @@ async def stack(redis_url: str, state_dir: Path) -> AsyncIterator[Stack]:
         redis_url=redis_url,
         admin_token="test-admin-token",
         state_dir=state_dir,
-        **NEVER_SHED,  # type: ignore[arg-type]
+        **NEVER_SHED,
     )
     secret = load_callback_keys(settings)[1]
     received: list[dict[str, Any]] = []

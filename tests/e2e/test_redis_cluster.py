@@ -64,7 +64,7 @@ async def cluster_client(
         log_format="text",
         rate_limits=RateLimitRules(enabled=False),
         redis_timeout_s=5.0,
-        **NEVER_SHED,  # type: ignore[arg-type]
+        **NEVER_SHED,
     )
     keyring = KeyRing.from_keys(Ed25519PrivateKey.generate())
     app = create_app(settings, clock=ManualClock(T0), keyring=keyring, run_admission=False)

@@ -162,7 +162,7 @@ async def service(redis_url: str, state_dir: Path, origin: Origin) -> AsyncItera
         redis_url=redis_url,
         admin_token=ADMIN_TOKEN,
         state_dir=state_dir,
-        **NEVER_SHED,  # type: ignore[arg-type]
+        **NEVER_SHED,
     )
     app = create_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=5.0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from aiohttp.test_utils import TestClient
 
@@ -105,7 +105,12 @@ async def admin_view(client: TestClient, wave: str) -> dict[str, Any]:
     return body
 
 
-NEVER_SHED: dict[str, float | int] = {"max_lag_s": 30.0, "max_inflight": 100_000}
+class NeverShed(TypedDict):
+    max_lag_s: float
+    max_inflight: int
+
+
+NEVER_SHED = NeverShed(max_lag_s=30.0, max_inflight=100_000)
 """Settings for a service run in the test's own process: it shares its event loop with the test
 (and a browser driver), so a loaded machine's lag or throughput must not make it shed requests
 (shedding is the overload tests' subject, tests/e2e/test_guarantee_overload.py). Seen: the
