@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 import aiohttp
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.bench.wrk import LUA_DIR
 from queue_service.settings import AUTO, Settings
@@ -28,9 +30,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.exclusive]  # measures latency
 
 MAX_CONNECTIONS = 300
 MAX_INFLIGHT = 128
-FLOOD_CONNECTIONS = 1500  # five times what the process keeps open
-FLOOD_S = 8
+FLOOD_CONNECTIONS = 3000  # ten times what the process keeps open
+FLOOD_S = 9  # the probe, then the newcomers, all while the flood is on
 FLOOD_ONSET_S = 1.5
+PROBE_S = 5.0
 ACCEPTED_P99_S = 0.25
 MAX_RSS_BYTES = 300 * 2**20
 SHIPPED_DEFAULTS = {  # the harness pins the bounds out of the way of a loaded CI machine
@@ -44,6 +47,49 @@ NEWCOMER_WAIT_S = 5.0
 """A newcomer's 503 arrives within this: the flood in the listen queue is refused in bulk."""
 
 
+def assert_p99_under_target(probe_latencies: list[float], exposition: str) -> None:
+    """The requests the process took kept p99 < ACCEPTED_P99_S, judged twice:
+    - on every request it answered with a 2xx during the run (thousands, the flood's included),
+      by its own latency histogram, which has a bucket edge at the target: at least 99% of them
+      within it, exactly;
+    - on what the polite client measured end to end (tens of samples, each one also waiting on
+      the loop before its handler starts): a p99 is not the slowest of 50 samples. The test
+      fails when the samples over the target are too many to come from a p99 within it (fewer
+      than a 1% chance: one-sided binomial test), so one host hiccup is no failure and a
+      regression to a p98 at the target is."""
+    families = {f.name: f for f in text_string_to_metric_families(exposition)}
+    answered: dict[float, float] = {}
+    for sample in families["gelombang_http_request_duration_seconds"].samples:
+        if sample.name.endswith("_bucket") and sample.labels["status_class"] == "2xx":
+            edge = float(sample.labels["le"])
+            answered[edge] = answered.get(edge, 0.0) + sample.value
+    assert ACCEPTED_P99_S in answered, sorted(answered)
+    within, total = answered[ACCEPTED_P99_S], answered[float("inf")]
+    assert total >= 1000 and within >= 0.99 * total, (within, total)
+    n = len(probe_latencies)
+    over = sum(latency >= ACCEPTED_P99_S for latency in probe_latencies)
+    chance = sum(math.comb(n, k) * 0.01**k * 0.99 ** (n - k) for k in range(over, n + 1))
+    slowest = [round(latency * 1000) for latency in sorted(probe_latencies)[-5:]]
+    median = sorted(probe_latencies)[n // 2] * 1000
+    assert chance >= 0.01, (
+        f"{over} of {n} over the target: slowest {slowest} ms, median {median:.0f}"
+    )
+
+
+async def flood_on_its_own_cpu(
+    server_pid: int, wrk: str, *arguments: str
+) -> asyncio.subprocess.Process:
+    """wrk (two threads, 10 s timeout) with `arguments`; the process under test on one CPU, the
+    flood on the other (as in the benchmark): what is measured is the process's own queue, not
+    the flood's threads taking its CPU."""
+    server_cpu, flood_cpu = sorted(os.sched_getaffinity(0))[:2]
+    os.sched_setaffinity(server_pid, {server_cpu})
+    return await asyncio.create_subprocess_exec(
+        "taskset", "-c", str(flood_cpu), wrk, "-t2", "--timeout", "10s", *arguments,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+
+
 async def probe(
     http: aiohttp.ClientSession, url: str, ticket: str, until: float
 ) -> dict[str, object]:
@@ -53,6 +99,8 @@ async def probe(
     latencies: list[float] = []
     refusals: list[tuple[int, str | None, str]] = []
     readiness: list[str] = []
+    held: list[float] = []
+    """Open connections over the bound, at each /readyz."""
     n = 0
     while time.monotonic() < until:
         n += 1
@@ -74,9 +122,16 @@ async def probe(
             except (aiohttp.ClientError, TimeoutError):
                 refusals.append((0, None, "connection"))
         async with http.get(url + "/readyz") as response:
-            readiness.append((await response.json()).get("status", "error"))
+            ready = await response.json()
+            readiness.append(ready.get("status", "error"))
+            held.append(ready.get("connections", 0) / max(1, ready.get("max_connections", 1)))
         await asyncio.sleep(0.05)
-    return {"latencies": sorted(latencies), "refusals": refusals, "readiness": readiness}
+    return {
+        "latencies": sorted(latencies),
+        "refusals": refusals,
+        "readiness": readiness,
+        "held": sorted(held),
+    }
 
 
 async def extra_connections(
@@ -122,17 +177,16 @@ async def test_a_flood_is_shed_fast_while_accepted_requests_stay_fast(tmp_path: 
             ticket = (await r.json())["ticket"]  # and the polite client's connection is open
         await asyncio.sleep(1.2)  # the admission loop has a copy of the wave
         path = "/api/v1/waves/w/join"
-        flood = await asyncio.create_subprocess_exec(
-            wrk, "-t2", f"-c{FLOOD_CONNECTIONS}", f"-d{FLOOD_S}s", "--timeout", "10s",
+        flood = await flood_on_its_own_cpu(
+            serve.pid, wrk, f"-c{FLOOD_CONNECTIONS}", f"-d{FLOOD_S}s",
             "-s", str(LUA_DIR / "join.lua"), serve.url + path, "--", path, "flood",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         try:
             await asyncio.sleep(FLOOD_ONSET_S)  # the flood is at full strength
-            until = time.monotonic() + FLOOD_S - 3
-            measured = asyncio.create_task(probe(polite, serve.url, ticket, until))
+            until = time.monotonic() + PROBE_S
+            result = await probe(polite, serve.url, ticket, until)
+            # after the probe, so that its client's loop is not busy with a hundred others
             refused_at_the_door = await extra_connections(serve.url, 100)
-            result = await measured
             rss = psutil.Process(serve.pid).memory_info().rss
             raw, _ = await asyncio.wait_for(flood.communicate(), FLOOD_S + 30)
             out = raw.decode()
@@ -146,8 +200,7 @@ async def test_a_flood_is_shed_fast_while_accepted_requests_stay_fast(tmp_path: 
 
     latencies = result["latencies"]
     assert isinstance(latencies, list) and len(latencies) >= 15, result
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    assert p99 < ACCEPTED_P99_S, f"accepted requests' p99 {p99 * 1000:.0f} ms"
+    assert_p99_under_target(latencies, exposition)
     # the flood was refused, fast and as documented: 503 overloaded with Retry-After
     assert "Non-2xx or 3xx responses" in out, out
     shed = [line for line in exposition.splitlines() if line.startswith("gelombang_shed_")]
@@ -178,8 +231,7 @@ async def test_on_the_shipped_defaults_the_bounds_adapt_to_the_host(tmp_path: Pa
     result, during = flood.polite, flood.readiness
     latencies = result["latencies"]
     assert isinstance(latencies, list) and len(latencies) >= 30, result
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    assert p99 < ACCEPTED_P99_S, f"accepted requests' p99 {p99 * 1000:.0f} ms"
+    assert_p99_under_target(latencies, flood.exposition)
     for status, retry, code in result["refusals"]:  # type: ignore[attr-defined]
         assert status == 503 and retry and code == "overloaded", (status, code)
     assert "Non-2xx or 3xx responses" in flood.wrk_report, flood.wrk_report  # open ones: 503s
@@ -192,7 +244,10 @@ async def test_on_the_shipped_defaults_the_bounds_adapt_to_the_host(tmp_path: Pa
     assert max(flood.newcomer_waits_s) < NEWCOMER_WAIT_S, sorted(flood.newcomer_waits_s)
     # the bound is the process's own, far below the flood, and shown to the load balancer
     assert during["max_connections"] < ADAPTIVE_FLOOD_CONNECTIONS / 2, during
-    assert during["connections"] <= during["max_connections"] * 1.1, during
+    # held to it: the bound may fall by half in 50 ms, and the connections it retires close at
+    # their next request, so one moment may be over it; most moments are not
+    held = result["held"]
+    assert isinstance(held, list) and held[len(held) // 2] <= 1.1, (held, during)
     assert "saturated" in result["readiness"], result["readiness"]  # type: ignore[operator]
     assert flood.rss < MAX_RSS_BYTES, flood.rss
 
@@ -207,6 +262,8 @@ class AdaptiveFlood:
     """/readyz near the end of the flood."""
     rss: int
     wrk_report: str
+    exposition: str
+    """The process's /metrics after the flood."""
 
 
 async def adaptive_flood(polite: aiohttp.ClientSession, wrk: str, tmp_path: Path) -> AdaptiveFlood:
@@ -227,16 +284,9 @@ async def adaptive_flood(polite: aiohttp.ClientSession, wrk: str, tmp_path: Path
         tickets.write_text(ticket + "\n")
         await asyncio.sleep(1.2)  # the admission loop has a copy of the wave
         path = "/api/v1/waves/w/status"
-        # the process on one CPU, the flood on the other (as in the benchmark): what is measured
-        # is the process's own queue, not the flood's threads taking its CPU
-        server_cpu, flood_cpu = sorted(os.sched_getaffinity(0))[:2]
-        os.sched_setaffinity(serve.pid, {server_cpu})
-        flood = await asyncio.create_subprocess_exec(
-            "taskset", "-c", str(flood_cpu),
-            wrk, "-t2", f"-c{ADAPTIVE_FLOOD_CONNECTIONS}", f"-d{ADAPTIVE_FLOOD_S}s",
-            "--timeout", "10s", "-s", str(LUA_DIR / "status.lua"), serve.url + path,
-            "--", path, str(tickets),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        flood = await flood_on_its_own_cpu(
+            serve.pid, wrk, f"-c{ADAPTIVE_FLOOD_CONNECTIONS}", f"-d{ADAPTIVE_FLOOD_S}s",
+            "-s", str(LUA_DIR / "status.lua"), serve.url + path, "--", path, str(tickets),
         )  # fmt: skip
         try:
             # its first second (the kernel taking 3,000 connections at once) is as slow with a
@@ -257,5 +307,7 @@ async def adaptive_flood(polite: aiohttp.ClientSession, wrk: str, tmp_path: Path
             if flood.returncode is None:
                 flood.kill()
                 await flood.wait()
+        async with polite.get(serve.url + "/metrics") as r:
+            exposition = await r.text()
 
-    return AdaptiveFlood(result, newcomers, waited, during, rss, out)
+    return AdaptiveFlood(result, newcomers, waited, during, rss, out, exposition)
