@@ -10,6 +10,7 @@ processes) is `on_receipt`'s, in `loadtests.callbacks`. No Locust import.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -22,7 +23,23 @@ MAX_BODY = 64 * 1024
 """A call-back message is a few hundred bytes; anything far larger is not one."""
 REASONS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized", 404: "404 Not Found"}
 
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+"""Bind addresses that mean every interface: no machine but this one reaches them by that name."""
+
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+def advertised_url(host: str, port: int, public_url: str = "") -> str:
+    """The URL the queue calls the gateway at: `public_url` when the operator gives one (the
+    gateway behind NAT or a proxy); on a wildcard bind, this machine's fully qualified name
+    (http://0.0.0.0:… would only ever reach the queue's own machine); otherwise the address it
+    listens on."""
+    if public_url:
+        return public_url
+    name = socket.getfqdn() if host in WILDCARD_HOSTS else host
+    if ":" in name:
+        name = f"[{name}]"  # an IPv6 address
+    return f"http://{name}:{port}{GATEWAY_PATH}"
 
 
 class CallbackGateway:
@@ -32,12 +49,15 @@ class CallbackGateway:
         self._server: WSGIServer | None = None
         self.url = ""
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen on `host:port` (0: a free port); the URL the wave's webhook_url names."""
+    def start(self, host: str = "127.0.0.1", port: int = 0, public_url: str = "") -> str:
+        """Listen on `host:port` (0: a free port); the URL the wave's webhook_url names
+        (`advertised_url`)."""
         self._server = WSGIServer((host, port), self.app, log=None, error_log=None)
         self._server.start()
         bound_port = self._server.server_port
-        self.url = f"http://{host}:{bound_port}{GATEWAY_PATH}"
+        if bound_port is None:
+            raise RuntimeError(f"the gateway did not bind {host}:{port}")
+        self.url = advertised_url(host, bound_port, public_url)
         return self.url
 
     def stop(self) -> None:

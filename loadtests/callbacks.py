@@ -128,7 +128,7 @@ def _start(environment: Any, **_kwargs: Any) -> None:
             runner.send_message(MESSAGE_TYPE, receipt.message.as_dict())
 
     _gateway = CallbackGateway(Inbox(secret), on_receipt)
-    url = _gateway.start(settings.gateway_host, settings.gateway_port)
+    url = _gateway.start(settings.gateway_host, settings.gateway_port, settings.gateway_url)
     log.info("call-backs: the rehearsal's gateway listens at %s", url)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from locust import events
 
 from loadtests.stepping import BreakLimits
-from loadtests.targets import DEFAULT_HOST, DEFAULT_ORIGIN_URL, check_target
+from loadtests.targets import DEFAULT_HOST, DEFAULT_ORIGIN_URL, check_public_url, check_target
 from simulator.scenario import Scenario, load_scenario
 
 
@@ -51,6 +51,13 @@ def add_options(parser: Any) -> None:
         type=int,
         default=0,
         help="call-backs: the gateway's port (0 = a free one)",
+    )
+    group.add_argument(
+        "--gateway-url",
+        default="",
+        help="call-backs: the URL the queue reaches the gateway at, when not the listening "
+        "address (NAT, a proxy); by default that address, or this machine's name when "
+        "--gateway-host is 0.0.0.0 or ::",
     )
     group.add_argument(
         "--scenario",
@@ -181,6 +188,7 @@ class LoadSettings:
     webhook_secret: str
     gateway_host: str
     gateway_port: int
+    gateway_url: str
     scenario: Scenario
     population_seed: int
     keep_wave: bool
@@ -221,6 +229,7 @@ def settings_from(options: Any, host: str | None) -> LoadSettings:
         webhook_secret=options.webhook_secret or "",
         gateway_host=options.gateway_host,
         gateway_port=options.gateway_port,
+        gateway_url=check_public_url(options.gateway_url, what="gateway URL"),
         scenario=scenario,
         population_seed=scenario.seed if options.population_seed < 0 else options.population_seed,
         keep_wave=bool(options.keep_wave),

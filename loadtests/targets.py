@@ -48,6 +48,15 @@ def check_target(url: str, *, explicit: bool, what: str) -> str:
     return url.rstrip("/")
 
 
+def check_public_url(url: str, *, what: str) -> str:
+    """`url` as given (a proxy may route on its trailing slash), once it is an absolute http(s)
+    URL; empty stays empty (not given). For an address others call us at, never one we send
+    load to."""
+    if url:
+        check_target(url, explicit=True, what=what)
+    return url
+
+
 def admin_headers(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

@@ -21,13 +21,14 @@ from pathlib import Path
 
 import pytest
 import redis
+import requests
 
 from gelombang_harness import ChildProcess, stop_all
 from loadtests import counters
 from queue_service.redis_server import EmbeddedRedis, free_port
 from tests.helpers.paths import REPO
 from tests.helpers.processes import OriginProcess, ServeProcess
-from tests.helpers.support import ADMIN_TOKEN
+from tests.helpers.support import ADMIN, ADMIN_TOKEN
 
 RUN_S = 15
 WEBHOOK_SECRET = base64.b64encode(bytes(range(32))).decode()
@@ -368,13 +369,20 @@ def test_registrants_opt_in_are_called_back_and_come_back_by_the_link(
     """Issue 24 in a Locust rehearsal: registrants opt in and leave the line; the queue sends
     signed messages to the rehearsal's gateway (the wave's webhook_url), which verifies them
     and wakes the users they are addressed to; those come back by their return link and are
-    admitted and register. A line of a few seconds is under lead_s: everyone is told at once."""
+    admitted and register. A line of a few seconds is under lead_s: everyone is told at once.
+    The queue calls the gateway by the URL the operator gave (--gateway-url: another name
+    than the address it listens on, as behind NAT or in a container)."""
     scenario = callbacks_scenario(tmp_path)
+    port = free_port()
+    public_url = f"http://localhost:{port}/gateway"
     run = run_locust(
         stack, tmp_path, "lt-callbacks", "--scenario", str(scenario),
-        "--webhook-secret", WEBHOOK_SECRET, *callback_run(),
+        "--webhook-secret", WEBHOOK_SECRET, "--gateway-port", str(port),
+        "--gateway-url", public_url, *callback_run(),
     )  # fmt: skip
     assert run.returncode == 0, run.output[-4000:]
+    wave = requests.get(f"{stack.queue_url}/admin/v1/waves/lt-callbacks", headers=ADMIN, timeout=5)
+    assert wave.json()["wave"]["notify"]["webhook_url"] == public_url, wave.text
     assert run.verdict["passed"] is True, run.verdict
     check = run.check("callbacks_delivered")
     assert check["passed"] is True and check["skipped"] is False, check
