@@ -29,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8090, help="port to listen on")
     parser.add_argument(
         "--scenario",
-        help="take capacity, service times and timeout from this scenario's [origin] table",
+        help="take capacity, service times and timeout from this scenario's [origin] table "
+        "(not its capacity_schedule, which counts from the run's start, not the origin's: "
+        "give it as --capacity-schedule, or through the admin call when the run starts)",
     )
     parser.add_argument(
         "--capacity", type=int, help="requests served at once (worker pool; default 50)"
@@ -145,6 +147,14 @@ def origin_config(args: argparse.Namespace) -> OriginConfig:
         from simulator.scenario import load_scenario
 
         origin = load_scenario(args.scenario).origin
+        if origin.capacity_schedule and not args.capacity_schedule:
+            steps = ",".join(f"{at:g}:{workers}" for at, workers in origin.capacity_schedule)
+            log.warning(
+                "the scenario's capacity_schedule (%s) is not followed: it counts from the "
+                "run's start; --capacity-schedule %s follows it from the origin's start",
+                steps,
+                steps,
+            )
         capacity = origin.capacity
         # The origin's gateway gives up a little before the client does.
         queue_timeout = 0.8 * origin.timeout_s

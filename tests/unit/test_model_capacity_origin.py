@@ -32,14 +32,24 @@ def scenario() -> Scenario:
     return load_scenario(SCENARIO)
 
 
-def test_the_model_configures_the_origin_as_gelombang_origin_does(scenario: Scenario) -> None:
+def test_the_model_configures_the_origin_as_gelombang_origin_does(
+    scenario: Scenario, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Alike but for the schedule, which counts from the run's start: the live origin says so
+    and follows it when given as a flag."""
     parser = argparse.ArgumentParser()
     origin_command.add_arguments(parser)
     args = parser.parse_args(["--scenario", str(SCENARIO), "--unprotected"])
-    live = origin_command.origin_config(args)
+    with caplog.at_level("WARNING", logger="gelombang.origin"):
+        live = origin_command.origin_config(args)
     modelled = sample_origin_config(scenario.origin)
     assert dataclasses.replace(modelled, capacity_schedule=()) == live
     assert modelled.capacity_schedule == ((605.0, 12),)
+    assert "--capacity-schedule 605:12" in caplog.text, caplog.text
+    flagged = parser.parse_args(
+        ["--scenario", str(SCENARIO), "--unprotected", "--capacity-schedule", "605:12"]
+    )
+    assert origin_command.origin_config(flagged) == modelled
 
 
 def steady(origin: CapacityOrigin, sessions: int, capacity: int) -> TickLoad:
