@@ -23,7 +23,11 @@ JSON = {"Content-Type": "application/json"}
 
 @pytest.fixture
 async def own_redis(tmp_path: Path, redis_executable: str) -> AsyncIterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path / "own-redis", appendonly=True, executable=redis_executable)
+    # a sync per write: on `everysec` a kill right after a join may lose it while a slow disk
+    # still syncs the second before (tests/e2e/test_guarantee_durability.py)
+    server = EmbeddedRedis(
+        tmp_path / "own-redis", appendonly=True, appendfsync="always", executable=redis_executable
+    )
     server.start()
     yield server
     server.stop()
