@@ -186,14 +186,17 @@ def test_headless_rehearsal_registers_people_and_passes_every_check(rehearsal: L
 def test_a_failing_check_gives_a_non_zero_exit_code(stack: Stack, tmp_path: Path) -> None:
     # The same bots against a wave whose rate limits are off: nothing stops them, and the
     # verdict must fail the run even though every request "succeeded".
+    # Fails for that reason, measured: not for too few bot requests to judge, as a 5 s run of 3
+    # bots did once on a loaded CI machine (13 requests where a quiet one makes 170).
     run = run_locust(
         stack, tmp_path, "lt-no-limits",
-        "-u", "3", "-r", "3", "-t", "5s", "--wave-rate-limits", "off",
+        "-u", "6", "-r", "6", "-t", "8s", "--wave-rate-limits", "off",
         "BotUser",
     )  # fmt: skip
     assert run.returncode == VERDICT_FAILED, run.output[-4000:]
     assert run.verdict["passed"] is False
-    assert run.check("bots_rate_limited")["passed"] is False
+    check = run.check("bots_rate_limited")
+    assert check["passed"] is False and check["skipped"] is False, check
     assert run.check("queue_no_5xx")["passed"] is True
     assert int(run.row("Aggregated")["Request Count"]) > 0
     assert run.row("Aggregated")["Failure Count"] == "0"
