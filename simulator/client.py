@@ -247,11 +247,13 @@ class QueueApi:
         return Request(QUEUE, "GET", f"/w/{self.wave}", PAGE, expect=frozenset({200}))
 
     def notify(self, ticket: str, kind: str, address: str) -> Request:
-        """Opt in to call-backs: leave the line and be told when the turn is near."""
+        """Opt in to call-backs: leave the line and be told when the turn is near. 409
+        `not_waiting` is an answer, not a failure: admitted between the status that offered
+        the opt-in and this request (a loaded machine widens that race); they keep the page."""
         return Request(
             QUEUE, "POST", f"{self.base}/notify", NOTIFY, headers={"X-Queue-Ticket": ticket},
             json={"contact": {"kind": kind, "address": address}, "language": "id"},
-            expect=frozenset({200, 201}),
+            expect=frozenset({200, 201, 409}),
         )  # fmt: skip
 
     def come_back(self, code: str) -> Request:

@@ -17,6 +17,7 @@ Problems that make the run meaningless are errors (the command stops); the other
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from simulator.driver import SYNTHETIC_NETWORK
 from simulator.transport import send
 
 PROBE_JOINS = 200
+PROBE_BATCH = 20
 """Joins sent from one address at most: above the default join_per_ip burst (60)."""
 TIMEOUT_S = 5.0
 TIMEOUT = aiohttp.ClientTimeout(TIMEOUT_S)
@@ -130,9 +132,12 @@ async def _addresses_believed(
 
     try:
         limited = False
-        for n in range(PROBE_JOINS):
-            status, policy = await join(n, probe_address(0))
-            if status == 429 and "join_per_ip" in policy:
+        # in concurrent batches: one join at a time on a slow (or loaded) machine may come no
+        # faster than the limit refills, and the probe would never reach it
+        for first in range(0, PROBE_JOINS, PROBE_BATCH):
+            batch = range(first, min(first + PROBE_BATCH, PROBE_JOINS))
+            answers = await asyncio.gather(*(join(n, probe_address(0)) for n in batch))
+            if any(status == 429 and "join_per_ip" in policy for status, policy in answers):
                 limited = True
                 break
         if not limited:
