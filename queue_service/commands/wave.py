@@ -215,9 +215,12 @@ def describe_autopilot(autopilot: dict[str, Any], zone: ZoneInfo) -> str:
     if autopilot.get("hold_until"):
         lines.append(f"  held by an operator until {local_time(autopilot['hold_until'], zone)}")
     if autopilot.get("recover_to"):
+        from queue_service.autopilot import SLOW_START_STEP
+
         lines.append(
-            f"  climbing back to {autopilot['recover_to']:,} sessions at +25% a step (the target "
-            "before a second cut in a row, which may have answered a stale signal)"
+            f"  climbing back to {autopilot['recover_to']:,} sessions at +{SLOW_START_STEP:.0%} "
+            "a step (the target before a second cut in a row, which may have answered a stale "
+            "signal)"
         )
     return "\n".join(lines)
 
